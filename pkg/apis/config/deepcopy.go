@@ -1,0 +1,28 @@
+package config
+
+import "k8s.io/apimachinery/pkg/runtime"
+
+// DeepCopyInto copies args into out. Written by hand: the types are small and code generation
+// would be the module's only generator.
+func (in *ReputationArgs) DeepCopyInto(out *ReputationArgs) {
+	*out = *in
+	out.Policy.Origin.Rules = append([]OriginRule(nil), in.Policy.Origin.Rules...)
+}
+
+// DeepCopy returns a copy of args.
+func (in *ReputationArgs) DeepCopy() *ReputationArgs {
+	if in == nil {
+		return nil
+	}
+	out := new(ReputationArgs)
+	in.DeepCopyInto(out)
+	return out
+}
+
+// DeepCopyObject implements runtime.Object.
+func (in *ReputationArgs) DeepCopyObject() runtime.Object {
+	if c := in.DeepCopy(); c != nil {
+		return c
+	}
+	return nil
+}

@@ -1,0 +1,29 @@
+package config
+
+import "github.com/repute-dev/repute/reputation"
+
+// Policy is the domain policy these args describe, before validation.
+func Policy(spec *PolicySpec) reputation.Policy {
+	p := reputation.Policy{
+		BaseScore:        int(spec.BaseScore),
+		TrustedAtOrAbove: int(spec.Thresholds.Trusted),
+		UntrustedBelow:   int(spec.Thresholds.Untrusted),
+		Origin:           reputation.OriginPolicy{MutableTagPenalty: int(spec.Origin.MutableTagPenalty)},
+	}
+	for _, r := range spec.Origin.Rules {
+		p.Origin.Rules = append(p.Origin.Rules, reputation.OriginRule{Pattern: r.Pattern, Weight: int(r.Weight), Tier: reputation.Tier(r.Tier)})
+	}
+	return p
+}
+
+// PoolFor returns the pool spec of a tier.
+func (p *TierPools) PoolFor(t reputation.Tier) *PoolSpec {
+	switch t {
+	case reputation.TierTrusted:
+		return &p.Trusted
+	case reputation.TierUnknown:
+		return &p.Unknown
+	default:
+		return &p.Untrusted
+	}
+}

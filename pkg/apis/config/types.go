@@ -1,0 +1,80 @@
+// Package config holds the internal types of the Reputation plugin's arguments, registered with
+// kube-scheduler's own config scheme so that they are decoded strictly, defaulted and converted
+// like the in-tree plugins' args.
+package config
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ReputationArgs configures the Reputation plugin. The type name must be the plugin name plus
+// "Args": kube-scheduler finds the type for a pluginConfig entry by that name.
+type ReputationArgs struct {
+	metav1.TypeMeta
+
+	// PoolLabelKey is the node label that names a node's pool. Pool nodes are also tainted
+	// <PoolLabelKey>=<pool>:NoSchedule so that no other scheduler places pods on them.
+	PoolLabelKey string
+	// Pools says where each tier's pods go.
+	Pools TierPools
+	// Policy weighs evidence into a score and a tier.
+	Policy PolicySpec
+	// VerdictWait bounds how long a pod waits for its images' first verdicts before it is placed
+	// as unknown.
+	VerdictWait metav1.Duration
+}
+
+// TierPools names the pool of each tier.
+type TierPools struct {
+	Trusted   PoolSpec
+	Unknown   PoolSpec
+	Untrusted PoolSpec
+}
+
+// PoolSpec describes one tier's pool.
+type PoolSpec struct {
+	// Name is the value of the pool label (and taint) on the pool's nodes.
+	Name string
+	// AllowUnpooledNodes lets the tier also use nodes that carry no pool label.
+	AllowUnpooledNodes bool
+	// Placement ranks feasible nodes inside the pool.
+	Placement PlacementStrategy
+}
+
+// PlacementStrategy ranks nodes within a pool.
+type PlacementStrategy string
+
+const (
+	// PlacementPack prefers the fullest node, keeping whole nodes free.
+	PlacementPack PlacementStrategy = "Pack"
+	// PlacementSpread prefers the emptiest node, limiting what one node's compromise exposes.
+	PlacementSpread PlacementStrategy = "Spread"
+)
+
+// PolicySpec is the trust policy as operators write it.
+type PolicySpec struct {
+	BaseScore  int32
+	Thresholds Thresholds
+	Origin     OriginPolicy
+}
+
+// Thresholds split the 0–100 score into tiers.
+type Thresholds struct {
+	// Trusted is the lowest score that is trusted.
+	Trusted int32
+	// Untrusted: scores below it are untrusted.
+	Untrusted int32
+}
+
+// OriginPolicy weighs where images come from.
+type OriginPolicy struct {
+	Rules             []OriginRule
+	MutableTagPenalty int32
+}
+
+// OriginRule maps a registry/repository glob to a weight or a hard tier.
+type OriginRule struct {
+	Pattern string
+	Weight  int32
+	Tier    string
+}

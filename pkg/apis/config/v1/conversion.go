@@ -1,0 +1,112 @@
+package v1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+)
+
+// Convert_v1_ReputationArgs_To_config_ReputationArgs converts defaulted versioned args to the
+// internal type. Unset pointers (only possible when defaulting was skipped) become zero values,
+// which validation then rejects with a field path.
+func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out *config.ReputationArgs) {
+	*out = config.ReputationArgs{
+		PoolLabelKey: ptr.Deref(in.PoolLabelKey, ""),
+		VerdictWait:  ptr.Deref(in.VerdictWait, metav1.Duration{}),
+	}
+	if in.Pools != nil {
+		out.Pools = config.TierPools{
+			Trusted:   poolToInternal(in.Pools.Trusted),
+			Unknown:   poolToInternal(in.Pools.Unknown),
+			Untrusted: poolToInternal(in.Pools.Untrusted),
+		}
+	}
+	if p := in.Policy; p != nil {
+		out.Policy.BaseScore = ptr.Deref(p.BaseScore, 0)
+		if t := p.Thresholds; t != nil {
+			out.Policy.Thresholds = config.Thresholds{Trusted: ptr.Deref(t.Trusted, 0), Untrusted: ptr.Deref(t.Untrusted, 0)}
+		}
+		if o := p.Origin; o != nil {
+			out.Policy.Origin.MutableTagPenalty = ptr.Deref(o.MutableTagPenalty, 0)
+			for _, r := range o.Rules {
+				out.Policy.Origin.Rules = append(out.Policy.Origin.Rules, config.OriginRule(r))
+			}
+		}
+	}
+}
+
+func poolToInternal(in *PoolSpec) config.PoolSpec {
+	if in == nil {
+		return config.PoolSpec{}
+	}
+	return config.PoolSpec{
+		Name:               ptr.Deref(in.Name, ""),
+		AllowUnpooledNodes: ptr.Deref(in.AllowUnpooledNodes, false),
+		Placement:          config.PlacementStrategy(ptr.Deref(in.Placement, "")),
+	}
+}
+
+// Convert_config_ReputationArgs_To_v1_ReputationArgs converts internal args back, for
+// kube-scheduler's --write-config-to and for logging the effective configuration.
+func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArgs, out *ReputationArgs) {
+	rules := make([]OriginRule, 0, len(in.Policy.Origin.Rules))
+	for _, r := range in.Policy.Origin.Rules {
+		rules = append(rules, OriginRule(r))
+	}
+	*out = ReputationArgs{
+		PoolLabelKey: ptr.To(in.PoolLabelKey),
+		VerdictWait:  ptr.To(in.VerdictWait),
+		Pools: &TierPools{
+			Trusted:   poolToV1(in.Pools.Trusted),
+			Unknown:   poolToV1(in.Pools.Unknown),
+			Untrusted: poolToV1(in.Pools.Untrusted),
+		},
+		Policy: &PolicySpec{
+			BaseScore:  ptr.To(in.Policy.BaseScore),
+			Thresholds: &Thresholds{Trusted: ptr.To(in.Policy.Thresholds.Trusted), Untrusted: ptr.To(in.Policy.Thresholds.Untrusted)},
+			Origin:     &OriginPolicy{Rules: rules, MutableTagPenalty: ptr.To(in.Policy.Origin.MutableTagPenalty)},
+		},
+	}
+}
+
+func poolToV1(in config.PoolSpec) *PoolSpec {
+	return &PoolSpec{Name: ptr.To(in.Name), AllowUnpooledNodes: ptr.To(in.AllowUnpooledNodes), Placement: ptr.To(string(in.Placement))}
+}
+
+// DeepCopyObject implements runtime.Object.
+func (in *ReputationArgs) DeepCopyObject() runtime.Object {
+	if in == nil {
+		return nil
+	}
+	out := &ReputationArgs{TypeMeta: in.TypeMeta, PoolLabelKey: copyPtr(in.PoolLabelKey), VerdictWait: copyPtr(in.VerdictWait)}
+	if in.Pools != nil {
+		out.Pools = &TierPools{Trusted: in.Pools.Trusted.deepCopy(), Unknown: in.Pools.Unknown.deepCopy(), Untrusted: in.Pools.Untrusted.deepCopy()}
+	}
+	if p := in.Policy; p != nil {
+		out.Policy = &PolicySpec{BaseScore: copyPtr(p.BaseScore)}
+		if t := p.Thresholds; t != nil {
+			out.Policy.Thresholds = &Thresholds{Trusted: copyPtr(t.Trusted), Untrusted: copyPtr(t.Untrusted)}
+		}
+		if o := p.Origin; o != nil {
+			out.Policy.Origin = &OriginPolicy{Rules: append([]OriginRule(nil), o.Rules...), MutableTagPenalty: copyPtr(o.MutableTagPenalty)}
+		}
+	}
+	return out
+}
+
+func (in *PoolSpec) deepCopy() *PoolSpec {
+	if in == nil {
+		return nil
+	}
+	return &PoolSpec{Name: copyPtr(in.Name), AllowUnpooledNodes: copyPtr(in.AllowUnpooledNodes), Placement: copyPtr(in.Placement)}
+}
+
+func copyPtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
+}

@@ -1,0 +1,72 @@
+package v1
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+// Defaults an operator gets by saying nothing.
+const (
+	DefaultPoolLabelKey = "repute.dev/pool"
+	DefaultVerdictWait  = 5 * time.Second
+)
+
+// SetDefaults_ReputationArgs fills every field the operator left unset. This is the only place
+// defaults live.
+func SetDefaults_ReputationArgs(obj *ReputationArgs) {
+	if obj.PoolLabelKey == nil {
+		obj.PoolLabelKey = ptr.To(DefaultPoolLabelKey)
+	}
+	if obj.VerdictWait == nil {
+		obj.VerdictWait = &metav1.Duration{Duration: DefaultVerdictWait}
+	}
+	if obj.Pools == nil {
+		obj.Pools = &TierPools{}
+	}
+	obj.Pools.Trusted = defaultPool(obj.Pools.Trusted, reputation.TierTrusted, "Pack")
+	obj.Pools.Unknown = defaultPool(obj.Pools.Unknown, reputation.TierUnknown, "Spread")
+	obj.Pools.Untrusted = defaultPool(obj.Pools.Untrusted, reputation.TierUntrusted, "Spread")
+
+	if obj.Policy == nil {
+		obj.Policy = &PolicySpec{}
+	}
+	p := obj.Policy
+	if p.BaseScore == nil {
+		p.BaseScore = ptr.To[int32](reputation.DefaultBaseScore)
+	}
+	if p.Thresholds == nil {
+		p.Thresholds = &Thresholds{}
+	}
+	if p.Thresholds.Trusted == nil {
+		p.Thresholds.Trusted = ptr.To[int32](reputation.DefaultTrustedAtOrAbove)
+	}
+	if p.Thresholds.Untrusted == nil {
+		p.Thresholds.Untrusted = ptr.To[int32](reputation.DefaultUntrustedBelow)
+	}
+	if p.Origin == nil {
+		p.Origin = &OriginPolicy{}
+	}
+	if p.Origin.MutableTagPenalty == nil {
+		p.Origin.MutableTagPenalty = ptr.To[int32](reputation.DefaultMutableTagPenalty)
+	}
+}
+
+func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) *PoolSpec {
+	if in == nil {
+		in = &PoolSpec{}
+	}
+	if in.Name == nil {
+		in.Name = ptr.To(string(tier))
+	}
+	if in.AllowUnpooledNodes == nil {
+		in.AllowUnpooledNodes = ptr.To(false)
+	}
+	if in.Placement == nil {
+		in.Placement = ptr.To(placement)
+	}
+	return in
+}

@@ -1,0 +1,74 @@
+// Package v1 holds the versioned ReputationArgs, as written in a KubeSchedulerConfiguration
+// (apiVersion kubescheduler.config.k8s.io/v1). Pointer fields tell "unset" from zero so that
+// defaults apply only where the operator said nothing.
+package v1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ReputationArgs configures the Reputation plugin.
+type ReputationArgs struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// PoolLabelKey is the node label (and taint key) naming a node's pool. Default repute.dev/pool.
+	PoolLabelKey *string `json:"poolLabelKey,omitempty"`
+	// Pools says where each tier's pods go.
+	Pools *TierPools `json:"pools,omitempty"`
+	// Policy weighs evidence into a score and a tier.
+	Policy *PolicySpec `json:"policy,omitempty"`
+	// VerdictWait bounds how long a pod waits for its images' first verdicts. Default 5s.
+	VerdictWait *metav1.Duration `json:"verdictWait,omitempty"`
+}
+
+// TierPools names the pool of each tier.
+type TierPools struct {
+	Trusted   *PoolSpec `json:"trusted,omitempty"`
+	Unknown   *PoolSpec `json:"unknown,omitempty"`
+	Untrusted *PoolSpec `json:"untrusted,omitempty"`
+}
+
+// PoolSpec describes one tier's pool.
+type PoolSpec struct {
+	// Name is the pool label value. Defaults to the tier's name.
+	Name *string `json:"name,omitempty"`
+	// AllowUnpooledNodes lets the tier also use nodes without a pool label. Default false:
+	// isolation first.
+	AllowUnpooledNodes *bool `json:"allowUnpooledNodes,omitempty"`
+	// Placement is Pack or Spread. Default Pack for trusted, Spread otherwise.
+	Placement *string `json:"placement,omitempty"`
+}
+
+// PolicySpec is the trust policy.
+type PolicySpec struct {
+	// BaseScore is every image's starting score. Default 50.
+	BaseScore *int32 `json:"baseScore,omitempty"`
+	// Thresholds split the score into tiers.
+	Thresholds *Thresholds `json:"thresholds,omitempty"`
+	// Origin weighs where images come from.
+	Origin *OriginPolicy `json:"origin,omitempty"`
+}
+
+// Thresholds split the 0–100 score into tiers.
+type Thresholds struct {
+	// Trusted is the lowest trusted score. Default 70.
+	Trusted *int32 `json:"trusted,omitempty"`
+	// Untrusted: scores below it are untrusted. Default 30.
+	Untrusted *int32 `json:"untrusted,omitempty"`
+}
+
+// OriginPolicy weighs where images come from.
+type OriginPolicy struct {
+	// Rules are tried in order; the first match decides.
+	Rules []OriginRule `json:"rules,omitempty"`
+	// MutableTagPenalty is subtracted for references not pinned by digest. Default 10.
+	MutableTagPenalty *int32 `json:"mutableTagPenalty,omitempty"`
+}
+
+// OriginRule maps "<registry glob>/<repository glob>" to a weight or a hard tier.
+type OriginRule struct {
+	Pattern string `json:"pattern"`
+	Weight  int32  `json:"weight,omitempty"`
+	// Tier, when set (trusted, unknown, untrusted), decides the tier outright.
+	Tier string `json:"tier,omitempty"`
+}

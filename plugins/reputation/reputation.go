@@ -1,0 +1,295 @@
+// Package reputation is the scheduler-framework glue for Repute: it places each pod on the node
+// pool of its reputation tier. The decisions themselves live in the domain package
+// github.com/repute-dev/repute/reputation; this package only reads its verdict cache.
+package reputation
+
+import (
+	"context"
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	v1helper "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/klog/v2"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/features"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/reputation"
+)
+
+const (
+	// Name is the plugin's name in the registry and in KubeSchedulerConfiguration.
+	Name = "Reputation"
+
+	stateKey = "PreFilter" + Name
+
+	// ErrReasonNotInPool is the per-node reason when a node is outside the pod's tier pool.
+	ErrReasonNotInPool = "node(s) not in the pod's reputation pool"
+	// ErrReasonUntoleratedTaint is the per-node reason when a node has a taint, other than the
+	// pod's own pool taint, that the pod does not tolerate. It matches TaintToleration's reason.
+	ErrReasonUntoleratedTaint = "node(s) had untolerated taint(s)"
+	// ErrReasonWaitingForVerdict gates a pod whose images have no verdict yet.
+	ErrReasonWaitingForVerdict = "waiting for the reputation of the pod's images"
+)
+
+// Reputation places pods on the node pool of their least trusted image's tier, and applies
+// node taints as TaintToleration does, except that a pod tolerates its own pool's taint.
+type Reputation struct {
+	handle   fwk.Handle
+	poolKey  string
+	pools    map[reputation.Tier]config.PoolSpec
+	verdicts *reputation.Cache
+	engine   *reputation.Engine
+	waiting  *waitingPods
+	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
+	enableTaintComparisonOperators bool
+}
+
+var (
+	_ fwk.PreEnqueuePlugin  = &Reputation{}
+	_ fwk.PreFilterPlugin   = &Reputation{}
+	_ fwk.FilterPlugin      = &Reputation{}
+	_ fwk.ScorePlugin       = &Reputation{}
+	_ fwk.EnqueueExtensions = &Reputation{}
+	_ fwk.SignPlugin        = &Reputation{}
+)
+
+// engineFor lets tests and the demo hand the plugin an engine they control; nil builds one
+// from the args.
+var engineFor func(args *config.ReputationArgs, policy *reputation.Policy) *reputation.Engine
+
+// New validates the (already defaulted) args, builds the engine that fills the verdict cache
+// and starts it with the scheduler's context.
+func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	args, ok := obj.(*config.ReputationArgs)
+	if !ok {
+		return nil, fmt.Errorf("want args to be of type ReputationArgs, got %T", obj)
+	}
+	if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
+		return nil, fmt.Errorf("invalid ReputationArgs: %w", errs.ToAggregate())
+	}
+	policy, err := reputation.NewPolicy(config.Policy(&args.Policy))
+	if err != nil {
+		return nil, err
+	}
+	var engine *reputation.Engine
+	if engineFor != nil {
+		engine = engineFor(args, policy)
+	} else {
+		engine = reputation.NewEngine(reputation.EngineOptions{Policy: policy, Wait: args.VerdictWait.Duration})
+	}
+	pl := &Reputation{
+		handle:                         h,
+		poolKey:                        args.PoolLabelKey,
+		pools:                          map[reputation.Tier]config.PoolSpec{},
+		verdicts:                       engine.Cache(),
+		engine:                         engine,
+		waiting:                        newWaitingPods(),
+		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
+	}
+	for _, t := range reputation.Tiers {
+		pl.pools[t] = *args.Pools.PoolFor(t)
+	}
+	pl.verdicts.Subscribe(pl.onVerdict)
+	go engine.Run(ctx)
+	klog.FromContext(ctx).Info("Reputation plugin ready", "poolLabelKey", pl.poolKey, "policyVersion", policy.Version(),
+		"trustedPool", pl.pools[reputation.TierTrusted].Name, "unknownPool", pl.pools[reputation.TierUnknown].Name,
+		"untrustedPool", pl.pools[reputation.TierUntrusted].Name)
+	return pl, nil
+}
+
+// Name returns the plugin name.
+func (pl *Reputation) Name() string { return Name }
+
+// podState is what PreFilter learns about a pod; it is never changed afterwards, so Clone
+// returns it as is.
+type podState struct {
+	placement
+	pool config.PoolSpec
+}
+
+func (s *podState) Clone() fwk.StateData { return s }
+
+// placement is a pod's tier and why: the least trusted of its images decides.
+type placement struct {
+	tier reputation.Tier
+	// score is the lowest image score; verdict is the verdict of the image that decided the tier.
+	score   int
+	image   string
+	verdict *reputation.Verdict
+	// missing counts images that have no verdict yet.
+	missing int
+}
+
+// Reason explains the placement in one line.
+func (p placement) Reason() string {
+	if p.verdict == nil {
+		return fmt.Sprintf("%d image(s) without a verdict", p.missing)
+	}
+	return fmt.Sprintf("%s: %s", p.image, p.verdict.Reason())
+}
+
+// resolve reads the verdict of every image the pod uses. Images without a verdict make the pod
+// unknown: only evidence that was assessed can make a pod trusted.
+func (pl *Reputation) resolve(pod *v1.Pod) placement {
+	p := placement{tier: reputation.TierTrusted, score: 100}
+	forEachImage(pod, func(image string) {
+		v := pl.verdicts.Get(image)
+		if v == nil {
+			p.missing++
+			p.tier = reputation.Worse(p.tier, reputation.TierUnknown)
+			return
+		}
+		if p.verdict == nil || reputation.LessTrusted(v.Tier, p.verdict.Tier) || (v.Tier == p.verdict.Tier && v.Score < p.verdict.Score) {
+			p.image, p.verdict = image, v
+		}
+		p.tier = reputation.Worse(p.tier, v.Tier)
+		p.score = min(p.score, v.Score)
+	})
+	return p
+}
+
+// forEachImage visits every image a pod runs or mounts: init, regular and ephemeral
+// containers, and image volumes. Any of them can carry code onto the node.
+func forEachImage(pod *v1.Pod, visit func(image string)) {
+	for i := range pod.Spec.InitContainers {
+		visit(pod.Spec.InitContainers[i].Image)
+	}
+	for i := range pod.Spec.Containers {
+		visit(pod.Spec.Containers[i].Image)
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		visit(pod.Spec.EphemeralContainers[i].Image)
+	}
+	for i := range pod.Spec.Volumes {
+		if img := pod.Spec.Volumes[i].Image; img != nil {
+			visit(img.Reference)
+		}
+	}
+}
+
+// PreEnqueue holds a pod back until each of its images has a verdict. The engine publishes a
+// verdict (a provisional unknown one, at worst) within the configured wait, and the pod is
+// activated as soon as the last one arrives.
+func (pl *Reputation) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
+	missing := false
+	forEachImage(pod, func(image string) {
+		if pl.verdicts.Get(image) == nil {
+			missing = true
+			pl.waiting.add(image, pod)
+			pl.engine.Request(image)
+		}
+	})
+	if missing {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
+	}
+	return nil
+}
+
+// PreFilter resolves the pod's tier once per cycle, from memory only.
+func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
+	cycleState.Write(stateKey, pl.stateFor(pod))
+	return nil, nil
+}
+
+func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
+	p := pl.resolve(pod)
+	return &podState{placement: p, pool: pl.pools[p.tier]}
+}
+
+// PreFilterExtensions returns nil: adding or removing pods never changes a node's pool.
+func (pl *Reputation) PreFilterExtensions() fwk.PreFilterExtensions { return nil }
+
+func (pl *Reputation) readState(cycleState fwk.CycleState, pod *v1.Pod) *podState {
+	if c, err := cycleState.Read(stateKey); err == nil {
+		if s, ok := c.(*podState); ok {
+			return s
+		}
+	}
+	// Missing state (e.g. a caller that skipped PreFilter): recompute, it is cheap and pure.
+	return pl.stateFor(pod)
+}
+
+// Filter admits a node only if it is in the pod's pool (or unpooled, when the tier allows it),
+// and the pod tolerates every NoSchedule/NoExecute taint on it other than its own pool's.
+func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
+	s := pl.readState(cycleState, pod)
+	node := nodeInfo.Node()
+	if !pl.inPool(node, &s.pool) {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool)
+	}
+	if taint, untolerated := pl.untoleratedTaint(klog.FromContext(ctx), node, pod, s.pool.Name); untolerated {
+		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)
+	}
+	return nil
+}
+
+func (pl *Reputation) inPool(node *v1.Node, pool *config.PoolSpec) bool {
+	nodePool, pooled := node.Labels[pl.poolKey]
+	if !pooled {
+		return pool.AllowUnpooledNodes
+	}
+	return nodePool == pool.Name
+}
+
+// untoleratedTaint is TaintToleration's Filter check with one exception: the taint that marks
+// the pod's own pool is implicitly tolerated, so workloads need no tolerations in their manifests.
+func (pl *Reputation) untoleratedTaint(logger klog.Logger, node *v1.Node, pod *v1.Pod, pool string) (*v1.Taint, bool) {
+	for i := range node.Spec.Taints {
+		taint := &node.Spec.Taints[i]
+		if taint.Effect != v1.TaintEffectNoSchedule && taint.Effect != v1.TaintEffectNoExecute {
+			continue
+		}
+		if taint.Key == pl.poolKey && taint.Value == pool {
+			continue
+		}
+		if !v1helper.TolerationsTolerateTaint(logger, pod.Spec.Tolerations, taint, pl.enableTaintComparisonOperators) {
+			return taint, true
+		}
+	}
+	return nil, false
+}
+
+// Score ranks nodes inside the pool by how full they are: Pack prefers the fullest node (trusted
+// pods share nodes and leave others free), Spread prefers the emptiest (an untrusted or unknown
+// pod shares its node with as few others as possible). Fullness is the largest of the CPU,
+// memory and pod-count fractions in use, so it is in [0,100] with no normalization pass.
+func (pl *Reputation) Score(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
+	s := pl.readState(cycleState, pod)
+	used := fullness(nodeInfo)
+	if s.pool.Placement == config.PlacementPack {
+		return used, nil
+	}
+	return fwk.MaxNodeScore - used, nil
+}
+
+// fullness is the node's most used resource, 0–100.
+func fullness(nodeInfo fwk.NodeInfo) int64 {
+	alloc, req := nodeInfo.GetAllocatable(), nodeInfo.GetRequested()
+	var f int64
+	if a := alloc.GetMilliCPU(); a > 0 {
+		f = max(f, req.GetMilliCPU()*fwk.MaxNodeScore/a)
+	}
+	if a := alloc.GetMemory(); a > 0 {
+		f = max(f, req.GetMemory()*fwk.MaxNodeScore/a)
+	}
+	if a := int64(alloc.GetAllowedPodNumber()); a > 0 {
+		f = max(f, int64(len(nodeInfo.GetPods()))*fwk.MaxNodeScore/a)
+	}
+	return min(f, fwk.MaxNodeScore)
+}
+
+// ScoreExtensions returns nil: scores are already in [0, MaxNodeScore].
+func (pl *Reputation) ScoreExtensions() fwk.ScoreExtensions { return nil }
+
+// SignPod lets pods with the same tier and tolerations share scheduling results when batching.
+func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	return []fwk.SignFragment{
+		{Key: "repute.dev/Reputation.Tier()", Value: string(pl.resolve(pod).tier)},
+		{Key: fwk.TolerationsSignerName, Value: fwk.TolerationsSigner(pod)},
+	}, nil
+}

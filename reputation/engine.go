@@ -1,0 +1,148 @@
+package reputation
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// EvidenceSource gathers one kind of evidence about an image. Sources may do I/O (registries,
+// report stores); they run only on engine workers, never on the scheduling cycle.
+type EvidenceSource interface {
+	Name() string
+	Collect(ctx context.Context, ev *Evidence) error
+}
+
+// EngineOptions configure an Engine.
+type EngineOptions struct {
+	Policy *Policy
+	Cache  *Cache
+	// Sources add evidence beyond what the reference itself says (origin needs none).
+	Sources []EvidenceSource
+	// Workers bounds how many images are evaluated at once.
+	Workers int
+	// Wait bounds how long a pod waits for its images' first verdicts. Past it a provisional
+	// unknown verdict is published, so pods are placed (never as trusted) while evaluation goes on.
+	Wait time.Duration
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// Engine evaluates each image once, in the background, and publishes verdicts into the cache.
+type Engine struct {
+	opts EngineOptions
+
+	mu       sync.Mutex
+	queued   map[string]bool // requested and not yet evaluated, so each image is evaluated once
+	queue    []string
+	notEmpty chan struct{}
+}
+
+// NewEngine builds an engine; Run starts its workers.
+func NewEngine(opts EngineOptions) *Engine {
+	if opts.Policy == nil {
+		opts.Policy = DefaultPolicy()
+	}
+	if opts.Cache == nil {
+		opts.Cache = NewCache()
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Engine{opts: opts, queued: map[string]bool{}, notEmpty: make(chan struct{}, 1)}
+}
+
+// Cache is the cache the engine publishes into.
+func (e *Engine) Cache() *Cache { return e.opts.Cache }
+
+// Policy is the policy in force.
+func (e *Engine) Policy() *Policy { return e.opts.Policy }
+
+// Request asks for a verdict on an image as spelled in a pod spec. It never blocks and does no
+// I/O, so it is safe to call from the scheduler's queue. Repeated requests are coalesced.
+func (e *Engine) Request(image string) {
+	if e.opts.Cache.Get(image) != nil {
+		return
+	}
+	e.mu.Lock()
+	if e.queued[image] {
+		e.mu.Unlock()
+		return
+	}
+	e.queued[image] = true
+	e.queue = append(e.queue, image)
+	e.mu.Unlock()
+	select {
+	case e.notEmpty <- struct{}{}:
+	default:
+	}
+	if e.opts.Wait > 0 {
+		time.AfterFunc(e.opts.Wait, func() {
+			e.opts.Cache.PublishIfAbsent(image, Pending(image, e.opts.Wait, e.opts.Policy, e.opts.Now()))
+		})
+	}
+}
+
+// Run evaluates requested images until ctx is done.
+func (e *Engine) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range e.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				image, ok := e.next(ctx)
+				if !ok {
+					return
+				}
+				e.opts.Cache.Publish(image, e.Evaluate(ctx, image))
+				e.mu.Lock()
+				delete(e.queued, image)
+				e.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (e *Engine) next(ctx context.Context) (string, bool) {
+	for {
+		e.mu.Lock()
+		if len(e.queue) > 0 {
+			image := e.queue[0]
+			e.queue = e.queue[1:]
+			more := len(e.queue) > 0
+			e.mu.Unlock()
+			if more { // wake another worker for the rest
+				select {
+				case e.notEmpty <- struct{}{}:
+				default:
+				}
+			}
+			return image, true
+		}
+		e.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return "", false
+		case <-e.notEmpty:
+		}
+	}
+}
+
+// Evaluate gathers evidence for one image and weighs it under the current policy.
+func (e *Engine) Evaluate(ctx context.Context, image string) *Verdict {
+	ref, err := ParseImageRef(image)
+	if err != nil {
+		return Unassessable(image, err, e.opts.Policy, e.opts.Now())
+	}
+	ev := &Evidence{Image: ref}
+	for _, src := range e.opts.Sources {
+		// A source that fails leaves its evidence missing; missing evidence never raises trust.
+		_ = src.Collect(ctx, ev)
+	}
+	return Evaluate(e.opts.Policy, ev, e.opts.Now())
+}

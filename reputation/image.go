@@ -1,0 +1,97 @@
+package reputation
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+// dockerHub is how operators spell Docker Hub in rules; go-containerregistry says index.docker.io.
+const dockerHub = "docker.io"
+
+// maxImageRefLen bounds what we try to parse; real references are far shorter, and a pod spec is
+// not a place to trust for sizes.
+const maxImageRefLen = 4096
+
+// ImageRef is a canonical image reference: Docker Hub short names are expanded
+// ("nginx" → "docker.io/library/nginx:latest") and the digest, when the reference pins one,
+// is the identity evidence is keyed by.
+type ImageRef struct {
+	// Registry is the registry host (and port), with Docker Hub spelled docker.io.
+	Registry string
+	// Repository is the path inside the registry, e.g. "library/nginx".
+	Repository string
+	// Tag is the tag the reference names, if any ("latest" when it names neither tag nor digest).
+	Tag string
+	// Digest is the content digest the reference pins, e.g. "sha256:…", or empty.
+	Digest string
+}
+
+// ParseImageRef canonicalizes an image reference as it appears in a pod spec.
+func ParseImageRef(s string) (ImageRef, error) {
+	if s == "" {
+		return ImageRef{}, fmt.Errorf("invalid image reference: empty")
+	}
+	if len(s) > maxImageRefLen {
+		return ImageRef{}, fmt.Errorf("invalid image reference: %d bytes, longer than %d", len(s), maxImageRefLen)
+	}
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return ImageRef{}, fmt.Errorf("invalid image reference %q: %w", s, err)
+	}
+	out := ImageRef{
+		Registry:   ref.Context().RegistryStr(),
+		Repository: ref.Context().RepositoryStr(),
+	}
+	if out.Registry == name.DefaultRegistry {
+		out.Registry = dockerHub
+	}
+	switch r := ref.(type) {
+	case name.Digest:
+		out.Digest = r.DigestStr()
+		// "repo:tag@sha256:…" keeps the tag for people; the digest is what is pulled.
+		if at := strings.LastIndex(s, "@"); at > 0 {
+			if t, err := name.NewTag(s[:at]); err == nil && strings.Contains(lastSegment(s[:at]), ":") {
+				out.Tag = t.TagStr()
+			}
+		}
+	case name.Tag:
+		out.Tag = r.TagStr()
+	}
+	return out, nil
+}
+
+func lastSegment(s string) string {
+	if i := strings.LastIndex(s, "/"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// Name is "registry/repository", the string origin rules are matched against.
+func (r ImageRef) Name() string { return r.Registry + "/" + r.Repository }
+
+// Pinned reports whether the reference names content by digest rather than by a movable tag.
+func (r ImageRef) Pinned() bool { return r.Digest != "" }
+
+// Key identifies the image for evidence and verdicts: the digest-pinned name when the digest is
+// known, otherwise the tagged name (a later resolution step replaces tags with digests).
+func (r ImageRef) Key() string {
+	if r.Digest != "" {
+		return r.Name() + "@" + r.Digest
+	}
+	return r.Name() + ":" + r.Tag
+}
+
+// String is the full canonical reference, tag included when there is one.
+func (r ImageRef) String() string {
+	s := r.Name()
+	if r.Tag != "" {
+		s += ":" + r.Tag
+	}
+	if r.Digest != "" {
+		s += "@" + r.Digest
+	}
+	return s
+}

@@ -1,0 +1,78 @@
+package reputation
+
+import (
+	"strings"
+	"testing"
+)
+
+const testDigest = "sha256:9b2a28eb47540823042a2ba401386845089bb7b62a9637d55816132c4c3c36eb"
+
+func TestParseImageRef(t *testing.T) {
+	tests := []struct {
+		in         string
+		wantName   string
+		wantTag    string
+		wantDigest string
+		wantKey    string
+		wantErr    string
+	}{
+		{in: "nginx", wantName: "docker.io/library/nginx", wantTag: "latest", wantKey: "docker.io/library/nginx:latest"},
+		{in: "nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "docker.io/bitnami/redis:7", wantName: "docker.io/bitnami/redis", wantTag: "7", wantKey: "docker.io/bitnami/redis:7"},
+		{in: "index.docker.io/library/busybox", wantName: "docker.io/library/busybox", wantTag: "latest", wantKey: "docker.io/library/busybox:latest"},
+		{in: "registry.internal/team/app@" + testDigest, wantName: "registry.internal/team/app", wantDigest: testDigest, wantKey: "registry.internal/team/app@" + testDigest},
+		{in: "registry.internal/team/app:v2@" + testDigest, wantName: "registry.internal/team/app", wantTag: "v2", wantDigest: testDigest, wantKey: "registry.internal/team/app@" + testDigest},
+		{in: "localhost:5000/app:dev", wantName: "localhost:5000/app", wantTag: "dev", wantKey: "localhost:5000/app:dev"},
+		{in: "127.0.0.1:5000/app@" + testDigest, wantName: "127.0.0.1:5000/app", wantDigest: testDigest, wantKey: "127.0.0.1:5000/app@" + testDigest},
+		{in: "", wantErr: "empty"},
+		{in: "UPPER/case", wantErr: "invalid image reference"},
+		{in: "nginx@sha256:short", wantErr: "invalid image reference"},
+		{in: "a/b:c:d", wantErr: "invalid image reference"},
+		{in: strings.Repeat("a", maxImageRefLen+1), wantErr: "longer than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseImageRef(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseImageRef(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseImageRef(%q): %v", tt.in, err)
+			}
+			if got.Name() != tt.wantName || got.Tag != tt.wantTag || got.Digest != tt.wantDigest || got.Key() != tt.wantKey {
+				t.Errorf("ParseImageRef(%q) = name %q tag %q digest %q key %q; want %q %q %q %q",
+					tt.in, got.Name(), got.Tag, got.Digest, got.Key(), tt.wantName, tt.wantTag, tt.wantDigest, tt.wantKey)
+			}
+			if got.Pinned() != (tt.wantDigest != "") {
+				t.Errorf("Pinned() = %v", got.Pinned())
+			}
+		})
+	}
+}
+
+// FuzzParseImageRef checks that any input either parses into a reference that parses again to
+// the same key, or fails with an error; it must never panic.
+func FuzzParseImageRef(f *testing.F) {
+	for _, s := range []string{"nginx", "nginx:1.27", "registry.internal/team/app@" + testDigest, "localhost:5000/a/b/c:t", "a/b:c:d", "@", ":", "x@sha256:"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := ParseImageRef(s)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		again, err := ParseImageRef(ref.String())
+		if err != nil {
+			t.Fatalf("canonical form %q of %q does not parse: %v", ref.String(), s, err)
+		}
+		if again.Key() != ref.Key() {
+			t.Fatalf("key changed on reparse: %q → %q", ref.Key(), again.Key())
+		}
+	})
+}

@@ -1,0 +1,167 @@
+package reputation
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// Policy is how the operator weighs evidence. It is immutable once built: the engine swaps whole
+// policies, and every verdict records the Version of the policy that produced it.
+type Policy struct {
+	// BaseScore is where every image starts, before any evidence, on the 0–100 scale.
+	BaseScore int
+	// TrustedAtOrAbove and UntrustedBelow split the score into tiers; between them is unknown.
+	TrustedAtOrAbove int
+	UntrustedBelow   int
+	// Origin weighs where an image comes from.
+	Origin OriginPolicy
+
+	version string
+}
+
+// OriginPolicy weighs the registry and repository an image comes from.
+type OriginPolicy struct {
+	// Rules are tried in order; the first whose pattern matches decides. No match contributes nothing.
+	Rules []OriginRule
+	// MutableTagPenalty is subtracted when the reference is a tag, not a digest: the same name may
+	// later run different content.
+	MutableTagPenalty int
+}
+
+// OriginRule maps "registry/repository" globs to a weight or to a hard tier.
+type OriginRule struct {
+	// Pattern is "<registry glob>/<repository glob>", or "*" for every image. The registry glob uses
+	// path.Match syntax and never spans a "/", so "*.corp/*" cannot match "evil.io/x.corp/y"; in
+	// the repository glob "*" spans any characters, "/" included, so "registry.internal/*" covers
+	// every repository of that registry.
+	Pattern string
+	// Weight is added to the score when the rule matches.
+	Weight int
+	// Tier, when set, decides the tier outright whatever the score.
+	Tier Tier
+}
+
+// Defaults used when a policy leaves them unset.
+const (
+	DefaultBaseScore         = 50
+	DefaultTrustedAtOrAbove  = 70
+	DefaultUntrustedBelow    = 30
+	DefaultMutableTagPenalty = 10
+)
+
+// DefaultPolicy trusts nothing and distrusts nothing: every image is unknown until evidence and
+// rules say otherwise.
+func DefaultPolicy() *Policy {
+	p, err := NewPolicy(Policy{
+		BaseScore:        DefaultBaseScore,
+		TrustedAtOrAbove: DefaultTrustedAtOrAbove,
+		UntrustedBelow:   DefaultUntrustedBelow,
+		Origin:           OriginPolicy{MutableTagPenalty: DefaultMutableTagPenalty},
+	})
+	if err != nil {
+		panic(err) // the constants above are valid; a failure here is a programming error
+	}
+	return p
+}
+
+// NewPolicy validates a policy and stamps its version.
+func NewPolicy(p Policy) (*Policy, error) {
+	if errs := p.Validate(); len(errs) > 0 {
+		msgs := make([]string, len(errs))
+		for i, e := range errs {
+			msgs[i] = e.Error()
+		}
+		return nil, fmt.Errorf("invalid policy: %s", strings.Join(msgs, "; "))
+	}
+	p.Origin.Rules = append([]OriginRule(nil), p.Origin.Rules...)
+	p.version = p.computeVersion()
+	return &p, nil
+}
+
+// Version names this policy's content: two policies with the same rules share a version.
+func (p *Policy) Version() string { return p.version }
+
+// FieldError is one problem in a policy, at a field path relative to the policy.
+type FieldError struct {
+	Field   string
+	Value   any
+	Message string
+}
+
+func (e FieldError) Error() string { return fmt.Sprintf("%s: %v: %s", e.Field, e.Value, e.Message) }
+
+// Validate returns every problem in the policy, each naming its field.
+func (p Policy) Validate() []FieldError {
+	var errs []FieldError
+	inRange := func(field string, v, lo, hi int) {
+		if v < lo || v > hi {
+			errs = append(errs, FieldError{field, v, fmt.Sprintf("must be between %d and %d", lo, hi)})
+		}
+	}
+	inRange("baseScore", p.BaseScore, 0, 100)
+	inRange("thresholds.trusted", p.TrustedAtOrAbove, 0, 100)
+	inRange("thresholds.untrusted", p.UntrustedBelow, 0, 100)
+	if p.UntrustedBelow > p.TrustedAtOrAbove {
+		errs = append(errs, FieldError{"thresholds.untrusted", p.UntrustedBelow, fmt.Sprintf("must not exceed thresholds.trusted (%d)", p.TrustedAtOrAbove)})
+	}
+	inRange("origin.mutableTagPenalty", p.Origin.MutableTagPenalty, 0, 100)
+	for i, r := range p.Origin.Rules {
+		field := fmt.Sprintf("origin.rules[%d]", i)
+		if err := ValidateOriginPattern(r.Pattern); err != nil {
+			errs = append(errs, FieldError{field + ".pattern", r.Pattern, err.Error()})
+		}
+		inRange(field+".weight", r.Weight, -100, 100)
+		if r.Tier != "" {
+			if _, err := ParseTier(string(r.Tier)); err != nil {
+				errs = append(errs, FieldError{field + ".tier", r.Tier, "must be one of trusted, unknown, untrusted"})
+			}
+		}
+	}
+	return errs
+}
+
+// ValidateOriginPattern checks a rule pattern's syntax.
+func ValidateOriginPattern(pattern string) error {
+	if pattern == "*" {
+		return nil
+	}
+	if pattern == "" {
+		return fmt.Errorf(`required, e.g. "registry.internal/*" or "*"`)
+	}
+	registry, repository, ok := strings.Cut(pattern, "/")
+	if !ok || registry == "" || repository == "" {
+		return fmt.Errorf("%q must be \"<registry>/<repository>\" (globs allowed) or \"*\"", pattern)
+	}
+	if _, err := path.Match(registry, ""); err != nil {
+		return fmt.Errorf("%q: bad registry glob: %w", pattern, err)
+	}
+	if _, err := path.Match(repository, ""); err != nil {
+		return fmt.Errorf("%q: bad repository glob: %w", pattern, err)
+	}
+	return nil
+}
+
+// MatchOrigin reports whether an image's "registry/repository" matches a validated pattern.
+func MatchOrigin(pattern string, ref ImageRef) bool {
+	if pattern == "*" {
+		return true
+	}
+	registry, repository, _ := strings.Cut(pattern, "/")
+	if ok, _ := path.Match(registry, ref.Registry); !ok {
+		return false
+	}
+	// Replacing "/" lets path.Match's "*" span path segments in the repository part only.
+	ok, _ := path.Match(strings.ReplaceAll(repository, "/", "\x00"), strings.ReplaceAll(ref.Repository, "/", "\x00"))
+	return ok
+}
+
+func (p Policy) computeVersion() string {
+	p.version = ""
+	b, _ := json.Marshal(p) // exported fields only; a plain struct cannot fail to marshal
+	sum := sha256.Sum256(b)
+	return "p-" + hex.EncodeToString(sum[:6])
+}

@@ -1,0 +1,170 @@
+package reputation
+
+import (
+	"fmt"
+	"time"
+)
+
+// Signal names a kind of evidence.
+type Signal string
+
+const (
+	SignalOrigin Signal = "origin"
+	// Later signals (signatures, dependencies, behavior) join the same engine as they are collected.
+)
+
+// Evidence is everything known about one image. Collectors fill it in the background; assessors
+// turn it into contributions. Each later kind of evidence gets its own field here and its own
+// assessor in Assessors, so the engine and the verdict format do not change.
+type Evidence struct {
+	// Image is the reference the evidence is about.
+	Image ImageRef
+}
+
+// Contribution is one signal's part in a verdict, written for the person who asks "why".
+type Contribution struct {
+	Signal Signal `json:"signal"`
+	// Observed says what was seen, e.g. "registry docker.io, repository library/nginx".
+	Observed string `json:"observed"`
+	// Points moved the score by this much (negative lowers it).
+	Points int `json:"points"`
+	// Rule names the policy rule that produced the points or the tier, e.g. "origin.rules[1] docker.io/*".
+	Rule string `json:"rule,omitempty"`
+	// Tier, when set, is a hard tier this contribution imposes.
+	Tier Tier `json:"tier,omitempty"`
+}
+
+// Verdict is the explained result of weighing one image's evidence under one policy.
+type Verdict struct {
+	// Image is the canonical reference; Key is what the verdict is indexed by (digest when known).
+	Image string `json:"image"`
+	Key   string `json:"key"`
+	Score int    `json:"score"`
+	Tier  Tier   `json:"tier"`
+	// DecidedBy says which rule settled the tier: a hard rule, or the score against a threshold.
+	DecidedBy     string         `json:"decidedBy"`
+	Contributions []Contribution `json:"contributions"`
+	PolicyVersion string         `json:"policyVersion"`
+	EvaluatedAt   time.Time      `json:"evaluatedAt"`
+}
+
+// Reason is a one-line explanation fit for an event or a table cell.
+func (v *Verdict) Reason() string {
+	if v == nil {
+		return "no verdict yet"
+	}
+	return v.DecidedBy
+}
+
+// Assessor turns one kind of evidence into contributions under a policy. Assessors are pure:
+// no I/O, no clocks, so verdicts are reproducible (and what-if simulation is exact).
+type Assessor func(p *Policy, ev *Evidence) []Contribution
+
+// Assessors are applied in order to every image. This is the seam where signatures,
+// dependencies and behavior plug in.
+var Assessors = []Assessor{assessOrigin}
+
+func assessOrigin(p *Policy, ev *Evidence) []Contribution {
+	ref := ev.Image
+	var out []Contribution
+	matched := false
+	for i, r := range p.Origin.Rules {
+		if !MatchOrigin(r.Pattern, ref) {
+			continue
+		}
+		matched = true
+		out = append(out, Contribution{
+			Signal:   SignalOrigin,
+			Observed: fmt.Sprintf("registry %s, repository %s", ref.Registry, ref.Repository),
+			Points:   r.Weight,
+			Rule:     fmt.Sprintf("origin.rules[%d] %s", i, r.Pattern),
+			Tier:     r.Tier,
+		})
+		break
+	}
+	if !matched {
+		out = append(out, Contribution{
+			Signal:   SignalOrigin,
+			Observed: fmt.Sprintf("registry %s, repository %s matched no origin rule", ref.Registry, ref.Repository),
+		})
+	}
+	if !ref.Pinned() && p.Origin.MutableTagPenalty != 0 {
+		out = append(out, Contribution{
+			Signal:   SignalOrigin,
+			Observed: fmt.Sprintf("mutable tag %q, not pinned by digest", ref.Tag),
+			Points:   -p.Origin.MutableTagPenalty,
+			Rule:     "origin.mutableTagPenalty",
+		})
+	}
+	return out
+}
+
+// Evaluate weighs evidence into a verdict. The score starts at the policy's base, each
+// contribution moves it, and it is clamped to 0–100. A hard tier from any contribution overrides
+// the thresholds; when contributions disagree, the least trusted hard tier wins.
+func Evaluate(p *Policy, ev *Evidence, now time.Time) *Verdict {
+	v := &Verdict{
+		Image:         ev.Image.String(),
+		Key:           ev.Image.Key(),
+		Score:         p.BaseScore,
+		PolicyVersion: p.Version(),
+		EvaluatedAt:   now,
+	}
+	var hard *Contribution
+	for _, assess := range Assessors {
+		for _, c := range assess(p, ev) {
+			v.Contributions = append(v.Contributions, c)
+			v.Score += c.Points
+		}
+	}
+	for i := range v.Contributions {
+		c := &v.Contributions[i]
+		if c.Tier != "" && (hard == nil || Worse(hard.Tier, c.Tier) != hard.Tier) {
+			hard = c
+		}
+	}
+	v.Score = max(0, min(100, v.Score))
+	switch {
+	case hard != nil:
+		v.Tier = hard.Tier
+		v.DecidedBy = fmt.Sprintf("%s → %s", hard.Rule, hard.Tier)
+	case v.Score >= p.TrustedAtOrAbove:
+		v.Tier = TierTrusted
+		v.DecidedBy = fmt.Sprintf("score %d ≥ trusted threshold %d", v.Score, p.TrustedAtOrAbove)
+	case v.Score < p.UntrustedBelow:
+		v.Tier = TierUntrusted
+		v.DecidedBy = fmt.Sprintf("score %d < untrusted threshold %d", v.Score, p.UntrustedBelow)
+	default:
+		v.Tier = TierUnknown
+		v.DecidedBy = fmt.Sprintf("score %d between thresholds %d and %d", v.Score, p.UntrustedBelow, p.TrustedAtOrAbove)
+	}
+	return v
+}
+
+// Unassessable is the verdict for an image that cannot be evaluated at all, such as a reference
+// that does not parse. It can never be trusted.
+func Unassessable(image string, err error, p *Policy, now time.Time) *Verdict {
+	return &Verdict{
+		Image:         image,
+		Key:           image,
+		Score:         0,
+		Tier:          TierUntrusted,
+		DecidedBy:     "image cannot be assessed: " + err.Error(),
+		PolicyVersion: p.Version(),
+		EvaluatedAt:   now,
+	}
+}
+
+// Pending is the provisional verdict published when evaluation has not finished within the
+// wait bound, so that pods are placed (as unknown, never trusted) instead of waiting forever.
+func Pending(image string, waited time.Duration, p *Policy, now time.Time) *Verdict {
+	return &Verdict{
+		Image:         image,
+		Key:           image,
+		Score:         p.BaseScore,
+		Tier:          TierUnknown,
+		DecidedBy:     fmt.Sprintf("evaluation not finished after %s: placed as unknown until assessed", waited),
+		PolicyVersion: p.Version(),
+		EvaluatedAt:   now,
+	}
+}
