@@ -1,0 +1,146 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/template"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// NodeSpec describes a node to create. There is no kubelet: the node is an API object whose
+// status says it is Ready with the given allocatable resources.
+type NodeSpec struct {
+	Name string
+	// PoolKey and Pool, when Pool is set, label the node into a pool and taint it
+	// <PoolKey>=<Pool>:NoSchedule, as an operator does.
+	PoolKey, Pool string
+	// Pods, CPU and Memory are allocatable; zero means 110 pods, 4 CPUs, 8Gi.
+	Pods          int
+	CPU, Memory   string
+	ExtraTaints   []v1.Taint
+	ExtraLabels   map[string]string
+	SkipPoolTaint bool
+}
+
+// CreateNode creates a Ready node.
+func CreateNode(ctx context.Context, client kubernetes.Interface, spec NodeSpec) (*v1.Node, error) {
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: spec.Name, Labels: map[string]string{"kubernetes.io/hostname": spec.Name}}}
+	for k, v := range spec.ExtraLabels {
+		node.Labels[k] = v
+	}
+	if spec.Pool != "" {
+		node.Labels[spec.PoolKey] = spec.Pool
+		if !spec.SkipPoolTaint {
+			node.Spec.Taints = append(node.Spec.Taints, v1.Taint{Key: spec.PoolKey, Value: spec.Pool, Effect: v1.TaintEffectNoSchedule})
+		}
+	}
+	node.Spec.Taints = append(node.Spec.Taints, spec.ExtraTaints...)
+	created, err := client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("creating node %s: %w", spec.Name, err)
+	}
+	pods, cpu, mem := spec.Pods, spec.CPU, spec.Memory
+	if pods == 0 {
+		pods = 110
+	}
+	if cpu == "" {
+		cpu = "4"
+	}
+	if mem == "" {
+		mem = "8Gi"
+	}
+	resources := v1.ResourceList{
+		v1.ResourcePods:   *resource.NewQuantity(int64(pods), resource.DecimalSI),
+		v1.ResourceCPU:    resource.MustParse(cpu),
+		v1.ResourceMemory: resource.MustParse(mem),
+	}
+	created.Status = v1.NodeStatus{
+		Capacity:    resources,
+		Allocatable: resources,
+		Phase:       v1.NodeRunning,
+		Conditions: []v1.NodeCondition{{
+			Type: v1.NodeReady, Status: v1.ConditionTrue, Reason: "KubeletReady",
+			LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
+		}},
+	}
+	updated, err := client.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("setting node %s ready: %w", spec.Name, err)
+	}
+	return updated, nil
+}
+
+// SchedulerConfig is what the Repute scheduler's KubeSchedulerConfiguration is rendered from.
+type SchedulerConfig struct {
+	// Kubeconfig is the scheduler's connection to the apiserver. With --config, kube-scheduler
+	// ignores --kubeconfig, so it has to be in the file.
+	Kubeconfig    string
+	SchedulerName string
+	PoolLabelKey  string
+	// LeaderElect turns on leader election with the lease <LeaseNamespace>/<SchedulerName>.
+	LeaderElect    bool
+	LeaseNamespace string
+	// OriginRules is YAML for args.policy.origin.rules, indented by the template.
+	OriginRules []OriginRule
+	// ExtraArgs is raw YAML appended under args (e.g. to test a misspelled field).
+	ExtraArgs string
+}
+
+// OriginRule is one origin rule as the config file spells it.
+type OriginRule struct {
+	Pattern, Tier string
+	Weight        int
+}
+
+var schedulerConfigTemplate = template.Must(template.New("config").Parse(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: {{printf "%q" .Kubeconfig}}
+leaderElection:
+  leaderElect: {{.LeaderElect}}
+  resourceNamespace: {{or .LeaseNamespace "kube-system"}}
+  resourceName: {{.SchedulerName}}
+profiles:
+- schedulerName: {{.SchedulerName}}
+  plugins:
+    multiPoint:
+      enabled:
+      - name: Reputation
+        weight: 3
+    filter:
+      disabled:
+      - name: TaintToleration
+  pluginConfig:
+  - name: Reputation
+    args:
+      poolLabelKey: {{.PoolLabelKey}}
+      policy:
+        origin:
+          rules:
+{{- range .OriginRules}}
+          - pattern: {{printf "%q" .Pattern}}
+{{- if .Tier}}
+            tier: {{.Tier}}
+{{- end}}
+{{- if .Weight}}
+            weight: {{.Weight}}
+{{- end}}
+{{- end}}
+{{- if .ExtraArgs}}
+{{.ExtraArgs}}
+{{- end}}
+`))
+
+// Render returns the configuration file text.
+func (c SchedulerConfig) Render() string {
+	var b strings.Builder
+	if err := schedulerConfigTemplate.Execute(&b, c); err != nil {
+		panic(err) // the template is fixed and the inputs are plain strings
+	}
+	return b.String()
+}
