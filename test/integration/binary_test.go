@@ -1,0 +1,163 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/repute-dev/repute/test/controlplane"
+)
+
+var (
+	buildOnce   sync.Once
+	builtBinary string
+	buildErr    error
+)
+
+// schedulerBinary returns the repute-scheduler binary: $REPUTE_SCHEDULER_BIN (make test builds
+// it), or one built once per test run from ./cmd/repute-scheduler.
+func schedulerBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("REPUTE_SCHEDULER_BIN"); bin != "" {
+		return bin
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "repute-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBinary = filepath.Join(dir, "repute-scheduler")
+		out, err := exec.Command("go", "build", "-o", builtBinary, "github.com/repute-dev/repute/cmd/repute-scheduler").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("building repute-scheduler: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBinary
+}
+
+// startBinary runs the scheduler binary with a config file; stderr is captured.
+func startBinary(t *testing.T, bin, config string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "--config="+path, "--secure-port=0", "-v=2")
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	return cmd, &stderr, exited
+}
+
+// The built binary, started as a process with a config file, takes its own leader-election
+// lease and schedules pods into their pools.
+func TestBinarySchedulesPods(t *testing.T) {
+	bin := schedulerBinary(t)
+	e := newEnv(t)
+	trustedNode := e.node("trusted", "trusted")
+	untrustedNode := e.node("untrusted", "untrusted")
+	cfg := e.config()
+	cfg.LeaderElect = true
+	_, stderr, exited := startBinary(t, bin, cfg.Render())
+
+	e.create(e.pod("trusted", trustedImage))
+	e.create(e.pod("untrusted", untrustedImage))
+	select {
+	case err := <-exited:
+		t.Fatalf("repute-scheduler exited early: %v\n%s", err, stderr.String())
+	default:
+	}
+	if got := e.waitBound("trusted", 60*time.Second); got != trustedNode {
+		t.Errorf("trusted pod on %s, want %s", got, trustedNode)
+	}
+	if got := e.waitBound("untrusted", bindTimeout); got != untrustedNode {
+		t.Errorf("untrusted pod on %s, want %s", got, untrustedNode)
+	}
+
+	// Its lease is its own, never kube-system/kube-scheduler.
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		lease, err := e.client.CoordinationV1().Leases("kube-system").Get(ctx, e.schedulerName, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		return lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "", nil
+	})
+	if err != nil {
+		t.Errorf("no held lease kube-system/%s: %v", e.schedulerName, err)
+	}
+	if _, err := e.client.CoordinationV1().Leases("kube-system").Get(e.ctx, "kube-scheduler", metav1.GetOptions{}); err == nil {
+		t.Errorf("the default kube-scheduler lease exists: Repute must not take it")
+	}
+}
+
+// A misspelled plugin arg is a startup error that names the field.
+func TestBinaryRejectsMisspelledArgs(t *testing.T) {
+	bin := schedulerBinary(t)
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.ExtraArgs = "      poolLabelKy: repute.dev/typo"
+	_, stderr, exited := startBinary(t, bin, cfg.Render())
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("repute-scheduler exited 0 with a misspelled arg")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("repute-scheduler kept running with a misspelled arg")
+	}
+	// klog quotes the error, so the field's own quotes arrive escaped.
+	if msg := stderr.String(); !strings.Contains(msg, `unknown field \"poolLabelKy\"`) {
+		t.Errorf("stderr does not name the misspelled field:\n%s", msg)
+	}
+}
+
+// A value out of range is a startup error with the field path.
+func TestBinaryRejectsInvalidArgs(t *testing.T) {
+	bin := schedulerBinary(t)
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.OriginRules = append(cfg.OriginRules, controlplaneRule("registry.internal/*", "sometimes"))
+	_, stderr, exited := startBinary(t, bin, cfg.Render())
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("repute-scheduler exited 0 with an invalid tier")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("repute-scheduler kept running with an invalid tier")
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "policy.origin.rules[3].tier") {
+		t.Errorf("stderr does not name the bad field's path:\n%s", msg)
+	}
+}
+
+func controlplaneRule(pattern, tier string) controlplane.OriginRule {
+	return controlplane.OriginRule{Pattern: pattern, Tier: tier}
+}
