@@ -1,0 +1,129 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/klog/v2"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/apis/config/validation"
+)
+
+// renderDeployBase renders deploy/base the way `kubectl kustomize` does.
+func renderDeployBase(t *testing.T) []map[string]interface{} {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	resMap, err := k.Run(filesys.MakeFsOnDisk(), "../../deploy/base")
+	if err != nil {
+		t.Fatalf("rendering deploy/base: %v", err)
+	}
+	var out []map[string]interface{}
+	for _, r := range resMap.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// The kustomize base renders and the apiserver accepts every object (server-side dry-run).
+func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
+	e := newEnv(t)
+	objs := renderDeployBase(t)
+	dyn := dynamic.NewForConfigOrDie(cluster.Config)
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.client.Discovery()))
+	kinds := map[string]bool{}
+	for _, obj := range objs {
+		u := unstructuredOf(obj)
+		gvk := u.GroupVersionKind()
+		kinds[gvk.Kind] = true
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
+			if u.GetNamespace() != "kube-system" {
+				t.Errorf("%s %s is in namespace %q, want kube-system", gvk.Kind, u.GetName(), u.GetNamespace())
+			}
+			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
+		}
+		if _, err := ri.Apply(e.ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "repute-test", DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Errorf("server-side dry-run apply of %s %s: %v", gvk.Kind, u.GetName(), err)
+		}
+	}
+	for _, want := range []string{"ServiceAccount", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment"} {
+		if !kinds[want] {
+			t.Errorf("deploy/base renders no %s", want)
+		}
+	}
+}
+
+// The shipped KubeSchedulerConfiguration loads through kube-scheduler's strict decoder, and
+// its Reputation args pass validation.
+func TestDeployBaseSchedulerConfigIsValid(t *testing.T) {
+	var configYAML string
+	for _, obj := range renderDeployBase(t) {
+		u := unstructuredOf(obj)
+		if u.GetKind() == "ConfigMap" {
+			data, _, _ := unstructured.NestedString(obj, "data", "scheduler-config.yaml")
+			configYAML = data
+		}
+	}
+	if configYAML == "" {
+		t.Fatal("no scheduler-config.yaml in the rendered ConfigMap")
+	}
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(configYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := options.LoadConfigFromFile(klog.Background(), path)
+	if err != nil {
+		t.Fatalf("kube-scheduler cannot load the shipped config: %v", err)
+	}
+	if len(cfg.Profiles) != 1 || cfg.Profiles[0].SchedulerName != "repute-scheduler" {
+		t.Fatalf("profiles = %+v, want one named repute-scheduler", cfg.Profiles)
+	}
+	if !cfg.LeaderElection.LeaderElect || cfg.LeaderElection.ResourceName != "repute-scheduler" {
+		t.Errorf("leader election = %+v, want its own lease repute-scheduler", cfg.LeaderElection)
+	}
+	var found bool
+	for _, pc := range cfg.Profiles[0].PluginConfig {
+		if pc.Name != "Reputation" {
+			continue
+		}
+		args, ok := pc.Args.(*config.ReputationArgs)
+		if !ok {
+			t.Fatalf("Reputation args decoded as %T, want typed ReputationArgs", pc.Args)
+		}
+		if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
+			t.Errorf("shipped args are invalid: %v", errs.ToAggregate())
+		}
+		if len(args.Policy.Origin.Rules) == 0 || !strings.Contains(args.Policy.Origin.Rules[0].Pattern, "/") {
+			t.Errorf("origin rules = %+v", args.Policy.Origin.Rules)
+		}
+		found = true
+	}
+	if !found {
+		t.Error("no Reputation pluginConfig in the shipped config")
+	}
+}
+
+func unstructuredOf(m map[string]interface{}) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: m}
+}
+
