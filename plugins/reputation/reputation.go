@@ -55,6 +55,7 @@ var (
 	_ fwk.ScorePlugin       = &Reputation{}
 	_ fwk.EnqueueExtensions = &Reputation{}
 	_ fwk.SignPlugin        = &Reputation{}
+	_ fwk.PostBindPlugin    = &Reputation{}
 )
 
 // engineFor lets tests and the demo hand the plugin an engine they control; nil builds one
@@ -285,6 +286,13 @@ func fullness(nodeInfo fwk.NodeInfo) int64 {
 
 // ScoreExtensions returns nil: scores are already in [0, MaxNodeScore].
 func (pl *Reputation) ScoreExtensions() fwk.ScoreExtensions { return nil }
+
+// PostBind records on the pod why it went where it did, for the people who ask.
+func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeName string) {
+	s := pl.readState(cycleState, pod)
+	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, "Placed", "Scheduling",
+		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.tier, s.score, s.Reason())
+}
 
 // SignPod lets pods with the same tier and tolerations share scheduling results when batching.
 func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {

@@ -126,4 +126,3 @@ func TestDeployBaseSchedulerConfigIsValid(t *testing.T) {
 func unstructuredOf(m map[string]interface{}) *unstructured.Unstructured {
 	return &unstructured.Unstructured{Object: m}
 }
-

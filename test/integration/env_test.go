@@ -180,8 +180,14 @@ func (e *env) assertPending(name string, period time.Duration) {
 	}
 }
 
-// waitFailedScheduling returns the message of the pod's FailedScheduling event.
+// waitFailedScheduling returns the note of the pod's FailedScheduling event.
 func (e *env) waitFailedScheduling(name string, timeout time.Duration) string {
+	e.t.Helper()
+	return e.waitEvent(name, "FailedScheduling", timeout)
+}
+
+// waitEvent returns the note of the first event with the given reason about a pod.
+func (e *env) waitEvent(name, reason string, timeout time.Duration) string {
 	e.t.Helper()
 	var msg string
 	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
@@ -190,7 +196,7 @@ func (e *env) waitFailedScheduling(name string, timeout time.Duration) string {
 			return false, err
 		}
 		for _, ev := range evs.Items {
-			if ev.Reason == "FailedScheduling" {
+			if ev.Reason == reason {
 				msg = ev.Note
 				return true, nil
 			}
@@ -198,7 +204,7 @@ func (e *env) waitFailedScheduling(name string, timeout time.Duration) string {
 		return false, nil
 	})
 	if err != nil {
-		e.t.Fatalf("no FailedScheduling event for %s within %s: %v", name, timeout, err)
+		e.t.Fatalf("no %s event for %s within %s: %v", reason, name, timeout, err)
 	}
 	return msg
 }

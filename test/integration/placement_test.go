@@ -51,7 +51,16 @@ func TestPodsLandInTheirPools(t *testing.T) {
 			if got := poolOf[node]; got != tt.wantPool {
 				t.Errorf("pod %s landed on %s in pool %q, want pool %q", tt.pod.Name, node, got, tt.wantPool)
 			}
+			// The pod carries an event that explains the placement.
+			note := e.waitEvent(tt.pod.Name, "Placed", bindTimeout)
+			if want := "placed in pool " + tt.wantPool + " on " + node + ": tier " + tt.wantPool; !strings.HasPrefix(note, want) {
+				t.Errorf("Placed event %q, want it to start with %q", note, want)
+			}
 		})
+	}
+	note := e.waitEvent("claims-trust-by-label", "Placed", bindTimeout)
+	if want := untrustedImage + ": origin.rules[2] * → untrusted"; !strings.Contains(note, want) {
+		t.Errorf("Placed event %q does not give the deciding rule %q", note, want)
 	}
 }
 
