@@ -1,0 +1,278 @@
+// Package demo is the README's first command: a real control plane, a real OCI registry on
+// loopback and the real Repute scheduler, placing a handful of pods into their pools and saying
+// why.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/repute-dev/repute/test/controlplane"
+)
+
+// Options for a demo run.
+type Options struct {
+	// Out receives the report.
+	Out io.Writer
+	// Keep leaves everything running and writes a kubeconfig to KubeconfigPath until ctx ends.
+	Keep           bool
+	KubeconfigPath string
+}
+
+const (
+	schedulerName = "repute-scheduler"
+	poolKey       = "repute.dev/pool"
+	namespace     = "demo"
+)
+
+// Run runs the demo to completion (or, with Keep, until ctx is cancelled).
+func Run(ctx context.Context, opts Options) (err error) {
+	out := opts.Out
+	say := func(format string, args ...any) { fmt.Fprintf(out, format+"\n", args...) }
+	controlplane.QuietLogs()
+
+	tb := controlplane.NewProcessTB("repute-demo")
+	defer tb.RunCleanups()
+	defer func() {
+		// The apiserver test server reports failures through the TB by panicking.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("control plane: %v", r)
+		}
+	}()
+
+	start := time.Now()
+	say("• starting etcd and kube-apiserver in this process …")
+	cp, err := controlplane.Start(tb, controlplane.Options{})
+	if err != nil {
+		return err
+	}
+	defer cp.Stop()
+	say("  apiserver %s ready in %s", cp.Config.Host, time.Since(start).Round(time.Millisecond))
+
+	reg, stopRegistry, err := startRegistry()
+	if err != nil {
+		return err
+	}
+	defer stopRegistry()
+	say("• OCI registry (go-containerregistry) on %s", reg)
+	pinned, err := pushImage(reg + "/platform/api:v1")
+	if err != nil {
+		return err
+	}
+	say("  pushed %s/platform/api:v1 → %s", reg, pinned[strings.Index(pinned, "@")+1:])
+
+	cfg := controlplane.SchedulerConfig{
+		Kubeconfig:    cp.Kubeconfig,
+		SchedulerName: schedulerName,
+		PoolLabelKey:  poolKey,
+		OriginRules: []controlplane.OriginRule{
+			{Pattern: "127.0.0.1:*/platform/*", Weight: 25},
+			{Pattern: "docker.io/*", Tier: "unknown"},
+			{Pattern: "*", Tier: "untrusted"},
+		},
+	}
+	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
+	for i, r := range cfg.OriginRules {
+		decision := fmt.Sprintf("weight %+d", r.Weight)
+		if r.Tier != "" {
+			decision = "tier " + r.Tier
+		}
+		say("    %d. %-24s → %s", i, r.Pattern, decision)
+	}
+	say("  (score starts at 50; trusted ≥ 70, untrusted < 30; a tag not pinned by digest costs 10)")
+	stopScheduler, err := controlplane.StartReputeScheduler(ctx, cfg.Render())
+	if err != nil {
+		return err
+	}
+	defer stopScheduler()
+
+	say("• creating pools: each node labelled and tainted %s=<pool>:NoSchedule", poolKey)
+	nodes := []controlplane.NodeSpec{
+		{Name: "trusted-1", Pool: "trusted"}, {Name: "trusted-2", Pool: "trusted"},
+		{Name: "unknown-1", Pool: "unknown"},
+		{Name: "untrusted-1", Pool: "untrusted"}, {Name: "untrusted-2", Pool: "untrusted"},
+		{Name: "general-1"},
+	}
+	poolOf := map[string]string{}
+	for _, n := range nodes {
+		n.PoolKey = poolKey
+		if _, err := controlplane.CreateNode(ctx, cp.Client, n); err != nil {
+			return err
+		}
+		poolOf[n.Name] = n.Pool
+		if n.Pool == "" {
+			poolOf[n.Name] = "(none)"
+		}
+	}
+	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+
+	pods := []*v1.Pod{
+		demoPod("api", pinned),
+		demoPod("api-by-tag", reg+"/platform/api:v1"),
+		demoPod("redis", "redis:7.2"),
+		demoPod("miner", "quay.io/evil/miner:latest"),
+		withInit(demoPod("api-with-untrusted-init", pinned), "ghcr.io/unknown/setup:1"),
+		withTrustClaims(demoPod("miner-claiming-trust", "quay.io/evil/miner:latest")),
+	}
+	say("• creating %d pods with only schedulerName: %s (no tolerations, no node selectors)", len(pods), schedulerName)
+	for _, p := range pods {
+		if _, err := cp.Client.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+
+	rows, err := waitPlaced(ctx, cp, pods)
+	if err != nil {
+		return err
+	}
+	say("")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tIMAGE\tTIER\tSCORE\tNODE\tPOOL\tREASON")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.pod, shorten(r.image), r.tier, r.score, r.node, poolOf[r.node], r.reason)
+	}
+	tw.Flush()
+	say("")
+	say("miner-claiming-trust carries the label and annotation repute.dev/tier=trusted: pods cannot raise their own tier.")
+	say("api-with-untrusted-init: the least trusted image of a pod (init containers included) decides its tier.")
+
+	if !opts.Keep {
+		say("\n• done in %s; stopping the scheduler, apiserver and etcd.", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	path := opts.KubeconfigPath
+	if path == "" {
+		path = "repute-demo.kubeconfig"
+	}
+	if err := controlplane.WriteKubeconfig(cp.Config, path); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(path)
+	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s get events -n %s --field-selector reason=Placed\n  Ctrl-C to stop.", abs, namespace, abs, namespace)
+	<-ctx.Done()
+	os.Remove(path)
+	return nil
+}
+
+func demoPod(name, image string) *v1.Pod {
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
+		Spec: v1.PodSpec{
+			SchedulerName: schedulerName,
+			Containers:    []v1.Container{{Name: "main", Image: image}},
+		},
+	}
+}
+
+func withInit(p *v1.Pod, image string) *v1.Pod {
+	p.Spec.InitContainers = []v1.Container{{Name: "setup", Image: image}}
+	return p
+}
+
+func withTrustClaims(p *v1.Pod) *v1.Pod {
+	p.Labels = map[string]string{"repute.dev/tier": "trusted"}
+	p.Annotations = map[string]string{"repute.dev/tier": "trusted"}
+	return p
+}
+
+type row struct{ pod, image, tier, score, node, reason string }
+
+// waitPlaced waits until every pod is bound and carries Repute's Placed event, whose note is
+// "placed in pool P on N: tier T, score S; <image>: <reason>".
+func waitPlaced(ctx context.Context, cp *controlplane.ControlPlane, pods []*v1.Pod) ([]row, error) {
+	var rows []row
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		rows = rows[:0]
+		evs, err := cp.Client.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=Placed"})
+		if err != nil {
+			return false, err
+		}
+		notes := map[string]string{}
+		for _, ev := range evs.Items {
+			notes[ev.Regarding.Name] = ev.Note
+		}
+		for _, p := range pods {
+			note, ok := notes[p.Name]
+			if !ok {
+				return false, nil
+			}
+			rows = append(rows, parsePlaced(p, note))
+		}
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("waiting for pods to be placed: %w", err)
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].pod < rows[j].pod })
+	return rows, nil
+}
+
+// placedNote matches the Reputation plugin's Placed event note.
+var placedNote = regexp.MustCompile(`^placed in pool (\S+) on (\S+): tier (\S+), score (\d+); (\S+): (.*)$`)
+
+func parsePlaced(p *v1.Pod, note string) row {
+	m := placedNote.FindStringSubmatch(note)
+	if m == nil {
+		return row{pod: p.Name, image: p.Spec.Containers[0].Image, reason: note}
+	}
+	return row{pod: p.Name, node: m[2], tier: m[3], score: m[4], image: m[5], reason: m[6]}
+}
+
+func shorten(image string) string {
+	if at := strings.Index(image, "@sha256:"); at > 0 {
+		return image[:at+len("@sha256:")+12] + "…"
+	}
+	return image
+}
+
+// startRegistry serves go-containerregistry's OCI registry on a loopback port.
+func startRegistry() (host string, stop func(), err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	return l.Addr().String(), func() { srv.Close() }, nil
+}
+
+// pushImage pushes a small random image and returns its digest-pinned reference.
+func pushImage(ref string) (string, error) {
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return "", err
+	}
+	img, err := random.Image(512, 1)
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(tag, img); err != nil {
+		return "", fmt.Errorf("pushing %s: %w", ref, err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	return tag.Context().Name() + "@" + digest.String(), nil
+}
