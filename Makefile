@@ -8,6 +8,55 @@ K8S_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION)))
 BIN := bin
 
+PKGS := ./...
+
+.PHONY: all build test demo demo-keep bench fuzz verify clean
+all: build
+
+## build: the repute-scheduler and repute-demo binaries, in bin/
+build:
+	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
+	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-demo ./cmd/repute-demo
+
+## test: unit, integration (real etcd + kube-apiserver + scheduler) and deploy tests
+test:
+	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
+	REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler $(GO) test -count=1 -timeout 30m $(PKGS)
+
+## demo: the README's first command
+demo:
+	$(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo
+
+## demo-keep: the demo, left running with a kubeconfig for kubectl
+demo-keep:
+	$(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo -keep
+
+## bench: per-call plugin benchmarks and full scheduling-cycle ratios against the default profile
+BENCH ?= .
+BENCHTIME ?= 1s
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) ./plugins/... ./reputation/... ./test/bench/...
+
+## fuzz: each fuzz target for FUZZTIME (seed corpora also run in make test)
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseImageRef$$' -fuzztime $(FUZZTIME) ./reputation/
+	$(GO) test -run '^$$' -fuzz '^FuzzMatchOrigin$$' -fuzztime $(FUZZTIME) ./reputation/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeArgs$$' -fuzztime $(FUZZTIME) ./pkg/apis/config/scheme/
+
+## verify: gofmt, go vet, and go mod tidy leaves no diff
+verify:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@cp go.mod /tmp/repute-go.mod.bak; cp go.sum /tmp/repute-go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; \
+	  cp /tmp/repute-go.mod.bak go.mod; cp /tmp/repute-go.sum.bak go.sum; \
+	  echo "go mod tidy changes go.mod/go.sum"; exit 1; fi
+
+clean:
+	rm -rf $(BIN)
+
 .PHONY: upgrade-k8s
 # upgrade-k8s pins k8s.io/kubernetes at VERSION and rewrites the replace block so that every
 # staging module it requires at v0.0.0 points at the matching v0.X.Y release.

@@ -68,7 +68,9 @@ func (e *Engine) Request(image string) {
 		return
 	}
 	e.mu.Lock()
-	if e.queued[image] {
+	// Re-check under the lock: a worker publishes before it forgets the image, so an image
+	// that is neither queued nor cached here has truly not been evaluated.
+	if e.queued[image] || e.opts.Cache.Get(image) != nil {
 		e.mu.Unlock()
 		return
 	}

@@ -1,0 +1,154 @@
+package scheme
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/apis/config/validation"
+)
+
+func decode(t testing.TB, args string) (*config.ReputationArgs, error) {
+	t.Helper()
+	doc := `apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: repute-scheduler
+  pluginConfig:
+  - name: Reputation
+    args:
+` + args
+	obj, _, err := Codecs.UniversalDecoder().Decode([]byte(doc), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg := obj.(*schedconfig.KubeSchedulerConfiguration)
+	for _, pc := range cfg.Profiles[0].PluginConfig {
+		if pc.Name == "Reputation" {
+			a, ok := pc.Args.(*config.ReputationArgs)
+			if !ok {
+				t.Fatalf("args decoded as %T, want *config.ReputationArgs", pc.Args)
+			}
+			return a, nil
+		}
+	}
+	t.Fatal("no Reputation pluginConfig after decoding")
+	return nil, nil
+}
+
+func TestDecodeDefaults(t *testing.T) {
+	got, err := decode(t, "      {}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &config.ReputationArgs{
+		PoolLabelKey: "repute.dev/pool",
+		Pools: config.TierPools{
+			Trusted:   config.PoolSpec{Name: "trusted", Placement: config.PlacementPack},
+			Unknown:   config.PoolSpec{Name: "unknown", Placement: config.PlacementSpread},
+			Untrusted: config.PoolSpec{Name: "untrusted", Placement: config.PlacementSpread},
+		},
+		Policy: config.PolicySpec{
+			BaseScore:  50,
+			Thresholds: config.Thresholds{Trusted: 70, Untrusted: 30},
+			Origin:     config.OriginPolicy{MutableTagPenalty: 10},
+		},
+	}
+	want.VerdictWait.Duration = 5 * time.Second
+	got.TypeMeta = want.TypeMeta
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("defaulted args (-want,+got):\n%s", diff)
+	}
+	if errs := validation.ValidateReputationArgs(field.NewPath("args"), got); len(errs) > 0 {
+		t.Errorf("defaults do not validate: %v", errs)
+	}
+}
+
+func TestDecodeExplicit(t *testing.T) {
+	got, err := decode(t, `      poolLabelKey: example.com/tier-pool
+      pools:
+        unknown: {name: quarantine, allowUnpooledNodes: true}
+      policy:
+        thresholds: {trusted: 80}
+        origin:
+          rules:
+          - {pattern: "registry.internal/*", tier: trusted}
+          - {pattern: "docker.io/*", weight: -15}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PoolLabelKey != "example.com/tier-pool" || got.Pools.Unknown.Name != "quarantine" || !got.Pools.Unknown.AllowUnpooledNodes ||
+		got.Pools.Unknown.Placement != config.PlacementSpread || got.Pools.Trusted.Name != "trusted" {
+		t.Errorf("pools = %+v key %q", got.Pools, got.PoolLabelKey)
+	}
+	if got.Policy.Thresholds != (config.Thresholds{Trusted: 80, Untrusted: 30}) {
+		t.Errorf("thresholds = %+v, want trusted 80 and the default untrusted 30", got.Policy.Thresholds)
+	}
+	wantRules := []config.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"}, {Pattern: "docker.io/*", Weight: -15}}
+	if diff := cmp.Diff(wantRules, got.Policy.Origin.Rules); diff != "" {
+		t.Errorf("rules (-want,+got):\n%s", diff)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	tests := []struct {
+		name, args string
+		// wantDecodeErr is a strict-decoding error; wantField a validation error's field path.
+		wantDecodeErr, wantField string
+	}{
+		{name: "misspelled field", args: "      poolLabelKy: x\n", wantDecodeErr: `unknown field "poolLabelKy"`},
+		{name: "misspelled nested field", args: "      policy: {origin: {rulez: []}}\n", wantDecodeErr: `unknown field "policy.origin.rulez"`},
+		{name: "wrong type", args: "      policy: {baseScore: high}\n", wantDecodeErr: "baseScore"},
+		{name: "bad tier", args: "      policy: {origin: {rules: [{pattern: 'a/*', tier: sometimes}]}}\n", wantField: "args.policy.origin.rules[0].tier"},
+		{name: "bad pattern", args: "      policy: {origin: {rules: [{pattern: 'noslash', weight: 1}]}}\n", wantField: "args.policy.origin.rules[0].pattern"},
+		{name: "crossed thresholds", args: "      policy: {thresholds: {trusted: 20, untrusted: 40}}\n", wantField: "args.policy.thresholds.untrusted"},
+		{name: "shared pool", args: "      pools: {unknown: {name: untrusted}}\n", wantField: "args.pools.untrusted.name"},
+		{name: "bad placement", args: "      pools: {trusted: {placement: Random}}\n", wantField: "args.pools.trusted.placement"},
+		{name: "bad label key", args: "      poolLabelKey: 'not a key'\n", wantField: "args.poolLabelKey"},
+		{name: "non-positive wait", args: "      verdictWait: 0s\n", wantField: "args.verdictWait"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args, err := decode(t, tt.args)
+			if tt.wantDecodeErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantDecodeErr) {
+					t.Fatalf("decode error = %v, want one containing %q", err, tt.wantDecodeErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			errs := validation.ValidateReputationArgs(field.NewPath("args"), args)
+			var fields []string
+			for _, e := range errs {
+				fields = append(fields, e.Field)
+			}
+			if len(fields) != 1 || fields[0] != tt.wantField {
+				t.Errorf("validation fields = %v, want exactly [%s] (%v)", fields, tt.wantField, errs)
+			}
+		})
+	}
+}
+
+// FuzzDecodeArgs feeds arbitrary text as the args block: decoding fails with an error or
+// yields args that validation can judge; nothing panics.
+func FuzzDecodeArgs(f *testing.F) {
+	for _, s := range []string{"{}", "poolLabelKey: a/b", "policy: {origin: {rules: [{pattern: '*', tier: untrusted}]}}", "pools: {trusted: {name: x}}", "verdictWait: -1s", "[", "policy: {baseScore: 1e99}"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, args string) {
+		indented := "      " + strings.ReplaceAll(args, "\n", "\n      ") + "\n"
+		a, err := decode(t, indented)
+		if err != nil {
+			return
+		}
+		_ = validation.ValidateReputationArgs(field.NewPath("args"), a)
+	})
+}
