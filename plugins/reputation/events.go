@@ -52,7 +52,7 @@ func (pl *Reputation) admits(logger klog.Logger, node *v1.Node, pod *v1.Pod, s *
 	if !pl.inPool(node, &s.pool) {
 		return false
 	}
-	_, untolerated := pl.untoleratedTaint(logger, node, pod, s.pool.Name)
+	_, untolerated := pl.untoleratedTaint(klog.NewContext(context.Background(), logger), node, pod, s.pool.Name)
 	return !untolerated
 }
 

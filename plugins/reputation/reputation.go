@@ -58,13 +58,22 @@ var (
 	_ fwk.PostBindPlugin    = &Reputation{}
 )
 
-// engineFor lets tests and the demo hand the plugin an engine they control; nil builds one
-// from the args.
-var engineFor func(args *config.ReputationArgs, policy *reputation.Policy) *reputation.Engine
-
 // New validates the (already defaulted) args, builds the engine that fills the verdict cache
 // and starts it with the scheduler's context.
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+	return newPlugin(ctx, obj, h, nil)
+}
+
+// NewWithEngine returns a plugin factory whose plugins read verdicts from the given engine
+// instead of building their own; benchmarks and tests use it to control the cache. The engine
+// is started with the scheduler's context, like the default one.
+func NewWithEngine(engine *reputation.Engine) func(context.Context, runtime.Object, fwk.Handle) (fwk.Plugin, error) {
+	return func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+		return newPlugin(ctx, obj, h, engine)
+	}
+}
+
+func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *reputation.Engine) (fwk.Plugin, error) {
 	args, ok := obj.(*config.ReputationArgs)
 	if !ok {
 		return nil, fmt.Errorf("want args to be of type ReputationArgs, got %T", obj)
@@ -76,10 +85,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	if err != nil {
 		return nil, err
 	}
-	var engine *reputation.Engine
-	if engineFor != nil {
-		engine = engineFor(args, policy)
-	} else {
+	if engine == nil {
 		engine = reputation.NewEngine(reputation.EngineOptions{Policy: policy, Wait: args.VerdictWait.Duration})
 	}
 	pl := &Reputation{
@@ -96,7 +102,7 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 	}
 	pl.verdicts.Subscribe(pl.onVerdict)
 	go engine.Run(ctx)
-	klog.FromContext(ctx).Info("Reputation plugin ready", "poolLabelKey", pl.poolKey, "policyVersion", policy.Version(),
+	klog.FromContext(ctx).Info("Reputation plugin ready", "poolLabelKey", pl.poolKey, "policyVersion", engine.Policy().Version(),
 		"trustedPool", pl.pools[reputation.TierTrusted].Name, "unknownPool", pl.pools[reputation.TierUnknown].Name,
 		"untrustedPool", pl.pools[reputation.TierUntrusted].Name)
 	return pl, nil
@@ -222,7 +228,7 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 	if !pl.inPool(node, &s.pool) {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool)
 	}
-	if taint, untolerated := pl.untoleratedTaint(klog.FromContext(ctx), node, pod, s.pool.Name); untolerated {
+	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.pool.Name); untolerated {
 		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)
 	}
@@ -239,7 +245,7 @@ func (pl *Reputation) inPool(node *v1.Node, pool *config.PoolSpec) bool {
 
 // untoleratedTaint is TaintToleration's Filter check with one exception: the taint that marks
 // the pod's own pool is implicitly tolerated, so workloads need no tolerations in their manifests.
-func (pl *Reputation) untoleratedTaint(logger klog.Logger, node *v1.Node, pod *v1.Pod, pool string) (*v1.Taint, bool) {
+func (pl *Reputation) untoleratedTaint(ctx context.Context, node *v1.Node, pod *v1.Pod, pool string) (*v1.Taint, bool) {
 	for i := range node.Spec.Taints {
 		taint := &node.Spec.Taints[i]
 		if taint.Effect != v1.TaintEffectNoSchedule && taint.Effect != v1.TaintEffectNoExecute {
@@ -248,7 +254,8 @@ func (pl *Reputation) untoleratedTaint(logger klog.Logger, node *v1.Node, pod *v
 		if taint.Key == pl.poolKey && taint.Value == pool {
 			continue
 		}
-		if !v1helper.TolerationsTolerateTaint(logger, pod.Spec.Tolerations, taint, pl.enableTaintComparisonOperators) {
+		// The logger is looked up only here: most nodes carry no taint but their pool's.
+		if !v1helper.TolerationsTolerateTaint(klog.FromContext(ctx), pod.Spec.Tolerations, taint, pl.enableTaintComparisonOperators) {
 			return taint, true
 		}
 	}
