@@ -49,7 +49,7 @@ func (pl *Reputation) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.P
 }
 
 func (pl *Reputation) admits(logger klog.Logger, node *v1.Node, pod *v1.Pod, s *podState) bool {
-	if !pl.inPool(node, &s.pool) {
+	if !pl.inPool(node, s) {
 		return false
 	}
 	_, untolerated := pl.untoleratedTaint(klog.NewContext(context.Background(), logger), node, pod, s.pool.Name)

@@ -38,9 +38,10 @@ const (
 // Reputation places pods on the node pool of their least trusted image's tier, and applies
 // node taints as TaintToleration does, except that a pod tolerates its own pool's taint.
 type Reputation struct {
-	handle   fwk.Handle
-	poolKey  string
-	pools    map[reputation.Tier]config.PoolSpec
+	handle    fwk.Handle
+	poolKey   string
+	pools     map[reputation.Tier]config.PoolSpec
+	nodePools *nodePools
 	verdicts *reputation.Cache
 	engine   *reputation.Engine
 	waiting  *waitingPods
@@ -100,6 +101,10 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	for _, t := range reputation.Tiers {
 		pl.pools[t] = *args.Pools.PoolFor(t)
 	}
+	pl.nodePools = newNodePools(pl.poolKey, pl.pools)
+	if _, err := h.SharedInformerFactory().Core().V1().Nodes().Informer().AddEventHandler(pl.nodePools.eventHandler()); err != nil {
+		return nil, fmt.Errorf("watching nodes: %w", err)
+	}
 	pl.verdicts.Subscribe(pl.onVerdict)
 	go engine.Run(ctx)
 	klog.FromContext(ctx).Info("Reputation plugin ready", "poolLabelKey", pl.poolKey, "policyVersion", engine.Policy().Version(),
@@ -116,6 +121,8 @@ func (pl *Reputation) Name() string { return Name }
 type podState struct {
 	placement
 	pool config.PoolSpec
+	// poolClass is the class of nodes in the pod's pool.
+	poolClass poolClass
 }
 
 func (s *podState) Clone() fwk.StateData { return s }
@@ -204,7 +211,7 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 
 func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
 	p := pl.resolve(pod)
-	return &podState{placement: p, pool: pl.pools[p.tier]}
+	return &podState{placement: p, pool: pl.pools[p.tier], poolClass: classOfTier(p.tier)}
 }
 
 // PreFilterExtensions returns nil: adding or removing pods never changes a node's pool.
@@ -225,7 +232,7 @@ func (pl *Reputation) readState(cycleState fwk.CycleState, pod *v1.Pod) *podStat
 func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
 	s := pl.readState(cycleState, pod)
 	node := nodeInfo.Node()
-	if !pl.inPool(node, &s.pool) {
+	if !pl.inPool(node, s) {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool)
 	}
 	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.pool.Name); untolerated {
@@ -235,12 +242,15 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 	return nil
 }
 
-func (pl *Reputation) inPool(node *v1.Node, pool *config.PoolSpec) bool {
-	nodePool, pooled := node.Labels[pl.poolKey]
-	if !pooled {
-		return pool.AllowUnpooledNodes
+func (pl *Reputation) inPool(node *v1.Node, s *podState) bool {
+	switch pl.nodePools.classOf(node) {
+	case s.poolClass:
+		return true
+	case unpooled:
+		return s.pool.AllowUnpooledNodes
+	default:
+		return false
 	}
-	return nodePool == pool.Name
 }
 
 // untoleratedTaint is TaintToleration's Filter check with one exception: the taint that marks

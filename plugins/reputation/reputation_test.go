@@ -54,6 +54,7 @@ func newTestPlugin(t testing.TB, args *config.ReputationArgs, images ...string) 
 	for _, tier := range reputation.Tiers {
 		pl.pools[tier] = *args.Pools.PoolFor(tier)
 	}
+	pl.nodePools = newNodePools(pl.poolKey, pl.pools)
 	return pl
 }
 
