@@ -42,9 +42,9 @@ type Reputation struct {
 	poolKey   string
 	pools     map[reputation.Tier]config.PoolSpec
 	nodePools *nodePools
-	verdicts *reputation.Cache
-	engine   *reputation.Engine
-	waiting  *waitingPods
+	verdicts  *reputation.Cache
+	engine    *reputation.Engine
+	waiting   *waitingPods
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
 	enableTaintComparisonOperators bool
 }
