@@ -36,6 +36,13 @@ func (pl *Reputation) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.P
 		return fwk.Queue, err
 	}
 	s := pl.stateFor(pod)
+	if s.missing > 0 {
+		// An image with no verdict (e.g. an ephemeral container added while the pod waited):
+		// ask for it and let PreEnqueue hold the pod until it arrives.
+		pl.requestMissing(pod)
+		logger.V(5).Info("pod has images without a verdict; requeueing so it waits for them", "pod", klog.KObj(pod))
+		return fwk.Queue, nil
+	}
 	if !pl.admits(logger, newNode, pod, s) {
 		logger.V(5).Info("node change does not admit the pod to its reputation pool", "pod", klog.KObj(pod), "node", klog.KObj(newNode), "tier", s.tier)
 		return fwk.QueueSkip, nil

@@ -189,6 +189,15 @@ func forEachImage(pod *v1.Pod, visit func(image string)) {
 // verdict (a provisional unknown one, at worst) within the configured wait, and the pod is
 // activated as soon as the last one arrives.
 func (pl *Reputation) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
+	if pl.requestMissing(pod) {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
+	}
+	return nil
+}
+
+// requestMissing asks the engine for every image of the pod that has no verdict, remembers the
+// pod as waiting for them, and reports whether there were any.
+func (pl *Reputation) requestMissing(pod *v1.Pod) bool {
 	missing := false
 	forEachImage(pod, func(image string) {
 		if pl.verdicts.Get(image) == nil {
@@ -197,15 +206,20 @@ func (pl *Reputation) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
 			pl.engine.Request(image)
 		}
 	})
-	if missing {
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
-	}
-	return nil
+	return missing
 }
 
-// PreFilter resolves the pod's tier once per cycle, from memory only.
+// PreFilter resolves the pod's tier once per cycle, from memory only. A pod can reach it with
+// an image that has no verdict yet — an ephemeral container added while it waited, or a retry
+// from the backoff queue, which skips PreEnqueue — and then it waits here instead, exactly as it
+// would have in PreEnqueue: the verdict (a provisional one at worst, after verdictWait)
+// activates it again.
 func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
-	cycleState.Write(stateKey, pl.stateFor(pod))
+	s := pl.stateFor(pod)
+	if s.missing > 0 && pl.requestMissing(pod) {
+		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
+	}
+	cycleState.Write(stateKey, s)
 	return nil, nil
 }
 

@@ -91,7 +91,6 @@ func TestPreFilterWorstTierWins(t *testing.T) {
 		{"untrusted init container", withInit(st.MakePod().Container(trustedImage).Obj(), untrustedImage), reputation.TierUntrusted, untrustedImage, 40},
 		{"untrusted ephemeral container", withEphemeral(st.MakePod().Container(trustedImage).Obj(), untrustedImage), reputation.TierUntrusted, untrustedImage, 40},
 		{"untrusted image volume", st.MakePod().Container(trustedImage).Volume(imageVolume).Obj(), reputation.TierUntrusted, untrustedImage, 40},
-		{"image without a verdict is never trusted", st.MakePod().Container(trustedImage).Container("registry.internal/new:1").Obj(), reputation.TierUnknown, trustedImage, 50},
 		{"labels and annotations do not raise trust", st.MakePod().Container(untrustedImage).Label("repute.dev/tier", "trusted").Annotation("repute.dev/tier", "trusted").Obj(), reputation.TierUntrusted, untrustedImage, 40},
 	}
 	for _, tt := range tests {
@@ -108,6 +107,24 @@ func TestPreFilterWorstTierWins(t *testing.T) {
 				t.Errorf("pool = %s, want %s", s.pool.Name, tt.wantTier)
 			}
 		})
+	}
+}
+
+// A pod that reaches PreFilter with an image that has no verdict waits there for it; should a
+// caller skip PreFilter, the recomputed state treats that image as unknown, never trusted.
+func TestPreFilterWaitsForMissingVerdicts(t *testing.T) {
+	pl := newTestPlugin(t, testArgs(), trustedImage)
+	pod := st.MakePod().Namespace("ns").Name("p").Container(trustedImage).Container("registry.internal/new:1").Obj()
+	cs := framework.NewCycleState()
+	_, s := pl.PreFilter(context.Background(), cs, pod, nil)
+	if s.Code() != fwk.UnschedulableAndUnresolvable || s.Message() != ErrReasonWaitingForVerdict {
+		t.Fatalf("PreFilter = %v, want to wait for the verdict", s)
+	}
+	if waiting := pl.waiting.take("registry.internal/new:1"); len(waiting) != 1 {
+		t.Errorf("pod not recorded as waiting for the missing verdict: %v", waiting)
+	}
+	if st := pl.readState(cs, pod); st.tier != reputation.TierUnknown || st.missing != 1 {
+		t.Errorf("recomputed state = tier %s, missing %d; want unknown, 1", st.tier, st.missing)
 	}
 }
 
@@ -226,6 +243,15 @@ func TestNodeChangeQueueingHint(t *testing.T) {
 		{"node relabelled out of the pod's pool", poolNode("n", "untrusted"), poolNode("n", "trusted"), fwk.QueueSkip},
 		{"unrelated change on a node that already admitted it", poolNode("n", "untrusted"), poolNode("n", "untrusted"), fwk.QueueSkip},
 		{"foreign taint removed in the pod's pool", poolNode("n", "untrusted", v1.Taint{Key: "x", Effect: v1.TaintEffectNoSchedule}), poolNode("n", "untrusted"), fwk.Queue},
+	}
+	// A pod with an image that has no verdict is requeued (PreEnqueue then holds it), and the
+	// verdict is requested.
+	withNew := withEphemeral(pod.DeepCopy(), "registry.internal/new:1")
+	if got, _ := pl.isSchedulableAfterNodeChange(klog.Background(), withNew, nil, poolNode("n", "trusted")); got != fwk.Queue {
+		t.Errorf("hint for a pod with an unassessed image = %v, want Queue", got)
+	}
+	if pods := pl.waiting.take("registry.internal/new:1"); len(pods) != 1 {
+		t.Errorf("pod not recorded as waiting for its unassessed image: %v", pods)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,11 +64,15 @@ func startBinary(t *testing.T, bin, config string) (*exec.Cmd, *bytes.Buffer, <-
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	done := make(chan struct{})
+	go func() {
+		exited <- cmd.Wait()
+		close(done)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-done:
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 		}
@@ -117,47 +121,38 @@ func TestBinarySchedulesPods(t *testing.T) {
 	}
 }
 
-// A misspelled plugin arg is a startup error that names the field.
-func TestBinaryRejectsMisspelledArgs(t *testing.T) {
+// Bad plugin args stop the binary at startup, with a message that names the field.
+func TestBinaryRejectsBadArgs(t *testing.T) {
 	bin := schedulerBinary(t)
-	e := newEnv(t)
-	cfg := e.config()
-	cfg.ExtraArgs = "      poolLabelKy: repute.dev/typo"
-	_, stderr, exited := startBinary(t, bin, cfg.Render())
-	select {
-	case err := <-exited:
-		if err == nil {
-			t.Fatal("repute-scheduler exited 0 with a misspelled arg")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("repute-scheduler kept running with a misspelled arg")
+	tests := []struct {
+		name   string
+		mutate func(*controlplane.SchedulerConfig)
+		// wantStderr is what the error must say; klog quotes the error, so quotes in it arrive
+		// escaped.
+		wantStderr string
+	}{
+		{"misspelled field", func(c *controlplane.SchedulerConfig) { c.ExtraArgs = "      poolLabelKy: repute.dev/typo" }, `unknown field \"poolLabelKy\"`},
+		{"invalid tier", func(c *controlplane.SchedulerConfig) {
+			c.OriginRules = append(c.OriginRules, controlplane.OriginRule{Pattern: "registry.internal/*", Tier: "sometimes"})
+		}, "policy.origin.rules[3].tier"},
 	}
-	// klog quotes the error, so the field's own quotes arrive escaped.
-	if msg := stderr.String(); !strings.Contains(msg, `unknown field \"poolLabelKy\"`) {
-		t.Errorf("stderr does not name the misspelled field:\n%s", msg)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := e.config()
+			tt.mutate(&cfg)
+			_, stderr, exited := startBinary(t, bin, cfg.Render())
+			select {
+			case err := <-exited:
+				if err == nil {
+					t.Fatal("repute-scheduler exited 0")
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("repute-scheduler kept running")
+			}
+			if msg := stderr.String(); !strings.Contains(msg, tt.wantStderr) {
+				t.Errorf("stderr does not contain %s:\n%s", tt.wantStderr, msg)
+			}
+		})
 	}
-}
-
-// A value out of range is a startup error with the field path.
-func TestBinaryRejectsInvalidArgs(t *testing.T) {
-	bin := schedulerBinary(t)
-	e := newEnv(t)
-	cfg := e.config()
-	cfg.OriginRules = append(cfg.OriginRules, controlplaneRule("registry.internal/*", "sometimes"))
-	_, stderr, exited := startBinary(t, bin, cfg.Render())
-	select {
-	case err := <-exited:
-		if err == nil {
-			t.Fatal("repute-scheduler exited 0 with an invalid tier")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("repute-scheduler kept running with an invalid tier")
-	}
-	if msg := stderr.String(); !strings.Contains(msg, "policy.origin.rules[3].tier") {
-		t.Errorf("stderr does not name the bad field's path:\n%s", msg)
-	}
-}
-
-func controlplaneRule(pattern, tier string) controlplane.OriginRule {
-	return controlplane.OriginRule{Pattern: pattern, Tier: tier}
 }

@@ -144,6 +144,32 @@ func TestEveryImageOfThePodCounts(t *testing.T) {
 	}
 }
 
+// Ephemeral containers can only be added to an existing pod: one added to a pending trusted pod
+// makes it untrusted, and it lands in the untrusted pool when both pools get a node.
+func TestEphemeralContainerImageCounts(t *testing.T) {
+	e := newEnv(t)
+	e.startScheduler()
+	e.create(e.pod("debugged", trustedImage))
+	e.waitFailedScheduling("debugged", bindTimeout) // no nodes yet
+
+	pod, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "debugged", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+		Name: "debug", Image: untrustedImage, ImagePullPolicy: v1.PullIfNotPresent, TerminationMessagePolicy: v1.TerminationMessageReadFile,
+	}}}
+	if _, err := e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, "debugged", pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	trusted := e.node("trusted", "trusted")
+	untrusted := e.node("untrusted", "untrusted")
+	if got := e.waitBound("debugged", bindTimeout); got != untrusted {
+		t.Errorf("pod with an untrusted ephemeral container landed on %s, want %s (not %s)", got, untrusted, trusted)
+	}
+}
+
 // The stock default scheduler never places its pods on tainted pool nodes, while Repute's pods
 // still respect every taint other than their own pool's.
 func TestPoolsAreEnforcedAgainstOtherSchedulers(t *testing.T) {
