@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -179,7 +178,6 @@ func TestPoolsAreEnforcedAgainstOtherSchedulers(t *testing.T) {
 	}
 	dedicated := v1.Taint{Key: "dedicated", Value: "gpu", Effect: v1.TaintEffectNoSchedule}
 	gpuNode := e.node("untrusted-gpu", "untrusted", func(s *controlplane.NodeSpec) { s.ExtraTaints = []v1.Taint{dedicated} })
-	unpooled := e.node("unpooled", "")
 	e.startScheduler()
 	stop, err := controlplane.StartDefaultScheduler(e.ctx, e.client)
 	if err != nil {
@@ -187,26 +185,32 @@ func TestPoolsAreEnforcedAgainstOtherSchedulers(t *testing.T) {
 	}
 	t.Cleanup(stop)
 
-	t.Run("default scheduler avoids pool nodes", func(t *testing.T) {
+	defaultPod := func(name, image string) *v1.Pod {
+		p := e.pod(name, image)
+		p.Spec.SchedulerName = v1.DefaultSchedulerName
+		return p
+	}
+	t.Run("default scheduler pod stays pending when only pool nodes exist", func(t *testing.T) {
+		e.create(defaultPod("default-early", trustedImage))
+		msg := e.waitFailedScheduling("default-early", bindTimeout)
+		if !strings.Contains(msg, "untolerated taint") {
+			t.Errorf("FailedScheduling = %q, want it to name the untolerated taints", msg)
+		}
+		e.assertPending("default-early", time.Second)
+	})
+	unpooled := e.node("unpooled", "")
+	t.Run("default scheduler uses only the unpooled node", func(t *testing.T) {
+		// The pod that was pending lands as soon as a node without a pool exists.
+		if got := e.waitBound("default-early", bindTimeout); got != unpooled {
+			t.Errorf("default-early landed on %s, want %s", got, unpooled)
+		}
 		for i := range 6 {
-			p := e.pod("default-"+string(rune('a'+i)), untrustedImage)
-			p.Spec.SchedulerName = v1.DefaultSchedulerName
+			p := defaultPod("default-"+string(rune('a'+i)), untrustedImage)
 			e.create(p)
 			if got := e.waitBound(p.Name, bindTimeout); got != unpooled {
 				t.Errorf("default-scheduler pod %s landed on %s, want only the unpooled node %s", p.Name, got, unpooled)
 			}
 		}
-	})
-	t.Run("default scheduler pod stays pending when only pool nodes remain", func(t *testing.T) {
-		cordon(t, e, unpooled)
-		p := e.pod("default-cordoned", trustedImage)
-		p.Spec.SchedulerName = v1.DefaultSchedulerName
-		e.create(p)
-		msg := e.waitFailedScheduling(p.Name, bindTimeout)
-		if !strings.Contains(msg, "untolerated taint") {
-			t.Errorf("FailedScheduling = %q, want it to name the untolerated taints", msg)
-		}
-		e.assertPending(p.Name, time.Second)
 	})
 	t.Run("other taints still apply to Repute pods", func(t *testing.T) {
 		// Spread placement would favour the empty gpu node; the dedicated taint must keep it out.
@@ -225,16 +229,4 @@ func TestPoolsAreEnforcedAgainstOtherSchedulers(t *testing.T) {
 			t.Errorf("tolerating pod landed on %s, want %s", got, gpuNode)
 		}
 	})
-}
-
-func cordon(t *testing.T, e *env, name string) {
-	t.Helper()
-	node, err := e.client.CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Spec.Unschedulable = true
-	if _, err := e.client.CoreV1().Nodes().Update(context.Background(), node, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
