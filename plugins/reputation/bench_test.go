@@ -21,11 +21,15 @@ func benchSetup(b *testing.B) (*Reputation, *v1.Pod, fwk.CycleState, *framework.
 	node := st.MakeNode().Name("n").Label(poolKey, "trusted").Label("kubernetes.io/hostname", "n").
 		Capacity(map[v1.ResourceName]string{"cpu": "8", "memory": "16Gi", "pods": "110"}).
 		Taints([]v1.Taint{poolTaint("trusted")}).Obj()
+	// The scheduler's node informer indexes every node it delivers.
+	pl.nodePools.eventHandler().OnAdd(node, false)
+	pl.nodePools.publish()
 	cs := framework.NewCycleState()
 	pl.PreFilter(context.Background(), cs, pod, nil)
 	return pl, pod, cs, nodeInfo(node, st.MakePod().Req(map[v1.ResourceName]string{"cpu": "1", "memory": "2Gi"}).Obj())
 }
 
+// BenchmarkFilter is a node in the pod's pool carrying its pool taint: the common, admitting path.
 func BenchmarkFilter(b *testing.B) {
 	pl, pod, cs, ni := benchSetup(b)
 	ctx := context.Background()
@@ -40,7 +44,10 @@ func BenchmarkFilter(b *testing.B) {
 // BenchmarkFilterRejected is a node outside the pod's pool: the status it returns is the cost.
 func BenchmarkFilterRejected(b *testing.B) {
 	pl, pod, cs, _ := benchSetup(b)
-	other := nodeInfo(poolNode("o", "untrusted", poolTaint("untrusted")))
+	otherNode := poolNode("o", "untrusted", poolTaint("untrusted"))
+	pl.nodePools.eventHandler().OnAdd(otherNode, false)
+	pl.nodePools.publish()
+	other := nodeInfo(otherNode)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

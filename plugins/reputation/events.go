@@ -1,6 +1,7 @@
 package reputation
 
 import (
+	"context"
 	"sync"
 
 	v1 "k8s.io/api/core/v1"
@@ -8,8 +9,6 @@ import (
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/util"
-
-	"context"
 
 	"github.com/repute-dev/repute/reputation"
 )

@@ -1,7 +1,10 @@
 package reputation
 
 import (
+	"maps"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -31,22 +34,31 @@ func classOfTier(t reputation.Tier) poolClass {
 	return noPool
 }
 
-// nodePools remembers the pool class of every node object the scheduler's informer has
-// delivered, keyed by the object's pointer. Filter runs for thousands of nodes per cycle, and
-// reading each node's label map costs several cache misses on a large cluster (it was the whole
-// of Reputation's overhead at 5000 nodes); a pointer-keyed lookup touches only this index.
+// publishDelay batches index rebuilds: node updates within it cost one copy of the index.
+const publishDelay = 200 * time.Millisecond
+
+// nodePools remembers the pool class of every node object the scheduler's informer delivered,
+// keyed by the object's pointer. Filter runs for thousands of nodes per cycle, and reading each
+// node's label map costs several cache misses on a large cluster (it was nearly all of
+// Reputation's overhead at 5000 nodes). Filter reads an immutable pointer-keyed map instead:
+// compact, lock-free, and warm in cache.
 //
-// Node objects are immutable once delivered, so an entry is exact for as long as it exists; a
-// node object not (yet) indexed is classified from its labels, so event ordering never affects
-// correctness, only speed.
+// Node objects are immutable once delivered, so an entry is exact for as long as it exists. An
+// object not yet in the published map (updates are published in batches) is classified from its
+// labels, so the index only ever changes speed, never answers.
 type nodePools struct {
 	poolKey string
 	classes map[string]poolClass // pool label value → class
-	byNode  sync.Map             // *v1.Node → poolClass
+
+	published atomic.Pointer[map[*v1.Node]poolClass]
+
+	mu      sync.Mutex
+	live    map[*v1.Node]poolClass
+	pending bool // a publication is scheduled
 }
 
 func newNodePools(poolKey string, pools map[reputation.Tier]config.PoolSpec) *nodePools {
-	np := &nodePools{poolKey: poolKey, classes: map[string]poolClass{}}
+	np := &nodePools{poolKey: poolKey, classes: map[string]poolClass{}, live: map[*v1.Node]poolClass{}}
 	for tier, spec := range pools {
 		np.classes[spec.Name] = classOfTier(tier)
 	}
@@ -55,8 +67,10 @@ func newNodePools(poolKey string, pools map[reputation.Tier]config.PoolSpec) *no
 
 // classOf returns the node's pool class.
 func (np *nodePools) classOf(node *v1.Node) poolClass {
-	if c, ok := np.byNode.Load(node); ok {
-		return c.(poolClass)
+	if m := np.published.Load(); m != nil {
+		if c, ok := (*m)[node]; ok {
+			return c
+		}
 	}
 	return np.classify(node)
 }
@@ -72,28 +86,50 @@ func (np *nodePools) classify(node *v1.Node) poolClass {
 	return foreignPool
 }
 
+// replace records that node objects came and went, and schedules a publication.
+func (np *nodePools) replace(gone, added *v1.Node) {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	if gone != nil {
+		delete(np.live, gone)
+	}
+	if added != nil {
+		np.live[added] = np.classify(added)
+	}
+	if !np.pending {
+		np.pending = true
+		time.AfterFunc(publishDelay, np.publish)
+	}
+}
+
+// publish makes the current index visible to Filter.
+func (np *nodePools) publish() {
+	np.mu.Lock()
+	m := maps.Clone(np.live)
+	np.pending = false
+	np.mu.Unlock()
+	np.published.Store(&m)
+}
+
 // eventHandler keeps the index in step with the node informer.
 func (np *nodePools) eventHandler() cache.ResourceEventHandler {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj interface{}) {
 			if n, ok := obj.(*v1.Node); ok {
-				np.byNode.Store(n, np.classify(n))
+				np.replace(nil, n)
 			}
 		},
 		UpdateFunc: func(oldObj, newObj interface{}) {
-			if n, ok := oldObj.(*v1.Node); ok {
-				np.byNode.Delete(n)
-			}
-			if n, ok := newObj.(*v1.Node); ok {
-				np.byNode.Store(n, np.classify(n))
-			}
+			o, _ := oldObj.(*v1.Node)
+			n, _ := newObj.(*v1.Node)
+			np.replace(o, n)
 		},
 		DeleteFunc: func(obj interface{}) {
 			if tombstone, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = tombstone.Obj
 			}
 			if n, ok := obj.(*v1.Node); ok {
-				np.byNode.Delete(n)
+				np.replace(n, nil)
 			}
 		},
 	}

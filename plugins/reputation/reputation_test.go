@@ -2,6 +2,7 @@ package reputation
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -274,13 +275,22 @@ func TestNodeChangeQueueingHint(t *testing.T) {
 // gated pods.
 type fakeActivator struct {
 	fwk.Handle
+	mu        sync.Mutex
 	activated map[string]*v1.Pod
 }
 
 func (f *fakeActivator) Activate(_ klog.Logger, pods map[string]*v1.Pod) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for k, p := range pods {
 		f.activated[k] = p
 	}
+}
+
+func (f *fakeActivator) names() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return keys(f.activated)
 }
 
 func TestPreEnqueueGatesUntilVerdictThenActivates(t *testing.T) {
@@ -303,11 +313,11 @@ func TestPreEnqueueGatesUntilVerdictThenActivates(t *testing.T) {
 	defer cancel()
 	go pl.engine.Run(ctx)
 	deadline := time.Now().Add(5 * time.Second)
-	for len(act.activated) == 0 && time.Now().Before(deadline) {
+	for len(act.names()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if _, ok := act.activated["ns/waiting"]; !ok || len(act.activated) != 1 {
-		t.Fatalf("activated = %v, want exactly ns/waiting", keys(act.activated))
+	if got := act.names(); len(got) != 1 || got[0] != "ns/waiting" {
+		t.Fatalf("activated = %v, want exactly ns/waiting", got)
 	}
 	if s := pl.PreEnqueue(context.Background(), waiting); !s.IsSuccess() {
 		t.Errorf("after the verdict, PreEnqueue = %v", s)

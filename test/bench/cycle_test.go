@@ -133,6 +133,9 @@ func newFramework(b *testing.B, ctx context.Context, prof *schedconfig.KubeSched
 	}
 	informerFactory.Start(ctx.Done())
 	informerFactory.WaitForCacheSync(ctx.Done())
+	// Let indexes fed by informer events settle (Reputation publishes its node index in
+	// batches), as they have in a scheduler that has been running for a while.
+	time.Sleep(500 * time.Millisecond)
 	informed, err := nodeLister.List(labels.Everything())
 	if err != nil || len(informed) != len(nodes) {
 		b.Fatalf("informer has %d of %d nodes: %v", len(informed), len(nodes), err)

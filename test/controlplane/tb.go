@@ -2,12 +2,12 @@ package controlplane
 
 import (
 	"flag"
-	"io"
-
 	"fmt"
-	"k8s.io/klog/v2"
+	"io"
 	"os"
 	"sync"
+
+	"k8s.io/klog/v2"
 )
 
 // ProcessTB lets code outside `go test` (the demo, TestMain) start the apiserver test server,

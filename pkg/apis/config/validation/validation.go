@@ -2,6 +2,8 @@
 package validation
 
 import (
+	"fmt"
+
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/sets"
 	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
@@ -17,23 +19,22 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	errs = append(errs, metav1validation.ValidateLabelName(args.PoolLabelKey, path.Child("poolLabelKey"))...)
 
 	pools := path.Child("pools")
-	seen := map[string]string{}
-	for _, tp := range []struct {
-		tier reputation.Tier
-		spec config.PoolSpec
-	}{{reputation.TierTrusted, args.Pools.Trusted}, {reputation.TierUnknown, args.Pools.Unknown}, {reputation.TierUntrusted, args.Pools.Untrusted}} {
-		p := pools.Child(string(tp.tier))
-		for _, msg := range validationLabelValue(tp.spec.Name) {
-			errs = append(errs, field.Invalid(p.Child("name"), tp.spec.Name, msg))
-		}
-		if tp.spec.Name == "" {
+	seen := map[string]reputation.Tier{}
+	for _, tier := range reputation.Tiers {
+		spec, p := args.Pools.PoolFor(tier), pools.Child(string(tier))
+		switch other, dup := seen[spec.Name]; {
+		case spec.Name == "":
 			errs = append(errs, field.Required(p.Child("name"), "every tier needs a pool"))
-		} else if other, dup := seen[tp.spec.Name]; dup {
-			errs = append(errs, field.Duplicate(p.Child("name"), tp.spec.Name+" (also the "+other+" pool: tiers must not share a pool)"))
+		case dup:
+			errs = append(errs, field.Duplicate(p.Child("name"), fmt.Sprintf("%s (also the %s pool: tiers must not share a pool)", spec.Name, other)))
+		default:
+			for _, msg := range k8svalidation.IsValidLabelValue(spec.Name) {
+				errs = append(errs, field.Invalid(p.Child("name"), spec.Name, msg))
+			}
 		}
-		seen[tp.spec.Name] = string(tp.tier)
-		if !placements.Has(tp.spec.Placement) {
-			errs = append(errs, field.NotSupported(p.Child("placement"), tp.spec.Placement, sets.List(placements)))
+		seen[spec.Name] = tier
+		if !placements.Has(spec.Placement) {
+			errs = append(errs, field.NotSupported(p.Child("placement"), spec.Placement, sets.List(placements)))
 		}
 	}
 
@@ -45,13 +46,6 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 }
 
 var placements = sets.New(config.PlacementPack, config.PlacementSpread)
-
-func validationLabelValue(v string) []string {
-	if v == "" {
-		return nil
-	}
-	return k8svalidation.IsValidLabelValue(v)
-}
 
 func validatePolicy(path *field.Path, spec *config.PolicySpec) field.ErrorList {
 	var errs field.ErrorList
