@@ -1,0 +1,280 @@
+package signature
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// cosignBinary finds the real cosign CLI: $COSIGN, then PATH. CI builds it from the module
+// proxy (see .ci/run) and sets REPUTE_REQUIRE_COSIGN=1, so there the test cannot skip.
+func cosignBinary(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv("COSIGN"); bin != "" {
+		return bin
+	}
+	if bin, err := exec.LookPath("cosign"); err == nil {
+		return bin
+	}
+	if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
+		t.Fatal("cosign CLI not found ($COSIGN or PATH) and REPUTE_REQUIRE_COSIGN=1")
+	}
+	t.Skip("cosign CLI not found: run `make tools` or set $COSIGN")
+	return ""
+}
+
+// cosignEnv is a loopback registry plus the cosign CLI and two key pairs made by it.
+type cosignEnv struct {
+	t        *testing.T
+	cosign   string
+	dir      string
+	registry string
+	trusted  *Key
+}
+
+func newCosignEnv(t *testing.T) *cosignEnv {
+	e := &cosignEnv{t: t, cosign: cosignBinary(t), dir: t.TempDir()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	e.registry = l.Addr().String()
+	for _, k := range []string{"trusted", "stranger"} {
+		e.run("generate-key-pair", "--output-key-prefix", filepath.Join(e.dir, k))
+	}
+	pemBytes, err := os.ReadFile(filepath.Join(e.dir, "trusted.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.trusted, err = ParsePublicKey("trusted", pemBytes); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *cosignEnv) run(args ...string) string {
+	e.t.Helper()
+	cmd := exec.Command(e.cosign, args...)
+	cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=test-password", "COSIGN_YES=true", "HOME="+e.dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// push writes a random image and returns its digest reference.
+func (e *cosignEnv) push(repo string) name.Digest {
+	e.t.Helper()
+	img, err := random.Image(256, 1)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	tag, err := name.NewTag(e.registry + "/" + repo + ":v1")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		e.t.Fatal(err)
+	}
+	h, _ := img.Digest()
+	return tag.Context().Digest(h.String())
+}
+
+// sign signs with the real cosign CLI, offline: no transparency log, no signing config.
+func (e *cosignEnv) sign(key string, ref name.Digest, legacy bool) {
+	args := []string{"sign", "--key", filepath.Join(e.dir, key+".key"), "--tlog-upload=false", "--use-signing-config=false"}
+	if legacy {
+		args = append(args, "--new-bundle-format=false")
+	}
+	e.run(append(args, ref.String())...)
+}
+
+func (e *cosignEnv) verifier() *Verifier {
+	v, err := NewVerifier([]*Key{e.trusted})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+func TestVerifyCosignSignatures(t *testing.T) {
+	e := newCosignEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	bundleSigned := e.push("team/bundle")
+	e.sign("trusted", bundleSigned, false)
+	legacySigned := e.push("team/legacy")
+	e.sign("trusted", legacySigned, true)
+	unsigned := e.push("team/unsigned")
+	stranger := e.push("team/stranger")
+	e.sign("stranger", stranger, false)
+	strangerLegacy := e.push("team/stranger-legacy")
+	e.sign("stranger", strangerLegacy, true)
+
+	attested := e.push("team/attested")
+	pred := filepath.Join(e.dir, "predicate.json")
+	if err := os.WriteFile(pred, []byte(`{"buildType":"test"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.run("attest", "--key", filepath.Join(e.dir, "trusted.key"), "--tlog-upload=false", "--use-signing-config=false",
+		"--type", "slsaprovenance", "--predicate", pred, attested.String())
+
+	// A legacy signature of one image copied onto another: valid bytes, wrong subject.
+	replayedLegacy := e.push("team/replayed-legacy")
+	copySigTag(t, legacySigned, replayedLegacy)
+	// A bundle of one image re-attached to another as its referrer.
+	replayedBundle := e.push("team/replayed-bundle")
+	reattachBundle(t, bundleSigned, replayedBundle, nil)
+	// A bundle whose signed statement was edited after signing (subject pointed at this image).
+	tampered := e.push("team/tampered")
+	reattachBundle(t, bundleSigned, tampered, func(env map[string]any) {
+		payload, _ := base64.StdEncoding.DecodeString(env["payload"].(string))
+		edited := strings.Replace(string(payload), strings.TrimPrefix(bundleSigned.DigestStr(), "sha256:"), strings.TrimPrefix(tampered.DigestStr(), "sha256:"), 1)
+		env["payload"] = base64.StdEncoding.EncodeToString([]byte(edited))
+	})
+
+	tests := []struct {
+		name       string
+		ref        name.Reference
+		want       State
+		wantFormat string
+		wantDetail string
+	}{
+		{"bundle signed by a trusted key", bundleSigned, Verified, "bundle", "trusted key trusted"},
+		{"legacy signed by a trusted key", legacySigned, Verified, "legacy", "trusted key trusted"},
+		{"resolved from a tag", mustTag(t, e.registry+"/team/bundle:v1"), Verified, "bundle", ""},
+		{"unsigned", unsigned, Absent, "", "no cosign signature"},
+		{"bundle by an unknown key", stranger, Unverified, "", "no trusted key"},
+		{"legacy by an unknown key", strangerLegacy, Unverified, "", "no trusted key"},
+		{"attestation of another predicate type is not a signature", attested, Unverified, "", "attestation of https://slsa.dev/provenance"},
+		{"legacy signature replayed from another image", replayedLegacy, Invalid, "", "replayed"},
+		{"bundle replayed from another image", replayedBundle, Invalid, "", "replayed"},
+		{"bundle edited after signing", tampered, Invalid, "", "tampered"},
+	}
+	v := e.verifier()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := v.Verify(ctx, tt.ref)
+			if got.State != tt.want || got.Format != tt.wantFormat || !strings.Contains(got.Detail, tt.wantDetail) {
+				t.Errorf("Verify = %+v, want state %s format %q detail containing %q", got, tt.want, tt.wantFormat, tt.wantDetail)
+			}
+			if got.Digest == "" {
+				t.Error("no digest in the result: everything is keyed by digest")
+			}
+		})
+	}
+
+	t.Run("registry unreachable", func(t *testing.T) {
+		ref, _ := name.NewDigest("127.0.0.1:1/team/app@" + bundleSigned.DigestStr())
+		if got := v.Verify(ctx, ref); got.State != Error {
+			t.Errorf("Verify = %+v, want error", got)
+		}
+	})
+}
+
+func mustTag(t *testing.T, s string) name.Tag {
+	tag, err := name.NewTag(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tag
+}
+
+// copySigTag copies the legacy signature manifest of from onto to's .sig tag.
+func copySigTag(t *testing.T, from, to name.Digest) {
+	t.Helper()
+	sigTag := func(d name.Digest) name.Tag {
+		return d.Context().Tag("sha256-" + strings.TrimPrefix(d.DigestStr(), "sha256:") + ".sig")
+	}
+	img, err := remote.Image(sigTag(from))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(sigTag(to), img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reattachBundle copies from's bundle referrer onto to (its subject set to to), optionally
+// editing the DSSE envelope on the way.
+func reattachBundle(t *testing.T, from, to name.Digest, edit func(env map[string]any)) {
+	t.Helper()
+	idx, err := remote.Referrers(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil || len(im.Manifests) == 0 {
+		t.Fatalf("no referrers on %s: %v", from, err)
+	}
+	src, err := remote.Image(from.Context().Digest(im.Manifests[0].Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := src.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("bundle manifest has %d layers: %v", len(layers), err)
+	}
+	blob, err := readLayer(layers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		var b map[string]any
+		if err := json.Unmarshal(blob, &b); err != nil {
+			t.Fatal(err)
+		}
+		edit(b["dsseEnvelope"].(map[string]any))
+		if blob, err = json.Marshal(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := src.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.Append(mutate.MediaType(mutate.ConfigMediaType(emptyImage(), m.Config.MediaType), types.OCIManifestSchema1),
+		mutate.Addendum{Layer: static.NewLayer(blob, types.MediaType(BundleArtifactType))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toDesc, err := remote.Head(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSubject := mutate.Subject(img, v1.Descriptor{MediaType: toDesc.MediaType, Digest: toDesc.Digest, Size: toDesc.Size}).(v1.Image)
+	h, err := withSubject.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(to.Context().Digest(h.String()), withSubject); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func emptyImage() v1.Image { return empty.Image }
