@@ -33,12 +33,12 @@ test: $(COSIGN)
 		$(GO) test -count=1 -timeout 30m $(PKGS)
 
 ## demo: the README's first command
-demo:
-	$(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo
+demo: $(COSIGN)
+	COSIGN=$(COSIGN) $(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo
 
 ## demo-keep: the demo, left running with a kubeconfig for kubectl
-demo-keep:
-	$(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo -keep
+demo-keep: $(COSIGN)
+	COSIGN=$(COSIGN) $(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo -keep
 
 ## bench: per-call plugin benchmarks and full scheduling-cycle ratios against the default profile
 BENCH ?= .

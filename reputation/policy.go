@@ -19,8 +19,19 @@ type Policy struct {
 	UntrustedBelow   int
 	// Origin weighs where an image comes from.
 	Origin OriginPolicy
+	// Signature weighs cosign signature verification.
+	Signature SignaturePolicy
 
 	version string
+}
+
+// SignaturePolicy weighs what signature verification found.
+type SignaturePolicy struct {
+	VerifiedWeight   int
+	UnverifiedWeight int
+	AbsentWeight     int
+	// RequireForTrusted keeps any image without a verified signature out of the trusted tier.
+	RequireForTrusted bool
 }
 
 // OriginPolicy weighs the registry and repository an image comes from.
@@ -51,6 +62,9 @@ const (
 	DefaultTrustedAtOrAbove  = 70
 	DefaultUntrustedBelow    = 30
 	DefaultMutableTagPenalty = 10
+	DefaultVerifiedWeight    = 30
+	DefaultUnverifiedWeight  = -10
+	DefaultAbsentWeight      = 0
 )
 
 // DefaultPolicy trusts nothing and distrusts nothing: every image is unknown until evidence and
@@ -109,6 +123,9 @@ func (p Policy) Validate() []FieldError {
 		errs = append(errs, FieldError{"thresholds.untrusted", p.UntrustedBelow, fmt.Sprintf("must not exceed thresholds.trusted (%d)", p.TrustedAtOrAbove)})
 	}
 	inRange("origin.mutableTagPenalty", p.Origin.MutableTagPenalty, 0, 100)
+	inRange("signature.verifiedWeight", p.Signature.VerifiedWeight, 0, 100)
+	inRange("signature.unverifiedWeight", p.Signature.UnverifiedWeight, -100, 0)
+	inRange("signature.absentWeight", p.Signature.AbsentWeight, -100, 0)
 	for i, r := range p.Origin.Rules {
 		field := fmt.Sprintf("origin.rules[%d]", i)
 		if err := ValidateOriginPattern(r.Pattern); err != nil {

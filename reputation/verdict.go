@@ -2,6 +2,7 @@ package reputation
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -9,16 +10,50 @@ import (
 type Signal string
 
 const (
-	SignalOrigin Signal = "origin"
-	// Later signals (signatures, dependencies, behavior) join the same engine as they are collected.
+	SignalOrigin    Signal = "origin"
+	SignalSignature Signal = "signature"
+	// Later signals (dependencies, behavior) join the same engine as they are collected.
 )
 
 // Evidence is everything known about one image. Collectors fill it in the background; assessors
 // turn it into contributions. Each later kind of evidence gets its own field here and its own
 // assessor in Assessors, so the engine and the verdict format do not change.
 type Evidence struct {
-	// Image is the reference the evidence is about.
+	// Image is the reference as the pod spells it: a tag stays a tag (and mutable) even once
+	// resolved.
 	Image ImageRef
+	// ResolvedDigest is the content digest a source resolved the reference to, if any.
+	ResolvedDigest string
+	// Signature is what signature verification found; nil when no verification was configured.
+	Signature *SignatureEvidence
+}
+
+// SignatureState is the outcome of checking an image's signatures.
+type SignatureState string
+
+const (
+	SignatureVerified   SignatureState = "verified"
+	SignatureAbsent     SignatureState = "absent"
+	SignatureUnverified SignatureState = "unverified"
+	SignatureInvalid    SignatureState = "invalid"
+	SignatureError      SignatureState = "error"
+)
+
+// SignatureEvidence is the signature source's finding.
+type SignatureEvidence struct {
+	State SignatureState `json:"state"`
+	// Key and Format say which trusted key verified it, in which format.
+	Key    string `json:"key,omitempty"`
+	Format string `json:"format,omitempty"`
+	Detail string `json:"detail"`
+}
+
+// Key is what the verdict is indexed by: the digest-pinned name once the digest is known.
+func (ev *Evidence) Key() string {
+	if ev.Image.Digest == "" && ev.ResolvedDigest != "" {
+		return ev.Image.Name() + "@" + ev.ResolvedDigest
+	}
+	return ev.Image.Key()
 }
 
 // Contribution is one signal's part in a verdict, written for the person who asks "why".
@@ -48,12 +83,24 @@ type Verdict struct {
 	EvaluatedAt   time.Time      `json:"evaluatedAt"`
 }
 
-// Reason is a one-line explanation fit for an event or a table cell.
+// Reason is a one-line explanation fit for an event or a table cell: the deciding rule, then
+// every contribution, e.g. "score 90 ≥ trusted threshold 70 [origin +10, signature +30]".
 func (v *Verdict) Reason() string {
 	if v == nil {
 		return "no verdict yet"
 	}
-	return v.DecidedBy
+	if len(v.Contributions) == 0 {
+		return v.DecidedBy
+	}
+	parts := make([]string, 0, len(v.Contributions))
+	for _, c := range v.Contributions {
+		part := fmt.Sprintf("%s %+d", c.Signal, c.Points)
+		if c.Signal == SignalSignature {
+			part = fmt.Sprintf("%s %s %+d", c.Signal, strings.TrimPrefix(strings.SplitN(c.Observed, ":", 2)[0], "signature "), c.Points)
+		}
+		parts = append(parts, part)
+	}
+	return v.DecidedBy + " [" + strings.Join(parts, ", ") + "]"
 }
 
 // Assessor turns one kind of evidence into contributions under a policy. Assessors are pure:
@@ -62,7 +109,29 @@ type Assessor func(p *Policy, ev *Evidence) []Contribution
 
 // Assessors are applied in order to every image. This is the seam where signatures,
 // dependencies and behavior plug in.
-var Assessors = []Assessor{assessOrigin}
+var Assessors = []Assessor{assessOrigin, assessSignature}
+
+// assessSignature weighs the signature finding. An invalid signature (tampered, replayed) is a
+// hard untrusted: nobody honest produces one. An error is missing evidence: it moves nothing,
+// and cannot make an image trusted when the policy requires a verified signature.
+func assessSignature(p *Policy, ev *Evidence) []Contribution {
+	sig := ev.Signature
+	if sig == nil {
+		return nil
+	}
+	c := Contribution{Signal: SignalSignature, Observed: fmt.Sprintf("signature %s: %s", sig.State, sig.Detail)}
+	switch sig.State {
+	case SignatureVerified:
+		c.Points, c.Rule = p.Signature.VerifiedWeight, "signature.verifiedWeight"
+	case SignatureUnverified:
+		c.Points, c.Rule = p.Signature.UnverifiedWeight, "signature.unverifiedWeight"
+	case SignatureAbsent:
+		c.Points, c.Rule = p.Signature.AbsentWeight, "signature.absentWeight"
+	case SignatureInvalid:
+		c.Tier, c.Rule = TierUntrusted, "signature invalid"
+	}
+	return []Contribution{c}
+}
 
 func assessOrigin(p *Policy, ev *Evidence) []Contribution {
 	ref := ev.Image
@@ -105,7 +174,7 @@ func assessOrigin(p *Policy, ev *Evidence) []Contribution {
 func Evaluate(p *Policy, ev *Evidence, now time.Time) *Verdict {
 	v := &Verdict{
 		Image:         ev.Image.String(),
-		Key:           ev.Image.Key(),
+		Key:           ev.Key(),
 		Score:         p.BaseScore,
 		PolicyVersion: p.Version(),
 		EvaluatedAt:   now,
@@ -124,6 +193,17 @@ func Evaluate(p *Policy, ev *Evidence, now time.Time) *Verdict {
 		}
 	}
 	v.Score = max(0, min(100, v.Score))
+	defer func() {
+		// Checked last so that no weight or rule can grant trust an unverified image lacks.
+		if v.Tier == TierTrusted && p.Signature.RequireForTrusted && (ev.Signature == nil || ev.Signature.State != SignatureVerified) {
+			state := "not checked"
+			if ev.Signature != nil {
+				state = string(ev.Signature.State)
+			}
+			v.Tier = TierUnknown
+			v.DecidedBy = fmt.Sprintf("signature.requireForTrusted: signature %s, so not trusted (%s)", state, v.DecidedBy)
+		}
+	}()
 	switch {
 	case hard != nil:
 		v.Tier = hard.Tier

@@ -161,3 +161,52 @@ func TestWorse(t *testing.T) {
 		}
 	}
 }
+
+func TestSignatureEvidence(t *testing.T) {
+	p := mustPolicy(t, Policy{
+		BaseScore: 50, TrustedAtOrAbove: 70, UntrustedBelow: 30,
+		Origin: OriginPolicy{Rules: []OriginRule{
+			{Pattern: "registry.internal/*", Weight: 10},
+			{Pattern: "vendor.example/*", Tier: TierTrusted},
+		}},
+		Signature: SignaturePolicy{VerifiedWeight: 30, UnverifiedWeight: -10, AbsentWeight: -5, RequireForTrusted: true},
+	})
+	internal := "registry.internal/team/api@" + testDigest
+	tests := []struct {
+		name          string
+		image         string
+		sig           *SignatureEvidence
+		wantTier      Tier
+		wantScore     int
+		wantDecidedBy string
+	}{
+		{"verified", internal, &SignatureEvidence{State: SignatureVerified, Key: "ops"}, TierTrusted, 90, "score 90"},
+		{"unsigned", internal, &SignatureEvidence{State: SignatureAbsent}, TierUnknown, 55, "between thresholds"},
+		{"unknown key", internal, &SignatureEvidence{State: SignatureUnverified}, TierUnknown, 50, "between thresholds"},
+		{"tampered or replayed", internal, &SignatureEvidence{State: SignatureInvalid, Detail: "replayed"}, TierUntrusted, 60, "signature invalid → untrusted"},
+		{"registry down: missing evidence moves nothing", internal, &SignatureEvidence{State: SignatureError}, TierUnknown, 60, "between thresholds"},
+		{"a hard trusted rule still needs a signature", "vendor.example/tool@" + testDigest, &SignatureEvidence{State: SignatureAbsent}, TierUnknown, 45, "signature.requireForTrusted: signature absent"},
+		{"not checked at all is not trusted either", "vendor.example/tool@" + testDigest, nil, TierUnknown, 50, "signature not checked"},
+		{"a hard trusted rule with a verified signature", "vendor.example/tool@" + testDigest, &SignatureEvidence{State: SignatureVerified}, TierTrusted, 80, "origin.rules[1]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ref, _ := ParseImageRef(tt.image)
+			v := Evaluate(p, &Evidence{Image: ref, Signature: tt.sig}, time.Now())
+			if v.Tier != tt.wantTier || v.Score != tt.wantScore || !strings.Contains(v.DecidedBy, tt.wantDecidedBy) {
+				t.Errorf("got tier %s score %d decidedBy %q; want %s %d containing %q", v.Tier, v.Score, v.DecidedBy, tt.wantTier, tt.wantScore, tt.wantDecidedBy)
+			}
+		})
+	}
+}
+
+func TestSignatureWeightsCannotRaiseTrustUnverified(t *testing.T) {
+	base := Policy{BaseScore: 50, TrustedAtOrAbove: 70, UntrustedBelow: 30}
+	for _, bad := range []SignaturePolicy{{UnverifiedWeight: 10}, {AbsentWeight: 1}, {VerifiedWeight: -5}} {
+		p := base
+		p.Signature = bad
+		if _, err := NewPolicy(p); err == nil {
+			t.Errorf("policy with %+v accepted", bad)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/sources/signature"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -87,7 +88,15 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		return nil, err
 	}
 	if engine == nil {
-		engine = reputation.NewEngine(reputation.EngineOptions{Policy: policy, Wait: args.VerdictWait.Duration})
+		var sources []reputation.EvidenceSource
+		sigSource, err := signature.NewSource(args.Policy.Signature)
+		if err != nil {
+			return nil, err
+		}
+		if sigSource != nil {
+			sources = append(sources, sigSource)
+		}
+		engine = reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration})
 	}
 	pl := &Reputation{
 		handle:                         h,

@@ -13,6 +13,8 @@ import (
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
 
+	"k8s.io/utils/ptr"
+
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
 	"github.com/repute-dev/repute/reputation"
@@ -34,6 +36,8 @@ func testArgs() *config.ReputationArgs {
 		{Pattern: "docker.io/*", Tier: "unknown"},
 		{Pattern: "*", Tier: "untrusted"},
 	}
+	// These tests are about placement; origin alone decides the tier here.
+	v1args.Policy.Signature.RequireForTrusted = ptr.To(false)
 	var args config.ReputationArgs
 	configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, &args)
 	return &args

@@ -27,6 +27,7 @@ import (
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
+	"k8s.io/utils/ptr"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
@@ -82,6 +83,7 @@ func profile(b *testing.B, withReputation bool) *schedconfig.KubeSchedulerProfil
 		v1args := &configv1.ReputationArgs{}
 		configv1.SetDefaults_ReputationArgs(v1args)
 		v1args.Policy.Origin.Rules = []configv1.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"}}
+		v1args.Policy.Signature.RequireForTrusted = ptr.To(false) // the cycle reads a verdict; how it was reached does not matter
 		args := &config.ReputationArgs{}
 		configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, args)
 		p.PluginConfig = append(p.PluginConfig, schedconfig.PluginConfig{Name: reputation.Name, Args: args})

@@ -87,8 +87,19 @@ type SchedulerConfig struct {
 	LeaseNamespace string
 	// OriginRules is YAML for args.policy.origin.rules, indented by the template.
 	OriginRules []OriginRule
+	// RequireSignature keeps images without a verified signature out of the trusted tier (the
+	// product default); origin-only scenarios turn it off.
+	RequireSignature bool
+	// SigningKeys are trusted cosign public keys.
+	SigningKeys []SigningKey
 	// ExtraArgs is raw YAML appended under args (e.g. to test a misspelled field).
 	ExtraArgs string
+}
+
+// SigningKey is a trusted key as the config file spells it.
+type SigningKey struct {
+	Name, PEM    string
+	Repositories []string
 }
 
 // OriginRule is one origin rule as the config file spells it.
@@ -129,6 +140,19 @@ profiles:
 {{- end}}
 {{- if .Weight}}
             weight: {{.Weight}}
+{{- end}}
+{{- end}}
+        signature:
+          requireForTrusted: {{.RequireSignature}}
+{{- if .SigningKeys}}
+          keys:
+{{- range .SigningKeys}}
+          - name: {{.Name}}
+            publicKey: {{printf "%q" .PEM}}
+            repositories:
+{{- range .Repositories}}
+            - {{printf "%q" .}}
+{{- end}}
 {{- end}}
 {{- end}}
 {{- if .ExtraArgs}}

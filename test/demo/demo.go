@@ -7,9 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,15 +15,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/oci"
 )
 
 // Options for a demo run.
@@ -68,27 +62,38 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer cp.Stop()
 	say("  apiserver %s ready in %s", cp.Config.Host, time.Since(start).Round(time.Millisecond))
 
-	reg, stopRegistry, err := startRegistry()
+	reg, stopRegistry, err := oci.StartRegistry()
 	if err != nil {
 		return err
 	}
 	defer stopRegistry()
-	say("• OCI registry (go-containerregistry) on %s", reg)
-	pinned, err := pushImage(reg + "/platform/api:v1")
+	say("• OCI registry (go-containerregistry) on %s; images signed by the real cosign CLI", reg)
+	cosignBin, err := oci.FindCosign()
+	if err != nil {
+		return fmt.Errorf("%w (make demo builds it)", err)
+	}
+	keyDir, err := os.MkdirTemp("", "repute-demo-keys-")
 	if err != nil {
 		return err
 	}
-	say("  pushed %s/platform/api:v1 → %s", reg, pinned[strings.Index(pinned, "@")+1:])
+	defer os.RemoveAll(keyDir)
+	cosign := &oci.Cosign{Bin: cosignBin, Dir: keyDir}
+	img, err := prepareImages(reg, cosign)
+	if err != nil {
+		return err
+	}
 
 	cfg := controlplane.SchedulerConfig{
 		Kubeconfig:    cp.Kubeconfig,
 		SchedulerName: schedulerName,
 		PoolLabelKey:  poolKey,
 		OriginRules: []controlplane.OriginRule{
-			{Pattern: "127.0.0.1:*/platform/*", Weight: 25},
+			{Pattern: "127.0.0.1:*/platform/*", Weight: 10},
 			{Pattern: "docker.io/*", Tier: "unknown"},
 			{Pattern: "*", Tier: "untrusted"},
 		},
+		RequireSignature: true,
+		SigningKeys:      []controlplane.SigningKey{{Name: "platform", PEM: img.platformKey, Repositories: []string{"127.0.0.1:*/platform/*"}}},
 	}
 	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
 	for i, r := range cfg.OriginRules {
@@ -98,6 +103,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 		say("    %d. %-24s → %s", i, r.Pattern, decision)
 	}
+	say("  signatures: key \"platform\" for 127.0.0.1:*/platform/*; verified +30, unknown key -10; trusted requires a verified signature;")
+	say("  a tampered or replayed signature makes an image untrusted")
 	say("  (score starts at 50; trusted ≥ 70, untrusted < 30; a tag not pinned by digest costs 10)")
 	stopScheduler, err := controlplane.StartReputeScheduler(ctx, cfg.Render())
 	if err != nil {
@@ -128,11 +135,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 
 	pods := []*v1.Pod{
-		demoPod("api", pinned),
-		demoPod("api-by-tag", reg+"/platform/api:v1"),
+		demoPod("api", img.signed),
+		demoPod("web", img.unsignedTag),
+		demoPod("worker", img.strangerSigned),
+		demoPod("cache", img.replayed),
 		demoPod("redis", "redis:7.2"),
 		demoPod("miner", "quay.io/evil/miner:latest"),
-		withInit(demoPod("api-with-untrusted-init", pinned), "ghcr.io/unknown/setup:1"),
+		withInit(demoPod("api-with-untrusted-init", img.signed), "ghcr.io/unknown/setup:1"),
 		withTrustClaims(demoPod("miner-claiming-trust", "quay.io/evil/miner:latest")),
 	}
 	say("• creating %d pods with only schedulerName: %s (no tolerations, no node selectors)", len(pods), schedulerName)
@@ -154,8 +163,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	tw.Flush()
 	say("")
-	say("miner-claiming-trust carries the label and annotation repute.dev/tier=trusted: pods cannot raise their own tier.")
-	say("api-with-untrusted-init: the least trusted image of a pod (init containers included) decides its tier.")
+	say("api: signed by the platform key. web: unsigned. worker: signed by a key nobody trusts. cache: carries api's")
+	say("signature, replayed onto other content. miner-claiming-trust carries repute.dev/tier=trusted as label and")
+	say("annotation: pods cannot raise their own tier. api-with-untrusted-init: a pod's least trusted image decides.")
 
 	if !opts.Keep {
 		say("\n• done in %s; stopping the scheduler, apiserver and etcd.", time.Since(start).Round(time.Millisecond))
@@ -246,33 +256,54 @@ func shorten(image string) string {
 	return image
 }
 
-// startRegistry serves go-containerregistry's OCI registry on a loopback port.
-func startRegistry() (host string, stop func(), err error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l)
-	return l.Addr().String(), func() { srv.Close() }, nil
+// demoImages are the images the demo's pods run.
+type demoImages struct {
+	platformKey                                   string
+	signed, unsignedTag, strangerSigned, replayed string
 }
 
-// pushImage pushes a small random image and returns its digest-pinned reference.
-func pushImage(ref string) (string, error) {
-	tag, err := name.NewTag(ref)
+// prepareImages pushes the demo's images and signs them with the real cosign CLI.
+func prepareImages(reg string, cosign *oci.Cosign) (demoImages, error) {
+	var img demoImages
+	var err error
+	if img.platformKey, err = cosign.GenerateKeyPair("platform"); err != nil {
+		return img, err
+	}
+	if _, err := cosign.GenerateKeyPair("stranger"); err != nil {
+		return img, err
+	}
+	api, err := oci.PushRandomImage(reg + "/platform/api:v1")
 	if err != nil {
-		return "", err
+		return img, err
 	}
-	img, err := random.Image(512, 1)
+	if err := cosign.Sign("platform", api, false); err != nil {
+		return img, err
+	}
+	if _, err := oci.PushRandomImage(reg + "/platform/web:v1"); err != nil {
+		return img, err
+	}
+	worker, err := oci.PushRandomImage(reg + "/platform/worker:v1")
 	if err != nil {
-		return "", err
+		return img, err
 	}
-	if err := remote.Write(tag, img); err != nil {
-		return "", fmt.Errorf("pushing %s: %w", ref, err)
+	if err := cosign.Sign("stranger", worker, false); err != nil {
+		return img, err
 	}
-	digest, err := img.Digest()
+	// The legacy format keeps the replay visible: a valid signature over api's digest, copied.
+	apiLegacy, err := oci.PushRandomImage(reg + "/platform/cache:v0")
 	if err != nil {
-		return "", err
+		return img, err
 	}
-	return tag.Context().Name() + "@" + digest.String(), nil
+	if err := cosign.Sign("platform", apiLegacy, true); err != nil {
+		return img, err
+	}
+	cache, err := oci.PushRandomImage(reg + "/platform/cache:v1")
+	if err != nil {
+		return img, err
+	}
+	if err := oci.CopyLegacySignature(apiLegacy, cache); err != nil {
+		return img, err
+	}
+	img.signed, img.unsignedTag, img.strangerSigned, img.replayed = api.String(), reg+"/platform/web:v1", worker.String(), cache.String()
+	return img, nil
 }

@@ -7,6 +7,11 @@ import "k8s.io/apimachinery/pkg/runtime"
 func (in *ReputationArgs) DeepCopyInto(out *ReputationArgs) {
 	*out = *in
 	out.Policy.Origin.Rules = append([]OriginRule(nil), in.Policy.Origin.Rules...)
+	out.Policy.Signature.Keys = nil
+	for _, k := range in.Policy.Signature.Keys {
+		k.Repositories = append([]string(nil), k.Repositories...)
+		out.Policy.Signature.Keys = append(out.Policy.Signature.Keys, k)
+	}
 }
 
 // DeepCopy returns a copy of args.

@@ -9,6 +9,12 @@ func Policy(spec *PolicySpec) reputation.Policy {
 		TrustedAtOrAbove: int(spec.Thresholds.Trusted),
 		UntrustedBelow:   int(spec.Thresholds.Untrusted),
 		Origin:           reputation.OriginPolicy{MutableTagPenalty: int(spec.Origin.MutableTagPenalty)},
+		Signature: reputation.SignaturePolicy{
+			VerifiedWeight:    int(spec.Signature.VerifiedWeight),
+			UnverifiedWeight:  int(spec.Signature.UnverifiedWeight),
+			AbsentWeight:      int(spec.Signature.AbsentWeight),
+			RequireForTrusted: spec.Signature.RequireForTrusted,
+		},
 	}
 	for _, r := range spec.Origin.Rules {
 		p.Origin.Rules = append(p.Origin.Rules, reputation.OriginRule{Pattern: r.Pattern, Weight: int(r.Weight), Tier: reputation.Tier(r.Tier)})

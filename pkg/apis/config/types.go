@@ -56,6 +56,25 @@ type PolicySpec struct {
 	BaseScore  int32
 	Thresholds Thresholds
 	Origin     OriginPolicy
+	Signature  SignaturePolicy
+}
+
+// SignaturePolicy weighs cosign signatures, checked offline against the operator's keys.
+type SignaturePolicy struct {
+	VerifiedWeight    int32
+	UnverifiedWeight  int32
+	AbsentWeight      int32
+	RequireForTrusted bool
+	// Keys are the trusted public keys; with none, signatures are not checked.
+	Keys []SigningKey
+}
+
+// SigningKey is one trusted public key, PEM-encoded (ECDSA, Ed25519 or RSA).
+type SigningKey struct {
+	Name      string
+	PublicKey string
+	// Repositories scope the key: "registry/repository" globs as in origin rules; none means all.
+	Repositories []string
 }
 
 // Thresholds split the 0–100 score into tiers.

@@ -4,117 +4,78 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
-	"log"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/repute-dev/repute/test/oci"
 )
 
-// cosignBinary finds the real cosign CLI: $COSIGN, then PATH. CI builds it from the module
-// proxy (see .ci/run) and sets REPUTE_REQUIRE_COSIGN=1, so there the test cannot skip.
-func cosignBinary(t *testing.T) string {
-	t.Helper()
-	if bin := os.Getenv("COSIGN"); bin != "" {
-		return bin
-	}
-	if bin, err := exec.LookPath("cosign"); err == nil {
-		return bin
-	}
-	if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
-		t.Fatal("cosign CLI not found ($COSIGN or PATH) and REPUTE_REQUIRE_COSIGN=1")
-	}
-	t.Skip("cosign CLI not found: run `make tools` or set $COSIGN")
-	return ""
-}
-
-// cosignEnv is a loopback registry plus the cosign CLI and two key pairs made by it.
+// cosignEnv is a loopback registry plus the real cosign CLI and two key pairs made by it.
 type cosignEnv struct {
 	t        *testing.T
-	cosign   string
-	dir      string
+	cosign   *oci.Cosign
 	registry string
 	trusted  *Key
 }
 
+// newCosignEnv needs the cosign CLI. CI builds it from the module proxy (make test) and sets
+// REPUTE_REQUIRE_COSIGN=1, so there the test cannot skip.
 func newCosignEnv(t *testing.T) *cosignEnv {
-	e := &cosignEnv{t: t, cosign: cosignBinary(t), dir: t.TempDir()}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	bin, err := oci.FindCosign()
+	if err != nil {
+		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	e := &cosignEnv{t: t, cosign: &oci.Cosign{Bin: bin, Dir: t.TempDir()}}
+	host, stop, err := oci.StartRegistry()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
-	e.registry = l.Addr().String()
-	for _, k := range []string{"trusted", "stranger"} {
-		e.run("generate-key-pair", "--output-key-prefix", filepath.Join(e.dir, k))
-	}
-	pemBytes, err := os.ReadFile(filepath.Join(e.dir, "trusted.pub"))
+	t.Cleanup(stop)
+	e.registry = host
+	pem, err := e.cosign.GenerateKeyPair("trusted")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.trusted, err = ParsePublicKey("trusted", pemBytes); err != nil {
+	if _, err := e.cosign.GenerateKeyPair("stranger"); err != nil {
+		t.Fatal(err)
+	}
+	if e.trusted, err = ParsePublicKey("trusted", []byte(pem)); err != nil {
 		t.Fatal(err)
 	}
 	return e
 }
 
-func (e *cosignEnv) run(args ...string) string {
-	e.t.Helper()
-	cmd := exec.Command(e.cosign, args...)
-	cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=test-password", "COSIGN_YES=true", "HOME="+e.dir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// push writes a random image and returns its digest reference.
 func (e *cosignEnv) push(repo string) name.Digest {
 	e.t.Helper()
-	img, err := random.Image(256, 1)
+	d, err := oci.PushRandomImage(e.registry + "/" + repo + ":v1")
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	tag, err := name.NewTag(e.registry + "/" + repo + ":v1")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := remote.Write(tag, img); err != nil {
-		e.t.Fatal(err)
-	}
-	h, _ := img.Digest()
-	return tag.Context().Digest(h.String())
+	return d
 }
 
-// sign signs with the real cosign CLI, offline: no transparency log, no signing config.
 func (e *cosignEnv) sign(key string, ref name.Digest, legacy bool) {
-	args := []string{"sign", "--key", filepath.Join(e.dir, key+".key"), "--tlog-upload=false", "--use-signing-config=false"}
-	if legacy {
-		args = append(args, "--new-bundle-format=false")
+	e.t.Helper()
+	if err := e.cosign.Sign(key, ref, legacy); err != nil {
+		e.t.Fatal(err)
 	}
-	e.run(append(args, ref.String())...)
 }
 
 func (e *cosignEnv) verifier() *Verifier {
-	v, err := NewVerifier([]*Key{e.trusted})
+	v, err := NewVerifier()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -137,16 +98,15 @@ func TestVerifyCosignSignatures(t *testing.T) {
 	e.sign("stranger", strangerLegacy, true)
 
 	attested := e.push("team/attested")
-	pred := filepath.Join(e.dir, "predicate.json")
-	if err := os.WriteFile(pred, []byte(`{"buildType":"test"}`), 0o600); err != nil {
+	if err := e.cosign.Attest("trusted", attested, "slsaprovenance", `{"buildType":"test"}`); err != nil {
 		t.Fatal(err)
 	}
-	e.run("attest", "--key", filepath.Join(e.dir, "trusted.key"), "--tlog-upload=false", "--use-signing-config=false",
-		"--type", "slsaprovenance", "--predicate", pred, attested.String())
 
 	// A legacy signature of one image copied onto another: valid bytes, wrong subject.
 	replayedLegacy := e.push("team/replayed-legacy")
-	copySigTag(t, legacySigned, replayedLegacy)
+	if err := oci.CopyLegacySignature(legacySigned, replayedLegacy); err != nil {
+		t.Fatal(err)
+	}
 	// A bundle of one image re-attached to another as its referrer.
 	replayedBundle := e.push("team/replayed-bundle")
 	reattachBundle(t, bundleSigned, replayedBundle, nil)
@@ -179,7 +139,7 @@ func TestVerifyCosignSignatures(t *testing.T) {
 	v := e.verifier()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := v.Verify(ctx, tt.ref)
+			got := v.Verify(ctx, tt.ref, []*Key{e.trusted})
 			if got.State != tt.want || got.Format != tt.wantFormat || !strings.Contains(got.Detail, tt.wantDetail) {
 				t.Errorf("Verify = %+v, want state %s format %q detail containing %q", got, tt.want, tt.wantFormat, tt.wantDetail)
 			}
@@ -191,7 +151,7 @@ func TestVerifyCosignSignatures(t *testing.T) {
 
 	t.Run("registry unreachable", func(t *testing.T) {
 		ref, _ := name.NewDigest("127.0.0.1:1/team/app@" + bundleSigned.DigestStr())
-		if got := v.Verify(ctx, ref); got.State != Error {
+		if got := v.Verify(ctx, ref, []*Key{e.trusted}); got.State != Error {
 			t.Errorf("Verify = %+v, want error", got)
 		}
 	})
@@ -203,21 +163,6 @@ func mustTag(t *testing.T, s string) name.Tag {
 		t.Fatal(err)
 	}
 	return tag
-}
-
-// copySigTag copies the legacy signature manifest of from onto to's .sig tag.
-func copySigTag(t *testing.T, from, to name.Digest) {
-	t.Helper()
-	sigTag := func(d name.Digest) name.Tag {
-		return d.Context().Tag("sha256-" + strings.TrimPrefix(d.DigestStr(), "sha256:") + ".sig")
-	}
-	img, err := remote.Image(sigTag(from))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(sigTag(to), img); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // reattachBundle copies from's bundle referrer onto to (its subject set to to), optionally

@@ -95,36 +95,35 @@ func ParsePublicKey(name string, pemBytes []byte) (*Key, error) {
 	return &Key{Name: name, verifier: v, id: base64.StdEncoding.EncodeToString(sum[:])}, nil
 }
 
-// Verifier checks images against a set of trusted keys.
+// Verifier reads images' signatures from registries and checks them against trusted keys.
 type Verifier struct {
-	keys   []*Key
-	puller *remote.Puller
-	opts   []remote.Option
+	opts []remote.Option
 }
 
-// NewVerifier returns a verifier for the given keys; registry options (auth, transport) apply
-// to every request, and connections are reused across requests.
-func NewVerifier(keys []*Key, opts ...remote.Option) (*Verifier, error) {
-	if len(keys) == 0 {
-		return nil, errors.New("no trusted keys")
-	}
+// NewVerifier returns a verifier; registry options (auth, transport) apply to every request,
+// and connections are reused across requests.
+func NewVerifier(opts ...remote.Option) (*Verifier, error) {
 	puller, err := remote.NewPuller(opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{keys: keys, puller: puller, opts: append(opts, remote.Reuse(puller))}, nil
+	return &Verifier{opts: append(opts, remote.Reuse(puller))}, nil
 }
 
-// Verify resolves ref to a digest and checks its signatures, bundle format first.
-func (v *Verifier) Verify(ctx context.Context, ref name.Reference) Result {
+// Verify resolves ref to a digest and checks its signatures against keys, bundle format first.
+func (v *Verifier) Verify(ctx context.Context, ref name.Reference, keys []*Key) Result {
+	if len(keys) == 0 {
+		return Result{State: Error, Detail: "no trusted keys for " + ref.Context().Name()}
+	}
+	c := checker{keys: keys}
 	opts := append([]remote.Option{remote.WithContext(ctx)}, v.opts...)
 	desc, err := remote.Head(ref, opts...)
 	if err != nil {
 		return Result{State: Error, Detail: fmt.Sprintf("resolving %s: %v", ref, err)}
 	}
 	digest := ref.Context().Digest(desc.Digest.String())
-	bundles, bundleErr := v.bundles(digest, opts)
-	legacy, legacyErr := v.legacy(digest, opts)
+	bundles, bundleErr := c.bundles(digest, opts)
+	legacy, legacyErr := c.legacy(digest, opts)
 	if bundleErr != nil && legacyErr != nil {
 		return Result{State: Error, Digest: desc.Digest.String(), Detail: fmt.Sprintf("reading signatures: %v; %v", bundleErr, legacyErr)}
 	}
@@ -177,7 +176,10 @@ func judge(digest v1.Hash, found []candidate) Result {
 
 // bundles reads cosign v3 bundles attached to the digest as referrers. go-containerregistry
 // falls back to the "sha256-<hex>" tag index on registries without the referrers API.
-func (v *Verifier) bundles(digest name.Digest, opts []remote.Option) ([]candidate, error) {
+// checker checks one image's signatures against one key set.
+type checker struct{ keys []*Key }
+
+func (v checker) bundles(digest name.Digest, opts []remote.Option) ([]candidate, error) {
 	idx, err := remote.Referrers(digest, opts...)
 	if err != nil {
 		if isNotFound(err) {
@@ -243,7 +245,7 @@ type statement struct {
 	} `json:"subject"`
 }
 
-func (v *Verifier) checkBundle(blob []byte) candidate {
+func (v checker) checkBundle(blob []byte) candidate {
 	c := candidate{format: "bundle"}
 	var b bundleJSON
 	if err := json.Unmarshal(blob, &b); err != nil {
@@ -297,7 +299,7 @@ func (v *Verifier) checkBundle(blob []byte) candidate {
 }
 
 // legacy reads the "sha256-<hex>.sig" tag cosign v2 writes (and v3 with --new-bundle-format=false).
-func (v *Verifier) legacy(digest name.Digest, opts []remote.Option) ([]candidate, error) {
+func (v checker) legacy(digest name.Digest, opts []remote.Option) ([]candidate, error) {
 	tag := "sha256-" + strings.TrimPrefix(digest.DigestStr(), "sha256:") + ".sig"
 	img, err := remote.Image(digest.Context().Tag(tag), opts...)
 	if err != nil {
@@ -337,7 +339,7 @@ type simpleSigning struct {
 	} `json:"critical"`
 }
 
-func (v *Verifier) checkLegacy(payload []byte, sigB64 string) candidate {
+func (v checker) checkLegacy(payload []byte, sigB64 string) candidate {
 	c := candidate{format: "legacy"}
 	sig, err := base64.StdEncoding.DecodeString(sigB64)
 	if err != nil || len(sig) == 0 {

@@ -48,7 +48,7 @@ func TestLegacySignatureKeyTypes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			v := &Verifier{keys: []*Key{key}}
+			v := checker{keys: []*Key{key}}
 			payload := legacyPayload(digestA)
 			sig, err := signer.SignMessage(bytes.NewReader(payload))
 			if err != nil {
@@ -115,7 +115,7 @@ func FuzzCheckBundle(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	v := &Verifier{keys: []*Key{k}}
+	v := checker{keys: []*Key{k}}
 	f.Fuzz(func(t *testing.T, blob []byte) {
 		c := v.checkBundle(blob)
 		if c.key != nil && c.problem == "" {

@@ -57,6 +57,7 @@ func TestDecodeDefaults(t *testing.T) {
 			BaseScore:  50,
 			Thresholds: config.Thresholds{Trusted: 70, Untrusted: 30},
 			Origin:     config.OriginPolicy{MutableTagPenalty: 10},
+			Signature:  config.SignaturePolicy{VerifiedWeight: 30, UnverifiedWeight: -10, RequireForTrusted: true},
 		},
 	}
 	want.VerdictWait.Duration = 5 * time.Second
@@ -112,6 +113,9 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "bad placement", args: "      pools: {trusted: {placement: Random}}\n", wantField: "args.pools.trusted.placement"},
 		{name: "bad label key", args: "      poolLabelKey: 'not a key'\n", wantField: "args.poolLabelKey"},
 		{name: "non-positive wait", args: "      verdictWait: 0s\n", wantField: "args.verdictWait"},
+		{name: "an unverified signature cannot raise the score", args: "      policy: {signature: {unverifiedWeight: 5}}\n", wantField: "args.policy.signature.unverifiedWeight"},
+		{name: "unparsable key", args: "      policy: {signature: {keys: [{name: ops, publicKey: 'not a key'}]}}\n", wantField: "args.policy.signature.keys[0].publicKey"},
+		{name: "unnamed key", args: "      policy: {signature: {keys: [{publicKey: 'x'}]}}\n", wantField: "args.policy.signature.keys[0].name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -34,6 +34,17 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 				out.Policy.Origin.Rules = append(out.Policy.Origin.Rules, config.OriginRule(r))
 			}
 		}
+		if sig := p.Signature; sig != nil {
+			out.Policy.Signature = config.SignaturePolicy{
+				VerifiedWeight:    ptr.Deref(sig.VerifiedWeight, 0),
+				UnverifiedWeight:  ptr.Deref(sig.UnverifiedWeight, 0),
+				AbsentWeight:      ptr.Deref(sig.AbsentWeight, 0),
+				RequireForTrusted: ptr.Deref(sig.RequireForTrusted, true),
+			}
+			for _, k := range sig.Keys {
+				out.Policy.Signature.Keys = append(out.Policy.Signature.Keys, config.SigningKey{Name: k.Name, PublicKey: k.PublicKey, Repositories: append([]string(nil), k.Repositories...)})
+			}
+		}
 	}
 }
 
@@ -55,6 +66,11 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 	for _, r := range in.Policy.Origin.Rules {
 		rules = append(rules, OriginRule(r))
 	}
+	sig := in.Policy.Signature
+	keys := make([]SigningKey, 0, len(sig.Keys))
+	for _, k := range sig.Keys {
+		keys = append(keys, SigningKey{Name: k.Name, PublicKey: k.PublicKey, Repositories: append([]string(nil), k.Repositories...)})
+	}
 	*out = ReputationArgs{
 		PoolLabelKey: ptr.To(in.PoolLabelKey),
 		VerdictWait:  ptr.To(in.VerdictWait),
@@ -67,6 +83,10 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 			BaseScore:  ptr.To(in.Policy.BaseScore),
 			Thresholds: &Thresholds{Trusted: ptr.To(in.Policy.Thresholds.Trusted), Untrusted: ptr.To(in.Policy.Thresholds.Untrusted)},
 			Origin:     &OriginPolicy{Rules: rules, MutableTagPenalty: ptr.To(in.Policy.Origin.MutableTagPenalty)},
+			Signature: &SignaturePolicy{
+				VerifiedWeight: ptr.To(sig.VerifiedWeight), UnverifiedWeight: ptr.To(sig.UnverifiedWeight),
+				AbsentWeight: ptr.To(sig.AbsentWeight), RequireForTrusted: ptr.To(sig.RequireForTrusted), Keys: keys,
+			},
 		},
 	}
 }
@@ -92,6 +112,13 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		if o := p.Origin; o != nil {
 			out.Policy.Origin = &OriginPolicy{Rules: append([]OriginRule(nil), o.Rules...), MutableTagPenalty: copyPtr(o.MutableTagPenalty)}
 		}
+		if sig := p.Signature; sig != nil {
+			out.Policy.Signature = &SignaturePolicy{
+				VerifiedWeight: copyPtr(sig.VerifiedWeight), UnverifiedWeight: copyPtr(sig.UnverifiedWeight),
+				AbsentWeight: copyPtr(sig.AbsentWeight), RequireForTrusted: copyPtr(sig.RequireForTrusted),
+				Keys: copyKeys(sig.Keys),
+			}
+		}
 	}
 	return out
 }
@@ -109,4 +136,15 @@ func copyPtr[T any](p *T) *T {
 	}
 	v := *p
 	return &v
+}
+
+func copyKeys(in []SigningKey) []SigningKey {
+	if in == nil {
+		return nil
+	}
+	out := make([]SigningKey, len(in))
+	for i, k := range in {
+		out[i] = SigningKey{Name: k.Name, PublicKey: k.PublicKey, Repositories: append([]string(nil), k.Repositories...)}
+	}
+	return out
 }

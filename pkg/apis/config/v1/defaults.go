@@ -53,6 +53,22 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	if p.Origin.MutableTagPenalty == nil {
 		p.Origin.MutableTagPenalty = ptr.To[int32](reputation.DefaultMutableTagPenalty)
 	}
+	if p.Signature == nil {
+		p.Signature = &SignaturePolicy{}
+	}
+	sig := p.Signature
+	if sig.VerifiedWeight == nil {
+		sig.VerifiedWeight = ptr.To[int32](reputation.DefaultVerifiedWeight)
+	}
+	if sig.UnverifiedWeight == nil {
+		sig.UnverifiedWeight = ptr.To[int32](reputation.DefaultUnverifiedWeight)
+	}
+	if sig.AbsentWeight == nil {
+		sig.AbsentWeight = ptr.To[int32](reputation.DefaultAbsentWeight)
+	}
+	if sig.RequireForTrusted == nil {
+		sig.RequireForTrusted = ptr.To(true)
+	}
 }
 
 func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) *PoolSpec {

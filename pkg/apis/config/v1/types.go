@@ -47,6 +47,34 @@ type PolicySpec struct {
 	Thresholds *Thresholds `json:"thresholds,omitempty"`
 	// Origin weighs where images come from.
 	Origin *OriginPolicy `json:"origin,omitempty"`
+	// Signature weighs cosign signatures.
+	Signature *SignaturePolicy `json:"signature,omitempty"`
+}
+
+// SignaturePolicy weighs cosign signatures, verified offline against the operator's keys.
+type SignaturePolicy struct {
+	// VerifiedWeight is added for a signature by a trusted key over this digest. Default 30.
+	VerifiedWeight *int32 `json:"verifiedWeight,omitempty"`
+	// UnverifiedWeight (≤ 0) applies when signatures exist but none verifies. Default -10.
+	UnverifiedWeight *int32 `json:"unverifiedWeight,omitempty"`
+	// AbsentWeight (≤ 0) applies to unsigned images. Default 0.
+	AbsentWeight *int32 `json:"absentWeight,omitempty"`
+	// RequireForTrusted keeps images without a verified signature out of the trusted tier.
+	// Default true.
+	RequireForTrusted *bool `json:"requireForTrusted,omitempty"`
+	// Keys are the trusted public keys. With none, signatures are not checked (and, with
+	// requireForTrusted, nothing is trusted).
+	Keys []SigningKey `json:"keys,omitempty"`
+}
+
+// SigningKey is one trusted public key.
+type SigningKey struct {
+	Name string `json:"name"`
+	// PublicKey is the PEM text, as `cosign generate-key-pair` writes it to cosign.pub.
+	PublicKey string `json:"publicKey"`
+	// Repositories are the "registry/repository" globs (origin-rule syntax) this key vouches
+	// for. Only images in them are checked against it; none means every image.
+	Repositories []string `json:"repositories,omitempty"`
 }
 
 // Thresholds split the 0–100 score into tiers.

@@ -9,6 +9,8 @@ import (
 	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/reputation"
 )
@@ -51,6 +53,26 @@ func validatePolicy(path *field.Path, spec *config.PolicySpec) field.ErrorList {
 	var errs field.ErrorList
 	for _, e := range config.Policy(spec).Validate() {
 		errs = append(errs, field.Invalid(path.Child(e.Field), e.Value, e.Message))
+	}
+	names := map[string]bool{}
+	for i, k := range spec.Signature.Keys {
+		kp := path.Child("signature", "keys").Index(i)
+		switch {
+		case k.Name == "":
+			errs = append(errs, field.Required(kp.Child("name"), "name the key; verdicts say which key verified an image"))
+			continue
+		case names[k.Name]:
+			errs = append(errs, field.Duplicate(kp.Child("name"), k.Name))
+		}
+		names[k.Name] = true
+		if _, err := cryptoutils.UnmarshalPEMToPublicKey([]byte(k.PublicKey)); err != nil {
+			errs = append(errs, field.Invalid(kp.Child("publicKey"), "<PEM>", "not a PEM public key: "+err.Error()))
+		}
+		for j, pattern := range k.Repositories {
+			if err := reputation.ValidateOriginPattern(pattern); err != nil {
+				errs = append(errs, field.Invalid(kp.Child("repositories").Index(j), pattern, err.Error()))
+			}
+		}
 	}
 	return errs
 }

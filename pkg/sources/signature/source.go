@@ -1,0 +1,100 @@
+package signature
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/reputation"
+)
+
+// DefaultTimeout bounds one image's verification, registry round trips included.
+const DefaultTimeout = 5 * time.Second
+
+// Source is the engine's signature evidence: it resolves the image's digest and verifies its
+// signatures. It runs on engine workers only.
+type Source struct {
+	Verifier *Verifier
+	Keys     []ScopedKey
+	Timeout  time.Duration
+}
+
+// ScopedKey is a trusted key and the repositories it vouches for ("registry/repo" globs, as in
+// origin rules; none means every repository).
+type ScopedKey struct {
+	Key          *Key
+	Repositories []string
+}
+
+// keysFor returns the keys that vouch for an image's repository.
+func (s *Source) keysFor(ref reputation.ImageRef) []*Key {
+	var out []*Key
+	for _, k := range s.Keys {
+		if len(k.Repositories) == 0 {
+			out = append(out, k.Key)
+			continue
+		}
+		for _, pattern := range k.Repositories {
+			if reputation.MatchOrigin(pattern, ref) {
+				out = append(out, k.Key)
+				break
+			}
+		}
+	}
+	return out
+}
+
+var _ reputation.EvidenceSource = (*Source)(nil)
+
+// Name implements reputation.EvidenceSource.
+func (s *Source) Name() string { return "signature" }
+
+// Collect records the verification result and, when the registry answered, the digest: from
+// then on the evidence is about that content, whatever the tag points at later. An image no key
+// vouches for is not checked (and its registry not contacted): it has no signature evidence.
+func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
+	keys := s.keysFor(ev.Image)
+	if len(keys) == 0 {
+		return nil
+	}
+	timeout := s.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ref, err := name.ParseReference(ev.Image.String())
+	if err != nil {
+		ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureError, Detail: err.Error()}
+		return err
+	}
+	res := s.Verifier.Verify(ctx, ref, keys)
+	ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureState(res.State), Key: res.Key, Format: res.Format, Detail: res.Detail}
+	if res.Digest != "" && ev.Image.Digest == "" {
+		ev.ResolvedDigest = res.Digest
+	}
+	return nil
+}
+
+// NewSource builds the signature source from validated plugin args; nil when no key is
+// configured (nothing to check against).
+func NewSource(policy config.SignaturePolicy) (*Source, error) {
+	if len(policy.Keys) == 0 {
+		return nil, nil
+	}
+	verifier, err := NewVerifier()
+	if err != nil {
+		return nil, err
+	}
+	src := &Source{Verifier: verifier}
+	for _, k := range policy.Keys {
+		key, err := ParsePublicKey(k.Name, []byte(k.PublicKey))
+		if err != nil {
+			return nil, err
+		}
+		src.Keys = append(src.Keys, ScopedKey{Key: key, Repositories: k.Repositories})
+	}
+	return src, nil
+}
