@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseImageRef$$' -fuzztime $(FUZZTIME) ./reputation/
 	$(GO) test -run '^$$' -fuzz '^FuzzMatchOrigin$$' -fuzztime $(FUZZTIME) ./reputation/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeArgs$$' -fuzztime $(FUZZTIME) ./pkg/apis/config/scheme/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckBundle$$' -fuzztime $(FUZZTIME) ./pkg/sources/signature/
 
 ## verify: gofmt, go vet, and go mod tidy leaves no diff
 verify:

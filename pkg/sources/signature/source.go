@@ -71,7 +71,7 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 		return err
 	}
 	res := s.Verifier.Verify(ctx, ref, keys)
-	ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureState(res.State), Key: res.Key, Format: res.Format, Detail: res.Detail}
+	ev.Signature = &reputation.SignatureEvidence{State: res.State, Key: res.Key, Format: res.Format, Detail: res.Detail}
 	if res.Digest != "" && ev.Image.Digest == "" {
 		ev.ResolvedDigest = res.Digest
 	}

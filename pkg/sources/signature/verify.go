@@ -24,6 +24,8 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	sigsig "github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/dsse"
+
+	"github.com/repute-dev/repute/reputation"
 )
 
 // Formats and constants cosign uses.
@@ -41,20 +43,21 @@ const (
 )
 
 // State is the outcome of verifying an image's signatures.
-type State string
+type State = reputation.SignatureState
 
+// The states, as the domain names them.
 const (
 	// Verified: a signature made by a trusted key covers exactly this digest.
-	Verified State = "verified"
+	Verified = reputation.SignatureVerified
 	// Absent: the image carries no signature.
-	Absent State = "absent"
+	Absent = reputation.SignatureAbsent
 	// Unverified: signatures exist, but none verifies under a trusted key (an unknown key).
-	Unverified State = "unverified"
+	Unverified = reputation.SignatureUnverified
 	// Invalid: a signature is broken in a way no honest signer produces: it claims a trusted key
 	// but does not verify, or a trusted key signed another image (a replay).
-	Invalid State = "invalid"
+	Invalid = reputation.SignatureInvalid
 	// Error: the registry could not be asked (unreachable, timed out, refused).
-	Error State = "error"
+	Error = reputation.SignatureError
 )
 
 // Result explains a verification.
