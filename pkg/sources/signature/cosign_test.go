@@ -223,3 +223,51 @@ func reattachBundle(t *testing.T, from, to name.Digest, edit func(env map[string
 }
 
 func emptyImage() v1.Image { return empty.Image }
+
+// BenchmarkVerifyLoopback is one first-seen verification (resolve, referrers, bundle, legacy
+// probe, crypto) against the in-process registry on loopback, with connections reused.
+func BenchmarkVerifyLoopback(b *testing.B) {
+	bin, err := oci.FindCosign()
+	if err != nil {
+		b.Skip(err)
+	}
+	cosign := &oci.Cosign{Bin: bin, Dir: b.TempDir()}
+	host, stop, err := oci.StartRegistry()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stop()
+	pem, err := cosign.GenerateKeyPair("ops")
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := ParsePublicKey("ops", []byte(pem))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, format := range []struct {
+		name   string
+		legacy bool
+	}{{"bundle", false}, {"legacy", true}} {
+		b.Run(format.name, func(b *testing.B) {
+			d, err := oci.PushRandomImage(host + "/bench/" + format.name + ":v1")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := cosign.Sign("ops", d, format.legacy); err != nil {
+				b.Fatal(err)
+			}
+			v, err := NewVerifier()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if res := v.Verify(ctx, d, []*Key{key}); res.State != Verified {
+					b.Fatalf("%+v", res)
+				}
+			}
+		})
+	}
+}
