@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -108,5 +112,83 @@ func TestSignaturesDecideTrust(t *testing.T) {
 	}
 	if note := e.waitEvent("registry-down", "Placed", bindTimeout); !strings.Contains(note, "signature error") {
 		t.Errorf("Placed event %q does not say the signature could not be checked", note)
+	}
+}
+
+// 200 pods sharing 5 signed digests cost exactly 5 verifications: the engine evaluates each
+// image once, however many pods use it. Every verification reads the image's legacy ".sig" tag
+// exactly once, so the registry's count of those reads is the count of verifications.
+func TestEachImageIsVerifiedOnce(t *testing.T) {
+	bin, err := oci.FindCosign()
+	if err != nil {
+		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	var mu sync.Mutex
+	sigReads := map[string]int{}
+	reg, stopRegistry, err := oci.StartRegistryWith(func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ".sig") {
+				mu.Lock()
+				sigReads[r.URL.Path]++
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopRegistry)
+	cosign := &oci.Cosign{Bin: bin, Dir: t.TempDir()}
+	pem, err := cosign.GenerateKeyPair("ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var images []string
+	for i := range 5 {
+		d, err := oci.PushRandomImage(fmt.Sprintf("%s/shared/app-%d:v1", reg, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cosign.Sign("ops", d, false); err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, d.String())
+	}
+	mu.Lock()
+	clear(sigReads) // signing itself may read the tags
+	mu.Unlock()
+
+	e := newEnv(t)
+	trustedNode := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 250 })
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+
+	for i := range 200 {
+		e.create(e.pod(fmt.Sprintf("shared-%03d", i), images[i%len(images)]))
+	}
+	for i := range 200 {
+		if got := e.waitBound(fmt.Sprintf("shared-%03d", i), 60*time.Second); got != trustedNode {
+			t.Fatalf("shared-%03d on %s, want the trusted node", i, got)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, n := range sigReads {
+		total += n
+	}
+	if len(sigReads) != 5 || total != 5 {
+		t.Errorf("signature tag reads = %v (%d in all), want one for each of the 5 digests", sigReads, total)
 	}
 }

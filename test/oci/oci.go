@@ -22,11 +22,19 @@ import (
 // StartRegistry serves go-containerregistry's OCI registry, with the referrers API, on a
 // loopback port. It returns "127.0.0.1:<port>".
 func StartRegistry() (host string, stop func(), err error) {
+	return StartRegistryWith(nil)
+}
+
+// StartRegistryWith is StartRegistry with the handler wrapped, e.g. to count requests.
+func StartRegistryWith(wrap func(http.Handler) http.Handler) (host string, stop func(), err error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
 	}
 	handler := registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0)))
+	if wrap != nil {
+		handler = wrap(handler)
+	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	return l.Addr().String(), func() { srv.Close() }, nil
