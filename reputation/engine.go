@@ -24,9 +24,22 @@ type EngineOptions struct {
 	// Wait bounds how long a pod waits for its images' first verdicts. Past it a provisional
 	// unknown verdict is published, so pods are placed (never as trusted) while evaluation goes on.
 	Wait time.Duration
+	// RetryAfter is the first delay before an image whose evidence could not all be gathered
+	// (a registry down, say) is evaluated again; it doubles up to MaxRetryAfter.
+	RetryAfter, MaxRetryAfter time.Duration
+	// ReverifyAfter is how long a complete verdict stands before its evidence is gathered
+	// again: signatures and keys change. Zero means the default; negative never.
+	ReverifyAfter time.Duration
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
+
+// Defaults for re-evaluation.
+const (
+	DefaultRetryAfter    = 30 * time.Second
+	DefaultMaxRetryAfter = 10 * time.Minute
+	DefaultReverifyAfter = time.Hour
+)
 
 // Engine evaluates each image once, in the background, and publishes verdicts into the cache.
 type Engine struct {
@@ -35,6 +48,7 @@ type Engine struct {
 	mu       sync.Mutex
 	queued   map[string]bool // requested and not yet evaluated, so each image is evaluated once
 	queue    []string
+	failures map[string]int // consecutive incomplete evaluations, for backoff
 	notEmpty chan struct{}
 }
 
@@ -52,7 +66,16 @@ func NewEngine(opts EngineOptions) *Engine {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Engine{opts: opts, queued: map[string]bool{}, notEmpty: make(chan struct{}, 1)}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = DefaultRetryAfter
+	}
+	if opts.MaxRetryAfter < opts.RetryAfter {
+		opts.MaxRetryAfter = max(DefaultMaxRetryAfter, opts.RetryAfter)
+	}
+	if opts.ReverifyAfter == 0 {
+		opts.ReverifyAfter = DefaultReverifyAfter
+	}
+	return &Engine{opts: opts, queued: map[string]bool{}, failures: map[string]int{}, notEmpty: make(chan struct{}, 1)}
 }
 
 // Cache is the cache the engine publishes into.
@@ -74,18 +97,53 @@ func (e *Engine) Request(image string) {
 		e.mu.Unlock()
 		return
 	}
-	e.queued[image] = true
-	e.queue = append(e.queue, image)
+	e.enqueueLocked(image)
 	e.mu.Unlock()
-	select {
-	case e.notEmpty <- struct{}{}:
-	default:
-	}
 	if e.opts.Wait > 0 {
 		time.AfterFunc(e.opts.Wait, func() {
 			e.opts.Cache.PublishIfAbsent(image, Pending(image, e.opts.Wait, e.opts.Policy, e.opts.Now()))
 		})
 	}
+}
+
+// enqueueLocked queues an image for evaluation; e.mu is held.
+func (e *Engine) enqueueLocked(image string) {
+	if e.queued[image] {
+		return
+	}
+	e.queued[image] = true
+	e.queue = append(e.queue, image)
+	select {
+	case e.notEmpty <- struct{}{}:
+	default:
+	}
+}
+
+// reevaluateLater queues the image again after a delay: soon, with backoff, when its evidence
+// was incomplete; after ReverifyAfter when it was complete. The verdict in the cache stands
+// until then, so pods keep being placed from memory.
+func (e *Engine) reevaluateLater(ctx context.Context, image string, incomplete bool) {
+	e.mu.Lock()
+	delay := e.opts.ReverifyAfter
+	if incomplete {
+		e.failures[image]++
+		delay = e.opts.RetryAfter << min(e.failures[image]-1, 16)
+		delay = min(delay, e.opts.MaxRetryAfter)
+	} else {
+		delete(e.failures, image)
+	}
+	e.mu.Unlock()
+	if delay < 0 {
+		return
+	}
+	time.AfterFunc(delay, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		e.mu.Lock()
+		e.enqueueLocked(image)
+		e.mu.Unlock()
+	})
 }
 
 // Run evaluates requested images until ctx is done.
@@ -100,10 +158,14 @@ func (e *Engine) Run(ctx context.Context) {
 				if !ok {
 					return
 				}
-				e.opts.Cache.Publish(image, e.Evaluate(ctx, image))
+				v, incomplete := e.evaluate(ctx, image)
+				e.opts.Cache.Publish(image, v)
 				e.mu.Lock()
 				delete(e.queued, image)
 				e.mu.Unlock()
+				if ctx.Err() == nil {
+					e.reevaluateLater(ctx, image, incomplete)
+				}
 			}
 		}()
 	}
@@ -137,14 +199,24 @@ func (e *Engine) next(ctx context.Context) (string, bool) {
 
 // Evaluate gathers evidence for one image and weighs it under the current policy.
 func (e *Engine) Evaluate(ctx context.Context, image string) *Verdict {
+	v, _ := e.evaluate(ctx, image)
+	return v
+}
+
+// evaluate also reports whether some evidence could not be gathered.
+func (e *Engine) evaluate(ctx context.Context, image string) (_ *Verdict, incomplete bool) {
 	ref, err := ParseImageRef(image)
 	if err != nil {
-		return Unassessable(image, err, e.opts.Policy, e.opts.Now())
+		// Re-reading the same string cannot make it parse: no retry.
+		return Unassessable(image, err, e.opts.Policy, e.opts.Now()), false
 	}
 	ev := &Evidence{Image: ref}
 	for _, src := range e.opts.Sources {
-		// A source that fails leaves its evidence missing; missing evidence never raises trust.
-		_ = src.Collect(ctx, ev)
+		// A source that fails leaves its evidence missing (missing evidence never raises trust)
+		// and the image is evaluated again later.
+		if err := src.Collect(ctx, ev); err != nil {
+			incomplete = true
+		}
 	}
-	return Evaluate(e.opts.Policy, ev, e.opts.Now())
+	return Evaluate(e.opts.Policy, ev, e.opts.Now()), incomplete
 }

@@ -2,6 +2,7 @@ package reputation
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,5 +114,71 @@ func TestEngineUnparsableImageIsUntrusted(t *testing.T) {
 	v := e.Evaluate(context.Background(), "Not/A:Valid:Ref")
 	if v.Tier != TierUntrusted || !strings.Contains(v.DecidedBy, "cannot be assessed") {
 		t.Errorf("verdict = %s %q", v.Tier, v.DecidedBy)
+	}
+}
+
+// flakySource fails its first n collections, like a registry that is down for a while.
+type flakySource struct {
+	failures atomic.Int32
+	calls    atomic.Int32
+}
+
+func (s *flakySource) Name() string { return "flaky" }
+func (s *flakySource) Collect(_ context.Context, ev *Evidence) error {
+	s.calls.Add(1)
+	if s.failures.Add(-1) >= 0 {
+		ev.Signature = &SignatureEvidence{State: SignatureError, Detail: "registry unreachable"}
+		return errors.New("registry unreachable")
+	}
+	ev.Signature = &SignatureEvidence{State: SignatureVerified, Key: "ops"}
+	return nil
+}
+
+func signedPolicy(t *testing.T) *Policy {
+	return mustPolicy(t, Policy{BaseScore: 50, TrustedAtOrAbove: 70, UntrustedBelow: 30,
+		Origin:    OriginPolicy{Rules: []OriginRule{{Pattern: "registry.internal/*", Weight: 10}}},
+		Signature: SignaturePolicy{VerifiedWeight: 30, RequireForTrusted: true}})
+}
+
+func TestEngineRetriesIncompleteEvidenceWithBackoff(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &flakySource{}
+	src.failures.Store(2)
+	e := NewEngine(EngineOptions{Policy: signedPolicy(t), Sources: []EvidenceSource{src}, RetryAfter: 10 * time.Millisecond})
+	var tiers []Tier
+	var mu sync.Mutex
+	e.Cache().Subscribe(func(_ string, _, v *Verdict) { mu.Lock(); tiers = append(tiers, v.Tier); mu.Unlock() })
+	go e.Run(ctx)
+	const image = "registry.internal/app@" + testDigest
+	e.Request(image)
+	waitFor(t, "the verdict after the registry came back", func() bool {
+		v := e.Cache().Get(image)
+		return v != nil && v.Tier == TierTrusted
+	})
+	if got := src.calls.Load(); got != 3 {
+		t.Errorf("evidence gathered %d times, want 3 (two failures, then success)", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tiers) != 3 || tiers[0] != TierUnknown || tiers[1] != TierUnknown || tiers[2] != TierTrusted {
+		t.Errorf("published tiers %v, want unknown, unknown, trusted", tiers)
+	}
+}
+
+func TestEngineReverifiesCompleteVerdicts(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &countingSource{}
+	e := NewEngine(EngineOptions{Policy: examplePolicy(t), Sources: []EvidenceSource{src}, ReverifyAfter: 20 * time.Millisecond})
+	go e.Run(ctx)
+	e.Request("registry.internal/app@" + testDigest)
+	waitFor(t, "re-verification", func() bool { return src.calls.Load() >= 3 })
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	after := src.calls.Load()
+	time.Sleep(60 * time.Millisecond)
+	if src.calls.Load() != after {
+		t.Error("re-verification went on after the engine stopped")
 	}
 }

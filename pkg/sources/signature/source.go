@@ -2,6 +2,7 @@ package signature
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -74,6 +75,11 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 	ev.Signature = &reputation.SignatureEvidence{State: res.State, Key: res.Key, Format: res.Format, Detail: res.Detail}
 	if res.Digest != "" && ev.Image.Digest == "" {
 		ev.ResolvedDigest = res.Digest
+	}
+	if res.State == Error {
+		// The evidence is recorded (it explains the verdict) and reported missing, so the
+		// engine tries again.
+		return errors.New(res.Detail)
 	}
 	return nil
 }
