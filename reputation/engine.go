@@ -119,6 +119,21 @@ func (e *Engine) enqueueLocked(image string) {
 	}
 }
 
+// Reevaluate queues every image whose current verdict matches, e.g. when a vulnerability report
+// about its digest arrives. The current verdicts stand until the new ones are published.
+func (e *Engine) Reevaluate(match func(image string, v *Verdict) bool) int {
+	n := 0
+	for image, v := range e.opts.Cache.Snapshot() {
+		if match(image, v) {
+			e.mu.Lock()
+			e.enqueueLocked(image)
+			e.mu.Unlock()
+			n++
+		}
+	}
+	return n
+}
+
 // reevaluateLater queues the image again after a delay: soon, with backoff, when its evidence
 // was incomplete; after ReverifyAfter when it was complete. The verdict in the cache stands
 // until then, so pods keep being placed from memory.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 )
 
 // Policy is how the operator weighs evidence. It is immutable once built: the engine swaps whole
@@ -21,8 +22,22 @@ type Policy struct {
 	Origin OriginPolicy
 	// Signature weighs cosign signature verification.
 	Signature SignaturePolicy
+	// Dependencies weighs vulnerability reports.
+	Dependencies DependencyPolicy
 
 	version string
+}
+
+// DependencyPolicy weighs vulnerability reports.
+type DependencyPolicy struct {
+	// CriticalWeight and HighWeight (≤ 0) apply per vulnerability of that severity.
+	CriticalWeight, HighWeight int
+	// MaxCritical: more critical vulnerabilities than this make the image untrusted.
+	MaxCritical int
+	// DenyVulnerabilities and DenyPackages make an image listing any of them untrusted.
+	DenyVulnerabilities, DenyPackages []string
+	// StaleAfter: an older report counts as no report. Zero never expires.
+	StaleAfter time.Duration
 }
 
 // SignaturePolicy weighs what signature verification found.
@@ -65,6 +80,10 @@ const (
 	DefaultVerifiedWeight    = 30
 	DefaultUnverifiedWeight  = -10
 	DefaultAbsentWeight      = 0
+	DefaultCriticalWeight    = -20
+	DefaultHighWeight        = -5
+	DefaultMaxCritical       = 0
+	DefaultStaleAfter        = 7 * 24 * time.Hour
 )
 
 // DefaultPolicy trusts nothing and distrusts nothing: every image is unknown until evidence and
@@ -92,6 +111,8 @@ func NewPolicy(p Policy) (*Policy, error) {
 		return nil, fmt.Errorf("invalid policy: %s", strings.Join(msgs, "; "))
 	}
 	p.Origin.Rules = append([]OriginRule(nil), p.Origin.Rules...)
+	p.Dependencies.DenyVulnerabilities = append([]string(nil), p.Dependencies.DenyVulnerabilities...)
+	p.Dependencies.DenyPackages = append([]string(nil), p.Dependencies.DenyPackages...)
 	p.version = p.computeVersion()
 	return &p, nil
 }
@@ -126,6 +147,12 @@ func (p Policy) Validate() []FieldError {
 	inRange("signature.verifiedWeight", p.Signature.VerifiedWeight, 0, 100)
 	inRange("signature.unverifiedWeight", p.Signature.UnverifiedWeight, -100, 0)
 	inRange("signature.absentWeight", p.Signature.AbsentWeight, -100, 0)
+	inRange("dependencies.criticalWeight", p.Dependencies.CriticalWeight, -100, 0)
+	inRange("dependencies.highWeight", p.Dependencies.HighWeight, -100, 0)
+	inRange("dependencies.maxCritical", p.Dependencies.MaxCritical, 0, 1<<20)
+	if p.Dependencies.StaleAfter < 0 {
+		errs = append(errs, FieldError{"dependencies.staleAfter", p.Dependencies.StaleAfter.String(), "must not be negative"})
+	}
 	for i, r := range p.Origin.Rules {
 		field := fmt.Sprintf("origin.rules[%d]", i)
 		if err := ValidateOriginPattern(r.Pattern); err != nil {

@@ -2,6 +2,7 @@ package reputation
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -10,9 +11,10 @@ import (
 type Signal string
 
 const (
-	SignalOrigin    Signal = "origin"
-	SignalSignature Signal = "signature"
-	// Later signals (dependencies, behavior) join the same engine as they are collected.
+	SignalOrigin       Signal = "origin"
+	SignalSignature    Signal = "signature"
+	SignalDependencies Signal = "dependencies"
+	// Behavior joins the same engine as it is collected.
 )
 
 // Evidence is everything known about one image. Collectors fill it in the background; assessors
@@ -26,6 +28,19 @@ type Evidence struct {
 	ResolvedDigest string
 	// Signature is what signature verification found; nil when no verification was configured.
 	Signature *SignatureEvidence
+	// Dependencies is the newest vulnerability report for the image; nil when there is none.
+	Dependencies *DependencyEvidence
+}
+
+// DependencyEvidence summarizes a vulnerability report (Trivy Operator's, for now).
+type DependencyEvidence struct {
+	// Report names the report, e.g. "VulnerabilityReport team/replicaset-api-app".
+	Report                               string
+	Critical, High, Medium, Low, Unknown int
+	// IDs and Packages are every vulnerability ID and package the report lists, for denylists.
+	IDs, Packages []string
+	// Age is how old the report was when the image was evaluated.
+	Age time.Duration
 }
 
 // SignatureState is the outcome of checking an image's signatures.
@@ -109,7 +124,50 @@ type Assessor func(p *Policy, ev *Evidence) []Contribution
 
 // Assessors are applied in order to every image. This is the seam where signatures,
 // dependencies and behavior plug in.
-var Assessors = []Assessor{assessOrigin, assessSignature}
+var Assessors = []Assessor{assessOrigin, assessSignature, assessDependencies}
+
+// assessDependencies weighs the vulnerability report. A denylisted CVE or package, or more
+// critical vulnerabilities than allowed, make the image untrusted; a stale report counts as none.
+func assessDependencies(p *Policy, ev *Evidence) []Contribution {
+	d := ev.Dependencies
+	if d == nil {
+		return nil
+	}
+	dp := p.Dependencies
+	if dp.StaleAfter > 0 && d.Age > dp.StaleAfter {
+		return []Contribution{{Signal: SignalDependencies, Rule: "dependencies.staleAfter",
+			Observed: fmt.Sprintf("%s is %s old, older than %s: ignored", d.Report, d.Age.Round(time.Second), dp.StaleAfter)}}
+	}
+	c := Contribution{
+		Signal:   SignalDependencies,
+		Observed: fmt.Sprintf("%s: %d critical, %d high, %d medium, %d low", d.Report, d.Critical, d.High, d.Medium, d.Low),
+		Points:   max(-100, dp.CriticalWeight*d.Critical+dp.HighWeight*d.High),
+		Rule:     "dependencies.criticalWeight/highWeight",
+	}
+	out := []Contribution{c}
+	if d.Critical > dp.MaxCritical {
+		out = append(out, Contribution{Signal: SignalDependencies, Tier: TierUntrusted, Rule: "dependencies.maxCritical",
+			Observed: fmt.Sprintf("%d critical vulnerabilities, more than %d", d.Critical, dp.MaxCritical)})
+	}
+	for _, list := range []struct {
+		name         string
+		deny, listed []string
+	}{{"dependencies.denyVulnerabilities", dp.DenyVulnerabilities, d.IDs}, {"dependencies.denyPackages", dp.DenyPackages, d.Packages}} {
+		if hit := firstCommon(list.deny, list.listed); hit != "" {
+			out = append(out, Contribution{Signal: SignalDependencies, Tier: TierUntrusted, Rule: list.name, Observed: "denylisted " + hit})
+		}
+	}
+	return out
+}
+
+func firstCommon(deny, listed []string) string {
+	for _, d := range deny {
+		if slices.Contains(listed, d) {
+			return d
+		}
+	}
+	return ""
+}
 
 // assessSignature weighs the signature finding. An invalid signature (tampered, replayed) is a
 // hard untrusted: nobody honest produces one. An error is missing evidence: it moves nothing,

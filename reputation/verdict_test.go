@@ -210,3 +210,33 @@ func TestSignatureWeightsCannotRaiseTrustUnverified(t *testing.T) {
 		}
 	}
 }
+
+func TestDependencyEvidence(t *testing.T) {
+	p := mustPolicy(t, Policy{BaseScore: 80, TrustedAtOrAbove: 70, UntrustedBelow: 30,
+		Dependencies: DependencyPolicy{CriticalWeight: -20, HighWeight: -5, MaxCritical: 1, StaleAfter: time.Hour,
+			DenyVulnerabilities: []string{"CVE-2021-44228"}, DenyPackages: []string{"event-stream"}}})
+	ref, _ := ParseImageRef("registry.internal/app@" + testDigest)
+	tests := []struct {
+		name          string
+		deps          *DependencyEvidence
+		wantTier      Tier
+		wantScore     int
+		wantDecidedBy string
+	}{
+		{"no report", nil, TierTrusted, 80, "score 80"},
+		{"two highs", &DependencyEvidence{Report: "r", High: 2}, TierTrusted, 70, "score 70"},
+		{"one critical is allowed but costs", &DependencyEvidence{Report: "r", Critical: 1}, TierUnknown, 60, "between"},
+		{"more criticals than allowed", &DependencyEvidence{Report: "r", Critical: 2}, TierUntrusted, 40, "dependencies.maxCritical → untrusted"},
+		{"denylisted CVE", &DependencyEvidence{Report: "r", Low: 1, IDs: []string{"CVE-2021-44228"}}, TierUntrusted, 80, "dependencies.denyVulnerabilities → untrusted"},
+		{"denylisted package", &DependencyEvidence{Report: "r", Packages: []string{"event-stream"}}, TierUntrusted, 80, "dependencies.denyPackages → untrusted"},
+		{"stale report counts as none", &DependencyEvidence{Report: "r", Critical: 9, Age: 2 * time.Hour}, TierTrusted, 80, "score 80"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := Evaluate(p, &Evidence{Image: ref, Dependencies: tt.deps}, time.Now())
+			if v.Tier != tt.wantTier || v.Score != tt.wantScore || !strings.Contains(v.DecidedBy, tt.wantDecidedBy) {
+				t.Errorf("got %s %d %q; want %s %d containing %q", v.Tier, v.Score, v.DecidedBy, tt.wantTier, tt.wantScore, tt.wantDecidedBy)
+			}
+		})
+	}
+}

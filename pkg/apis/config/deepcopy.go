@@ -7,6 +7,8 @@ import "k8s.io/apimachinery/pkg/runtime"
 func (in *ReputationArgs) DeepCopyInto(out *ReputationArgs) {
 	*out = *in
 	out.Policy.Origin.Rules = append([]OriginRule(nil), in.Policy.Origin.Rules...)
+	out.Policy.Dependencies.DenyVulnerabilities = append([]string(nil), in.Policy.Dependencies.DenyVulnerabilities...)
+	out.Policy.Dependencies.DenyPackages = append([]string(nil), in.Policy.Dependencies.DenyPackages...)
 	out.Policy.Signature.Keys = nil
 	for _, k := range in.Policy.Signature.Keys {
 		k.Repositories = append([]string(nil), k.Repositories...)

@@ -15,6 +15,14 @@ func Policy(spec *PolicySpec) reputation.Policy {
 			AbsentWeight:      int(spec.Signature.AbsentWeight),
 			RequireForTrusted: spec.Signature.RequireForTrusted,
 		},
+		Dependencies: reputation.DependencyPolicy{
+			CriticalWeight:      int(spec.Dependencies.CriticalWeight),
+			HighWeight:          int(spec.Dependencies.HighWeight),
+			MaxCritical:         int(spec.Dependencies.MaxCritical),
+			DenyVulnerabilities: spec.Dependencies.DenyVulnerabilities,
+			DenyPackages:        spec.Dependencies.DenyPackages,
+			StaleAfter:          spec.Dependencies.StaleAfter.Duration,
+		},
 	}
 	for _, r := range spec.Origin.Rules {
 		p.Origin.Rules = append(p.Origin.Rules, reputation.OriginRule{Pattern: r.Pattern, Weight: int(r.Weight), Tier: reputation.Tier(r.Tier)})

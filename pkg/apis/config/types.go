@@ -53,10 +53,21 @@ const (
 
 // PolicySpec is the trust policy as operators write it.
 type PolicySpec struct {
-	BaseScore  int32
-	Thresholds Thresholds
-	Origin     OriginPolicy
-	Signature  SignaturePolicy
+	BaseScore    int32
+	Thresholds   Thresholds
+	Origin       OriginPolicy
+	Signature    SignaturePolicy
+	Dependencies DependencyPolicy
+}
+
+// DependencyPolicy weighs vulnerability reports (Trivy Operator's VulnerabilityReports).
+type DependencyPolicy struct {
+	CriticalWeight      int32
+	HighWeight          int32
+	MaxCritical         int32
+	DenyVulnerabilities []string
+	DenyPackages        []string
+	StaleAfter          metav1.Duration
 }
 
 // SignaturePolicy weighs cosign signatures, checked offline against the operator's keys.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	schedconfig "k8s.io/kubernetes/pkg/scheduler/apis/config"
 
@@ -58,6 +59,8 @@ func TestDecodeDefaults(t *testing.T) {
 			Thresholds: config.Thresholds{Trusted: 70, Untrusted: 30},
 			Origin:     config.OriginPolicy{MutableTagPenalty: 10},
 			Signature:  config.SignaturePolicy{VerifiedWeight: 30, UnverifiedWeight: -10, RequireForTrusted: true},
+			Dependencies: config.DependencyPolicy{CriticalWeight: -20, HighWeight: -5,
+				StaleAfter: metav1.Duration{Duration: 7 * 24 * time.Hour}},
 		},
 	}
 	want.VerdictWait.Duration = 5 * time.Second
@@ -115,6 +118,7 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "non-positive wait", args: "      verdictWait: 0s\n", wantField: "args.verdictWait"},
 		{name: "an unverified signature cannot raise the score", args: "      policy: {signature: {unverifiedWeight: 5}}\n", wantField: "args.policy.signature.unverifiedWeight"},
 		{name: "unparsable key", args: "      policy: {signature: {keys: [{name: ops, publicKey: 'not a key'}]}}\n", wantField: "args.policy.signature.keys[0].publicKey"},
+		{name: "a vulnerability cannot raise the score", args: "      policy: {dependencies: {highWeight: 1}}\n", wantField: "args.policy.dependencies.highWeight"},
 		{name: "unnamed key", args: "      policy: {signature: {keys: [{publicKey: 'x'}]}}\n", wantField: "args.policy.signature.keys[0].name"},
 	}
 	for _, tt := range tests {

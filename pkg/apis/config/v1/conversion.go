@@ -34,6 +34,16 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 				out.Policy.Origin.Rules = append(out.Policy.Origin.Rules, config.OriginRule(r))
 			}
 		}
+		if d := p.Dependencies; d != nil {
+			out.Policy.Dependencies = config.DependencyPolicy{
+				CriticalWeight:      ptr.Deref(d.CriticalWeight, 0),
+				HighWeight:          ptr.Deref(d.HighWeight, 0),
+				MaxCritical:         ptr.Deref(d.MaxCritical, 0),
+				DenyVulnerabilities: append([]string(nil), d.DenyVulnerabilities...),
+				DenyPackages:        append([]string(nil), d.DenyPackages...),
+				StaleAfter:          ptr.Deref(d.StaleAfter, metav1.Duration{}),
+			}
+		}
 		if sig := p.Signature; sig != nil {
 			out.Policy.Signature = config.SignaturePolicy{
 				VerifiedWeight:    ptr.Deref(sig.VerifiedWeight, 0),
@@ -87,6 +97,7 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 				VerifiedWeight: ptr.To(sig.VerifiedWeight), UnverifiedWeight: ptr.To(sig.UnverifiedWeight),
 				AbsentWeight: ptr.To(sig.AbsentWeight), RequireForTrusted: ptr.To(sig.RequireForTrusted), Keys: keys,
 			},
+			Dependencies: dependenciesToV1(in.Policy.Dependencies),
 		},
 	}
 }
@@ -111,6 +122,13 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		}
 		if o := p.Origin; o != nil {
 			out.Policy.Origin = &OriginPolicy{Rules: append([]OriginRule(nil), o.Rules...), MutableTagPenalty: copyPtr(o.MutableTagPenalty)}
+		}
+		if d := p.Dependencies; d != nil {
+			out.Policy.Dependencies = &DependencyPolicy{
+				CriticalWeight: copyPtr(d.CriticalWeight), HighWeight: copyPtr(d.HighWeight), MaxCritical: copyPtr(d.MaxCritical),
+				DenyVulnerabilities: append([]string(nil), d.DenyVulnerabilities...), DenyPackages: append([]string(nil), d.DenyPackages...),
+				StaleAfter: copyPtr(d.StaleAfter),
+			}
 		}
 		if sig := p.Signature; sig != nil {
 			out.Policy.Signature = &SignaturePolicy{
@@ -147,4 +165,12 @@ func copyKeys(in []SigningKey) []SigningKey {
 		out[i] = SigningKey{Name: k.Name, PublicKey: k.PublicKey, Repositories: append([]string(nil), k.Repositories...)}
 	}
 	return out
+}
+
+func dependenciesToV1(in config.DependencyPolicy) *DependencyPolicy {
+	return &DependencyPolicy{
+		CriticalWeight: ptr.To(in.CriticalWeight), HighWeight: ptr.To(in.HighWeight), MaxCritical: ptr.To(in.MaxCritical),
+		DenyVulnerabilities: append([]string(nil), in.DenyVulnerabilities...), DenyPackages: append([]string(nil), in.DenyPackages...),
+		StaleAfter: ptr.To(in.StaleAfter),
+	}
 }

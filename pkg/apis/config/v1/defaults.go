@@ -69,6 +69,22 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	if sig.RequireForTrusted == nil {
 		sig.RequireForTrusted = ptr.To(true)
 	}
+	if p.Dependencies == nil {
+		p.Dependencies = &DependencyPolicy{}
+	}
+	deps := p.Dependencies
+	if deps.CriticalWeight == nil {
+		deps.CriticalWeight = ptr.To[int32](reputation.DefaultCriticalWeight)
+	}
+	if deps.HighWeight == nil {
+		deps.HighWeight = ptr.To[int32](reputation.DefaultHighWeight)
+	}
+	if deps.MaxCritical == nil {
+		deps.MaxCritical = ptr.To[int32](reputation.DefaultMaxCritical)
+	}
+	if deps.StaleAfter == nil {
+		deps.StaleAfter = &metav1.Duration{Duration: reputation.DefaultStaleAfter}
+	}
 }
 
 func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) *PoolSpec {

@@ -49,6 +49,25 @@ type PolicySpec struct {
 	Origin *OriginPolicy `json:"origin,omitempty"`
 	// Signature weighs cosign signatures.
 	Signature *SignaturePolicy `json:"signature,omitempty"`
+	// Dependencies weighs vulnerability reports.
+	Dependencies *DependencyPolicy `json:"dependencies,omitempty"`
+}
+
+// DependencyPolicy weighs Trivy Operator VulnerabilityReports and ClusterVulnerabilityReports,
+// read from the cluster when their CRDs are installed.
+type DependencyPolicy struct {
+	// CriticalWeight (≤ 0) applies per critical vulnerability. Default -20.
+	CriticalWeight *int32 `json:"criticalWeight,omitempty"`
+	// HighWeight (≤ 0) applies per high vulnerability. Default -5.
+	HighWeight *int32 `json:"highWeight,omitempty"`
+	// MaxCritical: more critical vulnerabilities make the image untrusted. Default 0.
+	MaxCritical *int32 `json:"maxCritical,omitempty"`
+	// DenyVulnerabilities (IDs such as CVE-2021-44228) and DenyPackages make an image listing
+	// any of them untrusted.
+	DenyVulnerabilities []string `json:"denyVulnerabilities,omitempty"`
+	DenyPackages        []string `json:"denyPackages,omitempty"`
+	// StaleAfter: an older report counts as none. Default 168h.
+	StaleAfter *metav1.Duration `json:"staleAfter,omitempty"`
 }
 
 // SignaturePolicy weighs cosign signatures, verified offline against the operator's keys.
