@@ -10,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
+	"k8s.io/client-go/dynamic"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
@@ -18,6 +19,7 @@ import (
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
 	"github.com/repute-dev/repute/pkg/sources/signature"
+	"github.com/repute-dev/repute/pkg/sources/trivy"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -88,15 +90,9 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		return nil, err
 	}
 	if engine == nil {
-		var sources []reputation.EvidenceSource
-		sigSource, err := signature.NewSource(args.Policy.Signature)
-		if err != nil {
+		if engine, err = newEngine(ctx, args, policy, h); err != nil {
 			return nil, err
 		}
-		if sigSource != nil {
-			sources = append(sources, sigSource)
-		}
-		engine = reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration})
 	}
 	pl := &Reputation{
 		handle:                         h,
@@ -340,4 +336,30 @@ func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragm
 		{Key: "repute.dev/Reputation.Tier()", Value: string(pl.resolve(pod).tier)},
 		{Key: fwk.TolerationsSignerName, Value: fwk.TolerationsSigner(pod)},
 	}, nil
+}
+
+// newEngine wires the evidence sources: signatures first (they resolve tags to digests), then
+// vulnerability reports, read from the cluster when Trivy Operator's CRDs are served.
+func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*reputation.Engine, error) {
+	var sources []reputation.EvidenceSource
+	sigSource, err := signature.NewSource(args.Policy.Signature)
+	if err != nil {
+		return nil, err
+	}
+	if sigSource != nil {
+		sources = append(sources, sigSource)
+	}
+	reports := trivy.NewIndex()
+	sources = append(sources, &trivy.Source{Index: reports})
+	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration})
+	if cfg := h.KubeConfig(); cfg != nil {
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, func(r trivy.Report) {
+			engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
+		})
+	}
+	return engine, nil
 }

@@ -1,0 +1,299 @@
+// Package trivy reads Trivy Operator's VulnerabilityReport and ClusterVulnerabilityReport objects
+// from the cluster and hands each image's newest report to the engine as dependency evidence.
+package trivy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+// The report kinds Trivy Operator writes.
+var (
+	GroupVersion           = schema.GroupVersion{Group: "aquasecurity.github.io", Version: "v1alpha1"}
+	VulnerabilityReports   = GroupVersion.WithResource("vulnerabilityreports")
+	ClusterVulnReports     = GroupVersion.WithResource("clustervulnerabilityreports")
+	maxVulnerabilitiesRead = 10000
+)
+
+// Report is what Repute takes from one vulnerability report.
+type Report struct {
+	Name string
+	// Registry, Repository, Tag and Digest identify the scanned image (digest optional).
+	Registry, Repository, Tag, Digest  string
+	Critical, High, Medium, Low, Other int
+	IDs, Packages                      []string
+	Updated                            time.Time
+}
+
+// ParseReport reads a report object. Missing optional fields are fine; a report that does not
+// say which image it is about, or whose counts are not numbers, is an error naming the field.
+func ParseReport(obj map[string]any) (Report, error) {
+	var r Report
+	u := unstructured.Unstructured{Object: obj}
+	r.Name = u.GetKind() + " " + strings.TrimPrefix(u.GetNamespace()+"/"+u.GetName(), "/")
+	str := func(path ...string) string {
+		s, _, _ := unstructured.NestedString(obj, path...)
+		return s
+	}
+	r.Repository = str("report", "artifact", "repository")
+	if r.Repository == "" {
+		return r, errors.New("report.artifact.repository: required")
+	}
+	r.Registry, r.Tag, r.Digest = str("report", "registry", "server"), str("report", "artifact", "tag"), str("report", "artifact", "digest")
+	for _, c := range []struct {
+		field string
+		into  *int
+	}{{"criticalCount", &r.Critical}, {"highCount", &r.High}, {"mediumCount", &r.Medium}, {"lowCount", &r.Low}, {"unknownCount", &r.Other}} {
+		v, found, err := unstructured.NestedFieldNoCopy(obj, "report", "summary", c.field)
+		if err != nil || !found {
+			continue
+		}
+		n, ok := count(v)
+		if !ok {
+			return r, fmt.Errorf("report.summary.%s: %v is not a count", c.field, v)
+		}
+		*c.into = n
+	}
+	if ts := str("report", "updateTimestamp"); ts != "" {
+		t, err := time.Parse(time.RFC3339, ts)
+		if err != nil {
+			return r, fmt.Errorf("report.updateTimestamp: %w", err)
+		}
+		r.Updated = t
+	}
+	vulns, _, err := unstructured.NestedSlice(obj, "report", "vulnerabilities")
+	if err != nil {
+		return r, fmt.Errorf("report.vulnerabilities: %w", err)
+	}
+	for i, v := range vulns {
+		if i >= maxVulnerabilitiesRead {
+			break
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return r, fmt.Errorf("report.vulnerabilities[%d]: not an object", i)
+		}
+		if id, ok := m["vulnerabilityID"].(string); ok && id != "" {
+			r.IDs = append(r.IDs, id)
+		}
+		if pkg, ok := m["resource"].(string); ok && pkg != "" {
+			r.Packages = append(r.Packages, pkg)
+		}
+	}
+	return r, nil
+}
+
+// count accepts the number types decoders produce: int64 from the apiserver's JSON, float64
+// from encoding/json. It refuses negatives, fractions and absurd sizes.
+func count(v any) (int, bool) {
+	var f float64
+	switch n := v.(type) {
+	case int64:
+		f = float64(n)
+	case float64:
+		f = n
+	case json.Number:
+		x, err := n.Float64()
+		if err != nil {
+			return 0, false
+		}
+		f = x
+	default:
+		return 0, false
+	}
+	if f < 0 || f != math.Trunc(f) || f > 1<<30 {
+		return 0, false
+	}
+	return int(f), true
+}
+
+// Image is the canonical name the report is about ("registry/repository"), as the engine's
+// image references spell it.
+func (r Report) Image() string {
+	s := r.Repository
+	if r.Registry != "" {
+		s = r.Registry + "/" + r.Repository
+	}
+	ref, err := reputation.ParseImageRef(s)
+	if err != nil {
+		return ""
+	}
+	return ref.Name()
+}
+
+// Index holds the newest report per image digest and per image name and tag.
+type Index struct {
+	mu       sync.RWMutex
+	byDigest map[string]Report
+	byTag    map[string]Report // "registry/repository:tag"
+	now      func() time.Time
+}
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	return &Index{byDigest: map[string]Report{}, byTag: map[string]Report{}, now: time.Now}
+}
+
+// Put records a report unless a newer one for the same image is already there.
+func (ix *Index) Put(r Report) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if r.Digest != "" {
+		if old, ok := ix.byDigest[r.Digest]; !ok || !old.Updated.After(r.Updated) {
+			ix.byDigest[r.Digest] = r
+		}
+	}
+	if r.Tag != "" {
+		key := r.Image() + ":" + r.Tag
+		if old, ok := ix.byTag[key]; !ok || !old.Updated.After(r.Updated) {
+			ix.byTag[key] = r
+		}
+	}
+}
+
+// Delete forgets a report.
+func (ix *Index) Delete(r Report) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if old, ok := ix.byDigest[r.Digest]; ok && old.Name == r.Name {
+		delete(ix.byDigest, r.Digest)
+	}
+	key := r.Image() + ":" + r.Tag
+	if old, ok := ix.byTag[key]; ok && old.Name == r.Name {
+		delete(ix.byTag, key)
+	}
+}
+
+// Lookup finds the report for an image: by digest first (the content scanned is the content
+// run), then by name and tag.
+func (ix *Index) Lookup(ref reputation.ImageRef, resolvedDigest string) (Report, bool) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	for _, d := range []string{ref.Digest, resolvedDigest} {
+		if r, ok := ix.byDigest[d]; ok && d != "" {
+			return r, true
+		}
+	}
+	if ref.Tag != "" {
+		r, ok := ix.byTag[ref.Name()+":"+ref.Tag]
+		return r, ok
+	}
+	return Report{}, false
+}
+
+// Source gives the engine dependency evidence from the index. Put it after the signature
+// source, which resolves tags to digests.
+type Source struct{ Index *Index }
+
+var _ reputation.EvidenceSource = (*Source)(nil)
+
+// Name implements reputation.EvidenceSource.
+func (s *Source) Name() string { return "trivy" }
+
+// Collect implements reputation.EvidenceSource; it reads memory only.
+func (s *Source) Collect(_ context.Context, ev *reputation.Evidence) error {
+	r, ok := s.Index.Lookup(ev.Image, ev.ResolvedDigest)
+	if !ok {
+		return nil
+	}
+	ev.Dependencies = &reputation.DependencyEvidence{
+		Report: r.Name, Critical: r.Critical, High: r.High, Medium: r.Medium, Low: r.Low, Unknown: r.Other,
+		IDs: r.IDs, Packages: r.Packages,
+	}
+	if !r.Updated.IsZero() {
+		ev.Dependencies.Age = s.Index.now().Sub(r.Updated)
+	}
+	return nil
+}
+
+// Watch fills the index from the cluster's reports, if Trivy Operator's CRDs are served, and
+// calls changed for every report added, updated or deleted. It returns false when the CRDs are
+// not installed (checked once, at start).
+func Watch(ctx context.Context, disc discovery.DiscoveryInterface, client dynamic.Interface, ix *Index, changed func(Report)) bool {
+	logger := klog.FromContext(ctx)
+	resources, err := disc.ServerResourcesForGroupVersion(GroupVersion.String())
+	if err != nil {
+		logger.Info("Trivy Operator reports are not served; dependency evidence is off", "groupVersion", GroupVersion, "err", err)
+		return false
+	}
+	served := map[string]bool{}
+	for _, r := range resources.APIResources {
+		served[r.Name] = true
+	}
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(client, 0)
+	for _, gvr := range []schema.GroupVersionResource{VulnerabilityReports, ClusterVulnReports} {
+		if !served[gvr.Resource] {
+			continue
+		}
+		handle := func(obj any, deleted bool) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			u, ok := obj.(*unstructured.Unstructured)
+			if !ok {
+				return
+			}
+			r, err := ParseReport(u.Object)
+			if err != nil {
+				logger.Info("Ignoring malformed vulnerability report", "report", klog.KObj(u), "err", err)
+				return
+			}
+			if deleted {
+				ix.Delete(r)
+			} else {
+				ix.Put(r)
+			}
+			changed(r)
+		}
+		_, err := factory.ForResource(gvr).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { handle(obj, false) },
+			UpdateFunc: func(_, obj any) { handle(obj, false) },
+			DeleteFunc: func(obj any) { handle(obj, true) },
+		})
+		if err != nil {
+			logger.Error(err, "Watching vulnerability reports", "resource", gvr)
+			return false
+		}
+	}
+	factory.Start(ctx.Done())
+	// Reports already in the cluster count from the first pod on; a watch that cannot list
+	// (RBAC, say) must not hold the scheduler back for long.
+	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for gvr, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
+		if !ok {
+			logger.Info("Vulnerability reports not synced yet; continuing", "resource", gvr)
+		}
+	}
+	go func() {
+		<-ctx.Done()
+		factory.Shutdown()
+	}()
+	return true
+}
+
+// Matches reports whether a verdict is about the image a report scanned, so that the engine can
+// re-evaluate it when the report changes.
+func Matches(r Report, v *reputation.Verdict) bool {
+	if r.Digest != "" && strings.HasSuffix(v.Key, "@"+r.Digest) {
+		return true
+	}
+	name := r.Image()
+	return name != "" && r.Tag != "" && strings.HasPrefix(v.Image, name+":"+r.Tag)
+}
