@@ -66,7 +66,7 @@ func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
 			t.Errorf("server-side dry-run apply of %s %s: %v", gvk.Kind, u.GetName(), err)
 		}
 	}
-	for _, want := range []string{"ServiceAccount", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment"} {
+	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment"} {
 		if !kinds[want] {
 			t.Errorf("deploy/base renders no %s", want)
 		}
