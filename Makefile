@@ -61,7 +61,8 @@ verify:
 	$(GO) vet $(PKGS)
 	@cp go.mod /tmp/repute-go.mod.bak; cp go.sum /tmp/repute-go.sum.bak; \
 	$(GO) mod tidy; \
-	if ! git diff --quiet -- go.mod go.sum; then git diff -- go.mod go.sum; \
+	if ! cmp -s go.mod /tmp/repute-go.mod.bak || ! cmp -s go.sum /tmp/repute-go.sum.bak; then \
+	  diff -u /tmp/repute-go.mod.bak go.mod; \
 	  cp /tmp/repute-go.mod.bak go.mod; cp /tmp/repute-go.sum.bak go.sum; \
 	  echo "go mod tidy changes go.mod/go.sum"; exit 1; fi
 
