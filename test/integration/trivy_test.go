@@ -21,15 +21,31 @@ import (
 	"github.com/repute-dev/repute/test/controlplane"
 )
 
-// trivyFixtures is shared/fixtures/trivy-operator beside the checkout: the real CRDs.
-var trivyFixtures = filepath.Join("..", "..", "..", "shared", "fixtures", "trivy-operator")
+// trivyFixtures finds shared/fixtures/trivy-operator (the real CRDs): $REPUTE_SHARED, or the
+// shared/ folder beside the checkout, as CI lays it out.
+func trivyFixtures(t *testing.T) string {
+	t.Helper()
+	candidates := []string{filepath.Join("..", "..", "..", "shared")}
+	if dir := os.Getenv("REPUTE_SHARED"); dir != "" {
+		candidates = append([]string{dir}, candidates...)
+	}
+	for _, dir := range candidates {
+		fixtures := filepath.Join(dir, "fixtures", "trivy-operator")
+		if _, err := os.Stat(fixtures); err == nil {
+			return fixtures
+		}
+	}
+	t.Fatalf("Trivy Operator CRD fixtures not found in %v: set REPUTE_SHARED to the shared/ folder", candidates)
+	return ""
+}
 
 // installTrivyCRDs installs Trivy Operator's real CRDs, so reports are validated by their schema.
 func installTrivyCRDs(t *testing.T) {
 	t.Helper()
+	fixtures := trivyFixtures(t)
 	client := apiextensions.NewForConfigOrDie(cluster.Config)
 	for _, file := range []string{"aquasecurity.github.io_vulnerabilityreports.yaml", "aquasecurity.github.io_clustervulnerabilityreports.yaml"} {
-		data, err := os.ReadFile(filepath.Join(trivyFixtures, file))
+		data, err := os.ReadFile(filepath.Join(fixtures, file))
 		if err != nil {
 			t.Fatalf("reading the Trivy Operator CRD fixture: %v", err)
 		}
