@@ -3,7 +3,6 @@ package demo
 import (
 	"bytes"
 	"context"
-	"os"
 	"regexp"
 	"testing"
 	"time"
@@ -14,12 +13,7 @@ import (
 // The README's first command, run as a test: every pod lands in the pool of its tier, and the
 // table gives the reason.
 func TestDemo(t *testing.T) {
-	if _, err := oci.FindCosign(); err != nil {
-		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	oci.CosignForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer

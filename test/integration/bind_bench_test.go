@@ -23,11 +23,7 @@ import (
 // fresh image signed by the real cosign CLI (signing is outside the timer). Run with
 // -benchtime=100x (or more); it reports p50 and p99.
 func BenchmarkFirstSeenSignedImageToBinding(b *testing.B) {
-	bin, err := oci.FindCosign()
-	if err != nil {
-		b.Skip(err)
-	}
-	cosign := &oci.Cosign{Bin: bin, Dir: b.TempDir()}
+	cosign := &oci.Cosign{Bin: oci.CosignForTest(b), Dir: b.TempDir()}
 	reg, stopRegistry, err := oci.StartRegistry()
 	if err != nil {
 		b.Fatal(err)

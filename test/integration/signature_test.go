@@ -3,7 +3,6 @@ package integration
 import (
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,13 +18,7 @@ import (
 // scheduler: only a signature by a trusted key earns the trusted pool, and a replayed one makes
 // the image untrusted.
 func TestSignaturesDecideTrust(t *testing.T) {
-	bin, err := oci.FindCosign()
-	if err != nil {
-		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	bin := oci.CosignForTest(t)
 	cosign := &oci.Cosign{Bin: bin, Dir: t.TempDir()}
 	reg, stopRegistry, err := oci.StartRegistry()
 	if err != nil {
@@ -119,13 +112,7 @@ func TestSignaturesDecideTrust(t *testing.T) {
 // image once, however many pods use it. Every verification reads the image's legacy ".sig" tag
 // exactly once, so the registry's count of those reads is the count of verifications.
 func TestEachImageIsVerifiedOnce(t *testing.T) {
-	bin, err := oci.FindCosign()
-	if err != nil {
-		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
+	bin := oci.CosignForTest(t)
 	var mu sync.Mutex
 	sigReads := map[string]int{}
 	reg, stopRegistry, err := oci.StartRegistryWith(func(h http.Handler) http.Handler {

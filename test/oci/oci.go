@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -127,4 +128,19 @@ func (c *Cosign) Attest(keyName string, ref name.Digest, predicateType, predicat
 	}
 	return c.run("attest", "--key", filepath.Join(c.Dir, keyName+".key"), "--tlog-upload=false", "--use-signing-config=false",
 		"--type", predicateType, "--predicate", pred, ref.String())
+}
+
+// CosignForTest returns the cosign CLI, or skips the test without it. Where
+// REPUTE_REQUIRE_COSIGN=1 (make test, and so CI, build it and set this) a missing CLI fails the
+// test instead, so a signature test can never pass by skipping there.
+func CosignForTest(tb testing.TB) string {
+	tb.Helper()
+	bin, err := FindCosign()
+	if err != nil {
+		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
+			tb.Fatal(err)
+		}
+		tb.Skip(err)
+	}
+	return bin
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,14 +30,7 @@ type cosignEnv struct {
 // newCosignEnv needs the cosign CLI. CI builds it from the module proxy (make test) and sets
 // REPUTE_REQUIRE_COSIGN=1, so there the test cannot skip.
 func newCosignEnv(t *testing.T) *cosignEnv {
-	bin, err := oci.FindCosign()
-	if err != nil {
-		if os.Getenv("REPUTE_REQUIRE_COSIGN") == "1" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	e := &cosignEnv{t: t, cosign: &oci.Cosign{Bin: bin, Dir: t.TempDir()}}
+	e := &cosignEnv{t: t, cosign: &oci.Cosign{Bin: oci.CosignForTest(t), Dir: t.TempDir()}}
 	host, stop, err := oci.StartRegistry()
 	if err != nil {
 		t.Fatal(err)
@@ -227,11 +219,7 @@ func emptyImage() v1.Image { return empty.Image }
 // BenchmarkVerifyLoopback is one first-seen verification (resolve, referrers, bundle, legacy
 // probe, crypto) against the in-process registry on loopback, with connections reused.
 func BenchmarkVerifyLoopback(b *testing.B) {
-	bin, err := oci.FindCosign()
-	if err != nil {
-		b.Skip(err)
-	}
-	cosign := &oci.Cosign{Bin: bin, Dir: b.TempDir()}
+	cosign := &oci.Cosign{Bin: oci.CosignForTest(b), Dir: b.TempDir()}
 	host, stop, err := oci.StartRegistry()
 	if err != nil {
 		b.Fatal(err)
