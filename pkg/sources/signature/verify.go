@@ -127,14 +127,7 @@ func (v *Verifier) Verify(ctx context.Context, ref name.Reference, keys []*Key) 
 	digest := ref.Context().Digest(desc.Digest.String())
 	bundles, bundleErr := c.bundles(digest, opts)
 	legacy, legacyErr := c.legacy(digest, opts)
-	if bundleErr != nil && legacyErr != nil {
-		return Result{State: Error, Digest: desc.Digest.String(), Detail: fmt.Sprintf("reading signatures: %v; %v", bundleErr, legacyErr)}
-	}
-	found := append(bundles, legacy...)
-	if len(found) == 0 {
-		return Result{State: Absent, Digest: desc.Digest.String(), Detail: "no cosign signature (bundle referrer or .sig tag)"}
-	}
-	return judge(desc.Digest, found)
+	return judge(desc.Digest, append(bundles, legacy...), errors.Join(bundleErr, legacyErr))
 }
 
 // candidate is one signature found on an image, already checked.
@@ -149,9 +142,11 @@ type candidate struct {
 	problem string
 }
 
-// judge decides from every candidate: one good signature verifies the image; otherwise the worst
-// finding wins, so a replayed or forged signature cannot hide behind an unrelated one.
-func judge(digest v1.Hash, found []candidate) Result {
+// judge decides from every candidate found and any error reading them. One good signature
+// verifies the image; otherwise the worst finding wins, so a replayed or forged signature cannot
+// hide behind an unrelated one. A read error outranks "unverified" and "absent": the signature
+// that was not read may have been the good one, and Error is retried where Absent is not.
+func judge(digest v1.Hash, found []candidate, readErr error) Result {
 	res := Result{Digest: digest.String()}
 	var invalid, unverified []string
 	for _, c := range found {
@@ -169,19 +164,24 @@ func judge(digest v1.Hash, found []candidate) Result {
 			unverified = append(unverified, fmt.Sprintf("%s signature: %s", c.format, c.problem))
 		}
 	}
-	if len(invalid) > 0 {
+	switch {
+	case len(invalid) > 0:
 		res.State, res.Detail = Invalid, strings.Join(invalid, "; ")
-	} else {
+	case readErr != nil:
+		res.State, res.Detail = Error, "reading signatures: "+readErr.Error()
+	case len(unverified) > 0:
 		res.State, res.Detail = Unverified, strings.Join(unverified, "; ")
+	default:
+		res.State, res.Detail = Absent, "no cosign signature (bundle referrer or .sig tag)"
 	}
 	return res
 }
 
-// bundles reads cosign v3 bundles attached to the digest as referrers. go-containerregistry
-// falls back to the "sha256-<hex>" tag index on registries without the referrers API.
 // checker checks one image's signatures against one key set.
 type checker struct{ keys []*Key }
 
+// bundles reads cosign v3 bundles attached to the digest as referrers. go-containerregistry
+// falls back to the "sha256-<hex>" tag index on registries without the referrers API.
 func (v checker) bundles(digest name.Digest, opts []remote.Option) ([]candidate, error) {
 	idx, err := remote.Referrers(digest, opts...)
 	if err != nil {
@@ -195,8 +195,10 @@ func (v checker) bundles(digest name.Digest, opts []remote.Option) ([]candidate,
 		return nil, err
 	}
 	var out []candidate
+	examined := 0
 	for _, d := range im.Manifests {
-		if len(out) >= maxSignatures {
+		// Count every referrer fetched, bundle or not: anyone who can push can attach many.
+		if examined >= maxSignatures {
 			break
 		}
 		// Registries disagree on where a referrer's artifactType comes from (the manifest's own
@@ -204,6 +206,7 @@ func (v checker) bundles(digest name.Digest, opts []remote.Option) ([]candidate,
 		if d.ArtifactType != "" && d.ArtifactType != BundleArtifactType && !strings.HasPrefix(d.ArtifactType, "application/vnd.oci.empty") {
 			continue
 		}
+		examined++
 		img, err := remote.Image(digest.Context().Digest(d.Digest.String()), opts...)
 		if err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -82,20 +83,26 @@ func TestJudge(t *testing.T) {
 	tests := []struct {
 		name       string
 		found      []candidate
+		readErr    error
 		want       State
 		wantDetail string
 	}{
-		{"one good signature", []candidate{{format: "bundle", key: trusted, subject: a}}, Verified, "trusted key ops"},
-		{"a good signature beside an unknown one", []candidate{{format: "legacy", problem: "verifies under no trusted key"}, {format: "bundle", key: trusted, subject: a}}, Verified, ""},
-		{"unknown key only", []candidate{{format: "legacy", problem: "verifies under no trusted key"}}, Unverified, "no trusted key"},
-		{"replay", []candidate{{format: "legacy", key: trusted, subject: b}}, Invalid, "replayed"},
-		{"replay is not hidden by an unknown signature", []candidate{{format: "legacy", problem: "x"}, {format: "legacy", key: trusted, subject: b}}, Invalid, "replayed"},
-		{"claims a trusted key but does not verify", []candidate{{format: "bundle", claimsTrustedKey: "ops", problem: "verifies under no trusted key"}}, Invalid, "tampered"},
-		{"trusted key, broken payload", []candidate{{format: "bundle", key: trusted, problem: "signed payload is not an in-toto statement"}}, Invalid, "in-toto"},
+		{"nothing found", nil, nil, Absent, "no cosign signature"},
+		{"nothing read: the registry failed", nil, errors.New("502 bad gateway"), Error, "502"},
+		{"a read error outranks an unknown signature", []candidate{{format: "legacy", problem: "verifies under no trusted key"}}, errors.New("referrers: 500"), Error, "referrers: 500"},
+		{"a good signature stands despite a read error", []candidate{{format: "legacy", key: trusted, subject: a}}, errors.New("referrers: 500"), Verified, ""},
+		{"a replay stands despite a read error", []candidate{{format: "legacy", key: trusted, subject: b}}, errors.New("referrers: 500"), Invalid, "replayed"},
+		{"one good signature", []candidate{{format: "bundle", key: trusted, subject: a}}, nil, Verified, "trusted key ops"},
+		{"a good signature beside an unknown one", []candidate{{format: "legacy", problem: "verifies under no trusted key"}, {format: "bundle", key: trusted, subject: a}}, nil, Verified, ""},
+		{"unknown key only", []candidate{{format: "legacy", problem: "verifies under no trusted key"}}, nil, Unverified, "no trusted key"},
+		{"replay", []candidate{{format: "legacy", key: trusted, subject: b}}, nil, Invalid, "replayed"},
+		{"replay is not hidden by an unknown signature", []candidate{{format: "legacy", problem: "x"}, {format: "legacy", key: trusted, subject: b}}, nil, Invalid, "replayed"},
+		{"claims a trusted key but does not verify", []candidate{{format: "bundle", claimsTrustedKey: "ops", problem: "verifies under no trusted key"}}, nil, Invalid, "tampered"},
+		{"trusted key, broken payload", []candidate{{format: "bundle", key: trusted, problem: "signed payload is not an in-toto statement"}}, nil, Invalid, "in-toto"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := judge(a, tt.found)
+			got := judge(a, tt.found, tt.readErr)
 			if got.State != tt.want || !strings.Contains(got.Detail, tt.wantDetail) {
 				t.Errorf("judge = %+v, want %s with %q", got, tt.want, tt.wantDetail)
 			}
