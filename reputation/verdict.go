@@ -82,6 +82,8 @@ type Contribution struct {
 	Rule string `json:"rule,omitempty"`
 	// Tier, when set, is a hard tier this contribution imposes.
 	Tier Tier `json:"tier,omitempty"`
+	// Finding is a one-word summary for tables, e.g. "verified"; empty when the signal says enough.
+	Finding string `json:"finding,omitempty"`
 }
 
 // Verdict is the explained result of weighing one image's evidence under one policy.
@@ -109,11 +111,11 @@ func (v *Verdict) Reason() string {
 	}
 	parts := make([]string, 0, len(v.Contributions))
 	for _, c := range v.Contributions {
-		part := fmt.Sprintf("%s %+d", c.Signal, c.Points)
-		if c.Signal == SignalSignature {
-			part = fmt.Sprintf("%s %s %+d", c.Signal, strings.TrimPrefix(strings.SplitN(c.Observed, ":", 2)[0], "signature "), c.Points)
+		label := string(c.Signal)
+		if c.Finding != "" {
+			label += " " + c.Finding
 		}
-		parts = append(parts, part)
+		parts = append(parts, fmt.Sprintf("%s %+d", label, c.Points))
 	}
 	return v.DecidedBy + " [" + strings.Join(parts, ", ") + "]"
 }
@@ -177,7 +179,7 @@ func assessSignature(p *Policy, ev *Evidence) []Contribution {
 	if sig == nil {
 		return nil
 	}
-	c := Contribution{Signal: SignalSignature, Observed: fmt.Sprintf("signature %s: %s", sig.State, sig.Detail)}
+	c := Contribution{Signal: SignalSignature, Finding: string(sig.State), Observed: fmt.Sprintf("signature %s: %s", sig.State, sig.Detail)}
 	switch sig.State {
 	case SignatureVerified:
 		c.Points, c.Rule = p.Signature.VerifiedWeight, "signature.verifiedWeight"

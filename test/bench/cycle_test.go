@@ -93,9 +93,9 @@ func profile(b *testing.B, withReputation bool) *schedconfig.KubeSchedulerProfil
 
 // newFramework builds the real framework over a snapshot of the cluster.
 func newFramework(b *testing.B, ctx context.Context, prof *schedconfig.KubeSchedulerProfile, nodes []*v1.Node, pods []*v1.Pod) (framework.Framework, []fwk.NodeInfo) {
-	engine := domain.NewEngine(domain.EngineOptions{})
-	policyArgs := prof.PluginConfig[len(prof.PluginConfig)-1].Args
-	if a, ok := policyArgs.(*config.ReputationArgs); ok {
+	// Only the Reputation profile instantiates the plugin; the default profile never reads engine.
+	var engine *domain.Engine
+	if a, ok := prof.PluginConfig[len(prof.PluginConfig)-1].Args.(*config.ReputationArgs); ok {
 		pol, err := domain.NewPolicy(config.Policy(&a.Policy))
 		if err != nil {
 			b.Fatal(err)

@@ -18,8 +18,6 @@ type ProcessTB struct {
 	mu       sync.Mutex
 	cleanups []func()
 	failed   bool
-	// Verbose prints Log output; otherwise it is dropped (the apiserver is chatty).
-	Verbose bool
 }
 
 // NewProcessTB returns a TB named name.
@@ -56,11 +54,10 @@ func (t *ProcessTB) Errorf(f string, a ...any) { t.Error(fmt.Sprintf(f, a...)) }
 func (t *ProcessTB) Fatalf(f string, a ...any) { t.Fatal(fmt.Sprintf(f, a...)) }
 func (t *ProcessTB) Skipf(f string, a ...any)  { t.Skip(fmt.Sprintf(f, a...)) }
 func (t *ProcessTB) Logf(f string, a ...any)   { t.Log(fmt.Sprintf(f, a...)) }
-func (t *ProcessTB) Log(args ...any) {
-	if t.Verbose {
-		fmt.Fprintln(os.Stderr, args...)
-	}
-}
+
+// Log drops the message: outside tests the apiserver's chatter has no reader; failures still
+// reach the caller through Fatal.
+func (t *ProcessTB) Log(args ...any) {}
 
 // TempDir returns a new temporary directory, removed at cleanup.
 func (t *ProcessTB) TempDir() string {
