@@ -19,6 +19,12 @@ type EngineOptions struct {
 	Cache  *Cache
 	// Sources add evidence beyond what the reference itself says (origin needs none).
 	Sources []EvidenceSource
+	// LocalSources read evidence kept in memory (runtime behavior). They run after Sources at
+	// every evaluation, and alone when Rescore re-weighs an image without I/O.
+	LocalSources []EvidenceSource
+	// RescoreEvery is how often images with runtime behavior are rescored from memory, so that
+	// decaying penalties lift on time. Zero means the default; negative never.
+	RescoreEvery time.Duration
 	// Workers bounds how many images are evaluated at once.
 	Workers int
 	// Wait bounds how long a pod waits for its images' first verdicts. Past it a provisional
@@ -39,6 +45,7 @@ const (
 	DefaultRetryAfter    = 30 * time.Second
 	DefaultMaxRetryAfter = 10 * time.Minute
 	DefaultReverifyAfter = time.Hour
+	DefaultRescoreEvery  = time.Minute
 )
 
 // Engine evaluates each image once, in the background, and publishes verdicts into the cache.
@@ -50,6 +57,11 @@ type Engine struct {
 	queue    []string
 	failures map[string]int // consecutive incomplete evaluations, for backoff
 	notEmpty chan struct{}
+
+	// publishMu orders publications of verdicts, so that a rescore from memory never replaces a
+	// verdict built from newer evidence; evidence holds what each published verdict was built on.
+	publishMu sync.Mutex
+	evidence  map[string]*Evidence
 }
 
 // NewEngine builds an engine; Run starts its workers.
@@ -75,7 +87,10 @@ func NewEngine(opts EngineOptions) *Engine {
 	if opts.ReverifyAfter == 0 {
 		opts.ReverifyAfter = DefaultReverifyAfter
 	}
-	return &Engine{opts: opts, queued: map[string]bool{}, failures: map[string]int{}, notEmpty: make(chan struct{}, 1)}
+	if opts.RescoreEvery == 0 {
+		opts.RescoreEvery = DefaultRescoreEvery
+	}
+	return &Engine{opts: opts, queued: map[string]bool{}, failures: map[string]int{}, notEmpty: make(chan struct{}, 1), evidence: map[string]*Evidence{}}
 }
 
 // Cache is the cache the engine publishes into.
@@ -164,6 +179,22 @@ func (e *Engine) reevaluateLater(ctx context.Context, image string, incomplete b
 // Run evaluates requested images until ctx is done.
 func (e *Engine) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	if e.opts.RescoreEvery > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(e.opts.RescoreEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					e.Rescore(func(_ string, ev *Evidence) bool { return len(ev.Behavior) > 0 })
+				}
+			}
+		}()
+	}
 	for range e.opts.Workers {
 		wg.Add(1)
 		go func() {
@@ -173,8 +204,8 @@ func (e *Engine) Run(ctx context.Context) {
 				if !ok {
 					return
 				}
-				v, incomplete := e.evaluate(ctx, image)
-				e.opts.Cache.Publish(image, v)
+				ev, v, incomplete := e.evaluate(ctx, image)
+				e.publish(image, ev, v)
 				e.mu.Lock()
 				delete(e.queued, image)
 				e.mu.Unlock()
@@ -212,18 +243,75 @@ func (e *Engine) next(ctx context.Context) (string, bool) {
 	}
 }
 
+// publish records the evidence a verdict was built on and publishes the verdict.
+func (e *Engine) publish(image string, ev *Evidence, v *Verdict) {
+	e.publishMu.Lock()
+	defer e.publishMu.Unlock()
+	if ev != nil {
+		e.evidence[image] = ev
+	}
+	e.opts.Cache.Publish(image, v)
+}
+
+// Rescore re-weighs, from memory, every image whose last gathered evidence matches: the local
+// sources are read again and the verdict republished if its outcome changed. No registry or
+// report is consulted, so a Falco alert re-tiers an image in microseconds whatever the state of
+// the registry. Images not yet evaluated are left to their evaluation, which reads the local
+// sources too. It returns how many verdicts changed.
+func (e *Engine) Rescore(match func(image string, ev *Evidence) bool) int {
+	changed := 0
+	for image, old := range e.opts.Cache.Snapshot() {
+		e.publishMu.Lock()
+		last := e.evidence[image]
+		if last == nil || !match(image, last) {
+			e.publishMu.Unlock()
+			continue
+		}
+		ev := *last
+		ctx := context.Background() // local sources do no I/O
+		for _, src := range e.opts.LocalSources {
+			_ = src.Collect(ctx, &ev) // in-memory reads do not fail
+		}
+		v := Evaluate(e.opts.Policy, &ev, e.opts.Now())
+		e.evidence[image] = &ev
+		if !SameOutcome(old, v) {
+			e.opts.Cache.Publish(image, v)
+			changed++
+		}
+		e.publishMu.Unlock()
+	}
+	return changed
+}
+
+// SameOutcome reports whether two verdicts place and explain an image alike: same score, tier,
+// deciding rule and contributions, however their observation texts differ (ages move on).
+func SameOutcome(a, b *Verdict) bool {
+	if a == nil || b == nil || a.Score != b.Score || a.Tier != b.Tier || a.DecidedBy != b.DecidedBy ||
+		a.PolicyVersion != b.PolicyVersion || len(a.Contributions) != len(b.Contributions) {
+		return false
+	}
+	for i, c := range a.Contributions {
+		d := b.Contributions[i]
+		if c.Signal != d.Signal || c.Rule != d.Rule || c.Points != d.Points || c.Tier != d.Tier || c.Finding != d.Finding {
+			return false
+		}
+	}
+	return true
+}
+
 // Evaluate gathers evidence for one image and weighs it under the current policy.
 func (e *Engine) Evaluate(ctx context.Context, image string) *Verdict {
-	v, _ := e.evaluate(ctx, image)
+	_, v, _ := e.evaluate(ctx, image)
 	return v
 }
 
-// evaluate also reports whether some evidence could not be gathered.
-func (e *Engine) evaluate(ctx context.Context, image string) (_ *Verdict, incomplete bool) {
+// evaluate also returns the evidence (nil when the reference does not parse) and reports
+// whether some of it could not be gathered.
+func (e *Engine) evaluate(ctx context.Context, image string) (_ *Evidence, _ *Verdict, incomplete bool) {
 	ref, err := ParseImageRef(image)
 	if err != nil {
 		// Re-reading the same string cannot make it parse: no retry.
-		return Unassessable(image, err, e.opts.Policy, e.opts.Now()), false
+		return nil, Unassessable(image, err, e.opts.Policy, e.opts.Now()), false
 	}
 	ev := &Evidence{Image: ref}
 	for _, src := range e.opts.Sources {
@@ -233,5 +321,8 @@ func (e *Engine) evaluate(ctx context.Context, image string) (_ *Verdict, incomp
 			incomplete = true
 		}
 	}
-	return Evaluate(e.opts.Policy, ev, e.opts.Now()), incomplete
+	for _, src := range e.opts.LocalSources {
+		_ = src.Collect(ctx, ev)
+	}
+	return ev, Evaluate(e.opts.Policy, ev, e.opts.Now()), incomplete
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ type Policy struct {
 	Signature SignaturePolicy
 	// Dependencies weighs vulnerability reports.
 	Dependencies DependencyPolicy
+	// Behavior weighs what was seen at runtime.
+	Behavior BehaviorPolicy
 
 	version string
 }
@@ -94,6 +97,7 @@ func DefaultPolicy() *Policy {
 		TrustedAtOrAbove: DefaultTrustedAtOrAbove,
 		UntrustedBelow:   DefaultUntrustedBelow,
 		Origin:           OriginPolicy{MutableTagPenalty: DefaultMutableTagPenalty},
+		Behavior:         DefaultBehaviorPolicy(),
 	})
 	if err != nil {
 		panic(err) // the constants above are valid; a failure here is a programming error
@@ -113,6 +117,7 @@ func NewPolicy(p Policy) (*Policy, error) {
 	p.Origin.Rules = append([]OriginRule(nil), p.Origin.Rules...)
 	p.Dependencies.DenyVulnerabilities = append([]string(nil), p.Dependencies.DenyVulnerabilities...)
 	p.Dependencies.DenyPackages = append([]string(nil), p.Dependencies.DenyPackages...)
+	p.Behavior.PriorityWeights = maps.Clone(p.Behavior.PriorityWeights)
 	p.version = p.computeVersion()
 	return &p, nil
 }
@@ -153,6 +158,7 @@ func (p Policy) Validate() []FieldError {
 	if p.Dependencies.StaleAfter < 0 {
 		errs = append(errs, FieldError{"dependencies.staleAfter", p.Dependencies.StaleAfter.String(), "must not be negative"})
 	}
+	errs = append(errs, p.Behavior.validate()...)
 	for i, r := range p.Origin.Rules {
 		field := fmt.Sprintf("origin.rules[%d]", i)
 		if err := ValidateOriginPattern(r.Pattern); err != nil {

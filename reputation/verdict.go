@@ -14,7 +14,7 @@ const (
 	SignalOrigin       Signal = "origin"
 	SignalSignature    Signal = "signature"
 	SignalDependencies Signal = "dependencies"
-	// Behavior joins the same engine as it is collected.
+	SignalBehavior     Signal = "behavior"
 )
 
 // Evidence is everything known about one image. Collectors fill it in the background; assessors
@@ -30,6 +30,9 @@ type Evidence struct {
 	Signature *SignatureEvidence
 	// Dependencies is the newest vulnerability report for the image; nil when there is none.
 	Dependencies *DependencyEvidence
+	// Behavior is what was seen at runtime (Falco alerts, crash loops), newest knowledge at
+	// evaluation time; empty when nothing was seen.
+	Behavior []BehaviorObservation
 }
 
 // DependencyEvidence summarizes a vulnerability report (Trivy Operator's, for now).
@@ -126,7 +129,7 @@ type Assessor func(p *Policy, ev *Evidence) []Contribution
 
 // Assessors are applied in order to every image. This is the seam where signatures,
 // dependencies and behavior plug in.
-var Assessors = []Assessor{assessOrigin, assessSignature, assessDependencies}
+var Assessors = []Assessor{assessOrigin, assessSignature, assessDependencies, assessBehavior}
 
 // assessDependencies weighs the vulnerability report. A denylisted CVE or package, or more
 // critical vulnerabilities than allowed, make the image untrusted; a stale report counts as none.

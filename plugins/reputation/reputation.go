@@ -18,6 +18,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/sources/behavior"
 	"github.com/repute-dev/repute/pkg/sources/signature"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
 	"github.com/repute-dev/repute/reputation"
@@ -339,7 +340,8 @@ func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragm
 }
 
 // newEngine wires the evidence sources: signatures first (they resolve tags to digests), then
-// vulnerability reports, read from the cluster when Trivy Operator's CRDs are served.
+// vulnerability reports, read from the cluster when Trivy Operator's CRDs are served, then
+// runtime behavior from pod status and, when configured, the Falco alert endpoint.
 func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*reputation.Engine, error) {
 	var sources []reputation.EvidenceSource
 	sigSource, err := signature.NewSource(args.Policy.Signature)
@@ -351,7 +353,9 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	}
 	reports := trivy.NewIndex()
 	sources = append(sources, &trivy.Source{Index: reports})
-	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration})
+	ledger := reputation.NewBehaviorLedger()
+	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration,
+		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}}})
 	if cfg := h.KubeConfig(); cfg != nil {
 		dyn, err := dynamic.NewForConfig(cfg)
 		if err != nil {
@@ -360,6 +364,21 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 		trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, func(r trivy.Report) {
 			engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
 		})
+	}
+	recorder := &behavior.Recorder{Ledger: ledger, Rescore: func(keys []string) {
+		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
+	}}
+	pods := h.SharedInformerFactory().Core().V1().Pods()
+	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
+		return nil, fmt.Errorf("watching pod status: %w", err)
+	}
+	if f := args.Falco; f.BindAddress != "" {
+		lister := pods.Lister()
+		getPod := func(namespace, name string) (*v1.Pod, error) { return lister.Pods(namespace).Get(name) }
+		if _, err := behavior.Serve(ctx, behavior.ServerOptions{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
+			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes}, getPod, recorder); err != nil {
+			return nil, err
+		}
 	}
 	return engine, nil
 }

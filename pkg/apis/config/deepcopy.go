@@ -1,6 +1,10 @@
 package config
 
-import "k8s.io/apimachinery/pkg/runtime"
+import (
+	"maps"
+
+	"k8s.io/apimachinery/pkg/runtime"
+)
 
 // DeepCopyInto copies args into out. Written by hand: the types are small and code generation
 // would be the module's only generator.
@@ -9,6 +13,7 @@ func (in *ReputationArgs) DeepCopyInto(out *ReputationArgs) {
 	out.Policy.Origin.Rules = append([]OriginRule(nil), in.Policy.Origin.Rules...)
 	out.Policy.Dependencies.DenyVulnerabilities = append([]string(nil), in.Policy.Dependencies.DenyVulnerabilities...)
 	out.Policy.Dependencies.DenyPackages = append([]string(nil), in.Policy.Dependencies.DenyPackages...)
+	out.Policy.Behavior.PriorityWeights = maps.Clone(in.Policy.Behavior.PriorityWeights)
 	out.Policy.Signature.Keys = nil
 	for _, k := range in.Policy.Signature.Keys {
 		k.Repositories = append([]string(nil), k.Repositories...)

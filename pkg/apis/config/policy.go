@@ -23,6 +23,17 @@ func Policy(spec *PolicySpec) reputation.Policy {
 			DenyPackages:        spec.Dependencies.DenyPackages,
 			StaleAfter:          spec.Dependencies.StaleAfter.Duration,
 		},
+		Behavior: reputation.BehaviorPolicy{
+			HalfLife:          spec.Behavior.HalfLife.Duration,
+			PriorityWeights:   map[string]int{},
+			UntrustedPriority: spec.Behavior.UntrustedPriority,
+			CrashLoopWeight:   int(spec.Behavior.CrashLoopWeight),
+			OOMKillWeight:     int(spec.Behavior.OOMKillWeight),
+			RestartWeight:     int(spec.Behavior.RestartWeight),
+		},
+	}
+	for prio, w := range spec.Behavior.PriorityWeights {
+		p.Behavior.PriorityWeights[prio] = int(w)
 	}
 	for _, r := range spec.Origin.Rules {
 		p.Origin.Rules = append(p.Origin.Rules, reputation.OriginRule{Pattern: r.Pattern, Weight: int(r.Weight), Tier: reputation.Tier(r.Tier)})

@@ -22,6 +22,18 @@ type ReputationArgs struct {
 	// VerdictWait bounds how long a pod waits for its images' first verdicts before it is placed
 	// as unknown.
 	VerdictWait metav1.Duration
+	// Falco configures the endpoint that takes Falco alerts; no bind address, no endpoint.
+	Falco FalcoIngest
+}
+
+// FalcoIngest is the authenticated HTTP endpoint for Falco and falcosidekick alerts.
+type FalcoIngest struct {
+	BindAddress  string
+	TokenFile    string
+	TLSCertFile  string
+	TLSKeyFile   string
+	ClientCAFile string
+	MaxBodyBytes int64
 }
 
 // TierPools names the pool of each tier.
@@ -58,6 +70,17 @@ type PolicySpec struct {
 	Origin       OriginPolicy
 	Signature    SignaturePolicy
 	Dependencies DependencyPolicy
+	Behavior     BehaviorPolicy
+}
+
+// BehaviorPolicy weighs runtime behavior: Falco alerts and pod status.
+type BehaviorPolicy struct {
+	HalfLife          metav1.Duration
+	PriorityWeights   map[string]int32
+	UntrustedPriority string
+	CrashLoopWeight   int32
+	OOMKillWeight     int32
+	RestartWeight     int32
 }
 
 // DependencyPolicy weighs vulnerability reports (Trivy Operator's VulnerabilityReports).

@@ -61,7 +61,14 @@ func TestDecodeDefaults(t *testing.T) {
 			Signature:  config.SignaturePolicy{VerifiedWeight: 30, UnverifiedWeight: -10, RequireForTrusted: true},
 			Dependencies: config.DependencyPolicy{CriticalWeight: -20, HighWeight: -5,
 				StaleAfter: metav1.Duration{Duration: 7 * 24 * time.Hour}},
+			Behavior: config.BehaviorPolicy{
+				HalfLife: metav1.Duration{Duration: 24 * time.Hour},
+				PriorityWeights: map[string]int32{"Emergency": -100, "Alert": -80, "Critical": -60, "Error": -30,
+					"Warning": -10, "Notice": -2, "Informational": 0, "Debug": 0},
+				UntrustedPriority: "Critical", CrashLoopWeight: -15, OOMKillWeight: -10, RestartWeight: -2,
+			},
 		},
+		Falco: config.FalcoIngest{MaxBodyBytes: 1 << 20},
 	}
 	want.VerdictWait.Duration = 5 * time.Second
 	got.TypeMeta = want.TypeMeta
@@ -83,6 +90,8 @@ func TestDecodeExplicit(t *testing.T) {
           rules:
           - {pattern: "registry.internal/*", tier: trusted}
           - {pattern: "docker.io/*", weight: -15}
+        behavior: {priorityWeights: {Critical: -90}, untrustedPriority: ""}
+      falco: {bindAddress: ":9443", tokenFile: /etc/repute/falco/token}
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +104,12 @@ func TestDecodeExplicit(t *testing.T) {
 		t.Errorf("thresholds = %+v, want trusted 80 and the default untrusted 30", got.Policy.Thresholds)
 	}
 	wantRules := []config.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"}, {Pattern: "docker.io/*", Weight: -15}}
+	if w := got.Policy.Behavior.PriorityWeights; w["Critical"] != -90 || w["Warning"] != -10 {
+		t.Errorf("priorityWeights = %v, want Critical overridden to -90 and the other priorities defaulted", w)
+	}
+	if got.Policy.Behavior.UntrustedPriority != "" || got.Falco.BindAddress != ":9443" || got.Falco.TokenFile != "/etc/repute/falco/token" {
+		t.Errorf("behavior/falco = %+v %+v, want untrustedPriority switched off and the endpoint configured", got.Policy.Behavior, got.Falco)
+	}
 	if diff := cmp.Diff(wantRules, got.Policy.Origin.Rules); diff != "" {
 		t.Errorf("rules (-want,+got):\n%s", diff)
 	}
@@ -119,6 +134,12 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "an unverified signature cannot raise the score", args: "      policy: {signature: {unverifiedWeight: 5}}\n", wantField: "args.policy.signature.unverifiedWeight"},
 		{name: "unparsable key", args: "      policy: {signature: {keys: [{name: ops, publicKey: 'not a key'}]}}\n", wantField: "args.policy.signature.keys[0].publicKey"},
 		{name: "a vulnerability cannot raise the score", args: "      policy: {dependencies: {highWeight: 1}}\n", wantField: "args.policy.dependencies.highWeight"},
+		{name: "misspelled Falco priority", args: "      policy: {behavior: {priorityWeights: {Critcal: -50}}}\n", wantField: "args.policy.behavior.priorityWeights"},
+		{name: "behavior cannot raise the score", args: "      policy: {behavior: {crashLoopWeight: 5}}\n", wantField: "args.policy.behavior.crashLoopWeight"},
+		{name: "unknown untrusted priority", args: "      policy: {behavior: {untrustedPriority: Severe}}\n", wantField: "args.policy.behavior.untrustedPriority"},
+		{name: "unauthenticated Falco endpoint", args: "      falco: {bindAddress: ':9443'}\n", wantField: "args.falco.tokenFile"},
+		{name: "mTLS without TLS", args: "      falco: {bindAddress: ':9443', clientCAFile: /ca.pem}\n", wantField: "args.falco.tlsCertFile"},
+		{name: "unbounded body", args: "      falco: {maxBodyBytes: 0}\n", wantField: "args.falco.maxBodyBytes"},
 		{name: "unnamed key", args: "      policy: {signature: {keys: [{publicKey: 'x'}]}}\n", wantField: "args.policy.signature.keys[0].name"},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,8 @@
 package v1
 
 import (
+	"maps"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
@@ -15,6 +17,10 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 	*out = config.ReputationArgs{
 		PoolLabelKey: ptr.Deref(in.PoolLabelKey, ""),
 		VerdictWait:  ptr.Deref(in.VerdictWait, metav1.Duration{}),
+	}
+	if f := in.Falco; f != nil {
+		out.Falco = config.FalcoIngest{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
+			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: ptr.Deref(f.MaxBodyBytes, 0)}
 	}
 	if in.Pools != nil {
 		out.Pools = config.TierPools{
@@ -42,6 +48,16 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 				DenyVulnerabilities: append([]string(nil), d.DenyVulnerabilities...),
 				DenyPackages:        append([]string(nil), d.DenyPackages...),
 				StaleAfter:          ptr.Deref(d.StaleAfter, metav1.Duration{}),
+			}
+		}
+		if b := p.Behavior; b != nil {
+			out.Policy.Behavior = config.BehaviorPolicy{
+				HalfLife:          ptr.Deref(b.HalfLife, metav1.Duration{}),
+				PriorityWeights:   maps.Clone(b.PriorityWeights),
+				UntrustedPriority: ptr.Deref(b.UntrustedPriority, ""),
+				CrashLoopWeight:   ptr.Deref(b.CrashLoopWeight, 0),
+				OOMKillWeight:     ptr.Deref(b.OOMKillWeight, 0),
+				RestartWeight:     ptr.Deref(b.RestartWeight, 0),
 			}
 		}
 		if sig := p.Signature; sig != nil {
@@ -98,7 +114,17 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 				AbsentWeight: ptr.To(sig.AbsentWeight), RequireForTrusted: ptr.To(sig.RequireForTrusted), Keys: keys,
 			},
 			Dependencies: dependenciesToV1(in.Policy.Dependencies),
+			Behavior:     behaviorToV1(in.Policy.Behavior),
 		},
+		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
+			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
+	}
+}
+
+func behaviorToV1(in config.BehaviorPolicy) *BehaviorPolicy {
+	return &BehaviorPolicy{
+		HalfLife: ptr.To(in.HalfLife), PriorityWeights: maps.Clone(in.PriorityWeights), UntrustedPriority: ptr.To(in.UntrustedPriority),
+		CrashLoopWeight: ptr.To(in.CrashLoopWeight), OOMKillWeight: ptr.To(in.OOMKillWeight), RestartWeight: ptr.To(in.RestartWeight),
 	}
 }
 
@@ -112,6 +138,11 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		return nil
 	}
 	out := &ReputationArgs{TypeMeta: in.TypeMeta, PoolLabelKey: copyPtr(in.PoolLabelKey), VerdictWait: copyPtr(in.VerdictWait)}
+	if f := in.Falco; f != nil {
+		c := *f
+		c.MaxBodyBytes = copyPtr(f.MaxBodyBytes)
+		out.Falco = &c
+	}
 	if in.Pools != nil {
 		out.Pools = &TierPools{Trusted: in.Pools.Trusted.deepCopy(), Unknown: in.Pools.Unknown.deepCopy(), Untrusted: in.Pools.Untrusted.deepCopy()}
 	}
@@ -128,6 +159,12 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 				CriticalWeight: copyPtr(d.CriticalWeight), HighWeight: copyPtr(d.HighWeight), MaxCritical: copyPtr(d.MaxCritical),
 				DenyVulnerabilities: append([]string(nil), d.DenyVulnerabilities...), DenyPackages: append([]string(nil), d.DenyPackages...),
 				StaleAfter: copyPtr(d.StaleAfter),
+			}
+		}
+		if b := p.Behavior; b != nil {
+			out.Policy.Behavior = &BehaviorPolicy{
+				HalfLife: copyPtr(b.HalfLife), PriorityWeights: maps.Clone(b.PriorityWeights), UntrustedPriority: copyPtr(b.UntrustedPriority),
+				CrashLoopWeight: copyPtr(b.CrashLoopWeight), OOMKillWeight: copyPtr(b.OOMKillWeight), RestartWeight: copyPtr(b.RestartWeight),
 			}
 		}
 		if sig := p.Signature; sig != nil {

@@ -13,6 +13,8 @@ import (
 const (
 	DefaultPoolLabelKey = "repute.dev/pool"
 	DefaultVerdictWait  = 5 * time.Second
+	// DefaultFalcoMaxBodyBytes caps an alert request body: 1 MiB holds hundreds of alerts.
+	DefaultFalcoMaxBodyBytes = 1 << 20
 )
 
 // SetDefaults_ReputationArgs fills every field the operator left unset. This is the only place
@@ -84,6 +86,39 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	}
 	if deps.StaleAfter == nil {
 		deps.StaleAfter = &metav1.Duration{Duration: reputation.DefaultStaleAfter}
+	}
+	if p.Behavior == nil {
+		p.Behavior = &BehaviorPolicy{}
+	}
+	b := p.Behavior
+	if b.HalfLife == nil {
+		b.HalfLife = &metav1.Duration{Duration: reputation.DefaultBehaviorHalfLife}
+	}
+	for prio, w := range reputation.DefaultPriorityWeights() {
+		if _, set := b.PriorityWeights[prio]; !set {
+			if b.PriorityWeights == nil {
+				b.PriorityWeights = map[string]int32{}
+			}
+			b.PriorityWeights[prio] = int32(w)
+		}
+	}
+	if b.UntrustedPriority == nil {
+		b.UntrustedPriority = ptr.To(reputation.DefaultUntrustedPriority)
+	}
+	if b.CrashLoopWeight == nil {
+		b.CrashLoopWeight = ptr.To[int32](reputation.DefaultCrashLoopWeight)
+	}
+	if b.OOMKillWeight == nil {
+		b.OOMKillWeight = ptr.To[int32](reputation.DefaultOOMKillWeight)
+	}
+	if b.RestartWeight == nil {
+		b.RestartWeight = ptr.To[int32](reputation.DefaultRestartWeight)
+	}
+	if obj.Falco == nil {
+		obj.Falco = &FalcoIngest{}
+	}
+	if obj.Falco.MaxBodyBytes == nil {
+		obj.Falco.MaxBodyBytes = ptr.To[int64](DefaultFalcoMaxBodyBytes)
 	}
 }
 

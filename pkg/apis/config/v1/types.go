@@ -19,6 +19,25 @@ type ReputationArgs struct {
 	Policy *PolicySpec `json:"policy,omitempty"`
 	// VerdictWait bounds how long a pod waits for its images' first verdicts. Default 5s.
 	VerdictWait *metav1.Duration `json:"verdictWait,omitempty"`
+	// Falco configures the endpoint that takes Falco alerts. Off unless bindAddress is set.
+	Falco *FalcoIngest `json:"falco,omitempty"`
+}
+
+// FalcoIngest is the HTTP endpoint for Falco's http_output and falcosidekick's webhook output.
+// Alerts are posted to /v1/falco. Every request must authenticate, with the bearer token in
+// tokenFile (mount it from a Secret) or with a client certificate signed by clientCAFile.
+type FalcoIngest struct {
+	// BindAddress, e.g. ":9443". Empty: no endpoint.
+	BindAddress string `json:"bindAddress,omitempty"`
+	// TokenFile holds the bearer token; it is re-read when the Secret is rotated.
+	TokenFile string `json:"tokenFile,omitempty"`
+	// TLSCertFile and TLSKeyFile serve HTTPS (recommended; required for clientCAFile).
+	TLSCertFile string `json:"tlsCertFile,omitempty"`
+	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
+	// ClientCAFile accepts client certificates signed by this CA (mTLS).
+	ClientCAFile string `json:"clientCAFile,omitempty"`
+	// MaxBodyBytes caps a request body. Default 1048576 (1 MiB).
+	MaxBodyBytes *int64 `json:"maxBodyBytes,omitempty"`
 }
 
 // TierPools names the pool of each tier.
@@ -51,6 +70,28 @@ type PolicySpec struct {
 	Signature *SignaturePolicy `json:"signature,omitempty"`
 	// Dependencies weighs vulnerability reports.
 	Dependencies *DependencyPolicy `json:"dependencies,omitempty"`
+	// Behavior weighs runtime behavior: Falco alerts, crash loops, OOM kills and restarts.
+	Behavior *BehaviorPolicy `json:"behavior,omitempty"`
+}
+
+// BehaviorPolicy weighs runtime behavior. Every weight is ≤ 0: behavior only ever lowers a
+// reputation, and penalties halve every halfLife, so an image recovers only with time.
+type BehaviorPolicy struct {
+	// HalfLife is how long a penalty takes to halve. Default 24h; 0s: never fades.
+	HalfLife *metav1.Duration `json:"halfLife,omitempty"`
+	// PriorityWeights are the penalties of one Falco alert by priority (Emergency, Alert,
+	// Critical, Error, Warning, Notice, Informational, Debug). Priorities left out keep their
+	// defaults: -100, -80, -60, -30, -10, -2, 0, 0.
+	PriorityWeights map[string]int32 `json:"priorityWeights,omitempty"`
+	// UntrustedPriority: an alert at or above this priority makes the image untrusted for one
+	// half-life, whatever its score. Default Critical; "" never.
+	UntrustedPriority *string `json:"untrustedPriority,omitempty"`
+	// CrashLoopWeight applies when a container enters CrashLoopBackOff. Default -15.
+	CrashLoopWeight *int32 `json:"crashLoopWeight,omitempty"`
+	// OOMKillWeight applies when a container is OOM-killed. Default -10.
+	OOMKillWeight *int32 `json:"oomKillWeight,omitempty"`
+	// RestartWeight applies per container restart (at most 5 counted per status update). Default -2.
+	RestartWeight *int32 `json:"restartWeight,omitempty"`
 }
 
 // DependencyPolicy weighs Trivy Operator VulnerabilityReports and ClusterVulnerabilityReports,

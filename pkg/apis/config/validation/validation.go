@@ -3,6 +3,7 @@ package validation
 
 import (
 	"fmt"
+	"net"
 
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/sets"
@@ -44,6 +45,32 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 		errs = append(errs, field.Invalid(path.Child("verdictWait"), args.VerdictWait.Duration.String(), "must be positive"))
 	}
 	errs = append(errs, validatePolicy(path.Child("policy"), &args.Policy)...)
+	errs = append(errs, validateFalco(path.Child("falco"), &args.Falco)...)
+	return errs
+}
+
+// validateFalco refuses an endpoint nobody could authenticate to, or that would take
+// unbounded bodies: unauthenticated callers get nothing.
+func validateFalco(path *field.Path, f *config.FalcoIngest) field.ErrorList {
+	var errs field.ErrorList
+	if f.MaxBodyBytes <= 0 || f.MaxBodyBytes > 64<<20 {
+		errs = append(errs, field.Invalid(path.Child("maxBodyBytes"), f.MaxBodyBytes, "must be between 1 and 67108864"))
+	}
+	if f.BindAddress == "" {
+		return errs
+	}
+	if _, _, err := net.SplitHostPort(f.BindAddress); err != nil {
+		errs = append(errs, field.Invalid(path.Child("bindAddress"), f.BindAddress, "want host:port, e.g. \":9443\""))
+	}
+	if f.TokenFile == "" && f.ClientCAFile == "" {
+		errs = append(errs, field.Required(path.Child("tokenFile"), "the endpoint needs authentication: a tokenFile (from a Secret), or a clientCAFile for mTLS"))
+	}
+	if (f.TLSCertFile == "") != (f.TLSKeyFile == "") {
+		errs = append(errs, field.Required(path.Child("tlsKeyFile"), "tlsCertFile and tlsKeyFile go together"))
+	}
+	if f.ClientCAFile != "" && f.TLSCertFile == "" {
+		errs = append(errs, field.Required(path.Child("tlsCertFile"), "clientCAFile (mTLS) needs the endpoint to serve TLS"))
+	}
 	return errs
 }
 

@@ -1,0 +1,280 @@
+package behavior
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/klog/v2"
+)
+
+// AlertsPath is where Falco's http_output and falcosidekick's webhook output post alerts.
+const AlertsPath = "/v1/falco"
+
+// DefaultMaxBodyBytes caps an alert request body.
+const DefaultMaxBodyBytes = 1 << 20
+
+// PodGetter looks a pod up by namespace and name, from an informer cache.
+type PodGetter func(namespace, name string) (*v1.Pod, error)
+
+// Ingest is the HTTP handler that takes Falco alerts. Every request must be authenticated; its
+// body is capped; each alert in it is decoded, mapped to the images of the pod it names and
+// recorded on its own, so that a bad alert never costs a good one.
+type Ingest struct {
+	Pods         PodGetter
+	Recorder     *Recorder
+	MaxBodyBytes int64
+	// Authenticated says whether a request carries valid credentials.
+	Authenticated func(*http.Request) bool
+}
+
+// IngestResponse is the JSON answer to every alert request.
+type IngestResponse struct {
+	// Accepted counts the alerts recorded.
+	Accepted int `json:"accepted"`
+	// Rejected lists each refused alert by its position in the body (0-based).
+	Rejected []Rejection `json:"rejected,omitempty"`
+	// Error is set when the request as a whole was refused.
+	Error string `json:"error,omitempty"`
+}
+
+// Rejection is one refused alert.
+type Rejection struct {
+	Index int    `json:"index"`
+	Error string `json:"error"`
+}
+
+func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.Authenticated == nil || !h.Authenticated(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="repute"`)
+		reply(w, http.StatusUnauthorized, IngestResponse{Error: "unauthenticated: send Authorization: Bearer <token>, or a client certificate signed by the configured CA"})
+		return
+	}
+	if r.URL.Path != AlertsPath {
+		reply(w, http.StatusNotFound, IngestResponse{Error: "not found: post alerts to " + AlertsPath})
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		reply(w, http.StatusMethodNotAllowed, IngestResponse{Error: "method not allowed: POST alerts"})
+		return
+	}
+	limit := h.MaxBodyBytes
+	if limit <= 0 {
+		limit = DefaultMaxBodyBytes
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			reply(w, http.StatusRequestEntityTooLarge, IngestResponse{Error: fmt.Sprintf("body larger than %d bytes: nothing was recorded; send fewer alerts per request", limit)})
+			return
+		}
+		reply(w, http.StatusBadRequest, IngestResponse{Error: "reading body: " + err.Error()})
+		return
+	}
+	alerts, decodeErrs := DecodeAlerts(body)
+	resp := IngestResponse{}
+	status := http.StatusOK
+	for _, e := range decodeErrs {
+		resp.Rejected = append(resp.Rejected, Rejection{Index: e.Index, Error: e.Err.Error()})
+		status = http.StatusBadRequest
+	}
+	var batch []Observed
+	for _, a := range alerts {
+		obs, err := h.resolve(a.Alert)
+		if err != nil {
+			resp.Rejected = append(resp.Rejected, Rejection{Index: a.Index, Error: err.Error()})
+			if status == http.StatusOK {
+				status = http.StatusUnprocessableEntity
+			}
+			continue
+		}
+		batch = append(batch, obs...)
+		resp.Accepted++
+	}
+	h.Recorder.Record(batch)
+	klog.FromContext(r.Context()).V(2).Info("Falco alerts received", "accepted", resp.Accepted, "rejected", len(resp.Rejected))
+	reply(w, status, resp)
+}
+
+// resolve maps an alert to observations of the images in the pod it names.
+func (h *Ingest) resolve(a Alert) ([]Observed, error) {
+	pod, err := h.Pods(a.Namespace, a.Pod)
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("pod %s/%s not found: it is not running in this cluster (or is gone)", a.Namespace, a.Pod)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up pod %s/%s: %w", a.Namespace, a.Pod, err)
+	}
+	targets, err := TargetsOfAlert(pod, a.ContainerID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Observed, 0, len(targets))
+	for _, t := range targets {
+		out = append(out, Observed{Target: t, Event: a.event(t.Where)})
+	}
+	return out, nil
+}
+
+func reply(w http.ResponseWriter, status int, resp IngestResponse) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// TokenFile checks bearer tokens against a file, typically a Secret mounted as a volume. The
+// file is re-read when it changes (checked at most every reloadEvery), so a rotated Secret
+// takes effect without a restart.
+type TokenFile struct {
+	Path        string
+	reloadEvery time.Duration
+
+	mu      sync.Mutex
+	token   []byte
+	checked time.Time
+	modTime time.Time
+}
+
+// NewTokenFile reads the token once, so that a missing or empty file stops startup.
+func NewTokenFile(path string) (*TokenFile, error) {
+	t := &TokenFile{Path: path, reloadEvery: 10 * time.Second}
+	if err := t.load(time.Now()); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *TokenFile) load(now time.Time) error {
+	fi, err := os.Stat(t.Path)
+	if err != nil {
+		return fmt.Errorf("falco token file: %w", err)
+	}
+	t.checked = now
+	if fi.ModTime().Equal(t.modTime) && t.token != nil {
+		return nil
+	}
+	b, err := os.ReadFile(t.Path)
+	if err != nil {
+		return fmt.Errorf("falco token file: %w", err)
+	}
+	tok := []byte(strings.TrimSpace(string(b)))
+	if len(tok) < 16 {
+		return fmt.Errorf("falco token file %s: token shorter than 16 characters", t.Path)
+	}
+	t.token, t.modTime = tok, fi.ModTime()
+	return nil
+}
+
+// Valid reports whether the request carries the bearer token.
+func (t *TokenFile) Valid(r *http.Request) bool {
+	scheme, presented, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || presented == "" {
+		return false
+	}
+	t.mu.Lock()
+	if now := time.Now(); now.Sub(t.checked) > t.reloadEvery {
+		if err := t.load(now); err != nil {
+			klog.ErrorS(err, "Keeping the previous Falco token")
+		}
+	}
+	token := t.token
+	t.mu.Unlock()
+	return subtle.ConstantTimeCompare([]byte(presented), token) == 1
+}
+
+// ServerOptions configure the alert endpoint.
+type ServerOptions struct {
+	BindAddress string
+	// TokenFile holds the bearer token senders must present.
+	TokenFile string
+	// TLSCertFile and TLSKeyFile serve HTTPS; ClientCAFile also accepts (or, without a token
+	// file, requires) client certificates signed by that CA.
+	TLSCertFile, TLSKeyFile, ClientCAFile string
+	MaxBodyBytes                          int64
+}
+
+// Serve listens on opts.BindAddress and serves the ingest handler until ctx is done. It returns
+// the bound address once listening (useful with port 0) and reports startup errors at once.
+func Serve(ctx context.Context, opts ServerOptions, pods PodGetter, rec *Recorder) (net.Addr, error) {
+	h := &Ingest{Pods: pods, Recorder: rec, MaxBodyBytes: opts.MaxBodyBytes}
+	var checks []func(*http.Request) bool
+	if opts.TokenFile != "" {
+		tf, err := NewTokenFile(opts.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, tf.Valid)
+	}
+	var tlsConfig *tls.Config
+	if opts.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(opts.TLSCertFile, opts.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("falco endpoint TLS: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if opts.ClientCAFile != "" {
+			pem, err := os.ReadFile(opts.ClientCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("falco endpoint client CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("falco endpoint client CA %s: no PEM certificates", opts.ClientCAFile)
+			}
+			tlsConfig.ClientCAs = pool
+			tlsConfig.ClientAuth = tls.VerifyClientCertIfGiven
+			if opts.TokenFile == "" {
+				tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+			}
+			checks = append(checks, func(r *http.Request) bool { return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 })
+		}
+	}
+	if len(checks) == 0 {
+		return nil, errors.New("falco endpoint: no authentication configured (tokenFile, or clientCAFile with TLS)")
+	}
+	h.Authenticated = func(r *http.Request) bool {
+		for _, ok := range checks {
+			if ok(r) {
+				return true
+			}
+		}
+		return false
+	}
+	ln, err := net.Listen("tcp", opts.BindAddress)
+	if err != nil {
+		return nil, fmt.Errorf("falco endpoint: %w", err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			klog.FromContext(ctx).Error(err, "Falco alert endpoint stopped")
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	klog.FromContext(ctx).Info("Falco alert endpoint listening", "address", ln.Addr().String(), "path", AlertsPath, "tls", tlsConfig != nil)
+	return ln.Addr(), nil
+}

@@ -1,0 +1,54 @@
+package behavior
+
+import (
+	"slices"
+	"time"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+// Recorder files observations in the ledger and has the verdicts they concern rescored.
+type Recorder struct {
+	Ledger *reputation.BehaviorLedger
+	// Rescore is called once per batch with every ledger key the batch touched.
+	Rescore func(keys []string)
+	Now     func() time.Time
+}
+
+// Record files a batch of observations. An event without a time, or dated in the future (clock
+// skew between nodes), is dated now: skew must not make a penalty heavier or longer-lived.
+func (r *Recorder) Record(batch []Observed) {
+	if len(batch) == 0 {
+		return
+	}
+	now := time.Now()
+	if r.Now != nil {
+		now = r.Now()
+	}
+	var touched []string
+	for _, o := range batch {
+		e := o.Event
+		if e.At.IsZero() || e.At.After(now) {
+			e.At = now
+		}
+		r.Ledger.Record(e, o.Target.Keys...)
+		for _, k := range o.Target.Keys {
+			if !slices.Contains(touched, k) {
+				touched = append(touched, k)
+			}
+		}
+	}
+	if r.Rescore != nil {
+		r.Rescore(touched)
+	}
+}
+
+// Concerns reports whether evidence is about an image filed under any of the keys.
+func Concerns(ev *reputation.Evidence, keys []string) bool {
+	for _, k := range reputation.BehaviorKeys(ev) {
+		if k != "" && slices.Contains(keys, k) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,166 @@
+package reputation
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func behaviorPolicy(t testing.TB) *Policy {
+	p := *examplePolicy(t)
+	p.Behavior = DefaultBehaviorPolicy()
+	return mustPolicy(t, p)
+}
+
+func TestBehaviorEvidence(t *testing.T) {
+	p := behaviorPolicy(t)
+	day := 24 * time.Hour
+	shell := BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "Terminal shell in container", Priority: "Critical", Where: "pod team/api container app"}
+	warn := BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "Read sensitive file untrusted", Priority: "Warning", Where: "pod team/api container app"}
+	crash := BehaviorEvent{Kind: BehaviorCrashLoop, Rule: "CrashLoopBackOff", Where: "pod team/api container app"}
+	obs := func(e BehaviorEvent, age time.Duration) BehaviorObservation {
+		return BehaviorObservation{BehaviorEvent: e, Age: age}
+	}
+	// registry.internal/… pinned is trusted by origin rule at 90 before behavior.
+	tests := []struct {
+		name          string
+		behavior      []BehaviorObservation
+		wantTier      Tier
+		wantScore     int
+		wantDecidedBy string
+		wantObserved  string
+	}{
+		{"nothing seen", nil, TierTrusted, 90, "origin.rules[0]", ""},
+		{"fresh critical alert is a hard untrusted naming the rule", []BehaviorObservation{obs(shell, time.Minute)}, TierUntrusted, 30,
+			`behavior.untrustedPriority Critical: "Terminal shell in container" within one half-life → untrusted`, `falco Critical "Terminal shell in container" ×1`},
+		{"after two half-lives the hard rule has lapsed and a quarter of the penalty remains", []BehaviorObservation{obs(shell, 2*day)}, TierTrusted, 75,
+			"origin.rules[0]", "newest 48h0m0s ago"},
+		{"warnings add up, one contribution per rule", []BehaviorObservation{obs(warn, 0), obs(warn, time.Hour), obs(warn, 2*time.Hour)}, TierTrusted, 61,
+			"origin.rules[0]", `×3, newest 0s ago in pod team/api container app`},
+		{"crash loop", []BehaviorObservation{obs(crash, 0)}, TierTrusted, 75, "origin.rules[0]", `crashLoop "CrashLoopBackOff" ×1`},
+		{"a future timestamp counts as now, never as more than the weight", []BehaviorObservation{obs(warn, -10*day)}, TierTrusted, 80, "origin.rules[0]", "falco Warning"},
+		{"the signal moves the score by at most 100", []BehaviorObservation{obs(shell, 0), obs(shell, 0), obs(warn, 0), obs(crash, 0)}, TierUntrusted, 0,
+			"behavior.untrustedPriority", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := &Evidence{Image: mustRef(t, "registry.internal/team/app@"+testDigest), Behavior: tt.behavior}
+			v := Evaluate(p, ev, time.Now())
+			if v.Tier != tt.wantTier || v.Score != tt.wantScore || !strings.Contains(v.DecidedBy, tt.wantDecidedBy) {
+				t.Fatalf("got %s %d %q, want %s %d %q", v.Tier, v.Score, v.DecidedBy, tt.wantTier, tt.wantScore, tt.wantDecidedBy)
+			}
+			var observed []string
+			behaviorPoints := 0
+			for _, c := range v.Contributions {
+				if c.Signal == SignalBehavior {
+					observed = append(observed, c.Observed)
+					behaviorPoints += c.Points
+				}
+			}
+			if behaviorPoints > 0 || behaviorPoints < -100 {
+				t.Errorf("behavior moved the score by %d; it may only lower it, by at most 100", behaviorPoints)
+			}
+			if !strings.Contains(strings.Join(observed, "; "), tt.wantObserved) {
+				t.Errorf("behavior explained as %q, want it to mention %q", observed, tt.wantObserved)
+			}
+		})
+	}
+}
+
+func TestBehaviorPolicyValidation(t *testing.T) {
+	tests := []struct {
+		mutate    func(*BehaviorPolicy)
+		wantField string
+	}{
+		{func(b *BehaviorPolicy) { b.HalfLife = -time.Second }, "behavior.halfLife"},
+		{func(b *BehaviorPolicy) { b.PriorityWeights["critical"] = -10 }, "behavior.priorityWeights"},
+		{func(b *BehaviorPolicy) { b.PriorityWeights["Critical"] = 10 }, "behavior.priorityWeights.Critical"},
+		{func(b *BehaviorPolicy) { b.UntrustedPriority = "Severe" }, "behavior.untrustedPriority"},
+		{func(b *BehaviorPolicy) { b.CrashLoopWeight = 5 }, "behavior.crashLoopWeight"},
+		{func(b *BehaviorPolicy) { b.RestartWeight = -101 }, "behavior.restartWeight"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.wantField, func(t *testing.T) {
+			p := *DefaultPolicy()
+			p.Behavior = DefaultBehaviorPolicy()
+			tt.mutate(&p.Behavior)
+			_, err := NewPolicy(p)
+			if err == nil || !strings.Contains(err.Error(), tt.wantField+":") {
+				t.Fatalf("got %v, want an error naming %s", err, tt.wantField)
+			}
+		})
+	}
+}
+
+func TestBehaviorLedger(t *testing.T) {
+	l := NewBehaviorLedger()
+	now := time.Now()
+	alert := BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "r", Priority: "Warning", At: now.Add(-time.Minute)}
+	l.Record(alert, "sha256:aaa", "registry.internal/app:v1", "sha256:aaa")
+	if got := l.Observations(now, "sha256:aaa", "registry.internal/app:v1"); len(got) != 1 || got[0].Age != time.Minute {
+		t.Fatalf("an event filed under two keys must be observed once, a minute old; got %+v", got)
+	}
+	if got := l.Observations(now, "registry.internal/app:v1"); len(got) != 1 {
+		t.Fatalf("found by its reference: got %d events, want 1", len(got))
+	}
+	if got := l.Observations(now, "sha256:bbb"); len(got) != 0 {
+		t.Fatalf("another digest has no events, got %d", len(got))
+	}
+	for range 3 * MaxEventsPerRule {
+		l.Record(alert, "sha256:aaa")
+	}
+	l.Record(BehaviorEvent{Kind: BehaviorCrashLoop, Rule: "CrashLoopBackOff", At: now}, "sha256:aaa")
+	got := l.Observations(now, "sha256:aaa")
+	if len(got) != MaxEventsPerRule+1 {
+		t.Fatalf("kept %d events, want %d of the repeated rule plus the other rule's one", len(got), MaxEventsPerRule+1)
+	}
+}
+
+func TestEngineRescoresFromMemoryWithoutIO(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	registry := &countingSource{}
+	ledger := NewBehaviorLedger()
+	e := NewEngine(EngineOptions{Policy: behaviorPolicy(t), Sources: []EvidenceSource{registry},
+		LocalSources: []EvidenceSource{&BehaviorSource{Ledger: ledger}}, RescoreEvery: -1})
+	go e.Run(ctx)
+	image := "registry.internal/team/app@" + testDigest
+	other := "registry.internal/team/other@" + testDigest2
+	e.Request(image)
+	e.Request(other)
+	waitFor(t, "first verdicts", func() bool { return e.Cache().Get(image) != nil && e.Cache().Get(other) != nil })
+	if got := e.Cache().Get(image).Tier; got != TierTrusted {
+		t.Fatalf("before the alert: %s, want trusted", got)
+	}
+	calls := registry.calls.Load()
+
+	ledger.Record(BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "Terminal shell in container", Priority: "Critical", At: time.Now()}, testDigest)
+	concerns := func(_ string, ev *Evidence) bool { return ev.Image.Digest == testDigest }
+	if n := e.Rescore(concerns); n != 1 {
+		t.Fatalf("rescore changed %d verdicts, want 1", n)
+	}
+	if v := e.Cache().Get(image); v.Tier != TierUntrusted || !strings.Contains(v.DecidedBy, "Terminal shell in container") {
+		t.Fatalf("after the alert: %s %q, want untrusted naming the rule", v.Tier, v.DecidedBy)
+	}
+	if v := e.Cache().Get(other); v.Tier != TierTrusted {
+		t.Fatalf("another digest was hit: %s", v.Tier)
+	}
+	if n := e.Rescore(concerns); n != 0 {
+		t.Fatalf("a second rescore with nothing new changed %d verdicts, want 0 (no needless pod retries)", n)
+	}
+	if got := registry.calls.Load(); got != calls {
+		t.Fatalf("rescoring gathered remote evidence %d times; it must work from memory", got-calls)
+	}
+}
+
+const testDigest2 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+func mustRef(t testing.TB, image string) ImageRef {
+	t.Helper()
+	ref, err := ParseImageRef(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
