@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeArgs$$' -fuzztime $(FUZZTIME) ./pkg/apis/config/scheme/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckBundle$$' -fuzztime $(FUZZTIME) ./pkg/sources/signature/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./pkg/sources/trivy/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAlerts$$' -fuzztime $(FUZZTIME) ./pkg/sources/behavior/
 
 ## verify: gofmt, go vet, and go mod tidy leaves no diff
 verify:

@@ -58,6 +58,9 @@ func DecodeAlerts(body []byte) ([]IndexedAlert, []ItemError) {
 	default:
 		raws, errs = splitLines(body)
 	}
+	if len(raws) == 0 && len(errs) == 0 {
+		return nil, []ItemError{{Index: 0, Err: errors.New("no alerts in the body")}}
+	}
 	var alerts []IndexedAlert
 	for i, raw := range raws {
 		if raw == nil {

@@ -1,0 +1,380 @@
+package behavior
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+const (
+	digestApp     = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	digestSidecar = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	idApp         = "3ad7c1e44cb0" + "1111111111111111111111111111111111111111111111111111"
+	idSidecar     = "9f00aa11bb22" + "2222222222222222222222222222222222222222222222222222"
+)
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSpace(b)
+}
+
+// apiPod is the pod the testdata alerts name: an app container and a sidecar, running.
+func apiPod() *v1.Pod {
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "api-7d9f"},
+		Spec: v1.PodSpec{Containers: []v1.Container{
+			{Name: "app", Image: "registry.internal/team/api:v1"},
+			{Name: "proxy", Image: "registry.internal/mesh/proxy@" + digestSidecar},
+		}},
+		Status: v1.PodStatus{ContainerStatuses: []v1.ContainerStatus{
+			{Name: "app", ImageID: "registry.internal/team/api@" + digestApp, ContainerID: "containerd://" + idApp},
+			{Name: "proxy", ImageID: "sha256:cccc", ContainerID: "containerd://" + idSidecar},
+		}},
+	}
+}
+
+func TestDecodeAlerts(t *testing.T) {
+	falco, sidekick, host := readTestdata(t, "falco-alert.json"), readTestdata(t, "falcosidekick-webhook.json"), readTestdata(t, "host-event.json")
+	with := func(field, value string) []byte { // the Falco alert with one top-level field replaced
+		var m map[string]any
+		if err := json.Unmarshal(falco, &m); err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal([]byte(value), &v); err != nil {
+			t.Fatal(err)
+		}
+		m[field] = v
+		b, _ := json.Marshal(m)
+		return b
+	}
+	tests := []struct {
+		name         string
+		body         []byte
+		wantAccepted []int    // positions decoded
+		wantErrors   []string // one substring per refused alert, in order
+	}{
+		{"falco json_output", falco, []int{0}, nil},
+		{"falcosidekick webhook", sidekick, []int{0}, nil},
+		{"array", []byte("[" + string(falco) + "," + string(sidekick) + "]"), []int{0, 1}, nil},
+		{"one per line, a bad line costs only itself", []byte(string(falco) + "\n{not json\n" + string(sidekick) + "\n"), []int{0, 2}, []string{"malformed JSON on line 2"}},
+		{"pretty-printed single alert", prettyJSON(t, falco), []int{0}, nil},
+		{"host event names no pod", host, nil, []string{"output_fields.k8s.ns.name: is null: the alert does not name a pod"}},
+		{"null rule", with("rule", "null"), nil, []string{"rule: is null"}},
+		{"numeric priority", with("priority", "3"), nil, []string{"priority: want a string, got a number"}},
+		{"unknown priority", with("priority", `"Severe"`), nil, []string{`priority: "Severe" is not a Falco priority`}},
+		{"lowercase priority is Falco's too", with("priority", `"critical"`), []int{0}, nil},
+		{"bad time", with("time", `"yesterday"`), nil, []string{`time: "yesterday" is not an RFC 3339 time`}},
+		{"output_fields missing", with("output_fields", "null"), nil, []string{"output_fields: required"}},
+		{"output_fields not an object", with("output_fields", "[]"), nil, []string{"output_fields: want an object, got an array"}},
+		{"array element not an object", []byte(`[` + string(falco) + `, 7]`), []int{0}, []string{"malformed JSON"}},
+		{"broken array keeps what came before", []byte(`[` + string(falco) + `, {"rule": ]`), []int{0}, []string{"malformed JSON at array element 1"}},
+		{"null body", []byte("null"), nil, []string{"alert is null"}},
+		{"empty body", []byte("  \n"), nil, []string{"empty body"}},
+		{"not JSON", []byte("rule=shell priority=Critical"), nil, []string{"malformed JSON on line 1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			alerts, errs := DecodeAlerts(tt.body)
+			var got []int
+			for _, a := range alerts {
+				got = append(got, a.Index)
+				if a.Rule == "" || a.Namespace == "" || a.Pod == "" || a.Time.IsZero() {
+					t.Errorf("accepted alert %d lacks a required field: %+v", a.Index, a.Alert)
+				}
+			}
+			if !equalInts(got, tt.wantAccepted) {
+				t.Errorf("accepted positions %v, want %v (errors %v)", got, tt.wantAccepted, errs)
+			}
+			if len(errs) != len(tt.wantErrors) {
+				t.Fatalf("errors %v, want %d containing %q", errs, len(tt.wantErrors), tt.wantErrors)
+			}
+			for i, e := range errs {
+				if !strings.Contains(e.Err.Error(), tt.wantErrors[i]) {
+					t.Errorf("error %d = %q, want it to contain %q", i, e.Err, tt.wantErrors[i])
+				}
+			}
+		})
+	}
+	alerts, _ := DecodeAlerts(falco)
+	if a := alerts[0].Alert; a.Priority != "Critical" || a.ContainerID != "3ad7c1e44cb0" || a.Rule != "Terminal shell in container" ||
+		!a.Time.Equal(time.Date(2026, 11, 22, 10, 21, 30, 123456789, time.UTC)) {
+		t.Errorf("decoded %+v", a)
+	}
+}
+
+func prettyJSON(t testing.TB, b []byte) []byte {
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestTargetsOfAlert(t *testing.T) {
+	tests := []struct {
+		name        string
+		containerID string
+		wantKeys    [][]string
+		wantErr     string
+	}{
+		{"short container id picks the container", "3ad7c1e44cb0", [][]string{{digestApp, "registry.internal/team/api:v1"}}, ""},
+		{"full container id", idApp, [][]string{{digestApp, "registry.internal/team/api:v1"}}, ""},
+		{"a config-ID imageID falls back to the pinned spec digest", "9f00aa11bb22", [][]string{{digestSidecar, "registry.internal/mesh/proxy@" + digestSidecar}}, ""},
+		{"no container id: every container of the pod", "", [][]string{{digestApp, "registry.internal/team/api:v1"}, {digestSidecar, "registry.internal/mesh/proxy@" + digestSidecar}}, ""},
+		{"an id of another container", "deadbeef0000", nil, "has no container with id deadbeef0000"},
+		{"too short to be an id", "3ad", nil, "has no container with id 3ad"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			targets, err := TargetsOfAlert(apiPod(), tt.containerID)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(targets) != len(tt.wantKeys) {
+				t.Fatalf("targets %+v, want keys %v", targets, tt.wantKeys)
+			}
+			for i, target := range targets {
+				if strings.Join(target.Keys, " ") != strings.Join(tt.wantKeys[i], " ") {
+					t.Errorf("target %d keys %v, want %v", i, target.Keys, tt.wantKeys[i])
+				}
+			}
+		})
+	}
+}
+
+func TestDigestOfImageID(t *testing.T) {
+	for in, want := range map[string]string{
+		"registry.internal/team/api@" + digestApp: digestApp,
+		"docker-pullable://nginx@" + digestApp:    digestApp,
+		"sha256:" + strings.Repeat("c", 64):       "", // a configuration ID, not a manifest digest
+		"registry.internal/team/api@sha256:short": "",
+		"": "",
+		"registry.internal/team/api@sha512:" + digestApp: "",
+	} {
+		if got := DigestOfImageID(in); got != want {
+			t.Errorf("DigestOfImageID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPodStatusEvents(t *testing.T) {
+	finished := metav1.NewTime(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
+	app := func(mutate func(*v1.ContainerStatus)) *v1.Pod {
+		p := apiPod()
+		mutate(&p.Status.ContainerStatuses[0])
+		return p
+	}
+	crashLooping := func(s *v1.ContainerStatus) {
+		s.State.Waiting = &v1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}
+		s.RestartCount = 3
+	}
+	oomKilled := func(s *v1.ContainerStatus) {
+		s.LastTerminationState.Terminated = &v1.ContainerStateTerminated{Reason: "OOMKilled", ExitCode: 137, FinishedAt: finished, ContainerID: "containerd://old"}
+		s.RestartCount = 1
+	}
+	tests := []struct {
+		name     string
+		old, pod *v1.Pod
+		want     []reputation.BehaviorKind
+	}{
+		{"nothing happened", apiPod(), apiPod(), nil},
+		{"enters a crash loop after restarts", app(func(s *v1.ContainerStatus) { s.RestartCount = 2 }), app(crashLooping),
+			[]reputation.BehaviorKind{reputation.BehaviorCrashLoop, reputation.BehaviorRestart}},
+		{"still crash looping is not counted again", app(crashLooping), app(crashLooping), nil},
+		{"first seen crash looping (scheduler restart) counts the loop, not old restarts", nil, app(crashLooping), []reputation.BehaviorKind{reputation.BehaviorCrashLoop}},
+		{"first seen with an old OOM kill: cannot be dated, not counted", nil, app(oomKilled), nil},
+		{"OOM killed", apiPod(), app(oomKilled), []reputation.BehaviorKind{reputation.BehaviorOOMKilled, reputation.BehaviorRestart}},
+		{"the same OOM kill seen again", app(oomKilled), app(oomKilled), nil},
+		{"a restart burst counts at most 5", apiPod(), app(func(s *v1.ContainerStatus) { s.RestartCount = 40 }),
+			[]reputation.BehaviorKind{reputation.BehaviorRestart, reputation.BehaviorRestart, reputation.BehaviorRestart, reputation.BehaviorRestart, reputation.BehaviorRestart}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []reputation.BehaviorKind
+			for _, o := range PodStatusEvents(tt.old, tt.pod) {
+				got = append(got, o.Event.Kind)
+				if o.Target.Keys[0] != digestApp || !strings.Contains(o.Event.Where, "pod team/api-7d9f container app") {
+					t.Errorf("event %+v filed under %v, want the app container's digest", o.Event, o.Target.Keys)
+				}
+				if o.Event.Kind == reputation.BehaviorOOMKilled && !o.Event.At.Equal(finished.Time) {
+					t.Errorf("OOM kill dated %v, want its finishedAt %v", o.Event.At, finished.Time)
+				}
+			}
+			if strings.Join(kinds(got), ",") != strings.Join(kinds(tt.want), ",") {
+				t.Errorf("events %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func kinds(ks []reputation.BehaviorKind) []string {
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = string(k)
+	}
+	return out
+}
+
+func TestIngest(t *testing.T) {
+	falco, sidekick := readTestdata(t, "falco-alert.json"), readTestdata(t, "falcosidekick-webhook.json")
+	unknownPod := bytes.Replace(sidekick, []byte(`"k8s.pod.name":"api-7d9f"`), []byte(`"k8s.pod.name":"gone-1234"`), 1)
+	const token = "0123456789abcdef-test-token"
+	tests := []struct {
+		name         string
+		method, path string
+		auth         string
+		body         []byte
+		wantStatus   int
+		wantAccepted int
+		wantRejected []string
+		wantError    string
+		wantRecorded []string // rules in the ledger under the app digest afterwards
+	}{
+		{name: "no credentials", auth: "", body: falco, wantStatus: 401, wantError: "unauthenticated"},
+		{name: "wrong token", auth: "Bearer not-the-token-at-all", body: falco, wantStatus: 401, wantError: "unauthenticated"},
+		{name: "basic auth is not a bearer token", auth: "Basic " + token, body: falco, wantStatus: 401},
+		{name: "unauthenticated callers learn nothing, not even paths", auth: "", path: "/other", body: falco, wantStatus: 401},
+		{name: "wrong method", method: http.MethodGet, auth: "Bearer " + token, wantStatus: 405},
+		{name: "wrong path", path: "/v1/alerts", auth: "Bearer " + token, body: falco, wantStatus: 404},
+		{name: "one Falco alert", auth: "Bearer " + token, body: falco, wantStatus: 200, wantAccepted: 1, wantRecorded: []string{"Terminal shell in container"}},
+		{name: "oversize body records nothing", auth: "Bearer " + token, body: append(append([]byte("["), falco...), bytes.Repeat([]byte(" "), 8192)...),
+			wantStatus: 413, wantError: "body larger than 4096 bytes"},
+		{name: "malformed JSON", auth: "Bearer " + token, body: []byte(`{"rule":`), wantStatus: 400, wantRejected: []string{"malformed JSON"}},
+		{name: "unknown pod", auth: "Bearer " + token, body: unknownPod, wantStatus: 422, wantRejected: []string{"pod team/gone-1234 not found"}},
+		{name: "a mixed batch loses no valid alert", auth: "Bearer " + token,
+			body:       []byte(string(unknownPod) + "\n{oops\n" + string(sidekick) + "\n" + string(falco) + "\n"),
+			wantStatus: 400, wantAccepted: 2, wantRejected: []string{"malformed JSON on line 2", "pod team/gone-1234 not found"},
+			wantRecorded: []string{"Read sensitive file untrusted", "Terminal shell in container"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ledger := reputation.NewBehaviorLedger()
+			var rescored [][]string
+			h := &Ingest{
+				Pods: func(ns, name string) (*v1.Pod, error) {
+					if p := apiPod(); ns == p.Namespace && name == p.Name {
+						return p, nil
+					}
+					return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
+				},
+				Recorder:      &Recorder{Ledger: ledger, Rescore: func(keys []string) { rescored = append(rescored, keys) }},
+				MaxBodyBytes:  4096,
+				Authenticated: func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token },
+			}
+			method, path := tt.method, tt.path
+			if method == "" {
+				method = http.MethodPost
+			}
+			if path == "" {
+				path = AlertsPath
+			}
+			req := httptest.NewRequest(method, path, bytes.NewReader(tt.body))
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("status %d, want %d; body %s", rec.Code, tt.wantStatus, rec.Body)
+			}
+			var resp IngestResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+				t.Fatalf("response is not JSON: %v: %s", err, rec.Body)
+			}
+			if resp.Accepted != tt.wantAccepted || len(resp.Rejected) != len(tt.wantRejected) || !strings.Contains(resp.Error, tt.wantError) {
+				t.Fatalf("response %+v, want %d accepted, rejections %q, error %q", resp, tt.wantAccepted, tt.wantRejected, tt.wantError)
+			}
+			for i, r := range resp.Rejected {
+				if !strings.Contains(r.Error, tt.wantRejected[i]) {
+					t.Errorf("rejection %d = %+v, want %q", i, r, tt.wantRejected[i])
+				}
+			}
+			var rules []string
+			for _, o := range ledger.Observations(time.Now(), digestApp) {
+				rules = append(rules, o.Rule)
+			}
+			if strings.Join(rules, "|") != strings.Join(tt.wantRecorded, "|") {
+				t.Errorf("ledger holds %q for the app digest, want %q", rules, tt.wantRecorded)
+			}
+			if (len(tt.wantRecorded) > 0) != (len(rescored) == 1) {
+				t.Errorf("rescored %d times, want once per batch that recorded something", len(rescored))
+			}
+		})
+	}
+}
+
+func TestTokenFileFollowsTheSecret(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("first-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tf, err := NewTokenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tf.reloadEvery = 0
+	bearer := func(tok string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, AlertsPath, nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		return r
+	}
+	if !tf.Valid(bearer("first-token-0123456789")) || tf.Valid(bearer("first-token")) {
+		t.Fatal("the token must match exactly, trailing newline trimmed")
+	}
+	future := time.Now().Add(time.Minute)
+	if err := os.WriteFile(path, []byte("second-token-0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, future, future); err != nil {
+		t.Fatal(err)
+	}
+	if tf.Valid(bearer("first-token-0123456789")) || !tf.Valid(bearer("second-token-0123456789")) {
+		t.Fatal("a rotated Secret must replace the token")
+	}
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewTokenFile(short); err == nil || !strings.Contains(err.Error(), "shorter than 16") {
+		t.Fatalf("a guessable token must stop startup, got %v", err)
+	}
+	if _, err := NewTokenFile(filepath.Join(filepath.Dir(path), "missing")); err == nil {
+		t.Fatal("a missing token file must stop startup")
+	}
+}
