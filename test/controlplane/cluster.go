@@ -92,8 +92,16 @@ type SchedulerConfig struct {
 	RequireSignature bool
 	// SigningKeys are trusted cosign public keys.
 	SigningKeys []SigningKey
+	// Falco opens the Falco alert endpoint when BindAddress is set.
+	Falco FalcoArgs
 	// ExtraArgs is raw YAML appended under args (e.g. to test a misspelled field).
 	ExtraArgs string
+}
+
+// FalcoArgs is args.falco as the config file spells it.
+type FalcoArgs struct {
+	BindAddress, TokenFile string
+	MaxBodyBytes           int
 }
 
 // SigningKey is a trusted key as the config file spells it.
@@ -153,6 +161,14 @@ profiles:
 {{- range .Repositories}}
             - {{printf "%q" .}}
 {{- end}}
+{{- end}}
+{{- end}}
+{{- if .Falco.BindAddress}}
+      falco:
+        bindAddress: {{printf "%q" .Falco.BindAddress}}
+        tokenFile: {{printf "%q" .Falco.TokenFile}}
+{{- if .Falco.MaxBodyBytes}}
+        maxBodyBytes: {{.Falco.MaxBodyBytes}}
 {{- end}}
 {{- end}}
 {{- if .ExtraArgs}}
