@@ -140,18 +140,19 @@ func assessDependencies(p *Policy, ev *Evidence) []Contribution {
 	}
 	dp := p.Dependencies
 	if dp.StaleAfter > 0 && d.Age > dp.StaleAfter {
-		return []Contribution{{Signal: SignalDependencies, Rule: "dependencies.staleAfter",
+		return []Contribution{{Signal: SignalDependencies, Finding: "stale", Rule: "dependencies.staleAfter",
 			Observed: fmt.Sprintf("%s is %s old, older than %s: ignored", d.Report, d.Age.Round(time.Second), dp.StaleAfter)}}
 	}
 	c := Contribution{
 		Signal:   SignalDependencies,
+		Finding:  fmt.Sprintf("%d critical %d high", d.Critical, d.High),
 		Observed: fmt.Sprintf("%s: %d critical, %d high, %d medium, %d low", d.Report, d.Critical, d.High, d.Medium, d.Low),
 		Points:   max(-100, dp.CriticalWeight*d.Critical+dp.HighWeight*d.High),
 		Rule:     "dependencies.criticalWeight/highWeight",
 	}
 	out := []Contribution{c}
 	if d.Critical > dp.MaxCritical {
-		out = append(out, Contribution{Signal: SignalDependencies, Tier: TierUntrusted, Rule: "dependencies.maxCritical",
+		out = append(out, Contribution{Signal: SignalDependencies, Finding: "maxCritical", Tier: TierUntrusted, Rule: "dependencies.maxCritical",
 			Observed: fmt.Sprintf("%d critical vulnerabilities, more than %d", d.Critical, dp.MaxCritical)})
 	}
 	for _, list := range []struct {
@@ -159,7 +160,7 @@ func assessDependencies(p *Policy, ev *Evidence) []Contribution {
 		deny, listed []string
 	}{{"dependencies.denyVulnerabilities", dp.DenyVulnerabilities, d.IDs}, {"dependencies.denyPackages", dp.DenyPackages, d.Packages}} {
 		if hit := firstCommon(list.deny, list.listed); hit != "" {
-			out = append(out, Contribution{Signal: SignalDependencies, Tier: TierUntrusted, Rule: list.name, Observed: "denylisted " + hit})
+			out = append(out, Contribution{Signal: SignalDependencies, Finding: hit, Tier: TierUntrusted, Rule: list.name, Observed: "denylisted " + hit})
 		}
 	}
 	return out
@@ -217,12 +218,14 @@ func assessOrigin(p *Policy, ev *Evidence) []Contribution {
 	if !matched {
 		out = append(out, Contribution{
 			Signal:   SignalOrigin,
+			Finding:  "unmatched",
 			Observed: fmt.Sprintf("registry %s, repository %s matched no origin rule", ref.Registry, ref.Repository),
 		})
 	}
 	if !ref.Pinned() && p.Origin.MutableTagPenalty != 0 {
 		out = append(out, Contribution{
 			Signal:   SignalOrigin,
+			Finding:  "unpinned",
 			Observed: fmt.Sprintf("mutable tag %q, not pinned by digest", ref.Tag),
 			Points:   -p.Origin.MutableTagPenalty,
 			Rule:     "origin.mutableTagPenalty",

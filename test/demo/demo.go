@@ -18,8 +18,11 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 
+	"github.com/repute-dev/repute/pkg/sources/trivy"
 	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/evidence"
 	"github.com/repute-dev/repute/test/oci"
 )
 
@@ -83,6 +86,25 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 
+	// Trivy Operator's CRDs, and the report it would write for billing's image.
+	if err := evidence.InstallTrivyCRDs(ctx, cp.Config); err != nil {
+		return err
+	}
+	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	repo, digest, _ := strings.Cut(img.vulnerable, "@")
+	registry, repository, _ := strings.Cut(repo, "/")
+	report := evidence.VulnerabilityReport(namespace, "replicaset-billing-7c9f", registry, repository, digest, 2, "CVE-2024-3094")
+	if _, err := dynamic.NewForConfigOrDie(cp.Config).Resource(trivy.VulnerabilityReports).Namespace(namespace).Create(ctx, report, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	say("• Trivy Operator's CRDs installed; a VulnerabilityReport gives billing's image 2 critical CVEs (CVE-2024-3094)")
+	falco, err := evidence.NewFalcoEndpoint(keyDir)
+	if err != nil {
+		return err
+	}
+
 	cfg := controlplane.SchedulerConfig{
 		Kubeconfig:    cp.Kubeconfig,
 		SchedulerName: schedulerName,
@@ -94,6 +116,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		},
 		RequireSignature: true,
 		SigningKeys:      []controlplane.SigningKey{{Name: "platform", PEM: img.platformKey, Repositories: []string{"127.0.0.1:*/platform/*"}}},
+		Falco:            controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile},
 	}
 	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
 	for i, r := range cfg.OriginRules {
@@ -104,7 +127,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		say("    %d. %-24s → %s", i, r.Pattern, decision)
 	}
 	say("  signatures: key \"platform\" for 127.0.0.1:*/platform/*; verified +30, unknown key -10; trusted requires a verified signature;")
-	say("  a tampered or replayed signature makes an image untrusted")
+	say("  a tampered or replayed signature makes an image untrusted; more than 0 critical CVEs make it untrusted;")
+	say("  a Critical Falco alert makes it untrusted for one half-life (24h), lesser ones cost points that decay")
 	say("  (score starts at 50; trusted ≥ 70, untrusted < 30; a tag not pinned by digest costs 10)")
 	stopScheduler, err := controlplane.StartReputeScheduler(ctx, cfg.Render())
 	if err != nil {
@@ -130,15 +154,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 			poolOf[n.Name] = "(none)"
 		}
 	}
-	if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+	if err := falco.WaitUp(ctx, 30*time.Second); err != nil {
 		return err
 	}
+	say("• Falco alert endpoint on %s (bearer token from a file, as from a Secret)", falco.URL)
 
 	pods := []*v1.Pod{
 		demoPod("api", img.signed),
 		demoPod("web", img.unsignedTag),
 		demoPod("worker", img.strangerSigned),
 		demoPod("cache", img.replayed),
+		demoPod("billing", img.vulnerable),
+		demoPod("shop", img.shop),
 		demoPod("redis", "redis:7.2"),
 		demoPod("miner", "quay.io/evil/miner:latest"),
 		withInit(demoPod("api-with-untrusted-init", img.signed), "ghcr.io/unknown/setup:1"),
@@ -156,16 +183,38 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	say("")
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "POD\tIMAGE\tTIER\tSCORE\tNODE\tPOOL\tREASON")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.pod, shorten(r.image), r.tier, r.score, r.node, poolOf[r.node], r.reason)
-	}
-	tw.Flush()
+	printRows(out, rows, poolOf)
 	say("")
-	say("api: signed by the platform key. web: unsigned. worker: signed by a key nobody trusts. cache: carries api's")
-	say("signature, replayed onto other content. miner-claiming-trust carries repute.dev/tier=trusted as label and")
-	say("annotation: pods cannot raise their own tier. api-with-untrusted-init: a pod's least trusted image decides.")
+	say("api, shop: signed by the platform key. web: unsigned. worker: signed by a key nobody trusts. cache: carries")
+	say("api's signature, replayed onto other content. billing: signed, but Trivy found critical CVEs.")
+	say("miner-claiming-trust carries repute.dev/tier=trusted as label and annotation: pods cannot raise their own")
+	say("tier. api-with-untrusted-init: a pod's least trusted image decides.")
+
+	// shop runs (there is no kubelet here, so the demo writes the status one would), and Falco
+	// catches a shell in it. The alert lowers the image's reputation; the next shop pod is held apart.
+	if _, err := evidence.ReportContainerStatus(ctx, cp.Client, namespace, "shop", nil); err != nil {
+		return err
+	}
+	const rule = "Terminal shell in container"
+	alert := evidence.FalcoAlert(namespace, "shop", evidence.ContainerIDOf(img.shop)[:12], rule, "Critical")
+	status, resp, err := falco.Post(ctx, falco.Token, alert)
+	if err != nil {
+		return err
+	}
+	if status != 200 || resp.Accepted != 1 {
+		return fmt.Errorf("the Falco endpoint answered %d %+v to a valid alert", status, resp)
+	}
+	say("\n• Falco: Critical %q in demo/shop, posted to the endpoint: %d, %d accepted", rule, status, resp.Accepted)
+	later := []*v1.Pod{demoPod("shop-2", img.shop)}
+	if _, err := cp.Client.CoreV1().Pods(namespace).Create(ctx, later[0], metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	rows, err = waitPlaced(ctx, cp, later)
+	if err != nil {
+		return err
+	}
+	say("• a second shop pod, same image, created after the alert:\n")
+	printRows(out, rows, poolOf)
 
 	if !opts.Keep {
 		say("\n• done in %s; stopping the scheduler, apiserver and etcd.", time.Since(start).Round(time.Millisecond))
@@ -183,6 +232,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	<-ctx.Done()
 	os.Remove(path)
 	return nil
+}
+
+func printRows(out io.Writer, rows []row, poolOf map[string]string) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tIMAGE\tTIER\tSCORE\tNODE\tPOOL\tREASON")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.pod, shorten(r.image), r.tier, r.score, r.node, poolOf[r.node], r.reason)
+	}
+	tw.Flush()
 }
 
 func demoPod(name, image string) *v1.Pod {
@@ -260,6 +318,7 @@ func shorten(image string) string {
 type demoImages struct {
 	platformKey                                   string
 	signed, unsignedTag, strangerSigned, replayed string
+	vulnerable, shop                              string
 }
 
 // prepareImages pushes the demo's images and signs them with the real cosign CLI.
@@ -272,11 +331,8 @@ func prepareImages(reg string, cosign *oci.Cosign) (demoImages, error) {
 	if _, err := cosign.GenerateKeyPair("stranger"); err != nil {
 		return img, err
 	}
-	api, err := oci.PushRandomImage(reg + "/platform/api:v1")
+	api, err := pushSigned(reg+"/platform/api:v1", cosign)
 	if err != nil {
-		return img, err
-	}
-	if err := cosign.Sign("platform", api, false); err != nil {
 		return img, err
 	}
 	if _, err := oci.PushRandomImage(reg + "/platform/web:v1"); err != nil {
@@ -304,6 +360,21 @@ func prepareImages(reg string, cosign *oci.Cosign) (demoImages, error) {
 	if err := oci.CopyLegacySignature(apiLegacy, cache); err != nil {
 		return img, err
 	}
-	img.signed, img.unsignedTag, img.strangerSigned, img.replayed = api.String(), reg+"/platform/web:v1", worker.String(), cache.String()
+	if img.vulnerable, err = pushSigned(reg+"/platform/billing:v1", cosign); err != nil {
+		return img, err
+	}
+	if img.shop, err = pushSigned(reg+"/platform/shop:v1", cosign); err != nil {
+		return img, err
+	}
+	img.signed, img.unsignedTag, img.strangerSigned, img.replayed = api, reg+"/platform/web:v1", worker.String(), cache.String()
 	return img, nil
+}
+
+// pushSigned pushes a fresh image and signs it with the platform key in the bundle format.
+func pushSigned(tagged string, cosign *oci.Cosign) (string, error) {
+	d, err := oci.PushRandomImage(tagged)
+	if err != nil {
+		return "", err
+	}
+	return d.String(), cosign.Sign("platform", d, false)
 }

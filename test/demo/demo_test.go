@@ -28,6 +28,9 @@ func TestDemo(t *testing.T) {
 		`(?m)^api-with-untrusted-init\s+ghcr\.io/unknown/setup:1\s+untrusted\s+40\s+untrusted-\d\s+untrusted\s+origin\.rules\[2\] \* → untrusted`,
 		`(?m)^miner\s+quay\.io/evil/miner:latest\s+untrusted\s+40\s+untrusted-\d\s+untrusted\s`,
 		`(?m)^miner-claiming-trust\s+quay\.io/evil/miner:latest\s+untrusted\s+40\s+untrusted-\d\s+untrusted\s`,
+		`(?m)^billing\s+127\.0\.0\.1:\d+/platform/billing@sha256:\S+\s+untrusted\s+\d+\s+untrusted-\d\s+untrusted\s+dependencies\.maxCritical → untrusted`,
+		`(?m)^shop\s+127\.0\.0\.1:\d+/platform/shop@sha256:\S+\s+trusted\s+90\s+trusted-\d\s+trusted\s+score 90`,
+		`(?m)^shop-2\s+127\.0\.0\.1:\d+/platform/shop@sha256:\S+\s+untrusted\s+\d+\s+untrusted-\d\s+untrusted\s+behavior\.untrustedPriority Critical: "Terminal shell in container" within one half-life .*behavior Terminal shell in container -60\]$`,
 		`(?m)^redis\s+redis:7\.2\s+unknown\s+40\s+unknown-1\s+unknown\s+origin\.rules\[1\] docker\.io/\* → unknown`,
 	} {
 		if !regexp.MustCompile(row).MatchString(out.String()) {
