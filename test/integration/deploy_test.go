@@ -66,7 +66,7 @@ func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
 			t.Errorf("server-side dry-run apply of %s %s: %v", gvk.Kind, u.GetName(), err)
 		}
 	}
-	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment"} {
+	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"} {
 		if !kinds[want] {
 			t.Errorf("deploy/base renders no %s", want)
 		}
@@ -116,11 +116,47 @@ func TestDeployBaseSchedulerConfigIsValid(t *testing.T) {
 		if len(args.Policy.Origin.Rules) == 0 || !strings.Contains(args.Policy.Origin.Rules[0].Pattern, "/") {
 			t.Errorf("origin rules = %+v", args.Policy.Origin.Rules)
 		}
+		if args.Falco.BindAddress == "" {
+			t.Error("the shipped config opens no Falco endpoint")
+		} else if secret := mountedSecret(t, filepath.Dir(args.Falco.TokenFile)); secret != "repute-falco" {
+			t.Errorf("falco.tokenFile %s is not in the mounted Secret repute-falco (found %q)", args.Falco.TokenFile, secret)
+		}
 		found = true
 	}
 	if !found {
 		t.Error("no Reputation pluginConfig in the shipped config")
 	}
+}
+
+// mountedSecret names the Secret the shipped Deployment mounts at dir, if any.
+func mountedSecret(t *testing.T, dir string) string {
+	t.Helper()
+	list := func(obj map[string]any, fields ...string) []any {
+		v, _, _ := unstructured.NestedFieldNoCopy(obj, fields...)
+		l, _ := v.([]any)
+		return l
+	}
+	for _, obj := range renderDeployBase(t) {
+		if unstructuredOf(obj).GetKind() != "Deployment" {
+			continue
+		}
+		volumes := list(obj, "spec", "template", "spec", "volumes")
+		for _, c := range list(obj, "spec", "template", "spec", "containers") {
+			for _, m := range list(c.(map[string]any), "volumeMounts") {
+				mount := m.(map[string]any)
+				if mount["mountPath"] != dir {
+					continue
+				}
+				for _, v := range volumes {
+					if vol := v.(map[string]any); vol["name"] == mount["name"] {
+						name, _, _ := unstructured.NestedString(vol, "secret", "secretName")
+						return name
+					}
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func unstructuredOf(m map[string]interface{}) *unstructured.Unstructured {

@@ -367,14 +367,36 @@ func TestTokenFileFollowsTheSecret(t *testing.T) {
 	if tf.Valid(bearer("first-token-0123456789")) || !tf.Valid(bearer("second-token-0123456789")) {
 		t.Fatal("a rotated Secret must replace the token")
 	}
-	short := filepath.Join(t.TempDir(), "short")
-	if err := os.WriteFile(short, []byte("x\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := NewTokenFile(short); err == nil || !strings.Contains(err.Error(), "shorter than 16") {
-		t.Fatalf("a guessable token must stop startup, got %v", err)
-	}
-	if _, err := NewTokenFile(filepath.Join(filepath.Dir(path), "missing")); err == nil {
-		t.Fatal("a missing token file must stop startup")
+	// A missing or guessable token refuses everyone, and the scheduler keeps running; the token
+	// is picked up when the Secret appears.
+	for _, tt := range []struct{ name, content, wantErr string }{
+		{"missing", "", "no such file"},
+		{"guessable", "x\n", "shorter than 16"},
+	} {
+		path := filepath.Join(t.TempDir(), "token")
+		if tt.content != "" {
+			if err := os.WriteFile(path, []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tf, err := NewTokenFile(path)
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Fatalf("%s token file: error %v, want %q", tt.name, err, tt.wantErr)
+		}
+		tf.reloadEvery = 0
+		for _, tok := range []string{"", "x", "Bearer"} {
+			if tf.Valid(bearer(tok)) {
+				t.Fatalf("%s token file accepted %q", tt.name, tok)
+			}
+		}
+		if err := os.WriteFile(path, []byte("late-token-0123456789"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, future, future); err != nil {
+			t.Fatal(err)
+		}
+		if !tf.Valid(bearer("late-token-0123456789")) {
+			t.Fatalf("%s token file: the token written later was not picked up", tt.name)
+		}
 	}
 }

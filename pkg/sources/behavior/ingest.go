@@ -150,21 +150,20 @@ type TokenFile struct {
 	modTime time.Time
 }
 
-// NewTokenFile reads the token once, so that a missing or empty file stops startup.
+// NewTokenFile reads the token once. A missing or unusable file does not stop the scheduler,
+// whose placements matter more than this feed: every alert is refused (401) until the file
+// holds a token, as when an optional Secret volume is created after the scheduler starts.
 func NewTokenFile(path string) (*TokenFile, error) {
 	t := &TokenFile{Path: path, reloadEvery: 10 * time.Second}
-	if err := t.load(time.Now()); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return t, t.load(time.Now())
 }
 
 func (t *TokenFile) load(now time.Time) error {
+	t.checked = now
 	fi, err := os.Stat(t.Path)
 	if err != nil {
 		return fmt.Errorf("falco token file: %w", err)
 	}
-	t.checked = now
 	if fi.ModTime().Equal(t.modTime) && t.token != nil {
 		return nil
 	}
@@ -173,14 +172,17 @@ func (t *TokenFile) load(now time.Time) error {
 		return fmt.Errorf("falco token file: %w", err)
 	}
 	tok := []byte(strings.TrimSpace(string(b)))
-	if len(tok) < 16 {
-		return fmt.Errorf("falco token file %s: token shorter than 16 characters", t.Path)
+	if len(tok) < minTokenLength {
+		return fmt.Errorf("falco token file %s: token shorter than %d characters", t.Path, minTokenLength)
 	}
 	t.token, t.modTime = tok, fi.ModTime()
 	return nil
 }
 
-// Valid reports whether the request carries the bearer token.
+// minTokenLength refuses guessable tokens.
+const minTokenLength = 16
+
+// Valid reports whether the request carries the bearer token. Without a token nothing is valid.
 func (t *TokenFile) Valid(r *http.Request) bool {
 	scheme, presented, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || presented == "" {
@@ -189,12 +191,12 @@ func (t *TokenFile) Valid(r *http.Request) bool {
 	t.mu.Lock()
 	if now := time.Now(); now.Sub(t.checked) > t.reloadEvery {
 		if err := t.load(now); err != nil {
-			klog.ErrorS(err, "Keeping the previous Falco token")
+			klog.ErrorS(err, "Falco token not (re)loaded", "usingPrevious", t.token != nil)
 		}
 	}
 	token := t.token
 	t.mu.Unlock()
-	return subtle.ConstantTimeCompare([]byte(presented), token) == 1
+	return token != nil && subtle.ConstantTimeCompare([]byte(presented), token) == 1
 }
 
 // ServerOptions configure the alert endpoint.
@@ -216,7 +218,7 @@ func Serve(ctx context.Context, opts ServerOptions, pods PodGetter, rec *Recorde
 	if opts.TokenFile != "" {
 		tf, err := NewTokenFile(opts.TokenFile)
 		if err != nil {
-			return nil, err
+			klog.FromContext(ctx).Error(err, "Every Falco alert is refused until the token file holds a token")
 		}
 		checks = append(checks, tf.Valid)
 	}
