@@ -215,6 +215,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	say("• a second shop pod, same image, created after the alert:\n")
 	printRows(out, rows, poolOf)
+	say("\nshop itself is still running where it was placed: moving running pods when a reputation")
+	say("changes is not built yet.")
 
 	if !opts.Keep {
 		say("\n• done in %s; stopping the scheduler, apiserver and etcd.", time.Since(start).Round(time.Millisecond))
