@@ -95,3 +95,15 @@ func (r ImageRef) String() string {
 	}
 	return s
 }
+
+// DigestOfImageID reads the manifest digest from a container status imageID, as runtimes report
+// it: "docker.io/library/nginx@sha256:…", "docker-pullable://nginx@sha256:…". A bare
+// "sha256:…" is an image configuration ID, not a manifest digest, and yields "".
+func DigestOfImageID(imageID string) string {
+	_, digest, ok := strings.Cut(imageID, "@")
+	hexPart, sha := strings.CutPrefix(digest, "sha256:")
+	if !ok || !sha || len(hexPart) != 64 || strings.Trim(hexPart, "0123456789abcdef") != "" {
+		return ""
+	}
+	return digest
+}

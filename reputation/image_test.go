@@ -76,3 +76,20 @@ func FuzzParseImageRef(f *testing.F) {
 		}
 	})
 }
+
+func TestDigestOfImageID(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("a1", 32)
+	for in, want := range map[string]string{
+		"registry.internal/team/api@" + digest:    digest,
+		"docker-pullable://nginx@" + digest:       digest,
+		"sha256:" + strings.Repeat("c", 64):       "", // a configuration ID, not a manifest digest
+		"registry.internal/team/api@sha256:short": "",
+		"": "",
+		"registry.internal/team/api@sha512:" + strings.Repeat("a", 64): "",
+		"registry.internal/team/api@sha256:" + strings.Repeat("G", 64): "",
+	} {
+		if got := DigestOfImageID(in); got != want {
+			t.Errorf("DigestOfImageID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

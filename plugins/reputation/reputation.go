@@ -356,19 +356,24 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	ledger := reputation.NewBehaviorLedger()
 	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration,
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}}})
+	pods := h.SharedInformerFactory().Core().V1().Pods()
 	if cfg := h.KubeConfig(); cfg != nil {
 		dyn, err := dynamic.NewForConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, func(r trivy.Report) {
+		reportChanged := func(r trivy.Report) {
 			engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
-		})
+		}
+		if trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, reportChanged) {
+			if err := trivy.WatchPods(pods.Informer(), reports, reportChanged); err != nil {
+				return nil, fmt.Errorf("watching pods for vulnerability reports: %w", err)
+			}
+		}
 	}
 	recorder := &behavior.Recorder{Ledger: ledger, Rescore: func(keys []string) {
 		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
 	}}
-	pods := h.SharedInformerFactory().Core().V1().Pods()
 	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
 		return nil, fmt.Errorf("watching pod status: %w", err)
 	}

@@ -101,6 +101,17 @@ func VulnerabilityReport(ns, name, registry, repository, digest string, critical
 	}}
 }
 
+// ForWorkload makes a report the kind Trivy Operator writes when it does not record the image
+// digest: it names the scanned workload's container only in its labels.
+func ForWorkload(report *unstructured.Unstructured, kind, name, container string) *unstructured.Unstructured {
+	unstructured.RemoveNestedField(report.Object, "report", "artifact", "digest")
+	report.SetLabels(map[string]string{
+		"trivy-operator.resource.kind": kind, "trivy-operator.resource.name": name,
+		"trivy-operator.resource.namespace": report.GetNamespace(), "trivy-operator.container.name": container,
+	})
+	return report
+}
+
 // FalcoEndpoint is the scheduler's Falco alert endpoint on a free loopback port, authenticated
 // by a bearer token read from a file, as from a mounted Secret.
 type FalcoEndpoint struct {

@@ -2,10 +2,13 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 
@@ -64,4 +67,58 @@ func TestVulnerabilityReportsDecideTrust(t *testing.T) {
 		t.Errorf("pod re-tiered by a late report landed on %s, want %s", got, untrusted)
 	}
 	e.assertPending("clean", time.Second)
+}
+
+// A report that does not carry the digest reaches the image through the scanned workload's pods:
+// once a ReplicaSet's pod reports the digest its container runs, the report counts for it.
+func TestVulnerabilityReportMappedThroughTheWorkload(t *testing.T) {
+	if err := evidence.InstallTrivyCRDs(context.Background(), cluster.Config); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	trusted, untrusted := e.node("trusted", "trusted"), e.node("untrusted", "untrusted")
+	e.startScheduler()
+	const webDigest = "sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+	image := "registry.internal/team/web@" + webDigest
+
+	// The workload: a real ReplicaSet (no controller runs here, so the test makes its pod).
+	replicas := int32(1)
+	labels := map[string]string{"app": "web"}
+	rs, err := e.client.AppsV1().ReplicaSets(e.ns).Create(e.ctx, &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-5d8c", Namespace: e.ns},
+		Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: v1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: v1.PodSpec{SchedulerName: e.schedulerName, Containers: []v1.Container{{Name: "c0", Image: image}}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := evidence.ForWorkload(evidence.VulnerabilityReport(e.ns, "replicaset-web-5d8c-c0", "registry.internal", "team/web", "", 1, "CVE-2024-3094"), "ReplicaSet", rs.Name, "c0")
+	reports := dynamic.NewForConfigOrDie(cluster.Config).Resource(trivy.VulnerabilityReports).Namespace(e.ns)
+	if _, err := reports.Create(e.ctx, report, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Until a pod says which digest the workload runs, the report is about no image Repute knows.
+	first := e.pod("web-5d8c-a1", image)
+	first.Labels = labels
+	first.OwnerReferences = []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}
+	e.create(first)
+	if got := e.waitBound(first.Name, bindTimeout); got != trusted {
+		t.Fatalf("%s landed on %s before its digest was known to the report, want %s", first.Name, got, trusted)
+	}
+	e.reportContainer(first.Name, nil)
+
+	var note string
+	for attempt := 0; attempt < 20 && !strings.Contains(note, "dependencies.maxCritical"); attempt++ {
+		time.Sleep(250 * time.Millisecond)
+		name := fmt.Sprintf("web-5d8c-b%d", attempt)
+		e.create(e.pod(name, image))
+		if got := e.waitBound(name, bindTimeout); got == untrusted {
+			note = e.waitEvent(name, "Placed", bindTimeout)
+		}
+	}
+	if !strings.Contains(note, "dependencies.maxCritical → untrusted") {
+		t.Fatalf("no later pod of the image was placed as untrusted by the workload's report; last note %q", note)
+	}
 }

@@ -178,21 +178,6 @@ func TestTargetsOfAlert(t *testing.T) {
 	}
 }
 
-func TestDigestOfImageID(t *testing.T) {
-	for in, want := range map[string]string{
-		"registry.internal/team/api@" + digestApp: digestApp,
-		"docker-pullable://nginx@" + digestApp:    digestApp,
-		"sha256:" + strings.Repeat("c", 64):       "", // a configuration ID, not a manifest digest
-		"registry.internal/team/api@sha256:short": "",
-		"": "",
-		"registry.internal/team/api@sha512:" + digestApp: "",
-	} {
-		if got := DigestOfImageID(in); got != want {
-			t.Errorf("DigestOfImageID(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestPodStatusEvents(t *testing.T) {
 	finished := metav1.NewTime(time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC))
 	app := func(mutate func(*v1.ContainerStatus)) *v1.Pod {

@@ -41,7 +41,7 @@ func containerStatuses(pod *v1.Pod) (statuses []v1.ContainerStatus, specImage ma
 // the spec names. It is false when neither can be read.
 func targetOf(pod *v1.Pod, st v1.ContainerStatus, specImage string) (Target, bool) {
 	t := Target{Where: fmt.Sprintf("pod %s/%s container %s", pod.Namespace, pod.Name, st.Name)}
-	digest := DigestOfImageID(st.ImageID)
+	digest := reputation.DigestOfImageID(st.ImageID)
 	ref, err := reputation.ParseImageRef(specImage)
 	if digest == "" && err == nil {
 		digest = ref.Digest // a pinned spec names the digest itself
@@ -53,17 +53,6 @@ func targetOf(pod *v1.Pod, st v1.ContainerStatus, specImage string) (Target, boo
 		t.Keys = append(t.Keys, ref.String())
 	}
 	return t, len(t.Keys) > 0
-}
-
-// DigestOfImageID reads the manifest digest from a container status imageID, as runtimes report
-// it: "docker.io/library/nginx@sha256:…", "docker-pullable://nginx@sha256:…". A bare
-// "sha256:…" is an image configuration ID, not a manifest digest, and yields "".
-func DigestOfImageID(imageID string) string {
-	_, digest, ok := strings.Cut(imageID, "@")
-	if !ok || !strings.HasPrefix(digest, "sha256:") || len(digest) != len("sha256:")+64 {
-		return ""
-	}
-	return digest
 }
 
 // TargetsOfAlert maps a Falco alert to the images it concerns in the pod it names: the container

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
@@ -35,7 +38,12 @@ var (
 type Report struct {
 	Name string
 	// Registry, Repository, Tag and Digest identify the scanned image (digest optional).
-	Registry, Repository, Tag, Digest  string
+	Registry, Repository, Tag, Digest string
+	// Workload is what Trivy Operator scanned, from the report's labels; without a digest, the
+	// report is mapped to the digests that workload's pods run.
+	Workload Workload
+	// MappedVia says how the digest was learnt when the report did not carry it.
+	MappedVia                          string
 	Critical, High, Medium, Low, Other int
 	IDs, Packages                      []string
 	Updated                            time.Time
@@ -56,6 +64,9 @@ func ParseReport(obj map[string]any) (Report, error) {
 		return r, errors.New("report.artifact.repository: required")
 	}
 	r.Registry, r.Tag, r.Digest = str("report", "registry", "server"), str("report", "artifact", "tag"), str("report", "artifact", "digest")
+	if u.GetKind() != "ClusterVulnerabilityReport" {
+		r.Workload = workloadOf(u)
+	}
 	for _, c := range []struct {
 		field string
 		into  *int
@@ -99,6 +110,52 @@ func ParseReport(obj map[string]any) (Report, error) {
 	return r, nil
 }
 
+// Workload names a container of the object Trivy Operator scanned: the pods' controller (a
+// ReplicaSet, StatefulSet, DaemonSet or Job) or a bare Pod.
+type Workload struct{ Namespace, Kind, Name, Container string }
+
+// The labels Trivy Operator puts on each report. A resource name too long for a label value is
+// kept in an annotation of the same key.
+const (
+	labelResourceKind      = "trivy-operator.resource.kind"
+	labelResourceName      = "trivy-operator.resource.name"
+	labelResourceNamespace = "trivy-operator.resource.namespace"
+	labelContainerName     = "trivy-operator.container.name"
+)
+
+func workloadOf(u unstructured.Unstructured) Workload {
+	labels := u.GetLabels()
+	w := Workload{Namespace: labels[labelResourceNamespace], Kind: labels[labelResourceKind], Name: labels[labelResourceName], Container: labels[labelContainerName]}
+	if w.Name == "" {
+		w.Name = u.GetAnnotations()[labelResourceName]
+	}
+	if w.Namespace == "" {
+		w.Namespace = u.GetNamespace()
+	}
+	if w.Kind == "" || w.Name == "" || w.Container == "" {
+		return Workload{}
+	}
+	return w
+}
+
+// workloadsOf lists the workload keys of a pod's containers with the digests they run, read
+// from the status the kubelet reports.
+func workloadsOf(pod *v1.Pod) map[Workload]string {
+	kind, name := "Pod", pod.Name
+	if c := metav1.GetControllerOf(pod); c != nil {
+		kind, name = c.Kind, c.Name
+	}
+	out := map[Workload]string{}
+	for _, statuses := range [][]v1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, st := range statuses {
+			if d := reputation.DigestOfImageID(st.ImageID); d != "" {
+				out[Workload{Namespace: pod.Namespace, Kind: kind, Name: name, Container: st.Name}] = d
+			}
+		}
+	}
+	return out
+}
+
 // count accepts the number types decoders produce: int64 from the apiserver's JSON, float64
 // from encoding/json. It refuses negatives, fractions and absurd sizes.
 func count(v any) (int, bool) {
@@ -137,26 +194,42 @@ func (r Report) Image() string {
 	return ref.Name()
 }
 
-// Index holds the newest report per image digest and per image name and tag.
+// Index holds the newest report per image digest and per image name and tag. Reports without
+// a digest are also kept by workload, and filed under each digest the workload's pods run.
 type Index struct {
 	mu       sync.RWMutex
 	byDigest map[string]Report
 	byTag    map[string]Report // "registry/repository:tag"
-	now      func() time.Time
+	// byWorkload holds reports that carry no digest; workloadDigests the digests each
+	// workload's pods were seen running, newest last.
+	byWorkload      map[Workload]Report
+	workloadDigests map[Workload][]string
+	now             func() time.Time
 }
+
+// maxDigestsPerWorkload bounds what a workload's rollouts leave behind.
+const maxDigestsPerWorkload = 8
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{byDigest: map[string]Report{}, byTag: map[string]Report{}, now: time.Now}
+	return &Index{byDigest: map[string]Report{}, byTag: map[string]Report{}, byWorkload: map[Workload]Report{},
+		workloadDigests: map[Workload][]string{}, now: time.Now}
 }
 
-// Put records a report unless a newer one for the same image is already there.
-func (ix *Index) Put(r Report) {
+// Put records a report unless a newer one for the same image is already there. It returns the
+// report as filed under each digest, for re-evaluating the images it concerns.
+func (ix *Index) Put(r Report) []Report {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	filed := []Report{r}
 	if r.Digest != "" {
-		if old, ok := ix.byDigest[r.Digest]; !ok || !old.Updated.After(r.Updated) {
-			ix.byDigest[r.Digest] = r
+		ix.putDigest(r)
+	} else if r.Workload != (Workload{}) {
+		if old, ok := ix.byWorkload[r.Workload]; !ok || !old.Updated.After(r.Updated) {
+			ix.byWorkload[r.Workload] = r
+			for _, d := range ix.workloadDigests[r.Workload] {
+				filed = append(filed, ix.putDigest(r.mappedTo(d)))
+			}
 		}
 	}
 	if r.Tag != "" {
@@ -165,19 +238,68 @@ func (ix *Index) Put(r Report) {
 			ix.byTag[key] = r
 		}
 	}
+	return filed
 }
 
-// Delete forgets a report.
-func (ix *Index) Delete(r Report) {
+// mappedTo is the report filed under a digest the scanned workload's pods run.
+func (r Report) mappedTo(digest string) Report {
+	r.Digest = digest
+	r.MappedVia = fmt.Sprintf("the imageID of %s %s/%s's container %s", r.Workload.Kind, r.Workload.Namespace, r.Workload.Name, r.Workload.Container)
+	return r
+}
+
+func (ix *Index) putDigest(r Report) Report {
+	if old, ok := ix.byDigest[r.Digest]; !ok || !old.Updated.After(r.Updated) {
+		ix.byDigest[r.Digest] = r
+	}
+	return r
+}
+
+// ObservePod learns from a pod's status which digests its workload runs. It returns the reports
+// newly filed under a digest this way.
+func (ix *Index) ObservePod(pod *v1.Pod) []Report {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if old, ok := ix.byDigest[r.Digest]; ok && old.Name == r.Name {
-		delete(ix.byDigest, r.Digest)
+	var filed []Report
+	for w, d := range workloadsOf(pod) {
+		known := ix.workloadDigests[w]
+		if slices.Contains(known, d) {
+			continue
+		}
+		if len(known) >= maxDigestsPerWorkload {
+			known = known[1:]
+		}
+		ix.workloadDigests[w] = append(known, d)
+		if r, ok := ix.byWorkload[w]; ok {
+			filed = append(filed, ix.putDigest(r.mappedTo(d)))
+		}
+	}
+	return filed
+}
+
+// Delete forgets a report, wherever it was filed. It returns the report as it was filed.
+func (ix *Index) Delete(r Report) []Report {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	filed := []Report{r}
+	digests := []string{r.Digest}
+	if r.Digest == "" {
+		if old, ok := ix.byWorkload[r.Workload]; ok && old.Name == r.Name {
+			delete(ix.byWorkload, r.Workload)
+		}
+		digests = ix.workloadDigests[r.Workload]
+	}
+	for _, d := range digests {
+		if old, ok := ix.byDigest[d]; ok && old.Name == r.Name {
+			delete(ix.byDigest, d)
+			filed = append(filed, old)
+		}
 	}
 	key := r.Image() + ":" + r.Tag
 	if old, ok := ix.byTag[key]; ok && old.Name == r.Name {
 		delete(ix.byTag, key)
 	}
+	return filed
 }
 
 // Lookup finds the report for an image: by digest first (the content scanned is the content
@@ -212,8 +334,12 @@ func (s *Source) Collect(_ context.Context, ev *reputation.Evidence) error {
 	if !ok {
 		return nil
 	}
+	name := r.Name
+	if r.MappedVia != "" {
+		name += " (digest from " + r.MappedVia + ")"
+	}
 	ev.Dependencies = &reputation.DependencyEvidence{
-		Report: r.Name, Critical: r.Critical, High: r.High, Medium: r.Medium, Low: r.Low, Unknown: r.Other,
+		Report: name, Critical: r.Critical, High: r.High, Medium: r.Medium, Low: r.Low, Unknown: r.Other,
 		IDs: r.IDs, Packages: r.Packages,
 	}
 	if !r.Updated.IsZero() {
@@ -254,12 +380,13 @@ func Watch(ctx context.Context, disc discovery.DiscoveryInterface, client dynami
 				logger.Info("Ignoring malformed vulnerability report", "report", klog.KObj(u), "err", err)
 				return
 			}
+			filed := ix.Put
 			if deleted {
-				ix.Delete(r)
-			} else {
-				ix.Put(r)
+				filed = ix.Delete
 			}
-			changed(r)
+			for _, r := range filed(r) {
+				changed(r)
+			}
 		}
 		_, err := factory.ForResource(gvr).Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { handle(obj, false) },
@@ -286,6 +413,23 @@ func Watch(ctx context.Context, disc discovery.DiscoveryInterface, client dynami
 		factory.Shutdown()
 	}()
 	return true
+}
+
+// WatchPods maps reports without a digest to the digests their workloads' pods run, as pod
+// status reports them, and calls changed for every report so filed.
+func WatchPods(pods cache.SharedIndexInformer, ix *Index, changed func(Report)) error {
+	observe := func(obj any) {
+		if pod, ok := obj.(*v1.Pod); ok {
+			for _, r := range ix.ObservePod(pod) {
+				changed(r)
+			}
+		}
+	}
+	_, err := pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    observe,
+		UpdateFunc: func(_, obj any) { observe(obj) },
+	})
+	return err
 }
 
 // Matches reports whether a verdict is about the image a report scanned, so that the engine can

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -116,6 +119,83 @@ func TestIndexLookupAndSource(t *testing.T) {
 	}
 	if !Matches(r, &reputation.Verdict{Key: "registry.internal/team/api@" + digest}) || Matches(r, &reputation.Verdict{Key: "x/y:z", Image: "x/y:z"}) {
 		t.Error("Matches disagrees with the report's image")
+	}
+}
+
+// workloadReport is a report as Trivy Operator writes it for a ReplicaSet's container when it
+// does not record the digest: only the labels say which workload it scanned.
+func workloadReport() map[string]any {
+	obj := sampleReport()
+	delete(obj["report"].(map[string]any)["artifact"].(map[string]any), "digest")
+	obj["metadata"].(map[string]any)["labels"] = map[string]any{
+		"trivy-operator.resource.kind": "ReplicaSet", "trivy-operator.resource.name": "api-7d9f",
+		"trivy-operator.resource.namespace": "team", "trivy-operator.container.name": "api",
+	}
+	return obj
+}
+
+// podOf is a pod of ReplicaSet api-7d9f whose container api runs the given digest.
+func podOf(name, imageDigest string) *v1.Pod {
+	controller := true
+	return &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "api-7d9f", Controller: &controller}}},
+		Status: v1.PodStatus{ContainerStatuses: []v1.ContainerStatus{
+			{Name: "api", ImageID: "registry.internal/team/api@" + imageDigest},
+			{Name: "sidecar", ImageID: "registry.internal/mesh/proxy@" + otherDigest},
+		}},
+	}
+}
+
+const otherDigest = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+
+// A report without a digest reaches the digest its workload's pods run, whichever arrives
+// first, and only for the container it scanned.
+func TestReportsWithoutDigestAreMappedThroughTheWorkloadsPods(t *testing.T) {
+	r, err := ParseReport(workloadReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Workload{Namespace: "team", Kind: "ReplicaSet", Name: "api-7d9f", Container: "api"}); r.Workload != want || r.Digest != "" {
+		t.Fatalf("parsed workload %+v digest %q, want %+v and none", r.Workload, r.Digest, want)
+	}
+	pinned, _ := reputation.ParseImageRef("registry.internal/team/api@" + digest)
+	sidecar, _ := reputation.ParseImageRef("registry.internal/mesh/proxy@" + otherDigest)
+	for _, order := range []string{"report first", "pod first"} {
+		t.Run(order, func(t *testing.T) {
+			ix := NewIndex()
+			var filed []Report
+			if order == "report first" {
+				ix.Put(r)
+				filed = ix.ObservePod(podOf("api-7d9f-x1", digest))
+			} else {
+				ix.ObservePod(podOf("api-7d9f-x1", digest))
+				filed = ix.Put(r)
+			}
+			if len(filed) == 0 || filed[len(filed)-1].Digest != digest || !Matches(filed[len(filed)-1], &reputation.Verdict{Key: pinned.String()}) {
+				t.Fatalf("filed %+v, want the report filed under %s", filed, digest)
+			}
+			got, ok := ix.Lookup(pinned, "")
+			if !ok || got.Critical != 2 || !strings.Contains(got.MappedVia, "ReplicaSet team/api-7d9f's container api") {
+				t.Fatalf("lookup by the pod's digest = %+v, %v", got, ok)
+			}
+			if _, ok := ix.Lookup(sidecar, ""); ok {
+				t.Error("the report was filed under the sidecar's digest too")
+			}
+			if again := ix.ObservePod(podOf("api-7d9f-x2", digest)); len(again) != 0 {
+				t.Errorf("a second pod of the same workload and digest filed the report again: %+v", again)
+			}
+			removed := ix.Delete(r)
+			if _, ok := ix.Lookup(pinned, ""); ok || len(removed) != 2 {
+				t.Errorf("after deletion: still found %v, removed %+v", ok, removed)
+			}
+		})
+	}
+	// A ClusterVulnerabilityReport is about an image, not a workload.
+	cluster := workloadReport()
+	cluster["kind"] = "ClusterVulnerabilityReport"
+	if cr, _ := ParseReport(cluster); cr.Workload != (Workload{}) {
+		t.Errorf("cluster report has workload %+v", cr.Workload)
 	}
 }
 
