@@ -49,6 +49,9 @@ type Reputation struct {
 	verdicts  *reputation.Cache
 	engine    *reputation.Engine
 	waiting   *waitingPods
+	// pullSecrets learns which pods pull which images, so signature checks of private images
+	// use their pull secrets; nil when no signature is checked.
+	pullSecrets *signature.PullSecrets
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
 	enableTaintComparisonOperators bool
 }
@@ -90,8 +93,9 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	if err != nil {
 		return nil, err
 	}
+	var pullSecrets *signature.PullSecrets
 	if engine == nil {
-		if engine, err = newEngine(ctx, args, policy, h); err != nil {
+		if engine, pullSecrets, err = newEngine(ctx, args, policy, h); err != nil {
 			return nil, err
 		}
 	}
@@ -102,6 +106,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		verdicts:                       engine.Cache(),
 		engine:                         engine,
 		waiting:                        newWaitingPods(),
+		pullSecrets:                    pullSecrets,
 		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
 	for _, t := range reputation.Tiers {
@@ -206,6 +211,9 @@ func (pl *Reputation) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
 func (pl *Reputation) requestMissing(pod *v1.Pod) bool {
 	missing := false
 	forEachImage(pod, func(image string) {
+		if pl.pullSecrets != nil {
+			pl.pullSecrets.Note(pod, image)
+		}
 		if pl.verdicts.Get(image) == nil {
 			missing = true
 			pl.waiting.add(image, pod)
@@ -342,13 +350,18 @@ func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragm
 // newEngine wires the evidence sources: signatures first (they resolve tags to digests), then
 // vulnerability reports, read from the cluster when Trivy Operator's CRDs are served, then
 // runtime behavior from pod status and, when configured, the Falco alert endpoint.
-func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*reputation.Engine, error) {
+func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*reputation.Engine, *signature.PullSecrets, error) {
 	var sources []reputation.EvidenceSource
 	sigSource, err := signature.NewSource(args.Policy.Signature)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var pullSecrets *signature.PullSecrets
 	if sigSource != nil {
+		if client := h.ClientSet(); client != nil {
+			pullSecrets = signature.NewPullSecrets(client)
+			sigSource.Credentials = pullSecrets
+		}
 		sources = append(sources, sigSource)
 	}
 	reports := trivy.NewIndex()
@@ -360,14 +373,14 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	if cfg := h.KubeConfig(); cfg != nil {
 		dyn, err := dynamic.NewForConfig(cfg)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		reportChanged := func(r trivy.Report) {
 			engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
 		}
 		if trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, reportChanged) {
 			if err := trivy.WatchPods(pods.Informer(), reports, reportChanged); err != nil {
-				return nil, fmt.Errorf("watching pods for vulnerability reports: %w", err)
+				return nil, nil, fmt.Errorf("watching pods for vulnerability reports: %w", err)
 			}
 		}
 	}
@@ -375,15 +388,15 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
 	}}
 	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
-		return nil, fmt.Errorf("watching pod status: %w", err)
+		return nil, nil, fmt.Errorf("watching pod status: %w", err)
 	}
 	if f := args.Falco; f.BindAddress != "" {
 		lister := pods.Lister()
 		getPod := func(namespace, name string) (*v1.Pod, error) { return lister.Pods(namespace).Get(name) }
 		if _, err := behavior.Serve(ctx, behavior.ServerOptions{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
 			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes}, getPod, recorder); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return engine, nil
+	return engine, pullSecrets, nil
 }

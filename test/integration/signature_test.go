@@ -1,14 +1,18 @@
 package integration
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/oci"
@@ -177,5 +181,103 @@ func TestEachImageIsVerifiedOnce(t *testing.T) {
 	}
 	if len(sigReads) != 5 || total != 5 {
 		t.Errorf("signature tag reads = %v (%d in all), want one for each of the 5 digests", sigReads, total)
+	}
+}
+
+// A private registry: signatures are read with the pod's imagePullSecrets or its service
+// account's, as the kubelet would pull; without credentials the image cannot be checked and is
+// placed as unknown, never trusted.
+func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
+	bin := oci.CosignForTest(t)
+	const user, password = "puller", "pull-secret-0123456789"
+	var locked atomic.Bool
+	reg, stopRegistry, err := oci.StartRegistryWith(func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); locked.Load() && (!ok || u != user || p != password) {
+				w.Header().Set("WWW-Authenticate", `Basic realm="repute-test"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopRegistry)
+	cosign := &oci.Cosign{Bin: bin, Dir: t.TempDir()}
+	pem, err := cosign.GenerateKeyPair("ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	images := map[string]string{}
+	for _, repo := range []string{"own", "via-sa", "no-secret", "wrong-secret"} {
+		d, err := oci.PushRandomImage(reg + "/private/" + repo + ":v1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cosign.Sign("ops", d, false); err != nil {
+			t.Fatal(err)
+		}
+		images[repo] = d.String()
+	}
+	locked.Store(true) // from here on the registry wants credentials
+
+	e := newEnv(t)
+	poolOf := map[string]string{}
+	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
+		poolOf[e.node(pool, pool)] = pool
+	}
+	dockerConfig := func(name, pass string) *v1.Secret {
+		auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+		return &v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns}, Type: v1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{v1.DockerConfigJsonKey: []byte(`{"auths":{"` + reg + `":{"auth":"` + auth + `"}}}`)}}
+	}
+	for _, s := range []*v1.Secret{dockerConfig("registry-creds", password), dockerConfig("builder-creds", password), dockerConfig("stale-creds", "rotated-away-0123")} {
+		if _, err := e.client.CoreV1().Secrets(e.ns).Create(e.ctx, s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(e.ctx, &v1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "builder", Namespace: e.ns},
+		ImagePullSecrets: []v1.LocalObjectReference{{Name: "builder-creds"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+
+	withSecret := func(p *v1.Pod, name string) *v1.Pod {
+		p.Spec.ImagePullSecrets = []v1.LocalObjectReference{{Name: name}}
+		return p
+	}
+	viaSA := e.pod("via-sa", images["via-sa"])
+	viaSA.Spec.ServiceAccountName = "builder"
+	tests := []struct {
+		pod                *v1.Pod
+		wantPool, wantNote string
+	}{
+		{withSecret(e.pod("own", images["own"]), "registry-creds"), "trusted", "signature verified +30"},
+		{viaSA, "trusted", "signature verified +30"},
+		{e.pod("no-secret", images["no-secret"]), "unknown", "signature error"},
+		{withSecret(e.pod("wrong-secret", images["wrong-secret"]), "stale-creds"), "unknown", "signature error"},
+	}
+	for _, tt := range tests {
+		e.create(tt.pod)
+	}
+	for _, tt := range tests {
+		t.Run(tt.pod.Name, func(t *testing.T) {
+			if got := poolOf[e.waitBound(tt.pod.Name, bindTimeout)]; got != tt.wantPool {
+				t.Errorf("%s landed in pool %q, want %q", tt.pod.Name, got, tt.wantPool)
+			}
+			if note := e.waitEvent(tt.pod.Name, "Placed", bindTimeout); !strings.Contains(note, tt.wantNote) {
+				t.Errorf("Placed event %q does not contain %q", note, tt.wantNote)
+			}
+		})
 	}
 }

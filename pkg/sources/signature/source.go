@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
@@ -20,6 +21,10 @@ type Source struct {
 	Verifier *Verifier
 	Keys     []ScopedKey
 	Timeout  time.Duration
+	// Credentials, when set, finds registry credentials for an image (from pull secrets).
+	Credentials interface {
+		For(ctx context.Context, ref reputation.ImageRef) []authn.AuthConfig
+	}
 }
 
 // ScopedKey is a trusted key and the repositories it vouches for ("registry/repo" globs, as in
@@ -71,7 +76,11 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 		ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureError, Detail: err.Error()}
 		return err
 	}
-	res := s.Verifier.Verify(ctx, ref, keys)
+	var creds []authn.AuthConfig
+	if s.Credentials != nil {
+		creds = s.Credentials.For(ctx, ev.Image)
+	}
+	res := s.Verifier.VerifyWith(ctx, ref, keys, creds)
 	ev.Signature = &reputation.SignatureEvidence{State: res.State, Key: res.Key, Format: res.Format, Detail: res.Detail}
 	if res.Digest != "" && ev.Image.Digest == "" {
 		ev.ResolvedDigest = res.Digest

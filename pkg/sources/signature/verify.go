@@ -15,8 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -70,6 +73,8 @@ type Result struct {
 	Format string `json:"format,omitempty"`
 	// Detail is one line for people: what was found and why it counts as it does.
 	Detail string `json:"detail"`
+	// refusedCredentials: the registry said 401 or 403, so other credentials may do better.
+	refusedCredentials bool
 }
 
 // Key is one trusted public key.
@@ -100,8 +105,17 @@ func ParsePublicKey(name string, pemBytes []byte) (*Key, error) {
 
 // Verifier reads images' signatures from registries and checks them against trusted keys.
 type Verifier struct {
-	opts []remote.Option
+	base []remote.Option // as given: transport and such
+	opts []remote.Option // base, reusing one anonymous puller
+
+	mu sync.Mutex
+	// authenticated holds options reusing one puller per credential, so connections and
+	// registry tokens are reused for private registries too.
+	authenticated map[[sha256.Size]byte][]remote.Option
 }
+
+// maxCredentialPullers bounds the per-credential pullers kept.
+const maxCredentialPullers = 256
 
 // NewVerifier returns a verifier; registry options (auth, transport) apply to every request,
 // and connections are reused across requests.
@@ -110,19 +124,67 @@ func NewVerifier(opts ...remote.Option) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Verifier{opts: append(opts, remote.Reuse(puller))}, nil
+	return &Verifier{base: opts, opts: append(slices.Clip(opts), remote.Reuse(puller)), authenticated: map[[sha256.Size]byte][]remote.Option{}}, nil
 }
 
-// Verify resolves ref to a digest and checks its signatures against keys, bundle format first.
+// Verify resolves ref to a digest and checks its signatures against keys, bundle format first,
+// reading the registry anonymously.
 func (v *Verifier) Verify(ctx context.Context, ref name.Reference, keys []*Key) Result {
+	return v.verify(ctx, ref, keys, v.opts)
+}
+
+// VerifyWith is Verify with registry credentials, tried in order until the registry accepts
+// one; with none it reads anonymously.
+func (v *Verifier) VerifyWith(ctx context.Context, ref name.Reference, keys []*Key, creds []authn.AuthConfig) Result {
+	if len(creds) == 0 {
+		return v.Verify(ctx, ref, keys)
+	}
+	var res Result
+	for _, cfg := range creds {
+		opts, err := v.optionsFor(cfg)
+		if err != nil {
+			return Result{State: Error, Detail: err.Error()}
+		}
+		if res = v.verify(ctx, ref, keys, opts); !res.refusedCredentials {
+			return res
+		}
+	}
+	return res
+}
+
+func (v *Verifier) optionsFor(cfg authn.AuthConfig) ([]remote.Option, error) {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	id := sha256.Sum256(b)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if opts, ok := v.authenticated[id]; ok {
+		return opts, nil
+	}
+	opts := append(slices.Clip(v.base), remote.WithAuth(authn.FromConfig(cfg)))
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, err
+	}
+	if len(v.authenticated) >= maxCredentialPullers {
+		clear(v.authenticated)
+	}
+	opts = append(opts, remote.Reuse(puller))
+	v.authenticated[id] = opts
+	return opts, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, ref name.Reference, keys []*Key, baseOpts []remote.Option) Result {
 	if len(keys) == 0 {
 		return Result{State: Error, Detail: "no trusted keys for " + ref.Context().Name()}
 	}
 	c := checker{keys: keys}
-	opts := append([]remote.Option{remote.WithContext(ctx)}, v.opts...)
+	opts := append([]remote.Option{remote.WithContext(ctx)}, baseOpts...)
 	desc, err := remote.Head(ref, opts...)
 	if err != nil {
-		return Result{State: Error, Detail: fmt.Sprintf("resolving %s: %v", ref, err)}
+		return Result{State: Error, Detail: fmt.Sprintf("resolving %s: %v", ref, err), refusedCredentials: isUnauthorized(err)}
 	}
 	digest := ref.Context().Digest(desc.Digest.String())
 	bundles, bundleErr := c.bundles(digest, opts)
@@ -396,6 +458,11 @@ func isNotFound(err error) bool {
 		return terr.StatusCode == 404 || hasCode(terr, transport.ManifestUnknownErrorCode) || hasCode(terr, transport.NameUnknownErrorCode)
 	}
 	return false
+}
+
+func isUnauthorized(err error) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && (terr.StatusCode == 401 || terr.StatusCode == 403)
 }
 
 func hasCode(terr *transport.Error, code transport.ErrorCode) bool {
