@@ -352,7 +352,7 @@ func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragm
 // runtime behavior from pod status and, when configured, the Falco alert endpoint.
 func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*reputation.Engine, *signature.PullSecrets, error) {
 	var sources []reputation.EvidenceSource
-	sigSource, err := signature.NewSource(args.Policy.Signature)
+	sigSource, err := signature.NewSource(args.Policy.Signature, args.Evaluation)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -367,8 +367,14 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	reports := trivy.NewIndex()
 	sources = append(sources, &trivy.Source{Index: reports})
 	ledger := reputation.NewBehaviorLedger()
+	reverifyAfter := args.Evaluation.ReverifyAfter.Duration
+	if reverifyAfter == 0 {
+		reverifyAfter = -1 // the engine's "never"
+	}
 	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration,
-		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}}})
+		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}},
+		Workers:      int(args.Evaluation.Workers), ReverifyAfter: reverifyAfter,
+		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration})
 	pods := h.SharedInformerFactory().Core().V1().Pods()
 	if cfg := h.KubeConfig(); cfg != nil {
 		dyn, err := dynamic.NewForConfig(cfg)

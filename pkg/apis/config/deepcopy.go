@@ -14,6 +14,7 @@ func (in *ReputationArgs) DeepCopyInto(out *ReputationArgs) {
 	out.Policy.Dependencies.DenyVulnerabilities = append([]string(nil), in.Policy.Dependencies.DenyVulnerabilities...)
 	out.Policy.Dependencies.DenyPackages = append([]string(nil), in.Policy.Dependencies.DenyPackages...)
 	out.Policy.Behavior.PriorityWeights = maps.Clone(in.Policy.Behavior.PriorityWeights)
+	out.Evaluation.RegistryTimeouts = maps.Clone(in.Evaluation.RegistryTimeouts)
 	out.Policy.Signature.Keys = nil
 	for _, k := range in.Policy.Signature.Keys {
 		k.Repositories = append([]string(nil), k.Repositories...)

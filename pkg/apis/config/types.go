@@ -24,6 +24,28 @@ type ReputationArgs struct {
 	VerdictWait metav1.Duration
 	// Falco configures the endpoint that takes Falco alerts; no bind address, no endpoint.
 	Falco FalcoIngest
+	// Evaluation tunes the engine's background work: concurrency, re-verification, retries
+	// and how registries are treated.
+	Evaluation EvaluationSpec
+}
+
+// EvaluationSpec tunes the evidence engine.
+type EvaluationSpec struct {
+	// Workers evaluate images concurrently.
+	Workers int32
+	// ReverifyAfter is how long a complete verdict stands before its evidence is gathered
+	// again; 0 never.
+	ReverifyAfter metav1.Duration
+	// RetryAfter is the first delay before an image with missing evidence is evaluated again;
+	// it doubles up to MaxRetryAfter.
+	RetryAfter, MaxRetryAfter metav1.Duration
+	// RegistryTimeout bounds one image's signature checks against its registry;
+	// RegistryTimeouts overrides it per registry host ("host[:port]").
+	RegistryTimeout  metav1.Duration
+	RegistryTimeouts map[string]metav1.Duration
+	// RegistryBackoff: after a registry fails (unreachable, 5xx, 429), its images fail fast
+	// for this long, doubling with each failure up to MaxRegistryBackoff.
+	RegistryBackoff, MaxRegistryBackoff metav1.Duration
 }
 
 // FalcoIngest is the authenticated HTTP endpoint for Falco and falcosidekick alerts.

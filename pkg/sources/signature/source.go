@@ -20,7 +20,11 @@ const DefaultTimeout = 5 * time.Second
 type Source struct {
 	Verifier *Verifier
 	Keys     []ScopedKey
-	Timeout  time.Duration
+	// Timeout bounds one image's verification; RegistryTimeouts overrides it per registry host.
+	Timeout          time.Duration
+	RegistryTimeouts map[string]time.Duration
+	// Backoff, when set, spares a failing registry the requests for its other images.
+	Backoff *RegistryBackoff
 	// Credentials, when set, finds registry credentials for an image (from pull secrets).
 	Credentials interface {
 		For(ctx context.Context, ref reputation.ImageRef) []authn.AuthConfig
@@ -65,7 +69,17 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	registry := ev.Image.Registry
+	if s.Backoff != nil {
+		if ok, why := s.Backoff.Allow(registry); !ok {
+			ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureError, Detail: why}
+			return errors.New(why)
+		}
+	}
 	timeout := s.Timeout
+	if t, ok := s.RegistryTimeouts[registry]; ok {
+		timeout = t
+	}
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
@@ -81,6 +95,9 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 		creds = s.Credentials.For(ctx, ev.Image)
 	}
 	res := s.Verifier.VerifyWith(ctx, ref, keys, creds)
+	if s.Backoff != nil {
+		s.Backoff.Record(registry, res.unreachable, res.Detail)
+	}
 	ev.Signature = &reputation.SignatureEvidence{State: res.State, Key: res.Key, Format: res.Format, Detail: res.Detail}
 	if res.Digest != "" && ev.Image.Digest == "" {
 		ev.ResolvedDigest = res.Digest
@@ -95,7 +112,7 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 
 // NewSource builds the signature source from validated plugin args; nil when no key is
 // configured (nothing to check against).
-func NewSource(policy config.SignaturePolicy) (*Source, error) {
+func NewSource(policy config.SignaturePolicy, eval config.EvaluationSpec) (*Source, error) {
 	if len(policy.Keys) == 0 {
 		return nil, nil
 	}
@@ -103,7 +120,11 @@ func NewSource(policy config.SignaturePolicy) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := &Source{Verifier: verifier}
+	src := &Source{Verifier: verifier, Timeout: eval.RegistryTimeout.Duration, RegistryTimeouts: map[string]time.Duration{},
+		Backoff: &RegistryBackoff{Initial: eval.RegistryBackoff.Duration, Max: eval.MaxRegistryBackoff.Duration}}
+	for host, d := range eval.RegistryTimeouts {
+		src.RegistryTimeouts[host] = d.Duration
+	}
 	for _, k := range policy.Keys {
 		key, err := ParsePublicKey(k.Name, []byte(k.PublicKey))
 		if err != nil {

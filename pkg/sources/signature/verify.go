@@ -75,6 +75,8 @@ type Result struct {
 	Detail string `json:"detail"`
 	// refusedCredentials: the registry said 401 or 403, so other credentials may do better.
 	refusedCredentials bool
+	// unreachable: the registry did not answer usefully (network, timeout, 5xx, 429).
+	unreachable bool
 }
 
 // Key is one trusted public key.
@@ -184,12 +186,15 @@ func (v *Verifier) verify(ctx context.Context, ref name.Reference, keys []*Key, 
 	opts := append([]remote.Option{remote.WithContext(ctx)}, baseOpts...)
 	desc, err := remote.Head(ref, opts...)
 	if err != nil {
-		return Result{State: Error, Detail: fmt.Sprintf("resolving %s: %v", ref, err), refusedCredentials: isUnauthorized(err)}
+		return Result{State: Error, Detail: fmt.Sprintf("resolving %s: %v", ref, err), refusedCredentials: isUnauthorized(err), unreachable: isUnreachable(err)}
 	}
 	digest := ref.Context().Digest(desc.Digest.String())
 	bundles, bundleErr := c.bundles(digest, opts)
 	legacy, legacyErr := c.legacy(digest, opts)
-	return judge(desc.Digest, append(bundles, legacy...), errors.Join(bundleErr, legacyErr))
+	readErr := errors.Join(bundleErr, legacyErr)
+	res := judge(desc.Digest, append(bundles, legacy...), readErr)
+	res.unreachable = res.State == Error && isUnreachable(readErr)
+	return res
 }
 
 // candidate is one signature found on an image, already checked.

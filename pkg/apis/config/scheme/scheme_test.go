@@ -69,6 +69,10 @@ func TestDecodeDefaults(t *testing.T) {
 			},
 		},
 		Falco: config.FalcoIngest{MaxBodyBytes: 1 << 20},
+		Evaluation: config.EvaluationSpec{Workers: 4, ReverifyAfter: metav1.Duration{Duration: time.Hour},
+			RetryAfter: metav1.Duration{Duration: 30 * time.Second}, MaxRetryAfter: metav1.Duration{Duration: 10 * time.Minute},
+			RegistryTimeout: metav1.Duration{Duration: 5 * time.Second}, RegistryBackoff: metav1.Duration{Duration: 5 * time.Second},
+			MaxRegistryBackoff: metav1.Duration{Duration: 5 * time.Minute}},
 	}
 	want.VerdictWait.Duration = 5 * time.Second
 	got.TypeMeta = want.TypeMeta
@@ -92,6 +96,7 @@ func TestDecodeExplicit(t *testing.T) {
           - {pattern: "docker.io/*", weight: -15}
         behavior: {priorityWeights: {Critical: -90}, untrustedPriority: ""}
       falco: {bindAddress: ":9443", tokenFile: /etc/repute/falco/token}
+      evaluation: {workers: 8, reverifyAfter: 0s, registryTimeouts: {"registry.slow.example:5000": 15s}}
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +114,10 @@ func TestDecodeExplicit(t *testing.T) {
 	}
 	if got.Policy.Behavior.UntrustedPriority != "" || got.Falco.BindAddress != ":9443" || got.Falco.TokenFile != "/etc/repute/falco/token" {
 		t.Errorf("behavior/falco = %+v %+v, want untrustedPriority switched off and the endpoint configured", got.Policy.Behavior, got.Falco)
+	}
+	if ev := got.Evaluation; ev.Workers != 8 || ev.ReverifyAfter.Duration != 0 || ev.RetryAfter.Duration != 30*time.Second ||
+		ev.RegistryTimeouts["registry.slow.example:5000"].Duration != 15*time.Second {
+		t.Errorf("evaluation = %+v, want 8 workers, no re-verification, a per-registry timeout and the default retries", ev)
 	}
 	if diff := cmp.Diff(wantRules, got.Policy.Origin.Rules); diff != "" {
 		t.Errorf("rules (-want,+got):\n%s", diff)
@@ -140,6 +149,11 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "unauthenticated Falco endpoint", args: "      falco: {bindAddress: ':9443'}\n", wantField: "args.falco.tokenFile"},
 		{name: "mTLS without TLS", args: "      falco: {bindAddress: ':9443', clientCAFile: /ca.pem}\n", wantField: "args.falco.tlsCertFile"},
 		{name: "unbounded body", args: "      falco: {maxBodyBytes: 0}\n", wantField: "args.falco.maxBodyBytes"},
+		{name: "no workers", args: "      evaluation: {workers: 0}\n", wantField: "args.evaluation.workers"},
+		{name: "retries that never back off", args: "      evaluation: {retryAfter: 1m, maxRetryAfter: 10s}\n", wantField: "args.evaluation.maxRetryAfter"},
+		{name: "re-verification that spins", args: "      evaluation: {reverifyAfter: 1s}\n", wantField: "args.evaluation.reverifyAfter"},
+		{name: "registry timeout for a path", args: "      evaluation: {registryTimeouts: {'r.example/team': 10s}}\n", wantField: "args.evaluation.registryTimeouts[r.example/team]"},
+		{name: "zero registry timeout", args: "      evaluation: {registryTimeouts: {'r.example:5000': 0s}}\n", wantField: "args.evaluation.registryTimeouts[r.example:5000]"},
 		{name: "unnamed key", args: "      policy: {signature: {keys: [{publicKey: 'x'}]}}\n", wantField: "args.policy.signature.keys[0].name"},
 	}
 	for _, tt := range tests {

@@ -22,6 +22,14 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 		out.Falco = config.FalcoIngest{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
 			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: ptr.Deref(f.MaxBodyBytes, 0)}
 	}
+	if ev := in.Evaluation; ev != nil {
+		out.Evaluation = config.EvaluationSpec{
+			Workers: ptr.Deref(ev.Workers, 0), ReverifyAfter: ptr.Deref(ev.ReverifyAfter, metav1.Duration{}),
+			RetryAfter: ptr.Deref(ev.RetryAfter, metav1.Duration{}), MaxRetryAfter: ptr.Deref(ev.MaxRetryAfter, metav1.Duration{}),
+			RegistryTimeout: ptr.Deref(ev.RegistryTimeout, metav1.Duration{}), RegistryTimeouts: maps.Clone(ev.RegistryTimeouts),
+			RegistryBackoff: ptr.Deref(ev.RegistryBackoff, metav1.Duration{}), MaxRegistryBackoff: ptr.Deref(ev.MaxRegistryBackoff, metav1.Duration{}),
+		}
+	}
 	if in.Pools != nil {
 		out.Pools = config.TierPools{
 			Trusted:   poolToInternal(in.Pools.Trusted),
@@ -118,6 +126,12 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		},
 		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
 			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
+		Evaluation: &EvaluationSpec{
+			Workers: ptr.To(in.Evaluation.Workers), ReverifyAfter: ptr.To(in.Evaluation.ReverifyAfter),
+			RetryAfter: ptr.To(in.Evaluation.RetryAfter), MaxRetryAfter: ptr.To(in.Evaluation.MaxRetryAfter),
+			RegistryTimeout: ptr.To(in.Evaluation.RegistryTimeout), RegistryTimeouts: maps.Clone(in.Evaluation.RegistryTimeouts),
+			RegistryBackoff: ptr.To(in.Evaluation.RegistryBackoff), MaxRegistryBackoff: ptr.To(in.Evaluation.MaxRegistryBackoff),
+		},
 	}
 }
 
@@ -142,6 +156,12 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		c := *f
 		c.MaxBodyBytes = copyPtr(f.MaxBodyBytes)
 		out.Falco = &c
+	}
+	if ev := in.Evaluation; ev != nil {
+		out.Evaluation = &EvaluationSpec{Workers: copyPtr(ev.Workers), ReverifyAfter: copyPtr(ev.ReverifyAfter),
+			RetryAfter: copyPtr(ev.RetryAfter), MaxRetryAfter: copyPtr(ev.MaxRetryAfter),
+			RegistryTimeout: copyPtr(ev.RegistryTimeout), RegistryTimeouts: maps.Clone(ev.RegistryTimeouts),
+			RegistryBackoff: copyPtr(ev.RegistryBackoff), MaxRegistryBackoff: copyPtr(ev.MaxRegistryBackoff)}
 	}
 	if in.Pools != nil {
 		out.Pools = &TierPools{Trusted: in.Pools.Trusted.deepCopy(), Unknown: in.Pools.Unknown.deepCopy(), Untrusted: in.Pools.Untrusted.deepCopy()}

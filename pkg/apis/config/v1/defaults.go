@@ -15,6 +15,11 @@ const (
 	DefaultVerdictWait  = 5 * time.Second
 	// DefaultFalcoMaxBodyBytes caps an alert request body: 1 MiB holds hundreds of alerts.
 	DefaultFalcoMaxBodyBytes = 1 << 20
+
+	DefaultWorkers            = 4
+	DefaultRegistryTimeout    = 5 * time.Second
+	DefaultRegistryBackoff    = 5 * time.Second
+	DefaultMaxRegistryBackoff = 5 * time.Minute
 )
 
 // SetDefaults_ReputationArgs fills every field the operator left unset. This is the only place
@@ -119,6 +124,28 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	}
 	if obj.Falco.MaxBodyBytes == nil {
 		obj.Falco.MaxBodyBytes = ptr.To[int64](DefaultFalcoMaxBodyBytes)
+	}
+	if obj.Evaluation == nil {
+		obj.Evaluation = &EvaluationSpec{}
+	}
+	ev := obj.Evaluation
+	if ev.Workers == nil {
+		ev.Workers = ptr.To[int32](DefaultWorkers)
+	}
+	for _, d := range []struct {
+		field **metav1.Duration
+		value time.Duration
+	}{
+		{&ev.ReverifyAfter, reputation.DefaultReverifyAfter},
+		{&ev.RetryAfter, reputation.DefaultRetryAfter},
+		{&ev.MaxRetryAfter, reputation.DefaultMaxRetryAfter},
+		{&ev.RegistryTimeout, DefaultRegistryTimeout},
+		{&ev.RegistryBackoff, DefaultRegistryBackoff},
+		{&ev.MaxRegistryBackoff, DefaultMaxRegistryBackoff},
+	} {
+		if *d.field == nil {
+			*d.field = &metav1.Duration{Duration: d.value}
+		}
 	}
 }
 

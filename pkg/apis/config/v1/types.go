@@ -21,6 +21,30 @@ type ReputationArgs struct {
 	VerdictWait *metav1.Duration `json:"verdictWait,omitempty"`
 	// Falco configures the endpoint that takes Falco alerts. Off unless bindAddress is set.
 	Falco *FalcoIngest `json:"falco,omitempty"`
+	// Evaluation tunes the engine that gathers and weighs evidence in the background.
+	Evaluation *EvaluationSpec `json:"evaluation,omitempty"`
+}
+
+// EvaluationSpec tunes the evidence engine. It never runs in the scheduling cycle.
+type EvaluationSpec struct {
+	// Workers evaluate images concurrently (1–64). Default 4.
+	Workers *int32 `json:"workers,omitempty"`
+	// ReverifyAfter: a complete verdict's evidence (signatures, keys) is gathered again after
+	// this long; the verdict stands meanwhile. Default 1h; 0s never.
+	ReverifyAfter *metav1.Duration `json:"reverifyAfter,omitempty"`
+	// RetryAfter: an image whose evidence could not all be gathered is evaluated again after
+	// this long, doubling up to MaxRetryAfter. Defaults 30s and 10m.
+	RetryAfter    *metav1.Duration `json:"retryAfter,omitempty"`
+	MaxRetryAfter *metav1.Duration `json:"maxRetryAfter,omitempty"`
+	// RegistryTimeout bounds one image's signature checks against its registry. Default 5s.
+	RegistryTimeout *metav1.Duration `json:"registryTimeout,omitempty"`
+	// RegistryTimeouts overrides RegistryTimeout per registry host, e.g. {"registry.slow.example:5000": 15s}.
+	RegistryTimeouts map[string]metav1.Duration `json:"registryTimeouts,omitempty"`
+	// RegistryBackoff: after a registry fails (unreachable, 5xx, 429), its other images fail
+	// fast, without a request, for this long, doubling per failure up to MaxRegistryBackoff.
+	// Defaults 5s and 5m.
+	RegistryBackoff    *metav1.Duration `json:"registryBackoff,omitempty"`
+	MaxRegistryBackoff *metav1.Duration `json:"maxRegistryBackoff,omitempty"`
 }
 
 // FalcoIngest is the HTTP endpoint for Falco's http_output and falcosidekick's webhook output.

@@ -4,7 +4,10 @@ package validation
 import (
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/sets"
 	k8svalidation "k8s.io/apimachinery/pkg/util/validation"
@@ -46,6 +49,38 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	}
 	errs = append(errs, validatePolicy(path.Child("policy"), &args.Policy)...)
 	errs = append(errs, validateFalco(path.Child("falco"), &args.Falco)...)
+	errs = append(errs, validateEvaluation(path.Child("evaluation"), &args.Evaluation)...)
+	return errs
+}
+
+// validateEvaluation keeps the engine's timing sane: something always retries, nothing spins.
+func validateEvaluation(path *field.Path, ev *config.EvaluationSpec) field.ErrorList {
+	var errs field.ErrorList
+	if ev.Workers < 1 || ev.Workers > 64 {
+		errs = append(errs, field.Invalid(path.Child("workers"), ev.Workers, "must be between 1 and 64"))
+	}
+	positive := func(name string, d metav1.Duration, atLeast time.Duration) {
+		if d.Duration < atLeast {
+			errs = append(errs, field.Invalid(path.Child(name), d.Duration.String(), "must be at least "+atLeast.String()))
+		}
+	}
+	if ev.ReverifyAfter.Duration != 0 {
+		positive("reverifyAfter", ev.ReverifyAfter, time.Minute)
+	}
+	positive("retryAfter", ev.RetryAfter, time.Second)
+	positive("maxRetryAfter", ev.MaxRetryAfter, ev.RetryAfter.Duration)
+	positive("registryTimeout", ev.RegistryTimeout, 100*time.Millisecond)
+	for host, d := range ev.RegistryTimeouts {
+		p := path.Child("registryTimeouts").Key(host)
+		if host == "" || strings.ContainsAny(host, "/@ ") {
+			errs = append(errs, field.Invalid(p, host, "must be a registry host, with port if any"))
+		}
+		if d.Duration < 100*time.Millisecond {
+			errs = append(errs, field.Invalid(p, d.Duration.String(), "must be at least 100ms"))
+		}
+	}
+	positive("registryBackoff", ev.RegistryBackoff, 100*time.Millisecond)
+	positive("maxRegistryBackoff", ev.MaxRegistryBackoff, ev.RegistryBackoff.Duration)
 	return errs
 }
 
