@@ -74,6 +74,24 @@ func CopyLegacySignature(from, to name.Digest) error {
 	return remote.Write(sigTag(to), img)
 }
 
+// MirrorImage copies an image and its legacy signature to another repository, as a registry
+// mirror or `crane copy` would: same digest, same signature bytes, another name.
+func MirrorImage(from name.Digest, toRepo string) (name.Digest, error) {
+	img, err := remote.Image(from)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	repo, err := name.NewRepository(toRepo)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	if err := remote.Write(repo.Tag("v1"), img); err != nil {
+		return name.Digest{}, err
+	}
+	to := repo.Digest(from.DigestStr())
+	return to, CopyLegacySignature(from, to)
+}
+
 // Cosign drives the real cosign CLI, offline: no transparency log, no signing config.
 type Cosign struct {
 	Bin string

@@ -121,6 +121,9 @@ type SignaturePolicy struct {
 	UnverifiedWeight  int32
 	AbsentWeight      int32
 	RequireForTrusted bool
+	// CheckIdentity also requires a legacy signature's docker-reference to name the image's
+	// repository, so a signature follows an image only where it was signed.
+	CheckIdentity bool
 	// Keys are the trusted public keys; with none, signatures are not checked.
 	Keys []SigningKey
 }

@@ -110,6 +110,12 @@ func TestVerifyCosignSignatures(t *testing.T) {
 		env["payload"] = base64.StdEncoding.EncodeToString([]byte(edited))
 	})
 
+	// The same content and signature, mirrored to another repository.
+	mirrored, err := oci.MirrorImage(legacySigned, e.registry+"/mirror/legacy")
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	tests := []struct {
 		name       string
 		ref        name.Reference
@@ -127,6 +133,7 @@ func TestVerifyCosignSignatures(t *testing.T) {
 		{"legacy signature replayed from another image", replayedLegacy, Invalid, "", "replayed"},
 		{"bundle replayed from another image", replayedBundle, Invalid, "", "replayed"},
 		{"bundle edited after signing", tampered, Invalid, "", "tampered"},
+		{"legacy signature mirrored to another repository", mirrored, Verified, "legacy", "trusted key trusted"},
 	}
 	v := e.verifier()
 	for _, tt := range tests {
@@ -137,6 +144,27 @@ func TestVerifyCosignSignatures(t *testing.T) {
 			}
 			if got.Digest == "" {
 				t.Error("no digest in the result: everything is keyed by digest")
+			}
+		})
+	}
+
+	// With the identity check, a signature counts only in the repository it names: the mirrored
+	// copy is unverified, not invalid (nothing was forged); bundles name no repository.
+	identity := e.verifier()
+	identity.CheckIdentity = true
+	for _, tt := range []struct {
+		name       string
+		ref        name.Reference
+		want       State
+		wantDetail string
+	}{
+		{"signed repository", legacySigned, Verified, "legacy signature by trusted key trusted"},
+		{"mirror", mirrored, Unverified, "is for " + e.registry + "/team/legacy, not this repository (identity check)"},
+		{"bundle", bundleSigned, Verified, "bundle signature"},
+	} {
+		t.Run("identity check: "+tt.name, func(t *testing.T) {
+			if got := identity.Verify(ctx, tt.ref, []*Key{e.trusted}); got.State != tt.want || !strings.Contains(got.Detail, tt.wantDetail) {
+				t.Errorf("Verify = %+v, want %s with %q", got, tt.want, tt.wantDetail)
 			}
 		})
 	}

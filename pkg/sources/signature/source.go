@@ -120,6 +120,7 @@ func NewSource(policy config.SignaturePolicy, eval config.EvaluationSpec) (*Sour
 	if err != nil {
 		return nil, err
 	}
+	verifier.CheckIdentity = policy.CheckIdentity
 	src := &Source{Verifier: verifier, Timeout: eval.RegistryTimeout.Duration, RegistryTimeouts: map[string]time.Duration{},
 		Backoff: &RegistryBackoff{Initial: eval.RegistryBackoff.Duration, Max: eval.MaxRegistryBackoff.Duration}}
 	for host, d := range eval.RegistryTimeouts {

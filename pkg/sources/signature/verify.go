@@ -107,6 +107,10 @@ func ParsePublicKey(name string, pemBytes []byte) (*Key, error) {
 
 // Verifier reads images' signatures from registries and checks them against trusted keys.
 type Verifier struct {
+	// CheckIdentity also requires a signature's docker-reference, where it names one, to be
+	// the image's repository.
+	CheckIdentity bool
+
 	base []remote.Option // as given: transport and such
 	opts []remote.Option // base, reusing one anonymous puller
 
@@ -183,6 +187,9 @@ func (v *Verifier) verify(ctx context.Context, ref name.Reference, keys []*Key, 
 		return Result{State: Error, Detail: "no trusted keys for " + ref.Context().Name()}
 	}
 	c := checker{keys: keys}
+	if v.CheckIdentity {
+		c.identity = canonicalRepository(ref.Context().Name())
+	}
 	opts := append([]remote.Option{remote.WithContext(ctx)}, baseOpts...)
 	desc, err := remote.Head(ref, opts...)
 	if err != nil {
@@ -207,6 +214,9 @@ type candidate struct {
 	// subject is the digest the signed payload is about; problem explains a failed check.
 	subject v1.Hash
 	problem string
+	// signedFor is the repository a signature names when the identity check finds it is not
+	// this image's.
+	signedFor string
 }
 
 // judge decides from every candidate found and any error reading them. One good signature
@@ -218,6 +228,8 @@ func judge(digest v1.Hash, found []candidate, readErr error) Result {
 	var invalid, unverified []string
 	for _, c := range found {
 		switch {
+		case c.key != nil && c.problem == "" && c.subject == digest && c.signedFor != "":
+			unverified = append(unverified, fmt.Sprintf("%s signature by %s is for %s, not this repository (identity check)", c.format, c.key.Name, c.signedFor))
 		case c.key != nil && c.problem == "" && c.subject == digest:
 			return Result{State: Verified, Digest: digest.String(), Key: c.key.Name, Format: c.format,
 				Detail: fmt.Sprintf("%s signature by trusted key %s", c.format, c.key.Name)}
@@ -245,7 +257,20 @@ func judge(digest v1.Hash, found []candidate, readErr error) Result {
 }
 
 // checker checks one image's signatures against one key set.
-type checker struct{ keys []*Key }
+type checker struct {
+	keys []*Key
+	// identity, when set, is the repository a signature's docker-reference must name.
+	identity string
+}
+
+// canonicalRepository spells a repository as image references do ("docker.io/library/nginx").
+func canonicalRepository(s string) string {
+	ref, err := reputation.ParseImageRef(s)
+	if err != nil {
+		return s
+	}
+	return ref.Name()
+}
 
 // bundles reads cosign v3 bundles attached to the digest as referrers. go-containerregistry
 // falls back to the "sha256-<hex>" tag index on registries without the referrers API.
@@ -405,6 +430,9 @@ func (v checker) legacy(digest name.Digest, opts []remote.Option) ([]candidate, 
 
 type simpleSigning struct {
 	Critical struct {
+		Identity struct {
+			DockerReference string `json:"docker-reference"`
+		} `json:"identity"`
 		Image struct {
 			DockerManifestDigest string `json:"docker-manifest-digest"`
 		} `json:"image"`
@@ -435,6 +463,9 @@ func (v checker) checkLegacy(payload []byte, sigB64 string) candidate {
 			return c
 		}
 		c.subject = h
+		if named := canonicalRepository(ss.Critical.Identity.DockerReference); v.identity != "" && named != v.identity {
+			c.signedFor = ss.Critical.Identity.DockerReference
+		}
 		return c
 	}
 	c.problem = "verifies under no trusted key"

@@ -95,6 +95,7 @@ func TestDecodeExplicit(t *testing.T) {
           - {pattern: "registry.internal/*", tier: trusted}
           - {pattern: "docker.io/*", weight: -15}
         behavior: {priorityWeights: {Critical: -90}, untrustedPriority: ""}
+        signature: {checkIdentity: true}
       falco: {bindAddress: ":9443", tokenFile: /etc/repute/falco/token}
       evaluation: {workers: 8, reverifyAfter: 0s, registryTimeouts: {"registry.slow.example:5000": 15s}}
 `)
@@ -114,6 +115,9 @@ func TestDecodeExplicit(t *testing.T) {
 	}
 	if got.Policy.Behavior.UntrustedPriority != "" || got.Falco.BindAddress != ":9443" || got.Falco.TokenFile != "/etc/repute/falco/token" {
 		t.Errorf("behavior/falco = %+v %+v, want untrustedPriority switched off and the endpoint configured", got.Policy.Behavior, got.Falco)
+	}
+	if !got.Policy.Signature.CheckIdentity || !got.Policy.Signature.RequireForTrusted {
+		t.Errorf("signature = %+v, want the identity check on and requireForTrusted still defaulted", got.Policy.Signature)
 	}
 	if ev := got.Evaluation; ev.Workers != 8 || ev.ReverifyAfter.Duration != 0 || ev.RetryAfter.Duration != 30*time.Second ||
 		ev.RegistryTimeouts["registry.slow.example:5000"].Duration != 15*time.Second {

@@ -74,6 +74,7 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 				UnverifiedWeight:  ptr.Deref(sig.UnverifiedWeight, 0),
 				AbsentWeight:      ptr.Deref(sig.AbsentWeight, 0),
 				RequireForTrusted: ptr.Deref(sig.RequireForTrusted, true),
+				CheckIdentity:     ptr.Deref(sig.CheckIdentity, false),
 			}
 			for _, k := range sig.Keys {
 				out.Policy.Signature.Keys = append(out.Policy.Signature.Keys, config.SigningKey{Name: k.Name, PublicKey: k.PublicKey, Repositories: append([]string(nil), k.Repositories...)})
@@ -120,6 +121,7 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 			Signature: &SignaturePolicy{
 				VerifiedWeight: ptr.To(sig.VerifiedWeight), UnverifiedWeight: ptr.To(sig.UnverifiedWeight),
 				AbsentWeight: ptr.To(sig.AbsentWeight), RequireForTrusted: ptr.To(sig.RequireForTrusted), Keys: keys,
+				CheckIdentity: ptr.To(sig.CheckIdentity),
 			},
 			Dependencies: dependenciesToV1(in.Policy.Dependencies),
 			Behavior:     behaviorToV1(in.Policy.Behavior),
@@ -190,7 +192,7 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		if sig := p.Signature; sig != nil {
 			out.Policy.Signature = &SignaturePolicy{
 				VerifiedWeight: copyPtr(sig.VerifiedWeight), UnverifiedWeight: copyPtr(sig.UnverifiedWeight),
-				AbsentWeight: copyPtr(sig.AbsentWeight), RequireForTrusted: copyPtr(sig.RequireForTrusted),
+				AbsentWeight: copyPtr(sig.AbsentWeight), RequireForTrusted: copyPtr(sig.RequireForTrusted), CheckIdentity: copyPtr(sig.CheckIdentity),
 				Keys: copyKeys(sig.Keys),
 			}
 		}

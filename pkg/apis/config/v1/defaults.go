@@ -76,6 +76,9 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	if sig.RequireForTrusted == nil {
 		sig.RequireForTrusted = ptr.To(true)
 	}
+	if sig.CheckIdentity == nil {
+		sig.CheckIdentity = ptr.To(false)
+	}
 	if p.Dependencies == nil {
 		p.Dependencies = &DependencyPolicy{}
 	}

@@ -146,6 +146,10 @@ type SignaturePolicy struct {
 	// RequireForTrusted keeps images without a verified signature out of the trusted tier.
 	// Default true.
 	RequireForTrusted *bool `json:"requireForTrusted,omitempty"`
+	// CheckIdentity also requires the docker-reference a signature names (legacy format; cosign
+	// v3 bundles name none) to be the image's repository: a copy mirrored elsewhere then counts
+	// as unverified. Default false.
+	CheckIdentity *bool `json:"checkIdentity,omitempty"`
 	// Keys are the trusted public keys. With none, signatures are not checked (and, with
 	// requireForTrusted, nothing is trusted).
 	Keys []SigningKey `json:"keys,omitempty"`
