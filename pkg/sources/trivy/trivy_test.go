@@ -205,6 +205,8 @@ func FuzzParseReport(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"report":{"artifact":{"repository":"a"},"summary":{"criticalCount":-5}}}`))
 	f.Add([]byte(`{"report":{"vulnerabilities":[1,2]}}`))
+	w, _ := json.Marshal(workloadReport())
+	f.Add(w)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var obj map[string]any
 		if json.Unmarshal(data, &obj) != nil || obj == nil {
@@ -213,6 +215,9 @@ func FuzzParseReport(f *testing.F) {
 		r, err := ParseReport(obj)
 		if err == nil && (r.Repository == "" || r.Critical < 0 || r.High < 0) {
 			t.Fatalf("accepted an invalid report: %+v", r)
+		}
+		if w := r.Workload; err == nil && w != (Workload{}) && (w.Kind == "" || w.Name == "" || w.Container == "" || w.Namespace == "") {
+			t.Fatalf("accepted a partial workload: %+v", w)
 		}
 	})
 }
