@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,35 @@ func TestVerifyCosignSignatures(t *testing.T) {
 			t.Errorf("Verify = %+v, want error", got)
 		}
 	})
+}
+
+// On a registry without the OCI 1.1 referrers API, cosign v3 stores its bundle under the
+// fallback tag "sha256-<hex>" (an index), and the bundle verifies from there.
+func TestVerifyBundleFromTheReferrersFallbackTag(t *testing.T) {
+	e := newCosignEnv(t)
+	host, stop, err := oci.StartRegistryWith(func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/referrers/") {
+				http.NotFound(w, r) // as registries that predate OCI 1.1 answer
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	e.registry = host
+	signed := e.push("team/old-registry")
+	e.sign("trusted", signed, false)
+	fallback := signed.Context().Tag(strings.Replace(signed.DigestStr(), ":", "-", 1))
+	if _, err := remote.Head(fallback); err != nil {
+		t.Fatalf("cosign left no fallback tag %s: %v", fallback, err)
+	}
+	if got := e.verifier().Verify(context.Background(), signed, []*Key{e.trusted}); got.State != Verified || got.Format != "bundle" {
+		t.Errorf("Verify = %+v, want a verified bundle", got)
+	}
 }
 
 func mustTag(t *testing.T, s string) name.Tag {
