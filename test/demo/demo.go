@@ -172,13 +172,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		withTrustClaims(demoPod("miner-claiming-trust", "quay.io/evil/miner:latest")),
 	}
 	say("• creating %d pods with only schedulerName: %s (no tolerations, no node selectors)", len(pods), schedulerName)
-	for _, p := range pods {
-		if _, err := cp.Client.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
-			return err
-		}
-	}
-
-	rows, err := waitPlaced(ctx, cp, pods)
+	rows, err := createAndWaitPlaced(ctx, cp, pods)
 	if err != nil {
 		return err
 	}
@@ -205,12 +199,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("the Falco endpoint answered %d %+v to a valid alert", status, resp)
 	}
 	say("\n• Falco: Critical %q in demo/shop, posted to the endpoint: %d, %d accepted", rule, status, resp.Accepted)
-	later := []*v1.Pod{demoPod("shop-2", img.shop)}
-	if _, err := cp.Client.CoreV1().Pods(namespace).Create(ctx, later[0], metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	rows, err = waitPlaced(ctx, cp, later)
-	if err != nil {
+	if rows, err = createAndWaitPlaced(ctx, cp, []*v1.Pod{demoPod("shop-2", img.shop)}); err != nil {
 		return err
 	}
 	say("• a second shop pod, same image, created after the alert:\n")
@@ -267,6 +256,16 @@ func withTrustClaims(p *v1.Pod) *v1.Pod {
 }
 
 type row struct{ pod, image, tier, score, node, reason string }
+
+// createAndWaitPlaced creates the pods, then waits for them as waitPlaced does.
+func createAndWaitPlaced(ctx context.Context, cp *controlplane.ControlPlane, pods []*v1.Pod) ([]row, error) {
+	for _, p := range pods {
+		if _, err := cp.Client.CoreV1().Pods(namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	return waitPlaced(ctx, cp, pods)
+}
 
 // waitPlaced waits until every pod is bound and carries Repute's Placed event, whose note is
 // "placed in pool P on N: tier T, score S; <image>: <reason>".

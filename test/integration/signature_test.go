@@ -22,17 +22,7 @@ import (
 // scheduler: only a signature by a trusted key earns the trusted pool, and a replayed one makes
 // the image untrusted.
 func TestSignaturesDecideTrust(t *testing.T) {
-	bin := oci.CosignForTest(t)
-	cosign := &oci.Cosign{Bin: bin, Dir: t.TempDir()}
-	reg, stopRegistry, err := oci.StartRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopRegistry)
-	trustedPEM, err := cosign.GenerateKeyPair("ops")
-	if err != nil {
-		t.Fatal(err)
-	}
+	reg, cosign, trustedPEM, stopRegistry := signingRegistry(t, nil)
 	if _, err := cosign.GenerateKeyPair("stranger"); err != nil {
 		t.Fatal(err)
 	}
@@ -116,10 +106,9 @@ func TestSignaturesDecideTrust(t *testing.T) {
 // image once, however many pods use it. Every verification reads the image's legacy ".sig" tag
 // exactly once, so the registry's count of those reads is the count of verifications.
 func TestEachImageIsVerifiedOnce(t *testing.T) {
-	bin := oci.CosignForTest(t)
 	var mu sync.Mutex
 	sigReads := map[string]int{}
-	reg, stopRegistry, err := oci.StartRegistryWith(func(h http.Handler) http.Handler {
+	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ".sig") {
 				mu.Lock()
@@ -129,15 +118,6 @@ func TestEachImageIsVerifiedOnce(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopRegistry)
-	cosign := &oci.Cosign{Bin: bin, Dir: t.TempDir()}
-	pem, err := cosign.GenerateKeyPair("ops")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var images []string
 	for i := range 5 {
 		d, err := oci.PushRandomImage(fmt.Sprintf("%s/shared/app-%d:v1", reg, i))
@@ -188,10 +168,9 @@ func TestEachImageIsVerifiedOnce(t *testing.T) {
 // account's, as the kubelet would pull; without credentials the image cannot be checked and is
 // placed as unknown, never trusted.
 func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
-	bin := oci.CosignForTest(t)
 	const user, password = "puller", "pull-secret-0123456789"
 	var locked atomic.Bool
-	reg, stopRegistry, err := oci.StartRegistryWith(func(h http.Handler) http.Handler {
+	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if u, p, ok := r.BasicAuth(); locked.Load() && (!ok || u != user || p != password) {
 				w.Header().Set("WWW-Authenticate", `Basic realm="repute-test"`)
@@ -201,15 +180,6 @@ func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(stopRegistry)
-	cosign := &oci.Cosign{Bin: bin, Dir: t.TempDir()}
-	pem, err := cosign.GenerateKeyPair("ops")
-	if err != nil {
-		t.Fatal(err)
-	}
 	images := map[string]string{}
 	for _, repo := range []string{"own", "via-sa", "no-secret", "wrong-secret"} {
 		d, err := oci.PushRandomImage(reg + "/private/" + repo + ":v1")
@@ -280,4 +250,20 @@ func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// signingRegistry starts a loopback registry (its handler wrapped, when wrap is set) and makes
+// the "ops" key pair with the real cosign CLI. The registry stops at cleanup, or earlier by stop.
+func signingRegistry(t *testing.T, wrap func(http.Handler) http.Handler) (reg string, cosign *oci.Cosign, opsPEM string, stop func()) {
+	t.Helper()
+	cosign = &oci.Cosign{Bin: oci.CosignForTest(t), Dir: t.TempDir()}
+	reg, stop, err := oci.StartRegistryWith(wrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	if opsPEM, err = cosign.GenerateKeyPair("ops"); err != nil {
+		t.Fatal(err)
+	}
+	return reg, cosign, opsPEM, stop
 }

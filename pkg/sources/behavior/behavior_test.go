@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,5 +384,33 @@ func TestTokenFileFollowsTheSecret(t *testing.T) {
 		if !tf.Valid(bearer("late-token-0123456789")) {
 			t.Fatalf("%s token file: the token written later was not picked up", tt.name)
 		}
+	}
+}
+
+// An alert for a container whose status has not reached the informer yet is looked up again
+// within Settle, and then recorded, not refused.
+func TestIngestWaitsForTheStatusToSettle(t *testing.T) {
+	ledger := reputation.NewBehaviorLedger()
+	var lookups atomic.Int32
+	h := &Ingest{
+		Pods: func(ns, name string) (*v1.Pod, error) {
+			p := apiPod()
+			if lookups.Add(1) < 3 { // the first lookups see the pod before its status
+				p.Status.ContainerStatuses = nil
+			}
+			return p, nil
+		},
+		Recorder:      &Recorder{Ledger: ledger},
+		Authenticated: func(*http.Request) bool { return true },
+		Settle:        5 * time.Second,
+	}
+	req := httptest.NewRequest(http.MethodPost, AlertsPath, bytes.NewReader(readTestdata(t, "falco-alert.json")))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || lookups.Load() != 3 {
+		t.Fatalf("status %d after %d lookups, want 200 after 3: %s", rec.Code, lookups.Load(), rec.Body)
+	}
+	if got := ledger.Observations(time.Now(), digestApp); len(got) != 1 {
+		t.Errorf("ledger holds %d observations, want the alert", len(got))
 	}
 }

@@ -39,7 +39,14 @@ type Ingest struct {
 	MaxBodyBytes int64
 	// Authenticated says whether a request carries valid credentials.
 	Authenticated func(*http.Request) bool
+	// Settle is how long an alert naming a pod or container Repute does not know yet is
+	// looked up again before it is refused: Falco can report a container before its status
+	// reaches the scheduler's informer.
+	Settle time.Duration
 }
+
+// DefaultSettle is the Settle the endpoint runs with.
+const DefaultSettle = 2 * time.Second
 
 // IngestResponse is the JSON answer to every alert request.
 type IngestResponse struct {
@@ -94,21 +101,49 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusBadRequest
 	}
 	var batch []Observed
-	for _, a := range alerts {
-		obs, err := h.resolve(a.Alert)
-		if err != nil {
-			resp.Rejected = append(resp.Rejected, Rejection{Index: a.Index, Error: err.Error()})
-			if status == http.StatusOK {
-				status = http.StatusUnprocessableEntity
+	deadline := time.Now().Add(h.Settle)
+	for pending := alerts; ; {
+		var unresolved []IndexedAlert
+		var errs []error
+		for _, a := range pending {
+			obs, err := h.resolve(a.Alert)
+			if err != nil {
+				unresolved, errs = append(unresolved, a), append(errs, err)
+				continue
 			}
-			continue
+			batch = append(batch, obs...)
+			resp.Accepted++
 		}
-		batch = append(batch, obs...)
-		resp.Accepted++
+		if len(unresolved) == 0 || !sleepUntil(r.Context(), deadline, settlePoll) {
+			for i, a := range unresolved {
+				resp.Rejected = append(resp.Rejected, Rejection{Index: a.Index, Error: errs[i].Error()})
+				if status == http.StatusOK {
+					status = http.StatusUnprocessableEntity
+				}
+			}
+			break
+		}
+		pending = unresolved
 	}
 	h.Recorder.Record(batch)
 	klog.FromContext(r.Context()).V(2).Info("Falco alerts received", "accepted", resp.Accepted, "rejected", len(resp.Rejected))
 	reply(w, status, resp)
+}
+
+// settlePoll is how often unresolved alerts are looked up again within Settle.
+const settlePoll = 100 * time.Millisecond
+
+// sleepUntil waits one poll interval if that stays before the deadline and ctx lasts.
+func sleepUntil(ctx context.Context, deadline time.Time, poll time.Duration) bool {
+	if time.Now().Add(poll).After(deadline) {
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(poll):
+		return true
+	}
 }
 
 // resolve maps an alert to observations of the images in the pod it names.
@@ -213,7 +248,7 @@ type ServerOptions struct {
 // Serve listens on opts.BindAddress and serves the ingest handler until ctx is done. It returns
 // the bound address once listening (useful with port 0) and reports startup errors at once.
 func Serve(ctx context.Context, opts ServerOptions, pods PodGetter, rec *Recorder) (net.Addr, error) {
-	h := &Ingest{Pods: pods, Recorder: rec, MaxBodyBytes: opts.MaxBodyBytes}
+	h := &Ingest{Pods: pods, Recorder: rec, MaxBodyBytes: opts.MaxBodyBytes, Settle: DefaultSettle}
 	var checks []func(*http.Request) bool
 	if opts.TokenFile != "" {
 		tf, err := NewTokenFile(opts.TokenFile)
