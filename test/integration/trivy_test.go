@@ -67,6 +67,23 @@ func TestVulnerabilityReportsDecideTrust(t *testing.T) {
 		t.Errorf("pod re-tiered by a late report landed on %s, want %s", got, untrusted)
 	}
 	e.assertPending("clean", time.Second)
+
+	// A ClusterVulnerabilityReport (Trivy Operator's report for cluster-scoped workloads) counts too.
+	const clusterDigest = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+	clusterReport := evidence.VulnerabilityReport("", "node-agent-"+e.ns, "registry.internal", "team/agent", clusterDigest, 1, "CVE-2024-3094")
+	clusterReport.SetKind("ClusterVulnerabilityReport")
+	clusterReports := dynamic.NewForConfigOrDie(cluster.Config).Resource(trivy.ClusterVulnReports)
+	if _, err := clusterReports.Create(e.ctx, clusterReport, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = clusterReports.Delete(context.Background(), clusterReport.GetName(), metav1.DeleteOptions{}) })
+	e.create(e.pod("agent", "registry.internal/team/agent@"+clusterDigest))
+	if got := e.waitBound("agent", bindTimeout); got != untrusted {
+		t.Errorf("image with a critical ClusterVulnerabilityReport landed on %s, want %s", got, untrusted)
+	}
+	if note := e.waitEvent("agent", "Placed", bindTimeout); !strings.Contains(note, "dependencies 1 critical 0 high -20, dependencies maxCritical") {
+		t.Errorf("Placed event %q does not give the cluster report's finding", note)
+	}
 }
 
 // A report that does not carry the digest reaches the image through the scanned workload's pods:
