@@ -1,0 +1,245 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+func openTemp(t testing.TB, opts Options) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "repute.db")
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func verdictAt(image string, tier reputation.Tier, score int, at time.Time) *reputation.Verdict {
+	return &reputation.Verdict{Image: image, Key: image, Tier: tier, Score: score, DecidedBy: "test", PolicyVersion: "p1", EvaluatedAt: at}
+}
+
+func TestVerdictsAndHistory(t *testing.T) {
+	s, path := openTemp(t, Options{})
+	ctx := context.Background()
+	const api = "registry.internal/team/api@sha256:aaaa"
+	for i, tier := range []reputation.Tier{reputation.TierUnknown, reputation.TierTrusted, reputation.TierUntrusted} {
+		if err := s.AppendVerdict(ctx, api, verdictAt(api, tier, 50+i, t0.Add(time.Duration(i)*time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Another image whose name extends the first must not leak into its history.
+	if err := s.AppendVerdict(ctx, api+"b", verdictAt(api+"b", reputation.TierTrusted, 90, t0)); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.Verdict(api)
+	if err != nil || cur == nil || cur.Tier != reputation.TierUntrusted {
+		t.Fatalf("current verdict = %+v, %v; want the last one", cur, err)
+	}
+	tests := []struct {
+		name     string
+		from, to time.Time
+		limit    int
+		want     []reputation.Tier
+	}{
+		{"all", time.Time{}, time.Time{}, 0, []reputation.Tier{"unknown", "trusted", "untrusted"}},
+		{"from the second", t0.Add(time.Hour), time.Time{}, 0, []reputation.Tier{"trusted", "untrusted"}},
+		{"before the third", time.Time{}, t0.Add(2 * time.Hour), 0, []reputation.Tier{"unknown", "trusted"}},
+		{"limited", time.Time{}, time.Time{}, 1, []reputation.Tier{"unknown"}},
+		{"empty range", t0.Add(5 * time.Hour), time.Time{}, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := s.History(api, tt.from, tt.to, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []reputation.Tier
+			for _, e := range h {
+				got = append(got, e.Verdict.Tier)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("history tiers = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	// Reopened, the store has the same current verdicts: what the cache warms from.
+	s.Close()
+	s2, err := Open(path, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	all, err := s2.Verdicts()
+	if err != nil || len(all) != 2 || all[api].Tier != reputation.TierUntrusted {
+		t.Errorf("verdicts after reopening = %v, %v", all, err)
+	}
+}
+
+func TestDecisionsPaginateAndFilter(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	var ds []Decision
+	for i := range 25 {
+		ns := "team"
+		if i%5 == 0 {
+			ns = "other"
+		}
+		ds = append(ds, Decision{Time: t0.Add(time.Duration(i) * time.Minute), Namespace: ns, Pod: fmt.Sprintf("p%02d", i), Node: "n1", Tier: reputation.TierTrusted})
+	}
+	if err := s.AppendDecisions(context.Background(), ds...); err != nil {
+		t.Fatal(err)
+	}
+	inTeam := func(d *Decision) bool { return d.Namespace == "team" }
+	var pods []string
+	cursor := ""
+	for page := 0; ; page++ {
+		got, next, err := s.Decisions(time.Time{}, time.Time{}, inTeam, 7, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range got {
+			pods = append(pods, d.Pod)
+		}
+		if next == "" {
+			break
+		}
+		if page > 5 {
+			t.Fatal("pagination does not end")
+		}
+		cursor = next
+	}
+	if len(pods) != 20 || pods[0] != "p01" || pods[19] != "p24" {
+		t.Errorf("paged through %d decisions %v, want the 20 of namespace team in time order", len(pods), pods)
+	}
+	window, _, err := s.Decisions(t0.Add(10*time.Minute), t0.Add(12*time.Minute), nil, 0, "")
+	if err != nil || len(window) != 2 || window[0].Pod != "p10" {
+		t.Errorf("time window = %+v, %v; want p10 and p11", window, err)
+	}
+	if _, _, err := s.Decisions(time.Time{}, time.Time{}, nil, 1, "zz"); err == nil || !strings.Contains(err.Error(), "cursor") {
+		t.Errorf("a bad cursor gave %v, want an error that names it", err)
+	}
+}
+
+func TestSchemaVersionIsChecked(t *testing.T) {
+	s, path := openTemp(t, Options{})
+	s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint64(nil, SchemaVersion+1))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "newer than this Repute") {
+		t.Errorf("opening a newer schema: %v, want a refusal that says why", err)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	now := t0.Add(48 * time.Hour)
+	s, _ := openTemp(t, Options{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	const img = "r.example/a@sha256:1"
+	for i := range 10 {
+		if err := s.AppendVerdict(ctx, img, verdictAt(img, reputation.TierTrusted, i, t0.Add(time.Duration(i)*6*time.Hour))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ds []Decision
+	for i := range 10 {
+		ds = append(ds, Decision{Time: t0.Add(time.Duration(i) * 6 * time.Hour), Pod: fmt.Sprint(i)})
+	}
+	if err := s.AppendDecisions(ctx, ds...); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Prune(Retention{MaxAge: 24 * time.Hour, MaxHistoryPerImage: 3, MaxDecisions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := s.History(img, time.Time{}, time.Time{}, 0)
+	left, _, _ := s.Decisions(time.Time{}, time.Time{}, nil, 0, "")
+	// History: within 24h of now are entries 4..9 (6 of them); the newest 3 stay.
+	if len(h) != 3 || h[0].Verdict.Score != 7 || len(left) != 2 || left[0].Pod != "8" || n != 7+8 {
+		t.Errorf("after pruning: history %d (first score %d), decisions %v, removed %d", len(h), h[0].Verdict.Score, left, n)
+	}
+	if v, _ := s.Verdict(img); v == nil || v.Score != 9 {
+		t.Errorf("the current verdict must survive pruning, got %+v", v)
+	}
+}
+
+func TestBackupAndRestore(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	ctx := context.Background()
+	for i := range 100 {
+		if err := s.AppendDecisions(ctx, Decision{Time: t0.Add(time.Duration(i) * time.Second), Pod: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Writes go on while the backup is taken: it is one consistent snapshot.
+	stop := make(chan struct{})
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+				s.RecordDecision(Decision{Time: t0.Add(time.Hour), Pod: fmt.Sprint("late", i)})
+			}
+		}
+	}()
+	var backup bytes.Buffer
+	if _, err := s.Backup(&backup); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	target := filepath.Join(t.TempDir(), "restored.db")
+	if err := Restore(bytes.NewReader(backup.Bytes()), target); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(target, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, _, err := r.Decisions(time.Time{}, t0.Add(time.Minute*30), nil, 0, "")
+	if err != nil || len(got) != 100 {
+		t.Errorf("restored %d decisions before the late ones, want 100 (%v)", len(got), err)
+	}
+	if err := Restore(strings.NewReader("not a database"), filepath.Join(t.TempDir(), "x.db")); err == nil {
+		t.Error("restoring garbage succeeded")
+	}
+}
+
+// A record the writer cannot take (queue full) is dropped and counted, never waited for.
+func TestFullQueueDropsInsteadOfBlocking(t *testing.T) {
+	s, _ := openTemp(t, Options{QueueSize: 1, MaxBatch: 1})
+	start := time.Now()
+	for i := range 10000 {
+		s.RecordDecision(Decision{Pod: fmt.Sprint(i)})
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("queuing 10,000 records took %s: the caller waited for the disk", d)
+	}
+	if s.Dropped() == 0 {
+		t.Error("nothing was dropped from a queue of one")
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
