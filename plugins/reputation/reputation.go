@@ -22,6 +22,7 @@ import (
 	"github.com/repute-dev/repute/pkg/sources/signature"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
 	"github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/reputation/store"
 )
 
 const (
@@ -52,6 +53,8 @@ type Reputation struct {
 	// pullSecrets learns which pods pull which images, so signature checks of private images
 	// use their pull secrets; nil when no signature is checked.
 	pullSecrets *signature.PullSecrets
+	// store records each placement; nil when no store is configured or it could not open.
+	store *store.Store
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
 	enableTaintComparisonOperators bool
 }
@@ -93,11 +96,12 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	if err != nil {
 		return nil, err
 	}
-	var pullSecrets *signature.PullSecrets
+	parts := &engineParts{engine: engine}
 	if engine == nil {
-		if engine, pullSecrets, err = newEngine(ctx, args, policy, h); err != nil {
+		if parts, err = newEngine(ctx, args, policy, h); err != nil {
 			return nil, err
 		}
+		engine = parts.engine
 	}
 	pl := &Reputation{
 		handle:                         h,
@@ -106,7 +110,8 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		verdicts:                       engine.Cache(),
 		engine:                         engine,
 		waiting:                        newWaitingPods(),
-		pullSecrets:                    pullSecrets,
+		pullSecrets:                    parts.pullSecrets,
+		store:                          parts.store,
 		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
 	for _, t := range reputation.Tiers {
@@ -335,8 +340,12 @@ func (pl *Reputation) ScoreExtensions() fwk.ScoreExtensions { return nil }
 // PostBind records on the pod why it went where it did, for the people who ask.
 func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeName string) {
 	s := pl.readState(cycleState, pod)
+	reason := s.Reason()
 	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, "Placed", "Scheduling",
-		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.tier, s.score, s.Reason())
+		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.tier, s.score, reason)
+	if pl.store != nil {
+		pl.store.RecordDecision(decisionOf(pod, nodeName, s.pool.Name, s.placement, reason, pl.engine.Policy().Version()))
+	}
 }
 
 // SignPod lets pods with the same tier and tolerations share scheduling results when batching.
@@ -350,11 +359,18 @@ func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragm
 // newEngine wires the evidence sources: signatures first (they resolve tags to digests), then
 // vulnerability reports, read from the cluster when Trivy Operator's CRDs are served, then
 // runtime behavior from pod status and, when configured, the Falco alert endpoint.
-func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*reputation.Engine, *signature.PullSecrets, error) {
+// engineParts is what newEngine builds besides the engine that the plugin also uses.
+type engineParts struct {
+	engine      *reputation.Engine
+	pullSecrets *signature.PullSecrets
+	store       *store.Store
+}
+
+func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*engineParts, error) {
 	var sources []reputation.EvidenceSource
 	sigSource, err := signature.NewSource(args.Policy.Signature, args.Evaluation)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var pullSecrets *signature.PullSecrets
 	if sigSource != nil {
@@ -379,30 +395,36 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	if cfg := h.KubeConfig(); cfg != nil {
 		dyn, err := dynamic.NewForConfig(cfg)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		reportChanged := func(r trivy.Report) {
 			engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
 		}
 		if trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, reportChanged) {
 			if err := trivy.WatchPods(pods.Informer(), reports, reportChanged); err != nil {
-				return nil, nil, fmt.Errorf("watching pods for vulnerability reports: %w", err)
+				return nil, fmt.Errorf("watching pods for vulnerability reports: %w", err)
 			}
 		}
 	}
 	recorder := &behavior.Recorder{Ledger: ledger, Rescore: func(keys []string) {
 		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
 	}}
+	st := openStore(ctx, args, policy, engine, ledger)
+	if st != nil {
+		recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
+			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
+		}
+	}
 	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
-		return nil, nil, fmt.Errorf("watching pod status: %w", err)
+		return nil, fmt.Errorf("watching pod status: %w", err)
 	}
 	if f := args.Falco; f.BindAddress != "" {
 		lister := pods.Lister()
 		getPod := func(namespace, name string) (*v1.Pod, error) { return lister.Pods(namespace).Get(name) }
 		if _, err := behavior.Serve(ctx, behavior.ServerOptions{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
 			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes}, getPod, recorder); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return engine, pullSecrets, nil
+	return &engineParts{engine: engine, pullSecrets: pullSecrets, store: st}, nil
 }

@@ -99,10 +99,13 @@ type Store struct {
 	done  chan struct{}
 	seq   atomic.Uint64 // orders records that share a timestamp
 
-	closeOnce sync.Once
-	lastErr   atomic.Pointer[error]
-	dropped   atomic.Int64
-	backlog   atomic.Int64
+	// closing guards the queue: senders hold it shared, Close exclusively, so nothing is sent
+	// on a closed queue by a late engine worker.
+	closing sync.RWMutex
+	closed  bool
+	lastErr atomic.Pointer[error]
+	dropped atomic.Int64
+	backlog atomic.Int64
 }
 
 // op is one record waiting for the writer; ack, when set, hears the commit's outcome.
@@ -193,12 +196,19 @@ func (s *Store) checkSchema() error {
 
 // Close flushes what is queued and closes the file.
 func (s *Store) Close() error {
-	s.closeOnce.Do(func() {
-		if s.queue != nil {
-			close(s.queue)
-			<-s.done
-		}
-	})
+	s.closing.Lock()
+	if s.closed {
+		s.closing.Unlock()
+		return nil
+	}
+	s.closed = true
+	if s.queue != nil {
+		close(s.queue)
+	}
+	s.closing.Unlock()
+	if s.done != nil {
+		<-s.done
+	}
 	return s.db.Close()
 }
 
@@ -269,7 +279,10 @@ func (s *Store) timeKey(t time.Time) []byte {
 // enqueue hands a record to the writer without waiting; a full queue drops it (and counts it),
 // because the caller may be on the scheduler's path.
 func (s *Store) enqueue(o op) bool {
-	if s.queue == nil {
+	s.closing.RLock()
+	defer s.closing.RUnlock()
+	if s.queue == nil || s.closed {
+		s.dropped.Add(1)
 		return false
 	}
 	select {
@@ -288,6 +301,11 @@ func (s *Store) wait(ctx context.Context, ops []op) error {
 		return errors.New("store is read-only")
 	}
 	acks := make([]chan error, len(ops))
+	s.closing.RLock()
+	if s.closed {
+		s.closing.RUnlock()
+		return errors.New("store is closed")
+	}
 	for i := range ops {
 		acks[i] = make(chan error, 1)
 		ops[i].ack = acks[i]
@@ -295,9 +313,11 @@ func (s *Store) wait(ctx context.Context, ops []op) error {
 		case s.queue <- ops[i]:
 			s.backlog.Add(1)
 		case <-ctx.Done():
+			s.closing.RUnlock()
 			return ctx.Err()
 		}
 	}
+	s.closing.RUnlock()
 	var errs []error
 	for _, a := range acks {
 		select {

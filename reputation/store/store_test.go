@@ -243,3 +243,18 @@ func TestFullQueueDropsInsteadOfBlocking(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Engine workers may publish while the scheduler shuts down: a record after Close is dropped,
+// not a panic.
+func TestRecordAfterCloseIsDropped(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s.RecordDecision(Decision{Pod: "late"}) {
+		t.Error("a record was accepted after Close")
+	}
+	if err := s.AppendDecisions(context.Background(), Decision{Pod: "late"}); err == nil {
+		t.Error("an acknowledged write succeeded after Close")
+	}
+}

@@ -94,6 +94,8 @@ type SchedulerConfig struct {
 	SigningKeys []SigningKey
 	// Falco opens the Falco alert endpoint when BindAddress is set.
 	Falco FalcoArgs
+	// StorePath turns the reputation store on; VerdictWait overrides the default wait (e.g. "1s").
+	StorePath, VerdictWait string
 	// ExtraArgs is raw YAML appended under args (e.g. to test a misspelled field).
 	ExtraArgs string
 }
@@ -162,6 +164,13 @@ profiles:
             - {{printf "%q" .}}
 {{- end}}
 {{- end}}
+{{- end}}
+{{- if .StorePath}}
+      store:
+        path: {{printf "%q" .StorePath}}
+{{- end}}
+{{- if .VerdictWait}}
+      verdictWait: {{.VerdictWait}}
 {{- end}}
 {{- if .Falco.BindAddress}}
       falco:

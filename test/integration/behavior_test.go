@@ -26,15 +26,23 @@ func (e *env) startWithFalco(maxBodyBytes int) *evidence.FalcoEndpoint {
 	}
 	cfg := e.config()
 	cfg.Falco = controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile, MaxBodyBytes: maxBodyBytes}
+	e.t.Cleanup(e.startFalcoScheduler(cfg, falco))
+	return falco
+}
+
+// startFalcoScheduler runs the scheduler with cfg and waits for its Falco endpoint; it returns
+// the scheduler's stop.
+func (e *env) startFalcoScheduler(cfg controlplane.SchedulerConfig, falco *evidence.FalcoEndpoint) func() {
+	e.t.Helper()
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(stop)
 	if err := falco.WaitUp(e.ctx, bindTimeout); err != nil {
+		stop()
 		e.t.Fatal(err)
 	}
-	return falco
+	return stop
 }
 
 func (e *env) reportContainer(name string, mutate func(*v1.ContainerStatus)) {

@@ -76,7 +76,9 @@ func TestVulnerabilityReportsDecideTrust(t *testing.T) {
 	if _, err := clusterReports.Create(e.ctx, clusterReport, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = clusterReports.Delete(context.Background(), clusterReport.GetName(), metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = clusterReports.Delete(context.Background(), clusterReport.GetName(), metav1.DeleteOptions{})
+	})
 	e.create(e.pod("agent", "registry.internal/team/agent@"+clusterDigest))
 	if got := e.waitBound("agent", bindTimeout); got != untrusted {
 		t.Errorf("image with a critical ClusterVulnerabilityReport landed on %s, want %s", got, untrusted)

@@ -27,6 +27,17 @@ type ReputationArgs struct {
 	// Evaluation tunes the engine's background work: concurrency, re-verification, retries
 	// and how registries are treated.
 	Evaluation EvaluationSpec
+	// Store is the durable record of verdicts, decisions and policies; no path, no store.
+	Store StoreSpec
+}
+
+// StoreSpec configures the bbolt store.
+type StoreSpec struct {
+	Path string
+	// MaxAge drops history, decisions and behavior older than this; 0 keeps everything.
+	MaxAge metav1.Duration
+	// MaxHistoryPerImage and MaxDecisions bound the counts kept (0: no bound).
+	MaxHistoryPerImage, MaxDecisions int32
 }
 
 // EvaluationSpec tunes the evidence engine.

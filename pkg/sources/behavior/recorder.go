@@ -12,6 +12,8 @@ type Recorder struct {
 	Ledger *reputation.BehaviorLedger
 	// Rescore is called once per batch with every ledger key the batch touched.
 	Rescore func(keys []string)
+	// Persist, when set, is told of every event as filed, so it outlives a restart.
+	Persist func(e reputation.BehaviorEvent, keys []string)
 	Now     func() time.Time
 }
 
@@ -32,6 +34,9 @@ func (r *Recorder) Record(batch []Observed) {
 			e.At = now
 		}
 		r.Ledger.Record(e, o.Target.Keys...)
+		if r.Persist != nil {
+			r.Persist(e, o.Target.Keys)
+		}
 		for _, k := range o.Target.Keys {
 			if !slices.Contains(touched, k) {
 				touched = append(touched, k)

@@ -22,6 +22,10 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 		out.Falco = config.FalcoIngest{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
 			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: ptr.Deref(f.MaxBodyBytes, 0)}
 	}
+	if st := in.Store; st != nil {
+		out.Store = config.StoreSpec{Path: st.Path, MaxAge: ptr.Deref(st.MaxAge, metav1.Duration{}),
+			MaxHistoryPerImage: ptr.Deref(st.MaxHistoryPerImage, 0), MaxDecisions: ptr.Deref(st.MaxDecisions, 0)}
+	}
 	if ev := in.Evaluation; ev != nil {
 		out.Evaluation = config.EvaluationSpec{
 			Workers: ptr.Deref(ev.Workers, 0), ReverifyAfter: ptr.Deref(ev.ReverifyAfter, metav1.Duration{}),
@@ -128,6 +132,8 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		},
 		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
 			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
+		Store: &StoreSpec{Path: in.Store.Path, MaxAge: ptr.To(in.Store.MaxAge),
+			MaxHistoryPerImage: ptr.To(in.Store.MaxHistoryPerImage), MaxDecisions: ptr.To(in.Store.MaxDecisions)},
 		Evaluation: &EvaluationSpec{
 			Workers: ptr.To(in.Evaluation.Workers), ReverifyAfter: ptr.To(in.Evaluation.ReverifyAfter),
 			RetryAfter: ptr.To(in.Evaluation.RetryAfter), MaxRetryAfter: ptr.To(in.Evaluation.MaxRetryAfter),
@@ -158,6 +164,9 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		c := *f
 		c.MaxBodyBytes = copyPtr(f.MaxBodyBytes)
 		out.Falco = &c
+	}
+	if st := in.Store; st != nil {
+		out.Store = &StoreSpec{Path: st.Path, MaxAge: copyPtr(st.MaxAge), MaxHistoryPerImage: copyPtr(st.MaxHistoryPerImage), MaxDecisions: copyPtr(st.MaxDecisions)}
 	}
 	if ev := in.Evaluation; ev != nil {
 		out.Evaluation = &EvaluationSpec{Workers: copyPtr(ev.Workers), ReverifyAfter: copyPtr(ev.ReverifyAfter),

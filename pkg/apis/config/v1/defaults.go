@@ -16,6 +16,9 @@ const (
 	// DefaultFalcoMaxBodyBytes caps an alert request body: 1 MiB holds hundreds of alerts.
 	DefaultFalcoMaxBodyBytes = 1 << 20
 
+	DefaultStoreMaxAge        = 90 * 24 * time.Hour
+	DefaultMaxHistoryPerImage = 1000
+	DefaultMaxDecisions       = 1000000
 	DefaultWorkers            = 4
 	DefaultRegistryTimeout    = 5 * time.Second
 	DefaultRegistryBackoff    = 5 * time.Second
@@ -127,6 +130,18 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	}
 	if obj.Falco.MaxBodyBytes == nil {
 		obj.Falco.MaxBodyBytes = ptr.To[int64](DefaultFalcoMaxBodyBytes)
+	}
+	if obj.Store == nil {
+		obj.Store = &StoreSpec{}
+	}
+	if obj.Store.MaxAge == nil {
+		obj.Store.MaxAge = &metav1.Duration{Duration: DefaultStoreMaxAge}
+	}
+	if obj.Store.MaxHistoryPerImage == nil {
+		obj.Store.MaxHistoryPerImage = ptr.To[int32](DefaultMaxHistoryPerImage)
+	}
+	if obj.Store.MaxDecisions == nil {
+		obj.Store.MaxDecisions = ptr.To[int32](DefaultMaxDecisions)
 	}
 	if obj.Evaluation == nil {
 		obj.Evaluation = &EvaluationSpec{}

@@ -23,6 +23,21 @@ type ReputationArgs struct {
 	Falco *FalcoIngest `json:"falco,omitempty"`
 	// Evaluation tunes the engine that gathers and weighs evidence in the background.
 	Evaluation *EvaluationSpec `json:"evaluation,omitempty"`
+	// Store is the durable record auditors read: verdicts and their history, placement
+	// decisions, policy versions and runtime behavior. Off unless path is set.
+	Store *StoreSpec `json:"store,omitempty"`
+}
+
+// StoreSpec configures the bbolt store file and what it keeps.
+type StoreSpec struct {
+	// Path of the store file, on a volume of its own, e.g. /var/lib/repute/repute.db.
+	Path string `json:"path,omitempty"`
+	// MaxAge drops history, decisions and behavior older than this. Default 2160h (90 days); 0s keeps everything.
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+	// MaxHistoryPerImage keeps each image's newest verdict changes. Default 1000; 0 no bound.
+	MaxHistoryPerImage *int32 `json:"maxHistoryPerImage,omitempty"`
+	// MaxDecisions keeps the newest placement decisions. Default 1000000; 0 no bound.
+	MaxDecisions *int32 `json:"maxDecisions,omitempty"`
 }
 
 // EvaluationSpec tunes the evidence engine. It never runs in the scheduling cycle.

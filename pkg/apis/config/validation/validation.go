@@ -4,6 +4,7 @@ package validation
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -50,6 +51,24 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	errs = append(errs, validatePolicy(path.Child("policy"), &args.Policy)...)
 	errs = append(errs, validateFalco(path.Child("falco"), &args.Falco)...)
 	errs = append(errs, validateEvaluation(path.Child("evaluation"), &args.Evaluation)...)
+	errs = append(errs, validateStore(path.Child("store"), &args.Store)...)
+	return errs
+}
+
+func validateStore(path *field.Path, st *config.StoreSpec) field.ErrorList {
+	var errs field.ErrorList
+	if st.Path != "" && !filepath.IsAbs(st.Path) {
+		errs = append(errs, field.Invalid(path.Child("path"), st.Path, "must be an absolute path"))
+	}
+	if st.MaxAge.Duration < 0 {
+		errs = append(errs, field.Invalid(path.Child("maxAge"), st.MaxAge.Duration.String(), "must not be negative"))
+	}
+	if st.MaxHistoryPerImage < 0 {
+		errs = append(errs, field.Invalid(path.Child("maxHistoryPerImage"), st.MaxHistoryPerImage, "must not be negative"))
+	}
+	if st.MaxDecisions < 0 {
+		errs = append(errs, field.Invalid(path.Child("maxDecisions"), st.MaxDecisions, "must not be negative"))
+	}
 	return errs
 }
 

@@ -1,0 +1,136 @@
+package integration
+
+import (
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/repute-dev/repute/reputation/store"
+	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/evidence"
+	"github.com/repute-dev/repute/test/oci"
+)
+
+// A restarted scheduler places a pod by the verdict its store kept, at once, while the fresh
+// verification is still waiting on a slow registry: no cold start turns a trusted image unknown.
+// Every placement is in the store.
+func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
+	var slow atomic.Bool
+	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if slow.Load() {
+				time.Sleep(3 * time.Second)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	image, err := oci.PushRandomImage(reg + "/team/api:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cosign.Sign("ops", image, false); err != nil {
+		t.Fatal(err)
+	}
+
+	e := newEnv(t)
+	poolOf := map[string]string{}
+	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
+		poolOf[e.node(pool, pool)] = pool
+	}
+	storePath := filepath.Join(t.TempDir(), "repute.db")
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg.StorePath, cfg.VerdictWait = storePath, "1s"
+
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.create(e.pod("before", image.String()))
+	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
+		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
+	}
+	e.waitEvent("before", "Placed", bindTimeout)
+	stop() // the scheduler's context ends: the store flushes and closes
+
+	slow.Store(true) // from now on every registry answer takes 3 s, longer than verdictWait
+	stop, err = controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Now()
+	e.create(e.pod("after", image.String()))
+	if got := poolOf[e.waitBound("after", bindTimeout)]; got != "trusted" {
+		t.Errorf("after the restart the signed image landed in pool %q, want trusted from the stored verdict", got)
+	}
+	if waited := time.Since(created); waited > 2500*time.Millisecond {
+		t.Errorf("the first pod after the restart took %s to bind: it waited for the registry instead of the stored verdict", waited)
+	}
+	if note := e.waitEvent("after", "Placed", bindTimeout); !strings.Contains(note, "signature verified +30") {
+		t.Errorf("Placed event %q does not carry the stored explanation", note)
+	}
+	stop()
+	slow.Store(false)
+
+	st, err := store.Open(storePath, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ds, _, err := st.Decisions(time.Time{}, time.Time{}, func(d *store.Decision) bool { return d.Namespace == e.ns }, 0, "")
+	if err != nil || len(ds) != 2 || ds[0].Pod != "before" || ds[1].Pod != "after" || ds[1].Tier != "trusted" || ds[1].Pool != "trusted" {
+		t.Errorf("decisions in the store = %+v (%v), want before and after, both trusted", ds, err)
+	}
+	if h, err := st.History(image.String(), time.Time{}, time.Time{}, 0); err != nil || len(h) == 0 || h[0].Verdict.Tier != "trusted" {
+		t.Errorf("history of the image = %+v (%v), want its trusted verdict", h, err)
+	}
+	if ps, err := st.Policies(); err != nil || len(ps) != 1 {
+		t.Errorf("policies in the store = %d (%v), want the one in force, once", len(ps), err)
+	}
+}
+
+// What lowered trust before a restart still does after it, even once the image is evaluated
+// afresh: runtime behavior is kept in the store and refills the ledger.
+func TestBehaviorOutlivesARestart(t *testing.T) {
+	e := newEnv(t)
+	trusted, untrusted := e.node("trusted", "trusted"), e.node("untrusted", "untrusted")
+	falco, err := evidence.NewFalcoEndpoint(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.Falco = controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile}
+	cfg.StorePath = filepath.Join(t.TempDir(), "repute.db")
+	stop := e.startFalcoScheduler(cfg, falco)
+
+	e.create(e.pod("api-1", trustedImage))
+	if got := e.waitBound("api-1", bindTimeout); got != trusted {
+		t.Fatalf("api-1 landed on %s, want %s", got, trusted)
+	}
+	e.reportContainer("api-1", nil)
+	alert := evidence.FalcoAlert(e.ns, "api-1", evidence.ContainerIDOf(trustedImage)[:12], "Terminal shell in container", "Critical")
+	if status, resp, err := falco.Post(e.ctx, falco.Token, alert); err != nil || status != http.StatusOK {
+		t.Fatalf("posting the alert: %d %+v %v", status, resp, err)
+	}
+	stop()
+
+	stop = e.startFalcoScheduler(cfg, falco)
+	defer stop()
+	// The stored verdict answers at once; the fresh evaluation (origin only, no registry)
+	// finishes within milliseconds, so a pod a moment later is placed by it.
+	for _, name := range []string{"api-2", "api-3"} {
+		e.create(e.pod(name, trustedImage))
+		if got := e.waitBound(name, bindTimeout); got != untrusted {
+			t.Errorf("%s landed on %s after a restart, want %s: the alert was forgotten", name, got, untrusted)
+		}
+		if note := e.waitEvent(name, "Placed", bindTimeout); !strings.Contains(note, "Terminal shell in container") {
+			t.Errorf("%s: Placed event %q does not name the rule", name, note)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
