@@ -56,6 +56,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseDockerConfig$$' -fuzztime $(FUZZTIME) ./pkg/sources/signature/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./pkg/sources/trivy/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAlerts$$' -fuzztime $(FUZZTIME) ./pkg/sources/behavior/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./pkg/audit/
 
 ## verify: gofmt, go vet, and go mod tidy leaves no diff
 verify:

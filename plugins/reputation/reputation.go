@@ -415,6 +415,9 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
 		}
 	}
+	if err := serveAudit(ctx, args.Audit, h, engine, st); err != nil {
+		return nil, err
+	}
 	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
 		return nil, fmt.Errorf("watching pod status: %w", err)
 	}

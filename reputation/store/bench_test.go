@@ -70,7 +70,7 @@ func BenchmarkHistoryOfOneDigest(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		h, err := s.History(image(i*7919%digests), time.Time{}, time.Time{}, 0)
+		h, _, err := s.History(image(i*7919%digests), Page{})
 		if err != nil || len(h) != perDigest {
 			b.Fatalf("history of %s: %d entries, %v", image(i), len(h), err)
 		}

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // crashChildEnv, when set to a store path, makes TestKill9DuringWriteBurst the child: it writes
@@ -61,7 +60,7 @@ func TestKill9DuringWriteBurst(t *testing.T) {
 			t.Fatalf("round %d: the store does not open after kill -9: %v", round, err)
 		}
 		found := map[string]bool{}
-		ds, _, err := s.Decisions(time.Time{}, time.Time{}, nil, 0, "")
+		ds, _, err := s.Decisions(Page{}, nil)
 		s.Close()
 		if err != nil {
 			t.Fatalf("round %d: reading decisions: %v", round, err)

@@ -442,30 +442,28 @@ func (s *Store) Verdict(image string) (*reputation.Verdict, error) {
 	return out, err
 }
 
-// History returns the verdicts an image had in [from, to), oldest first, at most limit (0: all).
-func (s *Store) History(image string, from, to time.Time, limit int) ([]HistoryEntry, error) {
+// Page bounds one read of a time-ordered record list.
+type Page struct {
+	// From and To bound the records' times to [From, To); zero values leave that side open.
+	From, To time.Time
+	// Limit is the most records returned (0: all); After is the cursor a previous page returned.
+	Limit int
+	After string
+}
+
+// History returns the verdicts an image had, oldest first, one page at a time; next is the
+// cursor of the following page, or "" when there is none.
+func (s *Store) History(image string, page Page) (out []HistoryEntry, next string, err error) {
 	prefix := append([]byte(image), 0)
-	start := append(bytes.Clone(prefix), binary.BigEndian.AppendUint64(nil, uint64(max(from.UnixNano(), 0)))...)
-	var out []HistoryEntry
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketHistory).Cursor()
-		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			at := timeOfKey(k[len(prefix):])
-			if !to.IsZero() && !at.Before(to) {
-				break
-			}
-			var verdict reputation.Verdict
-			if err := json.Unmarshal(v, &verdict); err != nil {
-				return fmt.Errorf("history of %s at %s: %w", image, at, err)
-			}
-			out = append(out, HistoryEntry{Time: at, Verdict: &verdict})
-			if limit > 0 && len(out) >= limit {
-				break
-			}
+	next, err = s.scan(bucketHistory, prefix, page, func(k, v []byte) (bool, error) {
+		var verdict reputation.Verdict
+		if err := json.Unmarshal(v, &verdict); err != nil {
+			return false, fmt.Errorf("history of %s at %s: %w", image, timeOfKey(k), err)
 		}
-		return nil
+		out = append(out, HistoryEntry{Time: timeOfKey(k), Verdict: &verdict})
+		return true, nil
 	})
-	return out, err
+	return out, next, err
 }
 
 func timeOfKey(k []byte) time.Time {
@@ -475,43 +473,68 @@ func timeOfKey(k []byte) time.Time {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(k[:8]))).UTC()
 }
 
-// Decisions returns placement decisions in [from, to) that match, oldest first, at most limit
-// (0: all), starting after the cursor a previous page returned ("" for the first page).
-func (s *Store) Decisions(from, to time.Time, match func(*Decision) bool, limit int, after string) (out []Decision, next string, err error) {
+// Decisions returns the placement decisions that match (nil matches all), oldest first, one
+// page at a time; next is the cursor of the following page, or "" when there is none.
+func (s *Store) Decisions(page Page, match func(*Decision) bool) (out []Decision, next string, err error) {
+	next, err = s.scan(bucketDecisions, nil, page, func(k, v []byte) (bool, error) {
+		var d Decision
+		if err := json.Unmarshal(v, &d); err != nil {
+			return false, fmt.Errorf("decision %x: %w", k, err)
+		}
+		if match != nil && !match(&d) {
+			return false, nil
+		}
+		out = append(out, d)
+		return true, nil
+	})
+	return out, next, err
+}
+
+// scan visits the records under prefix whose time keys fall in the page, in time order, until
+// visit has kept page.Limit of them; it returns the cursor of the last one kept when it stopped
+// early. Cursors are the time key (time and sequence), so they stay valid while records are
+// added.
+func (s *Store) scan(bucket, prefix []byte, page Page, visit func(timeKey, v []byte) (kept bool, err error)) (next string, err error) {
+	start := append(bytes.Clone(prefix), binary.BigEndian.AppendUint64(nil, uint64(max(page.From.UnixNano(), 0)))...)
+	var after []byte
+	if page.After != "" {
+		cursor, err := decodeCursor(page.After)
+		if err != nil {
+			return "", err
+		}
+		after = append(bytes.Clone(prefix), cursor...)
+		if bytes.Compare(after, start) > 0 {
+			start = after
+		}
+	}
+	kept := 0
 	err = s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDecisions).Cursor()
-		var k, v []byte
-		if after != "" {
-			cursor, err := decodeCursor(after)
+		c := tx.Bucket(bucket).Cursor()
+		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if after != nil && bytes.Equal(k, after) {
+				continue
+			}
+			timeKey := k[len(prefix):]
+			if !page.To.IsZero() && !timeOfKey(timeKey).Before(page.To) {
+				break
+			}
+			ok, err := visit(timeKey, v)
 			if err != nil {
 				return err
 			}
-			if k, v = c.Seek(cursor); k != nil && bytes.Equal(k, cursor) {
-				k, v = c.Next()
+			if ok {
+				kept++
 			}
-		} else {
-			k, v = c.Seek(binary.BigEndian.AppendUint64(nil, uint64(max(from.UnixNano(), 0))))
-		}
-		for ; k != nil; k, v = c.Next() {
-			if !to.IsZero() && !timeOfKey(k).Before(to) {
-				break
-			}
-			var d Decision
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("decision %x: %w", k, err)
-			}
-			if match != nil && !match(&d) {
-				continue
-			}
-			out = append(out, d)
-			if limit > 0 && len(out) >= limit {
-				next = encodeCursor(k)
+			if page.Limit > 0 && kept >= page.Limit {
+				if k2, _ := c.Next(); k2 != nil && bytes.HasPrefix(k2, prefix) {
+					next = encodeCursor(timeKey)
+				}
 				break
 			}
 		}
 		return nil
 	})
-	return out, next, err
+	return next, err
 }
 
 // Policies returns every policy that was in force, oldest first.

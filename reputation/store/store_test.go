@@ -63,7 +63,7 @@ func TestVerdictsAndHistory(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, err := s.History(api, tt.from, tt.to, tt.limit)
+			h, _, err := s.History(api, Page{From: tt.from, To: tt.to, Limit: tt.limit})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,6 +75,24 @@ func TestVerdictsAndHistory(t *testing.T) {
 				t.Errorf("history tiers = %v, want %v", got, tt.want)
 			}
 		})
+	}
+	// Paged one entry at a time, the history comes back whole and in order.
+	var paged []reputation.Tier
+	for cursor, pages := "", 0; ; pages++ {
+		h, next, err := s.History(api, Page{Limit: 1, After: cursor})
+		if err != nil || pages > 3 {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, e := range h {
+			paged = append(paged, e.Verdict.Tier)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if fmt.Sprint(paged) != "[unknown trusted untrusted]" {
+		t.Errorf("history paged one at a time = %v", paged)
 	}
 	// Reopened, the store has the same current verdicts: what the cache warms from.
 	s.Close()
@@ -106,7 +124,7 @@ func TestDecisionsPaginateAndFilter(t *testing.T) {
 	var pods []string
 	cursor := ""
 	for page := 0; ; page++ {
-		got, next, err := s.Decisions(time.Time{}, time.Time{}, inTeam, 7, cursor)
+		got, next, err := s.Decisions(Page{Limit: 7, After: cursor}, inTeam)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -124,11 +142,11 @@ func TestDecisionsPaginateAndFilter(t *testing.T) {
 	if len(pods) != 20 || pods[0] != "p01" || pods[19] != "p24" {
 		t.Errorf("paged through %d decisions %v, want the 20 of namespace team in time order", len(pods), pods)
 	}
-	window, _, err := s.Decisions(t0.Add(10*time.Minute), t0.Add(12*time.Minute), nil, 0, "")
+	window, _, err := s.Decisions(Page{From: t0.Add(10 * time.Minute), To: t0.Add(12 * time.Minute)}, nil)
 	if err != nil || len(window) != 2 || window[0].Pod != "p10" {
 		t.Errorf("time window = %+v, %v; want p10 and p11", window, err)
 	}
-	if _, _, err := s.Decisions(time.Time{}, time.Time{}, nil, 1, "zz"); err == nil || !strings.Contains(err.Error(), "cursor") {
+	if _, _, err := s.Decisions(Page{Limit: 1, After: "zz"}, nil); err == nil || !strings.Contains(err.Error(), "cursor") {
 		t.Errorf("a bad cursor gave %v, want an error that names it", err)
 	}
 }
@@ -172,8 +190,8 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := s.History(img, time.Time{}, time.Time{}, 0)
-	left, _, _ := s.Decisions(time.Time{}, time.Time{}, nil, 0, "")
+	h, _, _ := s.History(img, Page{})
+	left, _, _ := s.Decisions(Page{}, nil)
 	// History: within 24h of now are entries 4..9 (6 of them); the newest 3 stay.
 	if len(h) != 3 || h[0].Verdict.Score != 7 || len(left) != 2 || left[0].Pod != "8" || n != 7+8 {
 		t.Errorf("after pruning: history %d (first score %d), decisions %v, removed %d", len(h), h[0].Verdict.Score, left, n)
@@ -217,7 +235,7 @@ func TestBackupAndRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	got, _, err := r.Decisions(time.Time{}, t0.Add(time.Minute*30), nil, 0, "")
+	got, _, err := r.Decisions(Page{To: t0.Add(time.Minute * 30)}, nil)
 	if err != nil || len(got) != 100 {
 		t.Errorf("restored %d decisions before the late ones, want 100 (%v)", len(got), err)
 	}

@@ -82,11 +82,11 @@ func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	ds, _, err := st.Decisions(time.Time{}, time.Time{}, func(d *store.Decision) bool { return d.Namespace == e.ns }, 0, "")
+	ds, _, err := st.Decisions(store.Page{}, func(d *store.Decision) bool { return d.Namespace == e.ns })
 	if err != nil || len(ds) != 2 || ds[0].Pod != "before" || ds[1].Pod != "after" || ds[1].Tier != "trusted" || ds[1].Pool != "trusted" {
 		t.Errorf("decisions in the store = %+v (%v), want before and after, both trusted", ds, err)
 	}
-	if h, err := st.History(image.String(), time.Time{}, time.Time{}, 0); err != nil || len(h) == 0 || h[0].Verdict.Tier != "trusted" {
+	if h, _, err := st.History(image.String(), store.Page{}); err != nil || len(h) == 0 || h[0].Verdict.Tier != "trusted" {
 		t.Errorf("history of the image = %+v (%v), want its trusted verdict", h, err)
 	}
 	if ps, err := st.Policies(); err != nil || len(ps) != 1 {

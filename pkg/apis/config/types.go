@@ -29,6 +29,15 @@ type ReputationArgs struct {
 	Evaluation EvaluationSpec
 	// Store is the durable record of verdicts, decisions and policies; no path, no store.
 	Store StoreSpec
+	// Audit serves the read-only audit API; no bind address, no API.
+	Audit AuditAPI
+}
+
+// AuditAPI is the read-only HTTPS API auditors query, authorized through the cluster.
+type AuditAPI struct {
+	BindAddress string
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // StoreSpec configures the bbolt store.

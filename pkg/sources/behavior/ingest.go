@@ -19,6 +19,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/pkg/serving"
 )
 
 // AlertsPath is where Falco's http_output and falcosidekick's webhook output post alerts.
@@ -292,26 +294,10 @@ func Serve(ctx context.Context, opts ServerOptions, pods PodGetter, rec *Recorde
 		}
 		return false
 	}
-	ln, err := net.Listen("tcp", opts.BindAddress)
+	addr, err := serving.Listen(ctx, "falco endpoint", opts.BindAddress, tlsConfig, h)
 	if err != nil {
-		return nil, fmt.Errorf("falco endpoint: %w", err)
+		return nil, err
 	}
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10, BaseContext: func(net.Listener) context.Context { return ctx }}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			klog.FromContext(ctx).Error(err, "Falco alert endpoint stopped")
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	klog.FromContext(ctx).Info("Falco alert endpoint listening", "address", ln.Addr().String(), "path", AlertsPath, "tls", tlsConfig != nil)
-	return ln.Addr(), nil
+	klog.FromContext(ctx).Info("Falco alert endpoint listening", "address", addr.String(), "path", AlertsPath, "tls", tlsConfig != nil)
+	return addr, nil
 }

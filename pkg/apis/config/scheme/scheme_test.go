@@ -155,6 +155,8 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "mTLS without TLS", args: "      falco: {bindAddress: ':9443', clientCAFile: /ca.pem}\n", wantField: "args.falco.tlsCertFile"},
 		{name: "unbounded body", args: "      falco: {maxBodyBytes: 0}\n", wantField: "args.falco.maxBodyBytes"},
 		{name: "relative store path", args: "      store: {path: repute.db}\n", wantField: "args.store.path"},
+		{name: "audit API without a port", args: "      audit: {bindAddress: localhost}\n", wantField: "args.audit.bindAddress"},
+		{name: "audit certificate without its key", args: "      audit: {bindAddress: ':8444', tlsCertFile: /tls.crt}\n", wantField: "args.audit.tlsKeyFile"},
 		{name: "no workers", args: "      evaluation: {workers: 0}\n", wantField: "args.evaluation.workers"},
 		{name: "retries that never back off", args: "      evaluation: {retryAfter: 1m, maxRetryAfter: 10s}\n", wantField: "args.evaluation.maxRetryAfter"},
 		{name: "re-verification that spins", args: "      evaluation: {reverifyAfter: 1s}\n", wantField: "args.evaluation.reverifyAfter"},

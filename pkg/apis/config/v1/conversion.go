@@ -22,6 +22,9 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 		out.Falco = config.FalcoIngest{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
 			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: ptr.Deref(f.MaxBodyBytes, 0)}
 	}
+	if a := in.Audit; a != nil {
+		out.Audit = config.AuditAPI(*a)
+	}
 	if st := in.Store; st != nil {
 		out.Store = config.StoreSpec{Path: st.Path, MaxAge: ptr.Deref(st.MaxAge, metav1.Duration{}),
 			MaxHistoryPerImage: ptr.Deref(st.MaxHistoryPerImage, 0), MaxDecisions: ptr.Deref(st.MaxDecisions, 0)}
@@ -132,6 +135,7 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		},
 		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
 			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
+		Audit: ptr.To(AuditAPI(in.Audit)),
 		Store: &StoreSpec{Path: in.Store.Path, MaxAge: ptr.To(in.Store.MaxAge),
 			MaxHistoryPerImage: ptr.To(in.Store.MaxHistoryPerImage), MaxDecisions: ptr.To(in.Store.MaxDecisions)},
 		Evaluation: &EvaluationSpec{
@@ -165,6 +169,7 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		c.MaxBodyBytes = copyPtr(f.MaxBodyBytes)
 		out.Falco = &c
 	}
+	out.Audit = copyPtr(in.Audit)
 	if st := in.Store; st != nil {
 		out.Store = &StoreSpec{Path: st.Path, MaxAge: copyPtr(st.MaxAge), MaxHistoryPerImage: copyPtr(st.MaxHistoryPerImage), MaxDecisions: copyPtr(st.MaxDecisions)}
 	}

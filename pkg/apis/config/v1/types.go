@@ -26,6 +26,8 @@ type ReputationArgs struct {
 	// Store is the durable record auditors read: verdicts and their history, placement
 	// decisions, policy versions and runtime behavior. Off unless path is set.
 	Store *StoreSpec `json:"store,omitempty"`
+	// Audit serves the read-only audit API (what reputectl reads). Off unless bindAddress is set.
+	Audit *AuditAPI `json:"audit,omitempty"`
 }
 
 // StoreSpec configures the bbolt store file and what it keeps.
@@ -60,6 +62,20 @@ type EvaluationSpec struct {
 	// Defaults 5s and 5m.
 	RegistryBackoff    *metav1.Duration `json:"registryBackoff,omitempty"`
 	MaxRegistryBackoff *metav1.Duration `json:"maxRegistryBackoff,omitempty"`
+}
+
+// AuditAPI is the read-only HTTPS API under /apis/audit.repute.dev/v1. Callers authenticate
+// as they do to the apiserver (bearer token, checked with a TokenReview, or a client certificate
+// from the cluster's client CA) and are authorized with SubjectAccessReviews, so access is
+// granted with RBAC on the resources images, decisions, policies and backups of the API group
+// audit.repute.dev.
+type AuditAPI struct {
+	// BindAddress, e.g. ":8444". Empty: no API.
+	BindAddress string `json:"bindAddress,omitempty"`
+	// TLSCertFile and TLSKeyFile are the serving certificate; without them the scheduler makes a
+	// self-signed one at start, as kube-scheduler does for its secure port.
+	TLSCertFile string `json:"tlsCertFile,omitempty"`
+	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
 }
 
 // FalcoIngest is the HTTP endpoint for Falco's http_output and falcosidekick's webhook output.

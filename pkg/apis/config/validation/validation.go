@@ -52,6 +52,7 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	errs = append(errs, validateFalco(path.Child("falco"), &args.Falco)...)
 	errs = append(errs, validateEvaluation(path.Child("evaluation"), &args.Evaluation)...)
 	errs = append(errs, validateStore(path.Child("store"), &args.Store)...)
+	errs = append(errs, validateAudit(path.Child("audit"), &args.Audit)...)
 	return errs
 }
 
@@ -124,6 +125,19 @@ func validateFalco(path *field.Path, f *config.FalcoIngest) field.ErrorList {
 	}
 	if f.ClientCAFile != "" && f.TLSCertFile == "" {
 		errs = append(errs, field.Required(path.Child("tlsCertFile"), "clientCAFile (mTLS) needs the endpoint to serve TLS"))
+	}
+	return errs
+}
+
+func validateAudit(path *field.Path, a *config.AuditAPI) field.ErrorList {
+	var errs field.ErrorList
+	if a.BindAddress != "" {
+		if _, _, err := net.SplitHostPort(a.BindAddress); err != nil {
+			errs = append(errs, field.Invalid(path.Child("bindAddress"), a.BindAddress, "want host:port, e.g. \":8444\""))
+		}
+	}
+	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
+		errs = append(errs, field.Required(path.Child("tlsKeyFile"), "tlsCertFile and tlsKeyFile go together"))
 	}
 	return errs
 }

@@ -1,0 +1,365 @@
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/reputation/store"
+)
+
+// Records is what the API reads: the scheduler's open store, or a store file opened read-only.
+type Records interface {
+	Verdicts() (map[string]*reputation.Verdict, error)
+	History(image string, page store.Page) ([]store.HistoryEntry, string, error)
+	Decisions(page store.Page, match func(*store.Decision) bool) ([]store.Decision, string, error)
+	Policies() ([]store.PolicyRecord, error)
+	Backup(w io.Writer) (int64, error)
+}
+
+// Server answers the audit API. Every request but the health checks must be authenticated
+// (401 otherwise) and authorized for the resource it reads (403 otherwise).
+type Server struct {
+	// Records is the store; nil when the scheduler runs without one, and then only images
+	// (from Images) can be listed.
+	Records Records
+	// Images, when set, gives the current verdicts: the scheduler's live cache, which is newer
+	// than the store by at most one batch. Without it, images come from Records.
+	Images func() map[string]*reputation.Verdict
+	// Authenticator and Authorizer are the cluster's: TokenReview and SubjectAccessReview.
+	Authenticator authenticator.Request
+	Authorizer    authorizer.Authorizer
+	// Ready, when set, reports a degraded store; /readyz then fails with its error.
+	Ready func() error
+}
+
+// route is one endpoint: the authorization it needs and the handler that answers it.
+type route struct {
+	verb, resource, subresource string
+	serve                       func(s *Server, w http.ResponseWriter, r *http.Request, name string) error
+}
+
+var routes = map[string]route{
+	"images":    {verb: "list", resource: ResourceImages, serve: (*Server).listImages},
+	"images/":   {verb: "get", resource: ResourceImages, serve: (*Server).getImage},
+	"history":   {verb: "get", resource: ResourceImages, subresource: SubresourceHistory, serve: (*Server).history},
+	"decisions": {verb: "list", resource: ResourceDecisions, serve: (*Server).decisions},
+	"policies":  {verb: "list", resource: ResourcePolicies, serve: (*Server).policies},
+	"backup":    {verb: "get", resource: ResourceBackups, serve: (*Server).backup},
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz", "/livez":
+		_, _ = io.WriteString(w, "ok")
+		return
+	case "/readyz":
+		if s.Ready != nil {
+			if err := s.Ready(); err != nil {
+				http.Error(w, "reputation store degraded: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "ok")
+		return
+	}
+	// Who is asking comes first: an anonymous caller learns nothing, not even which paths exist.
+	resp, ok, err := s.Authenticator.AuthenticateRequest(r)
+	if err != nil || !ok {
+		if err != nil {
+			klog.FromContext(r.Context()).V(2).Info("Audit API request not authenticated", "err", err)
+		}
+		writeStatus(w, apierrors.NewUnauthorized("Unauthorized").ErrStatus)
+		return
+	}
+	rt, name, found := match(r.URL.Path)
+	if !found {
+		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: Group}, r.URL.Path).ErrStatus)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeStatus(w, apierrors.NewMethodNotSupported(schema.GroupResource{Group: Group, Resource: rt.resource}, r.Method).ErrStatus)
+		return
+	}
+	attrs := authorizer.AttributesRecord{
+		User: resp.User, Verb: rt.verb, APIGroup: Group, APIVersion: Version, Resource: rt.resource,
+		Subresource: rt.subresource, Name: name, ResourceRequest: true, Path: r.URL.Path,
+		// Decisions of one namespace can be granted with a RoleBinding in that namespace.
+		Namespace: r.URL.Query().Get("namespace"),
+	}
+	if rt.subresource == SubresourceHistory {
+		attrs.Name = r.URL.Query().Get("image")
+	}
+	decision, reason, err := s.Authorizer.Authorize(r.Context(), attrs)
+	if decision != authorizer.DecisionAllow {
+		writeStatus(w, forbidden(attrs, reason, err))
+		return
+	}
+	if _, err := ParseRawQuery(r.URL.RawQuery); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err := rt.serve(s, w, r, name); err != nil {
+		writeError(w, r, err)
+	}
+}
+
+// match finds the route of a path under PathPrefix, and the image name of a get.
+func match(path string) (route, string, bool) {
+	rest, ok := strings.CutPrefix(path, PathPrefix+"/")
+	if !ok {
+		return route{}, "", false
+	}
+	if name, ok := strings.CutPrefix(rest, "images/"); ok && name != "" {
+		return routes["images/"], name, true
+	}
+	rt, ok := routes[rest]
+	return rt, "", ok && rest != "images/"
+}
+
+// forbidden is the apiserver's own wording, so a 403 reads the same here as from kubectl.
+func forbidden(a authorizer.AttributesRecord, reason string, err error) metav1.Status {
+	resource := a.Resource
+	if a.Subresource != "" {
+		resource += "/" + a.Subresource
+	}
+	scope := "at the cluster scope"
+	if a.Namespace != "" {
+		scope = fmt.Sprintf("in the namespace %q", a.Namespace)
+	}
+	msg := fmt.Sprintf("User %q cannot %s resource %q in API group %q %s", a.User.GetName(), a.Verb, resource, Group, scope)
+	if reason != "" {
+		msg += ": " + reason
+	}
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	return apierrors.NewForbidden(schema.GroupResource{Group: Group, Resource: resource}, a.Name, errors.New(msg)).ErrStatus
+}
+
+// errNoStore answers store-backed requests when the scheduler runs without a store.
+var errNoStore = apierrors.NewServiceUnavailable("the scheduler runs without a reputation store (args store.path): nothing is recorded")
+
+func (s *Server) verdicts() (map[string]*reputation.Verdict, error) {
+	if s.Images != nil {
+		return s.Images(), nil
+	}
+	if s.Records == nil {
+		return nil, errNoStore
+	}
+	return s.Records.Verdicts()
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request, _ string) error {
+	q, err := ParseImageQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	all, err := s.verdicts()
+	if err != nil {
+		return err
+	}
+	list := ImageList{TypeMeta: typeMeta("ImageList"), Items: []Image{}}
+	refs := make([]string, 0, len(all))
+	for ref, v := range all {
+		if ref > q.After && q.Matches(v) {
+			refs = append(refs, ref)
+		}
+	}
+	slices.Sort(refs)
+	if len(refs) > q.Limit {
+		refs = refs[:q.Limit]
+		list.Continue = imageCursor(refs[len(refs)-1])
+	}
+	for _, ref := range refs {
+		list.Items = append(list.Items, Image{Ref: ref, Verdict: all[ref]})
+	}
+	return writeJSON(w, list)
+}
+
+func (s *Server) getImage(w http.ResponseWriter, r *http.Request, name string) error {
+	if _, err := parseQuery(r.URL.Query()); err != nil {
+		return err
+	}
+	all, err := s.verdicts()
+	if err != nil {
+		return err
+	}
+	ref, ok := FindImage(all, name)
+	if !ok {
+		return apierrors.NewNotFound(schema.GroupResource{Group: Group, Resource: ResourceImages}, name)
+	}
+	img := Image{Ref: ref, Verdict: all[ref]}
+	return writeJSON(w, struct {
+		metav1.TypeMeta `json:",inline"`
+		Image           `json:",inline"`
+	}{typeMeta("Image"), img})
+}
+
+var digestPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// FindImage finds the verdict an auditor means by name: the reference exactly as pods spell
+// it, or a digest. A digest pulled under several names has a verdict per name (origin rules
+// weigh names); the least trusted one is returned, as it is the one placement follows.
+func FindImage(all map[string]*reputation.Verdict, name string) (string, bool) {
+	if _, ok := all[name]; ok {
+		return name, true
+	}
+	suffix := "@" + name
+	if !digestPattern.MatchString(name) {
+		ref, err := reputation.ParseImageRef(name)
+		if err != nil {
+			return "", false
+		}
+		// The same image spelled another way, e.g. "nginx" for "docker.io/library/nginx:latest".
+		if _, ok := all[ref.String()]; ok {
+			return ref.String(), true
+		}
+		if !ref.Pinned() {
+			return "", false
+		}
+		suffix = "@" + ref.Digest
+	}
+	best := ""
+	for ref, v := range all {
+		if !strings.HasSuffix(ref, suffix) && !strings.HasSuffix(v.Key, suffix) {
+			continue
+		}
+		if b := all[best]; best == "" || reputation.LessTrusted(v.Tier, b.Tier) ||
+			(v.Tier == b.Tier && (v.Score < b.Score || (v.Score == b.Score && ref < best))) {
+			best = ref
+		}
+	}
+	return best, best != ""
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request, _ string) error {
+	q, err := ParseHistoryQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if s.Records == nil {
+		return errNoStore
+	}
+	ref := q.Image
+	// History is kept under the reference pods use; a digest or another spelling finds it.
+	if all, err := s.verdicts(); err == nil {
+		if found, ok := FindImage(all, q.Image); ok {
+			ref = found
+		}
+	}
+	entries, next, err := s.Records.History(ref, q.Page)
+	if err != nil {
+		return err
+	}
+	h := History{TypeMeta: typeMeta("History"), Ref: ref, Items: entries}
+	h.Continue = next
+	if h.Items == nil {
+		h.Items = []store.HistoryEntry{}
+	}
+	return writeJSON(w, h)
+}
+
+func (s *Server) decisions(w http.ResponseWriter, r *http.Request, _ string) error {
+	q, err := ParseDecisionQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if s.Records == nil {
+		return errNoStore
+	}
+	items, next, err := s.Records.Decisions(q.Page, q.Matches)
+	if err != nil {
+		return err
+	}
+	list := DecisionList{TypeMeta: typeMeta("DecisionList"), Items: items}
+	list.Continue = next
+	if list.Items == nil {
+		list.Items = []store.Decision{}
+	}
+	return writeJSON(w, list)
+}
+
+func (s *Server) policies(w http.ResponseWriter, r *http.Request, _ string) error {
+	q, err := ParsePageQuery(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if s.Records == nil {
+		return errNoStore
+	}
+	all, err := s.Records.Policies()
+	if err != nil {
+		return err
+	}
+	list := PolicyList{TypeMeta: typeMeta("PolicyList"), Items: []store.PolicyRecord{}}
+	if q.Offset < len(all) {
+		end := min(len(all), q.Offset+q.Limit)
+		list.Items = append(list.Items, all[q.Offset:end]...)
+		if end < len(all) {
+			list.Continue = fmt.Sprint(end)
+		}
+	}
+	return writeJSON(w, list)
+}
+
+func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ string) error {
+	if _, err := parseQuery(r.URL.Query()); err != nil {
+		return err
+	}
+	if s.Records == nil {
+		return errNoStore
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="repute-%s.db"`, time.Now().UTC().Format("20060102T150405Z")))
+	n, err := s.Records.Backup(w)
+	if err != nil {
+		// The status line is gone with the first byte; the short body and the log tell.
+		klog.FromContext(r.Context()).Error(err, "Audit API backup failed part way", "bytes", n)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+func writeStatus(w http.ResponseWriter, st metav1.Status) {
+	st.TypeMeta = metav1.TypeMeta{Kind: "Status", APIVersion: "v1"}
+	st.Status = metav1.StatusFailure
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(int(st.Code))
+	_ = json.NewEncoder(w).Encode(st)
+}
+
+// writeError answers a handler's error: a bad parameter is a 400 that names it, an API error
+// keeps its status, anything else is the store failing (500, and logged).
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var pe *ParamError
+	var se apierrors.APIStatus
+	switch {
+	case errors.As(err, &pe):
+		writeStatus(w, metav1.Status{Code: http.StatusBadRequest, Reason: metav1.StatusReasonBadRequest, Message: pe.Error(),
+			Details: &metav1.StatusDetails{Causes: []metav1.StatusCause{{Type: metav1.CauseTypeFieldValueInvalid, Field: pe.Param, Message: pe.Message}}}})
+	case errors.As(err, &se):
+		writeStatus(w, se.Status())
+	default:
+		klog.FromContext(r.Context()).Error(err, "Audit API request failed", "path", r.URL.Path)
+		writeStatus(w, apierrors.NewInternalError(err).ErrStatus)
+	}
+}
