@@ -96,8 +96,15 @@ type SchedulerConfig struct {
 	Falco FalcoArgs
 	// StorePath turns the reputation store on; VerdictWait overrides the default wait (e.g. "1s").
 	StorePath, VerdictWait string
+	// Audit serves the audit API when its BindAddress is set.
+	Audit AuditArgs
 	// ExtraArgs is raw YAML appended under args (e.g. to test a misspelled field).
 	ExtraArgs string
+}
+
+// AuditArgs is args.audit as the config file spells it.
+type AuditArgs struct {
+	BindAddress, TLSCertFile, TLSKeyFile string
 }
 
 // FalcoArgs is args.falco as the config file spells it.
@@ -168,6 +175,12 @@ profiles:
 {{- if .StorePath}}
       store:
         path: {{printf "%q" .StorePath}}
+{{- end}}
+{{- if .Audit.BindAddress}}
+      audit:
+        bindAddress: {{printf "%q" .Audit.BindAddress}}
+        tlsCertFile: {{printf "%q" .Audit.TLSCertFile}}
+        tlsKeyFile: {{printf "%q" .Audit.TLSKeyFile}}
 {{- end}}
 {{- if .VerdictWait}}
       verdictWait: {{.VerdictWait}}

@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,32 +44,48 @@ func renderDeployBase(t *testing.T) []map[string]interface{} {
 // The kustomize base renders and the apiserver accepts every object (server-side dry-run).
 func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
 	e := newEnv(t)
-	objs := renderDeployBase(t)
+	kinds := map[string]bool{}
+	for _, obj := range renderDeployBase(t) {
+		u := unstructuredOf(obj)
+		kinds[u.GetKind()] = true
+		if u.GetNamespace() != "kube-system" && u.GetNamespace() != "" {
+			t.Errorf("%s %s is in namespace %q, want kube-system", u.GetKind(), u.GetName(), u.GetNamespace())
+		}
+	}
+	applyDeployBase(t, e, true)
+	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim"} {
+		if !kinds[want] {
+			t.Errorf("deploy/base renders no %s", want)
+		}
+	}
+}
+
+// applyDeployBase applies the rendered deploy/base objects of the given kinds (all when none
+// are named) with server-side apply, or only dry-runs them.
+func applyDeployBase(t *testing.T, e *env, dryRun bool, onlyKinds ...string) {
+	t.Helper()
 	dyn := dynamic.NewForConfigOrDie(cluster.Config)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.client.Discovery()))
-	kinds := map[string]bool{}
-	for _, obj := range objs {
+	opts := metav1.ApplyOptions{FieldManager: "repute-test", Force: true}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	for _, obj := range renderDeployBase(t) {
 		u := unstructuredOf(obj)
+		if len(onlyKinds) > 0 && !slices.Contains(onlyKinds, u.GetKind()) {
+			continue
+		}
 		gvk := u.GroupVersionKind()
-		kinds[gvk.Kind] = true
 		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
 			t.Fatalf("%s: %v", gvk, err)
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
 		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			if u.GetNamespace() != "kube-system" {
-				t.Errorf("%s %s is in namespace %q, want kube-system", gvk.Kind, u.GetName(), u.GetNamespace())
-			}
 			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
 		}
-		if _, err := ri.Apply(e.ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "repute-test", DryRun: []string{metav1.DryRunAll}}); err != nil {
-			t.Errorf("server-side dry-run apply of %s %s: %v", gvk.Kind, u.GetName(), err)
-		}
-	}
-	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"} {
-		if !kinds[want] {
-			t.Errorf("deploy/base renders no %s", want)
+		if _, err := ri.Apply(e.ctx, u.GetName(), u, opts); err != nil {
+			t.Errorf("server-side apply (dry-run %v) of %s %s: %v", dryRun, gvk.Kind, u.GetName(), err)
 		}
 	}
 }

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	controlplane.QuietLogs()
 	tb := controlplane.NewProcessTB("integration")
 	var err error
-	cluster, err = controlplane.Start(tb, controlplane.Options{})
+	cluster, err = controlplane.Start(tb, controlplane.Options{RBAC: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
 		os.Exit(1)

@@ -1,0 +1,234 @@
+package integration
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	v1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	certutil "k8s.io/client-go/util/cert"
+
+	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/test/controlplane"
+)
+
+// The audit API against the real apiserver with RBAC on: the scheduler runs as the shipped
+// ServiceAccount with only the shipped RBAC, callers are checked with TokenReview and
+// SubjectAccessReview, and the shipped repute-auditor role is what grants access.
+func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
+	e := newEnv(t)
+	applyDeployBase(t, e, false, "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+	schedulerKubeconfig := kubeconfigFor(t, e, "kube-system", "repute-scheduler")
+
+	dir := t.TempDir()
+	certFile, keyFile := servingCertificate(t, dir)
+	bind := freeLoopbackAddress(t)
+	cfg := e.config()
+	cfg.Kubeconfig = schedulerKubeconfig
+	cfg.StorePath = filepath.Join(dir, "repute.db")
+	cfg.Audit = controlplane.AuditArgs{BindAddress: bind, TLSCertFile: certFile, TLSKeyFile: keyFile}
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+
+	trustedNode := e.node("trusted", "trusted")
+	e.node("untrusted", "untrusted")
+	e.create(e.pod("api", trustedImage))
+	e.create(e.pod("miner", untrustedImage))
+	if got := e.waitBound("api", bindTimeout); got != trustedNode {
+		t.Fatalf("api bound to %s, want %s: the scheduler's own RBAC falls short", got, trustedNode)
+	}
+	e.waitBound("miner", bindTimeout)
+	e.waitEvent("miner", "Placed", bindTimeout) // decisions are recorded as pods bind
+
+	for _, sa := range []string{"auditor", "stranger", "backup-operator"} {
+		e.serviceAccount(sa)
+	}
+	e.bindClusterRole("repute-auditor", "auditor")
+	e.bindClusterRole("repute-audit-backup", "backup-operator")
+	client := func(token string) *audit.Client {
+		rc := &rest.Config{Host: "https://" + bind, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAFile: certFile}}
+		hc, err := rest.HTTPClientFor(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &audit.Client{HTTP: hc, Server: rc.Host}
+	}
+	auditor := client(e.token("auditor"))
+
+	// The decision of a pod that just bound is written off the scheduling cycle: poll for it.
+	var decisions *audit.DecisionList
+	err = wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		decisions, err = auditor.Decisions(ctx, url.Values{"namespace": {e.ns}})
+		return err == nil && len(decisions.Items) == 2, err
+	})
+	if err != nil {
+		t.Fatalf("auditor reading decisions: %v (got %+v)", err, decisions)
+	}
+	for _, d := range decisions.Items {
+		want := map[string]string{"api": "trusted", "miner": "untrusted"}[d.Pod]
+		if string(d.Tier) != want || d.Node == "" || d.Reason == "" {
+			t.Errorf("decision %+v: want tier %q with a node and a reason", d, want)
+		}
+	}
+	images, err := auditor.Images(e.ctx, url.Values{"tier": {"untrusted"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasImage(images, untrustedImage) || hasImage(images, trustedImage) {
+		t.Errorf("untrusted images = %+v, want %s and not %s", images.Items, untrustedImage, trustedImage)
+	}
+	img, err := auditor.Image(e.ctx, trustedImage)
+	if err != nil || img.Tier != "trusted" || len(img.Contributions) == 0 {
+		t.Errorf("Image(%s) = %+v, %v; want trusted with its contributions", trustedImage, img, err)
+	}
+	if h, err := auditor.History(e.ctx, url.Values{"image": {trustedImage}}); err != nil || len(h.Items) == 0 {
+		t.Errorf("history of %s = %+v, %v; want at least its first verdict", trustedImage, h, err)
+	}
+
+	tests := []struct {
+		name  string
+		call  func(ctx context.Context) error
+		check func(error) bool
+		want  string
+	}{
+		{"anonymous", func(ctx context.Context) error { _, err := client("").Images(ctx, nil); return err },
+			apierrors.IsUnauthorized, "Unauthorized"},
+		{"forged token", func(ctx context.Context) error { _, err := client("not-a-token").Images(ctx, nil); return err },
+			apierrors.IsUnauthorized, "Unauthorized"},
+		{"authenticated without the role", func(ctx context.Context) error { _, err := client(e.token("stranger")).Images(ctx, nil); return err },
+			apierrors.IsForbidden, `User "system:serviceaccount:` + e.ns + `:stranger" cannot list resource "images"`},
+		{"the auditor role does not include backups", func(ctx context.Context) error { _, err := auditor.Backup(ctx, discard{}); return err },
+			apierrors.IsForbidden, `cannot get resource "backups"`},
+		{"the backup role does not include decisions", func(ctx context.Context) error {
+			_, err := client(e.token("backup-operator")).Decisions(ctx, nil)
+			return err
+		}, apierrors.IsForbidden, `cannot list resource "decisions"`},
+		{"bad parameter", func(ctx context.Context) error { _, err := auditor.Decisions(ctx, url.Values{"from": {"yesterday"}}); return err },
+			apierrors.IsBadRequest, `"from"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call(e.ctx)
+			if !tt.check(err) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+	_, err = auditor.Decisions(e.ctx, url.Values{"from": {"yesterday"}})
+	if status, ok := err.(apierrors.APIStatus); !ok {
+		t.Errorf("bad parameter: %v, want a Status", err)
+	} else if d := status.Status().Details; d == nil || len(d.Causes) != 1 || d.Causes[0].Field != "from" {
+		t.Errorf("400 details = %+v, want one cause for the field from", d)
+	}
+	n, err := client(e.token("backup-operator")).Backup(e.ctx, discard{})
+	if err != nil || n == 0 {
+		t.Errorf("backup as repute-audit-backup = %d bytes, %v", n, err)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func hasImage(list *audit.ImageList, ref string) bool {
+	for _, img := range list.Items {
+		if img.Ref == ref {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *env) serviceAccount(name string) {
+	e.t.Helper()
+	sa := &v1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns}}
+	if _, err := e.client.CoreV1().ServiceAccounts(e.ns).Create(e.ctx, sa, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// token asks the apiserver for a short-lived token of a service account, as kubectl create token does.
+func (e *env) token(serviceAccount string) string {
+	return tokenFor(e.t, e, e.ns, serviceAccount)
+}
+
+func tokenFor(t *testing.T, e *env, ns, serviceAccount string) string {
+	t.Helper()
+	tr, err := e.client.CoreV1().ServiceAccounts(ns).CreateToken(e.ctx, serviceAccount,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token for %s/%s: %v", ns, serviceAccount, err)
+	}
+	return tr.Status.Token
+}
+
+// bindClusterRole grants a shipped ClusterRole to a service account of this env.
+func (e *env) bindClusterRole(role, serviceAccount string) {
+	e.t.Helper()
+	name := e.prefix + role + "-" + serviceAccount
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: serviceAccount, Namespace: e.ns}},
+	}
+	if _, err := e.client.RbacV1().ClusterRoleBindings().Create(e.ctx, crb, metav1.CreateOptions{}); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		_ = e.client.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+}
+
+// kubeconfigFor writes a kubeconfig that authenticates as a service account.
+func kubeconfigFor(t *testing.T, e *env, ns, serviceAccount string) string {
+	t.Helper()
+	cfg := rest.AnonymousClientConfig(cluster.Config)
+	cfg.BearerToken = tokenFor(t, e, ns, serviceAccount)
+	path := filepath.Join(t.TempDir(), serviceAccount+".kubeconfig")
+	if err := controlplane.WriteKubeconfig(cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// servingCertificate writes a certificate for 127.0.0.1 and the CA that signed it (the file
+// holds both, so it also serves as the client's CA bundle).
+func servingCertificate(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	cert, key, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "audit.crt"), filepath.Join(dir, "audit.key")
+	if err := os.WriteFile(certFile, cert, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+func freeLoopbackAddress(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
