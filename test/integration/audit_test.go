@@ -117,7 +117,10 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 			_, err := client(e.token("backup-operator")).Decisions(ctx, nil)
 			return err
 		}, apierrors.IsForbidden, `cannot list resource "decisions"`},
-		{"bad parameter", func(ctx context.Context) error { _, err := auditor.Decisions(ctx, url.Values{"from": {"yesterday"}}); return err },
+		{"bad parameter", func(ctx context.Context) error {
+			_, err := auditor.Decisions(ctx, url.Values{"from": {"yesterday"}})
+			return err
+		},
 			apierrors.IsBadRequest, `"from"`},
 	}
 	for _, tt := range tests {
