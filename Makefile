@@ -16,9 +16,11 @@ COSIGN := $(CURDIR)/$(BIN)/tools/cosign
 .PHONY: all build tools test demo demo-keep bench fuzz verify clean
 all: build
 
-## build: the repute-scheduler and repute-demo binaries, in bin/
+## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
 build:
 	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
+	$(GO) build -o $(BIN)/reputectl ./cmd/reputectl
+	ln -sf reputectl $(BIN)/kubectl-repute
 	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-demo ./cmd/repute-demo
 
 ## tools: the cosign CLI the signature tests sign with (one cold build, about 10 minutes)

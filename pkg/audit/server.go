@@ -173,7 +173,7 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, _ string) er
 	if err != nil {
 		return err
 	}
-	list := ImageList{TypeMeta: typeMeta("ImageList"), Items: []Image{}}
+	list := ImageList{TypeMeta: TypeMeta("ImageList"), Items: []Image{}}
 	refs := make([]string, 0, len(all))
 	for ref, v := range all {
 		if ref > q.After && q.Matches(v) {
@@ -207,7 +207,7 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request, name string) e
 	return writeJSON(w, struct {
 		metav1.TypeMeta `json:",inline"`
 		Image           `json:",inline"`
-	}{typeMeta("Image"), img})
+	}{TypeMeta("Image"), img})
 }
 
 var digestPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -266,7 +266,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, _ string) error
 	if err != nil {
 		return err
 	}
-	h := History{TypeMeta: typeMeta("History"), Ref: ref, Items: entries}
+	h := History{TypeMeta: TypeMeta("History"), Ref: ref, Items: entries}
 	h.Continue = next
 	if h.Items == nil {
 		h.Items = []store.HistoryEntry{}
@@ -286,7 +286,7 @@ func (s *Server) decisions(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
-	list := DecisionList{TypeMeta: typeMeta("DecisionList"), Items: items}
+	list := DecisionList{TypeMeta: TypeMeta("DecisionList"), Items: items}
 	list.Continue = next
 	if list.Items == nil {
 		list.Items = []store.Decision{}
@@ -306,7 +306,7 @@ func (s *Server) policies(w http.ResponseWriter, r *http.Request, _ string) erro
 	if err != nil {
 		return err
 	}
-	list := PolicyList{TypeMeta: typeMeta("PolicyList"), Items: []store.PolicyRecord{}}
+	list := PolicyList{TypeMeta: TypeMeta("PolicyList"), Items: []store.PolicyRecord{}}
 	if q.Offset < len(all) {
 		end := min(len(all), q.Offset+q.Limit)
 		list.Items = append(list.Items, all[q.Offset:end]...)

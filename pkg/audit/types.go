@@ -69,7 +69,8 @@ type PolicyList struct {
 	Items           []store.PolicyRecord `json:"items"`
 }
 
-func typeMeta(kind string) metav1.TypeMeta {
+// TypeMeta is the apiVersion and kind of this API's objects.
+func TypeMeta(kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: Group + "/" + Version, Kind: kind}
 }
 

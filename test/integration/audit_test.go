@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/url"
@@ -20,6 +21,7 @@ import (
 	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/repute-dev/repute/pkg/audit"
+	reputectlcmd "github.com/repute-dev/repute/pkg/reputectl"
 	"github.com/repute-dev/repute/test/controlplane"
 )
 
@@ -141,6 +143,47 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 	if err != nil || n == 0 {
 		t.Errorf("backup as repute-audit-backup = %d bytes, %v", n, err)
 	}
+
+	// reputectl with a kubeconfig, as an auditor would run it; then a backup read offline.
+	live := []string{"--audit-server", "https://" + bind, "--audit-ca", certFile}
+	auditorKubeconfig := kubeconfigFor(t, e, e.ns, "auditor")
+	out := reputectl(t, append(live, "--kubeconfig", auditorKubeconfig, "image", trustedImage)...)
+	for _, want := range []string{"Image:", trustedImage, "Tier:", "trusted", "Evidence:", "origin"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("reputectl image lacks %q:\n%s", want, out)
+		}
+	}
+	out = reputectl(t, append(live, "--kubeconfig", auditorKubeconfig, "decisions", "-A", "--tier", "untrusted")...)
+	if !strings.Contains(out, e.ns) || !strings.Contains(out, "miner") || strings.Contains(out, " api ") {
+		t.Errorf("reputectl decisions --tier untrusted:\n%s", out)
+	}
+	backupFile := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := runReputectl(append(live, "--kubeconfig", auditorKubeconfig, "backup", "-f", backupFile)...); !apierrors.IsForbidden(err) {
+		t.Errorf("reputectl backup as an auditor: %v, want forbidden", err)
+	}
+	reputectl(t, append(live, "--kubeconfig", kubeconfigFor(t, e, e.ns, "backup-operator"), "backup", "-f", backupFile)...)
+	out = reputectl(t, "--store", backupFile, "decisions", "-n", e.ns)
+	if !strings.Contains(out, "api") || !strings.Contains(out, "miner") {
+		t.Errorf("the backup read offline lacks the decisions:\n%s", out)
+	}
+}
+
+// reputectl runs the command line in this process and returns its standard output.
+func reputectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := runReputectl(args...)
+	if err != nil {
+		t.Fatalf("reputectl %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+func runReputectl(args ...string) (string, error) {
+	var out, errOut bytes.Buffer
+	cmd := reputectlcmd.NewCommand("reputectl", &out, &errOut)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
 }
 
 type discard struct{}

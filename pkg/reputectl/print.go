@@ -1,0 +1,102 @@
+package reputectl
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/duration"
+	"sigs.k8s.io/yaml"
+)
+
+// pageSize is how many records each request asks for while collecting a list.
+const pageSize = 500
+
+// collect reads pages until limit items (0: all) or the end, and says whether more remain.
+func collect[T any](query url.Values, limit int, page func(url.Values) ([]T, string, error)) ([]T, bool, error) {
+	var all []T
+	q := url.Values{}
+	for k, v := range query {
+		q[k] = v
+	}
+	for {
+		size := pageSize
+		if limit > 0 {
+			size = min(size, limit-len(all))
+		}
+		q.Set("limit", fmt.Sprint(size))
+		items, next, err := page(q)
+		if err != nil {
+			return nil, false, err
+		}
+		all = append(all, items...)
+		if next == "" {
+			return all, false, nil
+		}
+		if limit > 0 && len(all) >= limit {
+			return all, true, nil
+		}
+		q.Set("continue", next)
+	}
+}
+
+// print writes obj as JSON or YAML, or calls table for the table format.
+func (o *options) print(obj any, table func(w io.Writer)) error {
+	switch o.output {
+	case "json":
+		enc := json.NewEncoder(o.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(obj)
+	case "yaml":
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		_, err = o.out.Write(b)
+		return err
+	}
+	tw := tabwriter.NewWriter(o.out, 0, 8, 3, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+// truncated tells the user on stderr that a list stopped at --limit.
+func (o *options) truncated(more bool, limit int) {
+	if more {
+		fmt.Fprintf(o.errOut, "showing the first %d; more match (--limit 0 shows all)\n", limit)
+	}
+}
+
+func row(w io.Writer, cells ...any) {
+	parts := make([]string, len(cells))
+	for i, c := range cells {
+		parts[i] = fmt.Sprint(c)
+	}
+	fmt.Fprintln(w, strings.Join(parts, "\t"))
+}
+
+// age is how kubectl shows a time in a table: "5m", "3d".
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(time.Since(t))
+}
+
+// timeFlag parses a --from or --to value: RFC 3339, or a duration back from now ("2h").
+func timeFlag(name, value string) (string, error) {
+	if value == "" {
+		return "", nil
+	}
+	if d, err := time.ParseDuration(value); err == nil {
+		return time.Now().Add(-d).UTC().Format(time.RFC3339), nil
+	}
+	if _, err := time.Parse(time.RFC3339, value); err != nil {
+		return "", fmt.Errorf("--%s %q: want an RFC 3339 time (2026-11-22T10:00:00Z) or a duration back from now (2h)", name, value)
+	}
+	return value, nil
+}

@@ -1,0 +1,239 @@
+package reputectl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/reputation/store"
+)
+
+var (
+	apiRef   = "registry.internal/team/api@sha256:" + strings.Repeat("a", 64)
+	redisRef = "docker.io/bitnami/redis:7.2"
+	t0       = time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+)
+
+// storeFile writes a store with two images, a verdict change, decisions in two namespaces and
+// two policy versions, and closes it, as a backup would be.
+func storeFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "repute.db")
+	st, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	verdicts := []*reputation.Verdict{
+		{Image: apiRef, Key: apiRef, Tier: reputation.TierUnknown, Score: 60, DecidedBy: "score 60 between thresholds", PolicyVersion: "v1", EvaluatedAt: t0},
+		{Image: apiRef, Key: apiRef, Tier: reputation.TierTrusted, Score: 90, DecidedBy: "score 90 ≥ trusted threshold 70", PolicyVersion: "v2", EvaluatedAt: t0.Add(time.Hour),
+			Contributions: []reputation.Contribution{
+				{Signal: reputation.SignalOrigin, Observed: "registry registry.internal", Points: 10, Rule: "origin.rules[0] registry.internal/*"},
+				{Signal: reputation.SignalSignature, Observed: "verified by key ops", Points: 30, Finding: "verified"},
+			}},
+		{Image: redisRef, Key: redisRef, Tier: reputation.TierUntrusted, Score: 20, DecidedBy: "behavior: Falco Critical", PolicyVersion: "v2", EvaluatedAt: t0},
+	}
+	for _, v := range verdicts {
+		if err := st.AppendVerdict(ctx, v.Image, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 6 {
+		ns := []string{"team", "other"}[i%2]
+		if err := st.AppendDecisions(ctx, store.Decision{Time: t0.Add(time.Duration(i) * time.Minute), Namespace: ns,
+			Pod: fmt.Sprintf("p%d", i), Node: "n1", Pool: "trusted", Tier: reputation.TierTrusted, Score: 90, Reason: "score 90"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, v := range []string{"v1", "v2"} {
+		if err := st.AppendPolicy(ctx, store.PolicyRecord{Time: t0, Version: v, Source: "plugin args",
+			Policy: json.RawMessage(`{"baseScore":50,"version":"` + v + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := NewCommand("reputectl", &out, &errOut)
+	cmd.SetArgs(args)
+	err = cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func TestCommandsReadAStoreFile(t *testing.T) {
+	file := storeFile(t)
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string // in order
+		notWant []string
+	}{
+		{"images table", []string{"images"}, []string{"IMAGE", "TIER", "SCORE", redisRef, "untrusted", "20", apiRef, "trusted", "90"}, nil},
+		{"images by tier", []string{"images", "--tier", "trusted"}, []string{apiRef}, []string{redisRef}},
+		{"images by registry", []string{"images", "--registry", "docker.io"}, []string{redisRef}, []string{apiRef}},
+		{"image explained", []string{"image", "sha256:" + strings.Repeat("a", 64)},
+			[]string{"Image:", apiRef, "Tier:", "trusted", "Score:", "90", "Decided by:", "score 90 ≥ trusted threshold 70",
+				"Policy version:", "v2", "Evidence:", "origin", "+10", "registry registry.internal", "origin.rules[0] registry.internal/*",
+				"signature", "+30", "verified by key ops"}, nil},
+		{"history oldest first", []string{"history", apiRef}, []string{"TIME", "unknown", "60", "v1", "trusted", "90", "v2", "signature verified +30"}, nil},
+		{"history from a time", []string{"history", apiRef, "--from", "90m"}, []string{"trusted"}, []string{"unknown"}},
+		{"decisions in every namespace by default offline", []string{"decisions"}, []string{"team", "p0", "other", "p1", "p5"}, nil},
+		{"decisions of one namespace", []string{"decisions", "-n", "other"}, []string{"p1", "p3", "p5"}, []string{"p0", "p2"}},
+		{"policy in force", []string{"policy", "show"}, []string{"Version:", "v2", "Source:", "plugin args", "Policy:", "baseScore: 50"}, nil},
+		{"earlier policy", []string{"policy", "show", "v1"}, []string{"v1"}, []string{"v2"}},
+		{"policy versions", []string{"policy", "versions"}, []string{"VERSION", "v1", "v2"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, err := run(t, append([]string{"--store", file}, tt.args...)...)
+			if err != nil {
+				t.Fatalf("reputectl %v: %v (%s)", tt.args, err, stderr)
+			}
+			rest := out
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output lacks %q (in order):\n%s", w, out)
+				}
+				rest = rest[i+len(w):]
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+func TestOutputFormatsAreTheAPIObjects(t *testing.T) {
+	file := storeFile(t)
+	for _, format := range []string{"json", "yaml"} {
+		t.Run(format, func(t *testing.T) {
+			out, _, err := run(t, "--store", file, "images", "-o", format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var list audit.ImageList
+			if err := yaml.Unmarshal([]byte(out), &list); err != nil {
+				t.Fatalf("%s output does not decode: %v\n%s", format, err, out)
+			}
+			if list.Kind != "ImageList" || list.APIVersion != "audit.repute.dev/v1" || len(list.Items) != 2 || list.Items[0].Verdict == nil {
+				t.Errorf("decoded %+v, want an ImageList of 2 verdicts", list)
+			}
+		})
+	}
+}
+
+// A long list stops at --limit, says so on stderr, and reads every page with --limit 0.
+func TestLimitAndPaging(t *testing.T) {
+	file := storeFile(t)
+	out, stderr, err := run(t, "--store", file, "decisions", "--limit", "4", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list audit.DecisionList
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 4 || !strings.Contains(stderr, "showing the first 4") {
+		t.Errorf("--limit 4: %d items, stderr %q", len(list.Items), stderr)
+	}
+}
+
+// collect follows continue tokens across pages smaller than asked for, and stops at the limit.
+func TestCollectFollowsContinueTokens(t *testing.T) {
+	data := []int{0, 1, 2, 3, 4, 5, 6}
+	var requests int
+	page := func(q url.Values) ([]int, string, error) {
+		requests++
+		start, _ := strconv.Atoi(q.Get("continue"))
+		limit, _ := strconv.Atoi(q.Get("limit"))
+		end := min(len(data), start+min(limit, 2)) // the server's pages hold 2
+		next := ""
+		if end < len(data) {
+			next = strconv.Itoa(end)
+		}
+		return data[start:end], next, nil
+	}
+	tests := []struct {
+		limit, wantLen int
+		wantMore       bool
+	}{
+		{0, 7, false},
+		{5, 5, true},
+		{7, 7, false},
+		{1, 1, true},
+	}
+	for _, tt := range tests {
+		requests = 0
+		got, more, err := collect(url.Values{"tier": {"trusted"}}, tt.limit, page)
+		if err != nil || len(got) != tt.wantLen || more != tt.wantMore || !slices.Equal(got, data[:tt.wantLen]) {
+			t.Errorf("limit %d: %v more=%v err=%v, want the first %d, more=%v", tt.limit, got, more, err, tt.wantLen, tt.wantMore)
+		}
+		if want := (tt.wantLen + 1) / 2; requests != want && !(tt.wantMore && requests == want) {
+			t.Errorf("limit %d: %d requests, want %d", tt.limit, requests, want)
+		}
+	}
+}
+
+// kubeconfig writes a kubeconfig with a token user, for tests that stop before any request.
+func kubeconfig(t *testing.T) string {
+	t.Helper()
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
+	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: "t"}
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u", Namespace: "team"}
+	kc.CurrentContext = "c"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestBadInputIsRefusedClearly(t *testing.T) {
+	file := storeFile(t)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad tier is the server's 400", []string{"--store", file, "images", "--tier", "gold"}, `"tier"`},
+		{"bad score", []string{"--store", file, "images", "--min-score", "high"}, `"minScore"`},
+		{"bad time", []string{"--store", file, "history", apiRef, "--from", "yesterday"}, "--from \"yesterday\": want an RFC 3339 time"},
+		{"unknown image", []string{"--store", file, "image", "quay.io/none/such:1"}, "not found"},
+		{"unknown policy version", []string{"--store", file, "policy", "show", "v9"}, `policy version "v9" was never in force`},
+		{"bad output", []string{"--store", file, "-o", "xml", "images"}, `--output "xml"`},
+		{"missing store file", []string{"--store", filepath.Join(t.TempDir(), "none.db"), "images"}, "no such file"},
+		{"not https", []string{"--kubeconfig", kubeconfig(t), "--audit-server", "http://x:1", "images"}, "must be an https:// URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := run(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
