@@ -38,6 +38,10 @@ type EngineOptions struct {
 	ReverifyAfter time.Duration
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// OnEvaluated is told of every evaluation a worker completes, for metrics: the evidence
+	// (nil for a reference that does not parse), the verdict, the time it took, and whether
+	// some evidence could not be gathered.
+	OnEvaluated func(ev *Evidence, v *Verdict, elapsed time.Duration, incomplete bool)
 }
 
 // Defaults for re-evaluation.
@@ -204,7 +208,11 @@ func (e *Engine) Run(ctx context.Context) {
 				if !ok {
 					return
 				}
+				start := time.Now()
 				ev, v, incomplete := e.evaluate(ctx, image)
+				if e.opts.OnEvaluated != nil {
+					e.opts.OnEvaluated(ev, v, time.Since(start), incomplete)
+				}
 				e.publish(image, ev, v)
 				e.mu.Lock()
 				delete(e.queued, image)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/pkg/sources/behavior"
 	"github.com/repute-dev/repute/pkg/sources/signature"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
@@ -92,10 +93,13 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
 		return nil, fmt.Errorf("invalid ReputationArgs: %w", errs.ToAggregate())
 	}
+	metrics.Register()
 	policy, err := reputation.NewPolicy(config.Policy(&args.Policy))
 	if err != nil {
+		metrics.PolicyReloads.WithLabelValues("invalid").Inc()
 		return nil, err
 	}
+	metrics.PolicyReloads.WithLabelValues("applied").Inc()
 	parts := &engineParts{engine: engine}
 	if engine == nil {
 		if parts, err = newEngine(ctx, args, policy, h); err != nil {
@@ -343,6 +347,7 @@ func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, p
 	reason := s.Reason()
 	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, "Placed", "Scheduling",
 		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.tier, s.score, reason)
+	metrics.PodsPlaced.WithLabelValues(string(s.tier)).Inc()
 	if pl.store != nil {
 		pl.store.RecordDecision(decisionOf(pod, nodeName, s.pool.Name, s.placement, reason, pl.engine.Policy().Version()))
 	}
@@ -390,7 +395,9 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration,
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}},
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: reverifyAfter,
-		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration})
+		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
+		OnEvaluated: metrics.Evaluated})
+	engine.Cache().Subscribe(metrics.VerdictChanged)
 	pods := h.SharedInformerFactory().Core().V1().Pods()
 	if cfg := h.KubeConfig(); cfg != nil {
 		dyn, err := dynamic.NewForConfig(cfg)

@@ -10,6 +10,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 )
@@ -26,10 +27,11 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 		return nil
 	}
 	logger := klog.FromContext(ctx).WithValues("store", args.Store.Path)
-	st, err := store.Open(args.Store.Path, store.Options{OnError: func(err error) {
+	st, err := store.Open(args.Store.Path, store.Options{OnCommit: metrics.StoreCommitted, OnError: func(err error) {
 		logger.Error(err, "Reputation store degraded: decisions are not being recorded")
 	}})
 	if err != nil {
+		metrics.StoreDegraded.Set(1)
 		logger.Error(err, "Reputation store unavailable: scheduling goes on from memory and nothing is recorded")
 		return nil
 	}

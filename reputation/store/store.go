@@ -86,6 +86,9 @@ type Options struct {
 	MaxBatch, QueueSize int
 	// OnError is told of every failed commit (besides the store reporting itself degraded).
 	OnError func(error)
+	// OnCommit is told of every commit, for metrics: its records, how long it took (fsync
+	// included), the backlog left behind, and its error.
+	OnCommit func(records int, elapsed time.Duration, backlog int64, err error)
 	// Now is the clock for records that carry no time.
 	Now func() time.Time
 }
@@ -244,6 +247,7 @@ func (s *Store) writer() {
 				break fill
 			}
 		}
+		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, o := range batch {
 				if err := o.apply(tx, s.timeKey(o.at)); err != nil {
@@ -252,7 +256,10 @@ func (s *Store) writer() {
 			}
 			return nil
 		})
-		s.backlog.Add(-int64(len(batch)))
+		backlog := s.backlog.Add(-int64(len(batch)))
+		if s.opts.OnCommit != nil {
+			s.opts.OnCommit(len(batch), time.Since(start), backlog, err)
+		}
 		if err != nil {
 			err = fmt.Errorf("store write of %d records failed (scheduling goes on from memory): %w", len(batch), err)
 			s.lastErr.Store(&err)

@@ -3,7 +3,10 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,14 +54,17 @@ func schedulerBinary(t *testing.T) string {
 }
 
 // startBinary runs the scheduler binary with a config file; stderr is captured.
-func startBinary(t *testing.T, bin, config string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+func startBinary(t *testing.T, bin, config string, flags ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, "--config="+path, "--secure-port=0", "-v=2")
+	if len(flags) == 0 {
+		flags = []string{"--secure-port=0"}
+	}
+	cmd := exec.Command(bin, append([]string{"--config=" + path, "-v=2"}, flags...)...)
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -81,7 +87,8 @@ func startBinary(t *testing.T, bin, config string) (*exec.Cmd, *bytes.Buffer, <-
 }
 
 // The built binary, started as a process with a config file, takes its own leader-election
-// lease and schedules pods into their pools.
+// lease, schedules pods into their pools, and serves Repute's metrics on kube-scheduler's
+// secure /metrics, behind the cluster's authentication and authorization.
 func TestBinarySchedulesPods(t *testing.T) {
 	bin := schedulerBinary(t)
 	e := newEnv(t)
@@ -89,7 +96,10 @@ func TestBinarySchedulesPods(t *testing.T) {
 	untrustedNode := e.node("untrusted", "untrusted")
 	cfg := e.config()
 	cfg.LeaderElect = true
-	_, stderr, exited := startBinary(t, bin, cfg.Render())
+	securePort := freeLoopbackAddress(t)
+	_, port, _ := strings.Cut(securePort, ":")
+	_, stderr, exited := startBinary(t, bin, cfg.Render(), "--bind-address=127.0.0.1", "--secure-port="+port,
+		"--authentication-kubeconfig="+cluster.Kubeconfig, "--authorization-kubeconfig="+cluster.Kubeconfig)
 
 	e.create(e.pod("trusted", trustedImage))
 	e.create(e.pod("untrusted", untrustedImage))
@@ -119,6 +129,82 @@ func TestBinarySchedulesPods(t *testing.T) {
 	if _, err := e.client.CoordinationV1().Leases("kube-system").Get(e.ctx, "kube-scheduler", metav1.GetOptions{}); err == nil {
 		t.Errorf("the default kube-scheduler lease exists: Repute must not take it")
 	}
+
+	// Placements are counted by PostBind, which may trail the binding a moment.
+	var text string
+	err = wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		text = scrapeMetrics(t, "https://"+securePort+"/metrics", cluster.Config.BearerToken)
+		return strings.Contains(text, `repute_pods_placed_total{tier="untrusted"} 1`), nil
+	})
+	for _, want := range []string{
+		`repute_pods_placed_total{tier="trusted"} 1`,
+		`repute_pods_placed_total{tier="untrusted"} 1`,
+		`repute_verdicts{tier="trusted"} 1`,
+		`repute_verdicts{tier="untrusted"} 1`,
+		`repute_verdict_cache_size 2`,
+		`repute_evaluations_total{result="complete"} 2`,
+		`repute_evaluation_duration_seconds_count 2`,
+		`repute_policy_reloads_total{result="applied"} 1`,
+		"scheduler_schedule_attempts_total", // kube-scheduler's own, from the same endpoint
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("repute metrics:\n%s", grepLines(text, "repute_"))
+	}
+	if anonymous := scrapeStatus(t, "https://"+securePort+"/metrics", ""); anonymous != http.StatusForbidden && anonymous != http.StatusUnauthorized {
+		t.Errorf("anonymous /metrics = %d, want 401 or 403", anonymous)
+	}
+}
+
+// scrapeMetrics reads a /metrics endpoint as Prometheus would, with a bearer token.
+func scrapeMetrics(t *testing.T, url, token string) string {
+	t.Helper()
+	body, code := scrape(t, url, token)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s = %d: %s", url, code, body)
+	}
+	return body
+}
+
+func scrapeStatus(t *testing.T, url, token string) int {
+	_, code := scrape(t, url, token)
+	return code
+}
+
+func scrape(t *testing.T, url, token string) (string, int) {
+	t.Helper()
+	// The scheduler's serving certificate is self-signed at start, as in a default deployment.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b), resp.StatusCode
+}
+
+func grepLines(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // Bad plugin args stop the binary at startup, with a message that names the field.

@@ -1,0 +1,142 @@
+// Package metrics is Repute's Prometheus metrics, registered with component-base's legacy
+// registry so that kube-scheduler serves them on its own /metrics endpoint next to its own.
+// Every name starts with repute_.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+const subsystem = "repute"
+
+var (
+	// Verdicts is the number of images per tier in the verdict cache.
+	Verdicts = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Subsystem: subsystem, Name: "verdicts",
+		Help:           "Images in the verdict cache, by tier.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"tier"})
+	// CacheSize is the number of verdicts cached, whatever their tier.
+	CacheSize = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: subsystem, Name: "verdict_cache_size",
+		Help:           "Verdicts held in the verdict cache.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	// Evaluations counts completed evaluations by result: complete, incomplete (some evidence
+	// could not be gathered and is retried) or unassessable (the reference does not parse).
+	Evaluations = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "evaluations_total",
+		Help:           "Image evaluations by result (complete, incomplete, unassessable).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
+	// EvaluationDuration is how long gathering and weighing one image's evidence took.
+	EvaluationDuration = metrics.NewHistogram(&metrics.HistogramOpts{
+		Subsystem: subsystem, Name: "evaluation_duration_seconds",
+		Help:           "Time to gather and weigh one image's evidence, registry round trips included.",
+		Buckets:        metrics.ExponentialBuckets(0.0005, 2, 16), // 0.5ms … 16s
+		StabilityLevel: metrics.ALPHA,
+	})
+	// VerificationFailures counts signature checks that did not verify, by kind: unverified (a
+	// signature no trusted key made), invalid, or error (the registry could not be read).
+	VerificationFailures = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "verification_failures_total",
+		Help:           "Signature checks that did not verify, by kind (unverified, invalid, error).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"kind"})
+	// StoreWriteDuration is the latency of one batched store commit, fsync included.
+	StoreWriteDuration = metrics.NewHistogram(&metrics.HistogramOpts{
+		Subsystem: subsystem, Name: "store_write_duration_seconds",
+		Help:           "Latency of one batched reputation store commit, fsync included.",
+		Buckets:        metrics.ExponentialBuckets(0.0001, 2, 16), // 0.1ms … 3.3s
+		StabilityLevel: metrics.ALPHA,
+	})
+	// StoreRecords counts records committed to the store, by result.
+	StoreRecords = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "store_records_total",
+		Help:           "Records written to the reputation store, by result (committed, failed).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
+	// StoreBacklog is how many records wait for the store's writer.
+	StoreBacklog = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: subsystem, Name: "store_backlog",
+		Help:           "Records waiting for the reputation store's writer.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	// StoreDegraded is 1 while the store cannot write (scheduling goes on from memory).
+	StoreDegraded = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: subsystem, Name: "store_degraded",
+		Help:           "1 while the reputation store cannot write or could not be opened; scheduling goes on from memory.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	// PodsPlaced counts pods bound by Repute, by tier.
+	PodsPlaced = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "pods_placed_total",
+		Help:           "Pods bound by the Repute scheduler, by tier.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"tier"})
+	// PolicyReloads counts policies put in force (or refused), by result.
+	PolicyReloads = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "policy_reloads_total",
+		Help:           "Policies loaded, by result (applied, invalid).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
+)
+
+var registerOnce sync.Once
+
+// Register adds the metrics to the legacy registry; calling it again does nothing.
+func Register() {
+	registerOnce.Do(func() {
+		legacyregistry.MustRegister(Verdicts, CacheSize, Evaluations, EvaluationDuration, VerificationFailures,
+			StoreWriteDuration, StoreRecords, StoreBacklog, StoreDegraded, PodsPlaced, PolicyReloads)
+	})
+}
+
+// VerdictChanged keeps the per-tier and size gauges in step with the cache; subscribe it to
+// the cache before anything is published.
+func VerdictChanged(_ string, old, v *reputation.Verdict) {
+	if old != nil {
+		Verdicts.WithLabelValues(string(old.Tier)).Dec()
+	} else {
+		CacheSize.Inc()
+	}
+	Verdicts.WithLabelValues(string(v.Tier)).Inc()
+}
+
+// Evaluated records one evaluation.
+func Evaluated(ev *reputation.Evidence, _ *reputation.Verdict, elapsed time.Duration, incomplete bool) {
+	result := "complete"
+	switch {
+	case ev == nil:
+		result = "unassessable"
+	case incomplete:
+		result = "incomplete"
+	}
+	Evaluations.WithLabelValues(result).Inc()
+	EvaluationDuration.Observe(elapsed.Seconds())
+	if ev != nil && ev.Signature != nil {
+		switch s := ev.Signature.State; s {
+		case reputation.SignatureUnverified, reputation.SignatureInvalid, reputation.SignatureError:
+			VerificationFailures.WithLabelValues(string(s)).Inc()
+		}
+	}
+}
+
+// StoreCommitted records one store commit.
+func StoreCommitted(records int, elapsed time.Duration, backlog int64, err error) {
+	StoreWriteDuration.Observe(elapsed.Seconds())
+	StoreBacklog.Set(float64(backlog))
+	if err != nil {
+		StoreRecords.WithLabelValues("failed").Add(float64(records))
+		StoreDegraded.Set(1)
+		return
+	}
+	StoreRecords.WithLabelValues("committed").Add(float64(records))
+	StoreDegraded.Set(0)
+}
