@@ -58,7 +58,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	start := time.Now()
 	say("• starting etcd and kube-apiserver in this process …")
-	cp, err := controlplane.Start(tb, controlplane.Options{})
+	cp, err := controlplane.Start(tb, controlplane.Options{RBAC: true})
 	if err != nil {
 		return err
 	}
@@ -104,6 +104,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	auditAddr, err := controlplane.FreeLoopbackAddress()
+	if err != nil {
+		return err
+	}
+	auditCert, auditKey, err := controlplane.ServingCertificate(keyDir)
+	if err != nil {
+		return err
+	}
 
 	cfg := controlplane.SchedulerConfig{
 		Kubeconfig:    cp.Kubeconfig,
@@ -117,6 +125,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		RequireSignature: true,
 		SigningKeys:      []controlplane.SigningKey{{Name: "platform", PEM: img.platformKey, Repositories: []string{"127.0.0.1:*/platform/*"}}},
 		Falco:            controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile},
+		StorePath:        filepath.Join(keyDir, "repute.db"),
+		Audit:            controlplane.AuditArgs{BindAddress: auditAddr, TLSCertFile: auditCert, TLSKeyFile: auditKey},
 	}
 	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
 	for i, r := range cfg.OriginRules {
@@ -207,6 +217,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 	say("\nshop itself is still running where it was placed: moving running pods when a reputation")
 	say("changes is not built yet.")
 
+	if err := auditorView(ctx, cp, out, auditor{server: "https://" + auditAddr, ca: auditCert, dir: keyDir}, img.shop); err != nil {
+		return err
+	}
+
 	if !opts.Keep {
 		say("\n• done in %s; stopping the scheduler, apiserver and etcd.", time.Since(start).Round(time.Millisecond))
 		return nil
@@ -219,7 +233,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	abs, _ := filepath.Abs(path)
-	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s get events -n %s --field-selector reason=Placed\n  Ctrl-C to stop.", abs, namespace, abs, namespace)
+	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s get events -n %s --field-selector reason=Placed", abs, namespace, abs, namespace)
+	say("    go run ./cmd/reputectl --kubeconfig %s --audit-server https://%s --audit-ca %s decisions -A", filepath.Join(keyDir, "auditor.kubeconfig"), auditAddr, auditCert)
+	say("  Ctrl-C to stop.")
 	<-ctx.Done()
 	os.Remove(path)
 	return nil

@@ -3,22 +3,18 @@ package integration
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	authenticationv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/repute-dev/repute/pkg/audit"
 	reputectlcmd "github.com/repute-dev/repute/pkg/reputectl"
@@ -34,7 +30,10 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 	schedulerKubeconfig := kubeconfigFor(t, e, "kube-system", "repute-scheduler")
 
 	dir := t.TempDir()
-	certFile, keyFile := servingCertificate(t, dir)
+	certFile, keyFile, err := controlplane.ServingCertificate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	bind := freeLoopbackAddress(t)
 	cfg := e.config()
 	cfg.Kubeconfig = schedulerKubeconfig
@@ -207,19 +206,14 @@ func (e *env) serviceAccount(name string) {
 	}
 }
 
-// token asks the apiserver for a short-lived token of a service account, as kubectl create token does.
+// token asks the apiserver for a short-lived token of a service account of this env.
 func (e *env) token(serviceAccount string) string {
-	return tokenFor(e.t, e, e.ns, serviceAccount)
-}
-
-func tokenFor(t *testing.T, e *env, ns, serviceAccount string) string {
-	t.Helper()
-	tr, err := e.client.CoreV1().ServiceAccounts(ns).CreateToken(e.ctx, serviceAccount,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{}}, metav1.CreateOptions{})
+	e.t.Helper()
+	token, err := cluster.ServiceAccountToken(e.ctx, e.ns, serviceAccount)
 	if err != nil {
-		t.Fatalf("token for %s/%s: %v", ns, serviceAccount, err)
+		e.t.Fatal(err)
 	}
-	return tr.Status.Token
+	return token
 }
 
 // bindClusterRole grants a shipped ClusterRole to a service account of this env.
@@ -242,39 +236,18 @@ func (e *env) bindClusterRole(role, serviceAccount string) {
 // kubeconfigFor writes a kubeconfig that authenticates as a service account.
 func kubeconfigFor(t *testing.T, e *env, ns, serviceAccount string) string {
 	t.Helper()
-	cfg := rest.AnonymousClientConfig(cluster.Config)
-	cfg.BearerToken = tokenFor(t, e, ns, serviceAccount)
 	path := filepath.Join(t.TempDir(), serviceAccount+".kubeconfig")
-	if err := controlplane.WriteKubeconfig(cfg, path); err != nil {
+	if err := cluster.ServiceAccountKubeconfig(e.ctx, ns, serviceAccount, path); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-// servingCertificate writes a certificate for 127.0.0.1 and the CA that signed it (the file
-// holds both, so it also serves as the client's CA bundle).
-func servingCertificate(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	cert, key, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.ParseIP("127.0.0.1")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "audit.crt"), filepath.Join(dir, "audit.key")
-	if err := os.WriteFile(certFile, cert, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 func freeLoopbackAddress(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := controlplane.FreeLoopbackAddress()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
