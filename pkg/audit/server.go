@@ -98,8 +98,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	attrs := authorizer.AttributesRecord{
 		User: resp.User, Verb: rt.verb, APIGroup: Group, APIVersion: Version, Resource: rt.resource,
 		Subresource: rt.subresource, Name: name, ResourceRequest: true, Path: r.URL.Path,
-		// Decisions of one namespace can be granted with a RoleBinding in that namespace.
-		Namespace: r.URL.Query().Get("namespace"),
+	}
+	if rt.resource == ResourceDecisions {
+		// Decisions of one namespace can be granted with a RoleBinding in that namespace; every
+		// other resource is cluster-wide, whatever the query says.
+		attrs.Namespace = r.URL.Query().Get("namespace")
 	}
 	if rt.subresource == SubresourceHistory {
 		attrs.Name = r.URL.Query().Get("image")

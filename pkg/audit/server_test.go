@@ -106,7 +106,7 @@ func newTestServer(t *testing.T) (*Server, *store.Store) {
 		Authenticator: tokenAuthn{"auditor-token": "auditor", "nobody-token": "nobody", "team-token": "team-lead"},
 		Authorizer: authorizer.AuthorizerFunc(rules{
 			"auditor":   {"list images", "get images", "get images/history", "list decisions", "list policies", "get backups"},
-			"team-lead": {"list decisions team"},
+			"team-lead": {"list decisions team", "list images team"},
 		}.Authorize),
 	}, st
 }
@@ -146,6 +146,7 @@ func TestAccessIsAuthenticatedAndAuthorized(t *testing.T) {
 		{"namespaced role, other namespace", "team-token", PathPrefix + "/decisions?namespace=other", http.StatusForbidden, `in the namespace "other"`},
 		{"namespaced role, all namespaces", "team-token", PathPrefix + "/decisions", http.StatusForbidden, "at the cluster scope"},
 		{"namespaced role, its namespace", "team-token", PathPrefix + "/decisions?namespace=team", http.StatusOK, ""},
+		{"a namespace does not scope images", "team-token", PathPrefix + "/images?namespace=team", http.StatusForbidden, "at the cluster scope"},
 		{"auditor", "auditor-token", PathPrefix + "/images", http.StatusOK, ""},
 		{"unknown path", "auditor-token", PathPrefix + "/secrets", http.StatusNotFound, "not found"},
 		{"health needs no token", "", "/healthz", http.StatusOK, ""},
