@@ -3,6 +3,7 @@ package reputation
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,7 +55,8 @@ const (
 
 // Engine evaluates each image once, in the background, and publishes verdicts into the cache.
 type Engine struct {
-	opts EngineOptions
+	opts   EngineOptions
+	policy atomic.Pointer[Policy] // swapped whole by SetPolicy; opts.Policy is the first one
 
 	mu       sync.Mutex
 	queued   map[string]bool // requested and not yet evaluated, so each image is evaluated once
@@ -94,14 +96,20 @@ func NewEngine(opts EngineOptions) *Engine {
 	if opts.RescoreEvery == 0 {
 		opts.RescoreEvery = DefaultRescoreEvery
 	}
-	return &Engine{opts: opts, queued: map[string]bool{}, failures: map[string]int{}, notEmpty: make(chan struct{}, 1), evidence: map[string]*Evidence{}}
+	e := &Engine{opts: opts, queued: map[string]bool{}, failures: map[string]int{}, notEmpty: make(chan struct{}, 1), evidence: map[string]*Evidence{}}
+	e.policy.Store(opts.Policy)
+	return e
 }
 
 // Cache is the cache the engine publishes into.
 func (e *Engine) Cache() *Cache { return e.opts.Cache }
 
 // Policy is the policy in force.
-func (e *Engine) Policy() *Policy { return e.opts.Policy }
+func (e *Engine) Policy() *Policy { return e.policy.Load() }
+
+// SetPolicy puts a policy in force for every evaluation from now on. Verdicts already published
+// stand until Reweigh or a re-evaluation replaces them.
+func (e *Engine) SetPolicy(p *Policy) { e.policy.Store(p) }
 
 // Request asks for a verdict on an image as spelled in a pod spec. It never blocks and does no
 // I/O, so it is safe to call from the scheduler's queue. Repeated requests are coalesced.
@@ -120,7 +128,7 @@ func (e *Engine) Request(image string) {
 	e.mu.Unlock()
 	if e.opts.Wait > 0 {
 		time.AfterFunc(e.opts.Wait, func() {
-			e.opts.Cache.PublishIfAbsent(image, Pending(image, e.opts.Wait, e.opts.Policy, e.opts.Now()))
+			e.opts.Cache.PublishIfAbsent(image, Pending(image, e.opts.Wait, e.Policy(), e.opts.Now()))
 		})
 	}
 }
@@ -267,6 +275,18 @@ func (e *Engine) publish(image string, ev *Evidence, v *Verdict) {
 // the registry. Images not yet evaluated are left to their evaluation, which reads the local
 // sources too. It returns how many verdicts changed.
 func (e *Engine) Rescore(match func(image string, ev *Evidence) bool) int {
+	return e.reweigh(match, nil)
+}
+
+// Reweigh re-weighs every image from the evidence already gathered, under the policy in force
+// (after SetPolicy), and republishes the verdicts whose outcome changed; no I/O. adjust, when
+// set, may first withdraw evidence the new policy no longer accepts (a signature by a key that
+// is no longer trusted) from a copy. It returns how many verdicts changed.
+func (e *Engine) Reweigh(adjust func(ev *Evidence)) int {
+	return e.reweigh(func(string, *Evidence) bool { return true }, adjust)
+}
+
+func (e *Engine) reweigh(match func(image string, ev *Evidence) bool, adjust func(ev *Evidence)) int {
 	changed := 0
 	for image, old := range e.opts.Cache.Snapshot() {
 		e.publishMu.Lock()
@@ -275,13 +295,9 @@ func (e *Engine) Rescore(match func(image string, ev *Evidence) bool) int {
 			e.publishMu.Unlock()
 			continue
 		}
-		ev := *last
-		ctx := context.Background() // local sources do no I/O
-		for _, src := range e.opts.LocalSources {
-			_ = src.Collect(ctx, &ev) // in-memory reads do not fail
-		}
-		v := Evaluate(e.opts.Policy, &ev, e.opts.Now())
-		e.evidence[image] = &ev
+		ev := e.reread(last, adjust)
+		v := Evaluate(e.Policy(), ev, e.opts.Now())
+		e.evidence[image] = ev
 		if !SameOutcome(old, v) {
 			e.opts.Cache.Publish(image, v)
 			changed++
@@ -289,6 +305,47 @@ func (e *Engine) Rescore(match func(image string, ev *Evidence) bool) int {
 		e.publishMu.Unlock()
 	}
 	return changed
+}
+
+// reread copies gathered evidence, applies adjust, and reads the local sources again.
+func (e *Engine) reread(last *Evidence, adjust func(ev *Evidence)) *Evidence {
+	ev := *last
+	if adjust != nil {
+		adjust(&ev)
+	}
+	ctx := context.Background() // local sources do no I/O
+	for _, src := range e.opts.LocalSources {
+		_ = src.Collect(ctx, &ev) // in-memory reads do not fail
+	}
+	return &ev
+}
+
+// Simulation is one image's verdict now and under a proposed policy.
+type Simulation struct {
+	Image         string
+	Before, After *Verdict
+}
+
+// Simulate weighs every image's gathered evidence under a proposed policy and returns each
+// image's current and proposed verdicts, changing nothing. Images whose evidence has not been
+// gathered since the scheduler started (verdicts warmed from the store) cannot be weighed and
+// are returned in notGathered. adjust is as for Reweigh.
+func (e *Engine) Simulate(proposed *Policy, adjust func(ev *Evidence)) (out []Simulation, notGathered []string) {
+	for image, before := range e.opts.Cache.Snapshot() {
+		e.publishMu.Lock()
+		last := e.evidence[image]
+		var ev *Evidence
+		if last != nil {
+			ev = e.reread(last, adjust)
+		}
+		e.publishMu.Unlock()
+		if ev == nil {
+			notGathered = append(notGathered, image)
+			continue
+		}
+		out = append(out, Simulation{Image: image, Before: before, After: Evaluate(proposed, ev, e.opts.Now())})
+	}
+	return out, notGathered
 }
 
 // SameOutcome reports whether two verdicts place and explain an image alike: same score, tier,
@@ -319,7 +376,7 @@ func (e *Engine) evaluate(ctx context.Context, image string) (_ *Evidence, _ *Ve
 	ref, err := ParseImageRef(image)
 	if err != nil {
 		// Re-reading the same string cannot make it parse: no retry.
-		return nil, Unassessable(image, err, e.opts.Policy, e.opts.Now()), false
+		return nil, Unassessable(image, err, e.Policy(), e.opts.Now()), false
 	}
 	ev := &Evidence{Image: ref}
 	for _, src := range e.opts.Sources {
@@ -332,5 +389,5 @@ func (e *Engine) evaluate(ctx context.Context, image string) (_ *Evidence, _ *Ve
 	for _, src := range e.opts.LocalSources {
 		_ = src.Collect(ctx, ev)
 	}
-	return ev, Evaluate(e.opts.Policy, ev, e.opts.Now()), incomplete
+	return ev, Evaluate(e.Policy(), ev, e.opts.Now()), incomplete
 }

@@ -50,6 +50,46 @@ type SignaturePolicy struct {
 	AbsentWeight     int
 	// RequireForTrusted keeps any image without a verified signature out of the trusted tier.
 	RequireForTrusted bool
+	// Keys identify the trusted keys, so that the policy's version changes with them; the keys
+	// themselves are the signature source's.
+	Keys []KeyIdentity
+}
+
+// KeyIdentity is a trusted key as the policy names it: name, a fingerprint of the key
+// material, and the repositories it vouches for.
+type KeyIdentity struct {
+	Name, Fingerprint string
+	Repositories      []string
+}
+
+// RevokedKeys names the keys old trusted that next no longer trusts as they were: removed,
+// replaced under the same name, or rescoped. Signatures they verified must be checked again.
+func RevokedKeys(old, next *Policy) map[string]bool {
+	same := map[string]string{}
+	for _, k := range next.Signature.Keys {
+		same[k.Name] = k.Fingerprint + "|" + strings.Join(k.Repositories, ",")
+	}
+	revoked := map[string]bool{}
+	for _, k := range old.Signature.Keys {
+		if same[k.Name] != k.Fingerprint+"|"+strings.Join(k.Repositories, ",") {
+			revoked[k.Name] = true
+		}
+	}
+	return revoked
+}
+
+// WithdrawSignatures returns an adjustment for Engine.Reweigh and Engine.Simulate: a signature
+// a revoked key verified counts as unverified until the image is verified again, so revoking
+// a key lowers trust at once, before any registry is asked.
+func WithdrawSignatures(revoked map[string]bool) func(ev *Evidence) {
+	return func(ev *Evidence) {
+		s := ev.Signature
+		if s == nil || s.State != SignatureVerified || !revoked[s.Key] {
+			return
+		}
+		ev.Signature = &SignatureEvidence{State: SignatureUnverified, Format: s.Format,
+			Detail: fmt.Sprintf("key %s is no longer trusted as it was; the image is being verified again", s.Key)}
+	}
 }
 
 // OriginPolicy weighs the registry and repository an image comes from.
@@ -118,6 +158,7 @@ func NewPolicy(p Policy) (*Policy, error) {
 	p.Dependencies.DenyVulnerabilities = append([]string(nil), p.Dependencies.DenyVulnerabilities...)
 	p.Dependencies.DenyPackages = append([]string(nil), p.Dependencies.DenyPackages...)
 	p.Behavior.PriorityWeights = maps.Clone(p.Behavior.PriorityWeights)
+	p.Signature.Keys = append([]KeyIdentity(nil), p.Signature.Keys...)
 	p.version = p.computeVersion()
 	return &p, nil
 }

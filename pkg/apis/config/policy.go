@@ -1,6 +1,12 @@
 package config
 
-import "github.com/repute-dev/repute/reputation"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
+	"github.com/repute-dev/repute/reputation"
+)
 
 // Policy is the domain policy these args describe, before validation.
 func Policy(spec *PolicySpec) reputation.Policy {
@@ -31,6 +37,11 @@ func Policy(spec *PolicySpec) reputation.Policy {
 			OOMKillWeight:     int(spec.Behavior.OOMKillWeight),
 			RestartWeight:     int(spec.Behavior.RestartWeight),
 		},
+	}
+	for _, k := range spec.Signature.Keys {
+		sum := sha256.Sum256([]byte(strings.TrimSpace(k.PublicKey)))
+		p.Signature.Keys = append(p.Signature.Keys, reputation.KeyIdentity{Name: k.Name,
+			Fingerprint: hex.EncodeToString(sum[:8]), Repositories: k.Repositories})
 	}
 	for prio, w := range spec.Behavior.PriorityWeights {
 		p.Behavior.PriorityWeights[prio] = int(w)
