@@ -1,10 +1,10 @@
-// Package deploy embeds the manifests in base/, so that the demo and the tests create exactly
-// the RBAC that ships rather than a copy of it.
+// Package deploy embeds the manifests in base/ and crds/, so that the demo and the tests create
+// exactly the RBAC and CustomResourceDefinitions that ship rather than copies of them.
 package deploy
 
 import "embed"
 
-// Base holds base/*.yaml.
+// Files holds base/*.yaml and crds/*.yaml.
 //
-//go:embed base/*.yaml
-var Base embed.FS
+//go:embed base/*.yaml crds/*.yaml
+var Files embed.FS

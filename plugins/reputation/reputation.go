@@ -6,9 +6,11 @@ package reputation
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/dynamic"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
@@ -56,6 +58,12 @@ type Reputation struct {
 	pullSecrets *signature.PullSecrets
 	// store records each placement; nil when no store is configured or it could not open.
 	store *store.Store
+	// signatures is the signature source, reconfigured when the policy's keys change;
+	// signaturePolicy is the signature part of the policy in force.
+	signatures      *signature.Source
+	signaturePolicy config.SignaturePolicy
+	policyMu        sync.Mutex // serializes policy changes
+	policyName      string
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
 	enableTaintComparisonOperators bool
 }
@@ -94,7 +102,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		return nil, fmt.Errorf("invalid ReputationArgs: %w", errs.ToAggregate())
 	}
 	metrics.Register()
-	policy, err := reputation.NewPolicy(config.Policy(&args.Policy))
+	initial, follower, err := initialPolicy(ctx, args, h)
 	if err != nil {
 		metrics.PolicyReloads.WithLabelValues("invalid").Inc()
 		return nil, err
@@ -102,7 +110,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	metrics.PolicyReloads.WithLabelValues("applied").Inc()
 	parts := &engineParts{engine: engine}
 	if engine == nil {
-		if parts, err = newEngine(ctx, args, policy, h); err != nil {
+		if parts, err = newEngine(ctx, args, initial, h); err != nil {
 			return nil, err
 		}
 		engine = parts.engine
@@ -115,7 +123,10 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		engine:                         engine,
 		waiting:                        newWaitingPods(),
 		pullSecrets:                    parts.pullSecrets,
+		signatures:                     parts.signatures,
 		store:                          parts.store,
+		signaturePolicy:                initial.compiled.Spec.Signature,
+		policyName:                     args.PolicyName,
 		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
 	for _, t := range reputation.Tiers {
@@ -127,6 +138,11 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	}
 	pl.verdicts.Subscribe(pl.onVerdict)
 	go engine.Run(ctx)
+	if follower != nil {
+		follower.Apply = pl.applyPolicy
+		follower.Refused = func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }
+		go follower.Run(ctx)
+	}
 	klog.FromContext(ctx).Info("Reputation plugin ready", "poolLabelKey", pl.poolKey, "policyVersion", engine.Policy().Version(),
 		"trustedPool", pl.pools[reputation.TierTrusted].Name, "unknownPool", pl.pools[reputation.TierUnknown].Name,
 		"untrustedPool", pl.pools[reputation.TierUntrusted].Name)
@@ -368,12 +384,14 @@ func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragm
 type engineParts struct {
 	engine      *reputation.Engine
 	pullSecrets *signature.PullSecrets
+	signatures  *signature.Source
 	store       *store.Store
 }
 
-func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, h fwk.Handle) (*engineParts, error) {
+func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPolicy, h fwk.Handle) (*engineParts, error) {
+	policy := initial.compiled.Policy
 	var sources []reputation.EvidenceSource
-	sigSource, err := signature.NewSource(args.Policy.Signature, args.Evaluation)
+	sigSource, err := signature.NewSource(initial.compiled.Spec.Signature, args.Evaluation)
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +434,7 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	recorder := &behavior.Recorder{Ledger: ledger, Rescore: func(keys []string) {
 		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
 	}}
-	st := openStore(ctx, args, policy, engine, ledger)
+	st := openStore(ctx, args, policy, initial.origin, engine, ledger)
 	if st != nil {
 		recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
 			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
@@ -436,5 +454,5 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, policy *reputat
 			return nil, err
 		}
 	}
-	return &engineParts{engine: engine, pullSecrets: pullSecrets, store: st}, nil
+	return &engineParts{engine: engine, pullSecrets: pullSecrets, signatures: sigSource, store: st}, nil
 }

@@ -22,7 +22,7 @@ const pruneEvery = time.Hour
 // verdict cache and the behavior ledger from it: an image known before a restart is known after
 // it, and what lowered its trust still does. From then on every verdict change is recorded. A
 // store that cannot be opened is reported loudly and scheduling goes on from memory.
-func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, engine *reputation.Engine, ledger *reputation.BehaviorLedger) *store.Store {
+func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, origin policyOrigin, engine *reputation.Engine, ledger *reputation.BehaviorLedger) *store.Store {
 	if args.Store.Path == "" {
 		return nil
 	}
@@ -71,21 +71,27 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 			st.RecordVerdict(image, v)
 		}
 	})
-	recordPolicy(ctx, st, policy, args)
+	recordPolicy(ctx, st, policy, origin)
 	go pruneLoop(ctx, st, args.Store, logger)
 	return st
 }
 
+// policyOrigin says where a policy came from, for the store's policy record.
+type policyOrigin struct {
+	source string
+	spec   any
+}
+
 // recordPolicy stores the policy in force unless it is the latest one stored already.
-func recordPolicy(ctx context.Context, st *store.Store, policy *reputation.Policy, args *config.ReputationArgs) {
+func recordPolicy(ctx context.Context, st *store.Store, policy *reputation.Policy, origin policyOrigin) {
 	logger := klog.FromContext(ctx)
 	stored, err := st.Policies()
 	if err == nil && len(stored) > 0 && stored[len(stored)-1].Version == policy.Version() {
 		return
 	}
-	text, err := json.Marshal(args.Policy)
+	text, err := json.Marshal(origin.spec)
 	if err == nil {
-		err = st.AppendPolicy(ctx, store.PolicyRecord{Version: policy.Version(), Source: "plugin args", Policy: text})
+		err = st.AppendPolicy(ctx, store.PolicyRecord{Version: policy.Version(), Source: origin.source, Policy: text})
 	}
 	if err != nil {
 		logger.Error(err, "Recording the policy in the store", "policyVersion", policy.Version())

@@ -65,12 +65,12 @@ func (cp *ControlPlane) ServiceAccountToken(ctx context.Context, namespace, name
 
 // ShippedClusterRole reads a ClusterRole from deploy/base as it ships.
 func ShippedClusterRole(name string) (*rbacv1.ClusterRole, error) {
-	files, err := fs.Glob(deploy.Base, "base/*.yaml")
+	files, err := fs.Glob(deploy.Files, "base/*.yaml")
 	if err != nil {
 		return nil, err
 	}
 	for _, file := range files {
-		data, err := deploy.Base.ReadFile(file)
+		data, err := deploy.Files.ReadFile(file)
 		if err != nil {
 			return nil, err
 		}

@@ -98,6 +98,8 @@ type SchedulerConfig struct {
 	StorePath, VerdictWait string
 	// Audit serves the audit API when its BindAddress is set.
 	Audit AuditArgs
+	// PolicyName makes the scheduler follow that ReputationPolicy.
+	PolicyName string
 	// ExtraArgs is raw YAML appended under args (e.g. to test a misspelled field).
 	ExtraArgs string
 }
@@ -181,6 +183,9 @@ profiles:
         bindAddress: {{printf "%q" .Audit.BindAddress}}
         tlsCertFile: {{printf "%q" .Audit.TLSCertFile}}
         tlsKeyFile: {{printf "%q" .Audit.TLSKeyFile}}
+{{- end}}
+{{- if .PolicyName}}
+      policyName: {{.PolicyName}}
 {{- end}}
 {{- if .VerdictWait}}
       verdictWait: {{.VerdictWait}}

@@ -18,17 +18,14 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apiextensions "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/repute-dev/repute/pkg/sources/behavior"
+	"github.com/repute-dev/repute/test/controlplane"
 )
 
 // TrivyCRDFiles are Trivy Operator's report CRDs, as it installs them.
@@ -40,39 +37,15 @@ var crds embed.FS
 // InstallTrivyCRDs installs Trivy Operator's real CRDs and waits until they are served, so the
 // reports created afterwards are validated by their schema.
 func InstallTrivyCRDs(ctx context.Context, cfg *rest.Config) error {
-	client, err := apiextensions.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
+	var docs [][]byte
 	for _, file := range TrivyCRDFiles {
 		data, err := crds.ReadFile("crds/" + file)
 		if err != nil {
 			return err
 		}
-		var crd apiextensionsv1.CustomResourceDefinition
-		if err := yaml.UnmarshalStrict(data, &crd); err != nil {
-			return fmt.Errorf("%s: %w", file, err)
-		}
-		if _, err := client.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, &crd, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
-		}
-		err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			got, err := client.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
-			if err != nil {
-				return false, nil
-			}
-			for _, c := range got.Status.Conditions {
-				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			return fmt.Errorf("CRD %s not established: %w", crd.Name, err)
-		}
+		docs = append(docs, data)
 	}
-	return nil
+	return controlplane.InstallCRDs(ctx, cfg, docs...)
 }
 
 // CRD returns the embedded copy of one CRD file.

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	rpolicy "github.com/repute-dev/repute/pkg/policy"
 )
 
 // renderDeployBase renders deploy/base the way `kubectl kustomize` does.
@@ -53,7 +56,7 @@ func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
 		}
 	}
 	applyDeployBase(t, e, true)
-	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim"} {
+	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "ReputationPolicy"} {
 		if !kinds[want] {
 			t.Errorf("deploy/base renders no %s", want)
 		}
@@ -130,8 +133,16 @@ func TestDeployBaseSchedulerConfigIsValid(t *testing.T) {
 		if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
 			t.Errorf("shipped args are invalid: %v", errs.ToAggregate())
 		}
-		if len(args.Policy.Origin.Rules) == 0 || !strings.Contains(args.Policy.Origin.Rules[0].Pattern, "/") {
-			t.Errorf("origin rules = %+v", args.Policy.Origin.Rules)
+		if args.PolicyName == "" {
+			t.Fatal("the shipped config follows no ReputationPolicy (policyName)")
+		}
+		shipped := shippedPolicy(t, args.PolicyName)
+		compiled, errs := rpolicy.Compile(&shipped.Spec)
+		if len(errs) > 0 {
+			t.Fatalf("the shipped ReputationPolicy %s fails the scheduler's checks: %v", args.PolicyName, errs.ToAggregate())
+		}
+		if rules := compiled.Spec.Origin.Rules; len(rules) == 0 || !strings.Contains(rules[0].Pattern, "/") {
+			t.Errorf("origin rules = %+v", rules)
 		}
 		if args.Falco.BindAddress == "" {
 			t.Error("the shipped config opens no Falco endpoint")
@@ -143,6 +154,24 @@ func TestDeployBaseSchedulerConfigIsValid(t *testing.T) {
 	if !found {
 		t.Error("no Reputation pluginConfig in the shipped config")
 	}
+}
+
+// shippedPolicy is the ReputationPolicy deploy/base ships under that name.
+func shippedPolicy(t *testing.T, name string) *v1alpha1.ReputationPolicy {
+	t.Helper()
+	for _, obj := range renderDeployBase(t) {
+		u := unstructuredOf(obj)
+		if u.GetKind() != v1alpha1.Kind || u.GetName() != name {
+			continue
+		}
+		var rp v1alpha1.ReputationPolicy
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(obj, &rp, true); err != nil {
+			t.Fatalf("the shipped ReputationPolicy %s does not decode strictly: %v", name, err)
+		}
+		return &rp
+	}
+	t.Fatalf("deploy/base ships no ReputationPolicy %s", name)
+	return nil
 }
 
 // mountedSecret names the Secret the shipped Deployment mounts at dir, if any.

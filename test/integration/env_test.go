@@ -33,6 +33,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "starting the control plane:", err)
 		os.Exit(1)
 	}
+	if err := controlplane.InstallReputeCRDs(context.Background(), cluster.Config); err != nil {
+		fmt.Fprintln(os.Stderr, "installing Repute's CRDs:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if builtBinary != "" {
 		os.RemoveAll(filepath.Dir(builtBinary))

@@ -19,6 +19,9 @@ type ReputationArgs struct {
 	Pools TierPools
 	// Policy weighs evidence into a score and a tier.
 	Policy PolicySpec
+	// PolicyName, when set, names the cluster-scoped ReputationPolicy (repute.dev/v1alpha1)
+	// that is the policy: followed live, with Policy only in force until it has been read.
+	PolicyName string
 	// VerdictWait bounds how long a pod waits for its images' first verdicts before it is placed
 	// as unknown.
 	VerdictWait metav1.Duration

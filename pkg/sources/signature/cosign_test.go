@@ -152,7 +152,7 @@ func TestVerifyCosignSignatures(t *testing.T) {
 	// With the identity check, a signature counts only in the repository it names: the mirrored
 	// copy is unverified, not invalid (nothing was forged); bundles name no repository.
 	identity := e.verifier()
-	identity.CheckIdentity = true
+	identity.SetCheckIdentity(true)
 	for _, tt := range []struct {
 		name       string
 		ref        name.Reference

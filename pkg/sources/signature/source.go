@@ -3,6 +3,7 @@ package signature
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -19,7 +20,8 @@ const DefaultTimeout = 5 * time.Second
 // signatures. It runs on engine workers only.
 type Source struct {
 	Verifier *Verifier
-	Keys     []ScopedKey
+	// keys are swapped whole when the policy changes (SetKeys), while workers verify.
+	keys atomic.Pointer[[]ScopedKey]
 	// Timeout bounds one image's verification; RegistryTimeouts overrides it per registry host.
 	Timeout          time.Duration
 	RegistryTimeouts map[string]time.Duration
@@ -41,7 +43,11 @@ type ScopedKey struct {
 // keysFor returns the keys that vouch for an image's repository.
 func (s *Source) keysFor(ref reputation.ImageRef) []*Key {
 	var out []*Key
-	for _, k := range s.Keys {
+	keys := s.keys.Load()
+	if keys == nil {
+		return nil
+	}
+	for _, k := range *keys {
 		if len(k.Repositories) == 0 {
 			out = append(out, k.Key)
 			continue
@@ -110,28 +116,42 @@ func (s *Source) Collect(ctx context.Context, ev *reputation.Evidence) error {
 	return nil
 }
 
-// NewSource builds the signature source from validated plugin args; nil when no key is
-// configured (nothing to check against).
+// NewSource builds the signature source from validated plugin args. With no keys it checks
+// nothing (and contacts no registry) until Configure gives it some.
 func NewSource(policy config.SignaturePolicy, eval config.EvaluationSpec) (*Source, error) {
-	if len(policy.Keys) == 0 {
-		return nil, nil
-	}
 	verifier, err := NewVerifier()
 	if err != nil {
 		return nil, err
 	}
-	verifier.CheckIdentity = policy.CheckIdentity
 	src := &Source{Verifier: verifier, Timeout: eval.RegistryTimeout.Duration, RegistryTimeouts: map[string]time.Duration{},
 		Backoff: &RegistryBackoff{Initial: eval.RegistryBackoff.Duration, Max: eval.MaxRegistryBackoff.Duration}}
 	for host, d := range eval.RegistryTimeouts {
 		src.RegistryTimeouts[host] = d.Duration
 	}
-	for _, k := range policy.Keys {
+	return src, src.Configure(policy)
+}
+
+// Configure puts a policy's keys and identity check in force for verifications from now on;
+// on error nothing changes.
+func (s *Source) Configure(policy config.SignaturePolicy) error {
+	keys, err := ParseKeys(policy.Keys)
+	if err != nil {
+		return err
+	}
+	s.keys.Store(&keys)
+	s.Verifier.SetCheckIdentity(policy.CheckIdentity)
+	return nil
+}
+
+// ParseKeys parses the keys a policy trusts.
+func ParseKeys(in []config.SigningKey) ([]ScopedKey, error) {
+	var keys []ScopedKey
+	for _, k := range in {
 		key, err := ParsePublicKey(k.Name, []byte(k.PublicKey))
 		if err != nil {
 			return nil, err
 		}
-		src.Keys = append(src.Keys, ScopedKey{Key: key, Repositories: k.Repositories})
+		keys = append(keys, ScopedKey{Key: key, Repositories: k.Repositories})
 	}
-	return src, nil
+	return keys, nil
 }

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -107,9 +108,9 @@ func ParsePublicKey(name string, pemBytes []byte) (*Key, error) {
 
 // Verifier reads images' signatures from registries and checks them against trusted keys.
 type Verifier struct {
-	// CheckIdentity also requires a signature's docker-reference, where it names one, to be
-	// the image's repository.
-	CheckIdentity bool
+	// checkIdentity also requires a signature's docker-reference, where it names one, to be
+	// the image's repository. A policy change may flip it while verifications run.
+	checkIdentity atomic.Bool
 
 	base []remote.Option // as given: transport and such
 	opts []remote.Option // base, reusing one anonymous puller
@@ -135,6 +136,9 @@ func NewVerifier(opts ...remote.Option) (*Verifier, error) {
 
 // Verify resolves ref to a digest and checks its signatures against keys, bundle format first,
 // reading the registry anonymously.
+// SetCheckIdentity turns the docker-reference check on or off for verifications from now on.
+func (v *Verifier) SetCheckIdentity(on bool) { v.checkIdentity.Store(on) }
+
 func (v *Verifier) Verify(ctx context.Context, ref name.Reference, keys []*Key) Result {
 	return v.verify(ctx, ref, keys, v.opts)
 }
@@ -187,7 +191,7 @@ func (v *Verifier) verify(ctx context.Context, ref name.Reference, keys []*Key, 
 		return Result{State: Error, Detail: "no trusted keys for " + ref.Context().Name()}
 	}
 	c := checker{keys: keys}
-	if v.CheckIdentity {
+	if v.checkIdentity.Load() {
 		c.identity = canonicalRepository(ref.Context().Name())
 	}
 	opts := append([]remote.Option{remote.WithContext(ctx)}, baseOpts...)

@@ -17,6 +17,7 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 	*out = config.ReputationArgs{
 		PoolLabelKey: ptr.Deref(in.PoolLabelKey, ""),
 		VerdictWait:  ptr.Deref(in.VerdictWait, metav1.Duration{}),
+		PolicyName:   in.PolicyName,
 	}
 	if f := in.Falco; f != nil {
 		out.Falco = config.FalcoIngest{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
@@ -116,6 +117,7 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 	*out = ReputationArgs{
 		PoolLabelKey: ptr.To(in.PoolLabelKey),
 		VerdictWait:  ptr.To(in.VerdictWait),
+		PolicyName:   in.PolicyName,
 		Pools: &TierPools{
 			Trusted:   poolToV1(in.Pools.Trusted),
 			Unknown:   poolToV1(in.Pools.Unknown),
@@ -163,7 +165,7 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 	if in == nil {
 		return nil
 	}
-	out := &ReputationArgs{TypeMeta: in.TypeMeta, PoolLabelKey: copyPtr(in.PoolLabelKey), VerdictWait: copyPtr(in.VerdictWait)}
+	out := &ReputationArgs{TypeMeta: in.TypeMeta, PoolLabelKey: copyPtr(in.PoolLabelKey), VerdictWait: copyPtr(in.VerdictWait), PolicyName: in.PolicyName}
 	if f := in.Falco; f != nil {
 		c := *f
 		c.MaxBodyBytes = copyPtr(f.MaxBodyBytes)

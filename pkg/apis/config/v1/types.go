@@ -17,6 +17,10 @@ type ReputationArgs struct {
 	Pools *TierPools `json:"pools,omitempty"`
 	// Policy weighs evidence into a score and a tier.
 	Policy *PolicySpec `json:"policy,omitempty"`
+	// PolicyName names the cluster-scoped ReputationPolicy (repute.dev/v1alpha1) to follow:
+	// edits to it are put in force without a restart. Until it has been read (or while it does
+	// not exist) policy is in force.
+	PolicyName string `json:"policyName,omitempty"`
 	// VerdictWait bounds how long a pod waits for its images' first verdicts. Default 5s.
 	VerdictWait *metav1.Duration `json:"verdictWait,omitempty"`
 	// Falco configures the endpoint that takes Falco alerts. Off unless bindAddress is set.

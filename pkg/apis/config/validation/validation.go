@@ -48,7 +48,12 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	if args.VerdictWait.Duration <= 0 {
 		errs = append(errs, field.Invalid(path.Child("verdictWait"), args.VerdictWait.Duration.String(), "must be positive"))
 	}
-	errs = append(errs, validatePolicy(path.Child("policy"), &args.Policy)...)
+	errs = append(errs, ValidatePolicy(path.Child("policy"), &args.Policy)...)
+	if args.PolicyName != "" {
+		for _, msg := range k8svalidation.IsDNS1123Subdomain(args.PolicyName) {
+			errs = append(errs, field.Invalid(path.Child("policyName"), args.PolicyName, msg))
+		}
+	}
 	errs = append(errs, validateFalco(path.Child("falco"), &args.Falco)...)
 	errs = append(errs, validateEvaluation(path.Child("evaluation"), &args.Evaluation)...)
 	errs = append(errs, validateStore(path.Child("store"), &args.Store)...)
@@ -144,7 +149,8 @@ func validateAudit(path *field.Path, a *config.AuditAPI) field.ErrorList {
 
 var placements = sets.New(config.PlacementPack, config.PlacementSpread)
 
-func validatePolicy(path *field.Path, spec *config.PolicySpec) field.ErrorList {
+// ValidatePolicy checks a policy: ranges, rules and patterns, and that every key parses.
+func ValidatePolicy(path *field.Path, spec *config.PolicySpec) field.ErrorList {
 	var errs field.ErrorList
 	for _, e := range config.Policy(spec).Validate() {
 		errs = append(errs, field.Invalid(path.Child(e.Field), e.Value, e.Message))

@@ -1,0 +1,205 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+)
+
+// Outcome is what putting a policy in force did.
+type Outcome struct {
+	// Images were re-scored from memory; TierChanges of them changed tier.
+	Images, TierChanges int
+	// Reverify says the trusted keys changed, so images are being verified again.
+	Reverify bool
+}
+
+// Follower keeps the scheduler on one ReputationPolicy: each new generation is compiled and,
+// when it passes every check, put in force through Apply; either way the object's status says
+// what happened. A generation that fails leaves the previous policy in force.
+type Follower struct {
+	Name   string
+	Client dynamic.Interface
+	// Apply puts a compiled policy in force; generation is the object's, for the record.
+	Apply func(ctx context.Context, c *Compiled, generation int64) (Outcome, error)
+	// Refused is told of each generation that failed (for metrics and logs); may be nil.
+	Refused func(generation int64, errs field.ErrorList)
+
+	mu      sync.Mutex
+	handled int64 // the newest generation acted on
+	status  v1alpha1.ReputationPolicyStatus
+}
+
+// Initial reads the policy once, before scheduling starts, so that the first pod is placed
+// under it. ok is false when it does not exist or fails its checks (the caller keeps its
+// fallback policy and Run reports why in status).
+func (f *Follower) Initial(ctx context.Context) (c *Compiled, ok bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	obj, err := f.Client.Resource(v1alpha1.Resource).Get(ctx, f.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading ReputationPolicy %s: %w", f.Name, err)
+	}
+	c, errs := decode(obj)
+	if len(errs) > 0 {
+		return nil, false, nil
+	}
+	f.mu.Lock()
+	f.handled = obj.GetGeneration()
+	f.status = v1alpha1.ReputationPolicyStatus{PolicyVersion: c.Policy.Version()}
+	f.mu.Unlock()
+	return c, true, nil
+}
+
+// Run follows the object until ctx ends.
+func (f *Follower) Run(ctx context.Context) {
+	logger := klog.FromContext(ctx).WithValues("reputationPolicy", f.Name)
+	factory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(f.Client, 0, "", func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", f.Name).String()
+	})
+	informer := factory.ForResource(v1alpha1.Resource).Informer()
+	// One object, handled in order: a channel of one coalesces bursts of edits.
+	changed := make(chan struct{}, 1)
+	notify := func(any) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    notify,
+		UpdateFunc: func(_, o any) { notify(o) },
+	})
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		obj, exists, err := informer.GetStore().GetByKey(f.Name)
+		if err != nil || !exists {
+			continue
+		}
+		f.handle(ctx, logger, obj.(*unstructured.Unstructured))
+	}
+}
+
+func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstructured.Unstructured) {
+	gen := obj.GetGeneration()
+	f.mu.Lock()
+	done := gen <= f.handled
+	f.mu.Unlock()
+	if !done {
+		f.act(ctx, logger, obj, gen)
+	}
+	if err := f.writeStatus(ctx, obj, gen); err != nil {
+		logger.Error(err, "Updating ReputationPolicy status")
+	}
+}
+
+// act compiles and applies one generation and remembers the status it earned.
+func (f *Follower) act(ctx context.Context, logger klog.Logger, obj *unstructured.Unstructured, gen int64) {
+	cond := metav1.Condition{Type: v1alpha1.ConditionApplied, ObservedGeneration: gen}
+	c, errs := decode(obj)
+	var out Outcome
+	var err error
+	if len(errs) == 0 {
+		out, err = f.Apply(ctx, c, gen)
+		if err != nil {
+			errs = field.ErrorList{field.InternalError(field.NewPath("spec"), err)}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.handled = gen
+	if len(errs) > 0 {
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonInvalid
+		cond.Message = fmt.Sprintf("generation %d not applied, policy %s stays in force: %v", gen, f.status.PolicyVersion, errs.ToAggregate())
+		logger.Error(errs.ToAggregate(), "ReputationPolicy refused; the previous policy stays in force", "generation", gen, "policyVersion", f.status.PolicyVersion)
+		if f.Refused != nil {
+			f.Refused(gen, errs)
+		}
+	} else {
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonApplied
+		cond.Message = Describe(out.Images, out.TierChanges, out.Reverify)
+		f.status.PolicyVersion = c.Policy.Version()
+		f.status.Reweighed, f.status.TierChanges = int32(out.Images), int32(out.TierChanges)
+		logger.Info("ReputationPolicy applied", "generation", gen, "policyVersion", c.Policy.Version(),
+			"images", out.Images, "tierChanges", out.TierChanges, "reverify", out.Reverify)
+	}
+	f.status.ObservedGeneration = gen
+	meta.SetStatusCondition(&f.status.Conditions, cond)
+}
+
+// writeStatus records the status of the newest generation acted on, unless it is there already.
+func (f *Follower) writeStatus(ctx context.Context, obj *unstructured.Unstructured, gen int64) error {
+	f.mu.Lock()
+	status := *f.status.DeepCopy()
+	f.mu.Unlock()
+	if status.ObservedGeneration == 0 {
+		// Applied by Initial: the condition is written here, the first time the object is seen.
+		status.ObservedGeneration = gen
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: v1alpha1.ConditionApplied, Status: metav1.ConditionTrue,
+			Reason: v1alpha1.ReasonApplied, ObservedGeneration: gen, Message: "in force since the scheduler started"})
+		f.mu.Lock()
+		f.status = *status.DeepCopy()
+		f.mu.Unlock()
+	}
+	var current v1alpha1.ReputationPolicy
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &current); err == nil &&
+		current.Status.ObservedGeneration == status.ObservedGeneration && current.Status.PolicyVersion == status.PolicyVersion &&
+		meta.IsStatusConditionPresentAndEqual(current.Status.Conditions, v1alpha1.ConditionApplied, conditionStatus(status)) {
+		return nil
+	}
+	ri := f.Client.Resource(v1alpha1.Resource)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		latest, err := ri.Get(ctx, f.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
+		if err != nil {
+			return err
+		}
+		latest.Object["status"] = content
+		_, err = ri.UpdateStatus(ctx, latest, metav1.UpdateOptions{FieldManager: "repute-scheduler"})
+		return err
+	})
+}
+
+func conditionStatus(s v1alpha1.ReputationPolicyStatus) metav1.ConditionStatus {
+	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionApplied); c != nil {
+		return c.Status
+	}
+	return metav1.ConditionUnknown
+}
+
+// decode reads an object's spec strictly and compiles it.
+func decode(obj *unstructured.Unstructured) (*Compiled, field.ErrorList) {
+	var rp v1alpha1.ReputationPolicy
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(obj.Object, &rp, true); err != nil {
+		return nil, field.ErrorList{field.Invalid(field.NewPath("spec"), "", err.Error())}
+	}
+	return Compile(&rp.Spec)
+}

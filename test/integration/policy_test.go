@@ -1,0 +1,225 @@
+package integration
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/reputation/store"
+	"github.com/repute-dev/repute/test/controlplane"
+)
+
+// policyObject builds a ReputationPolicy from the YAML of its spec.
+func policyObject(t *testing.T, name, specYAML string) *unstructured.Unstructured {
+	t.Helper()
+	var spec map[string]any
+	if err := yaml.Unmarshal([]byte(specYAML), &spec); err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": v1alpha1.Group + "/" + v1alpha1.Version, "kind": v1alpha1.Kind, "spec": spec}}
+	u.SetName(name)
+	return u
+}
+
+func policies(t *testing.T) dynamic.ResourceInterface {
+	return dynamic.NewForConfigOrDie(cluster.Config).Resource(v1alpha1.Resource)
+}
+
+// The apiserver itself refuses a malformed policy, naming the field: the CRD's OpenAPI schema
+// and CEL rules, before the scheduler ever sees it.
+func TestReputationPolicySchemaRefusesMistakes(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name, spec, wantField string
+	}{
+		{"weight out of range", "baseScore: 150", "spec.baseScore"},
+		{"thresholds crossed", "thresholds: {trusted: 40, untrusted: 60}", "spec.thresholds.untrusted"},
+		{"unknown tier", `origin: {rules: [{pattern: "*", tier: sometimes}]}`, "spec.origin.rules[0].tier"},
+		{"pattern without a repository", `origin: {rules: [{pattern: "docker.io"}]}`, "spec.origin.rules[0].pattern"},
+		{"not a key", `signature: {keys: [{name: ops, publicKey: "ssh-ed25519 AAAA"}]}`, "spec.signature.keys[0].publicKey"},
+		{"duplicate key names", `signature: {keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----"}, {name: ops, publicKey: "-----BEGIN PUBLIC KEY-----"}]}`, "spec.signature.keys[1]"},
+		{"misspelled priority", "behavior: {priorityWeights: {Critcal: -60}}", "spec.behavior.priorityWeights"},
+		{"negative half-life", "behavior: {halfLife: -1h}", "spec.behavior.halfLife"},
+		{"not a duration", "dependencies: {staleAfter: a week}", "spec.dependencies.staleAfter"},
+		{"positive penalty", "behavior: {crashLoopWeight: 15}", "spec.behavior.crashLoopWeight"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obj := policyObject(t, e.prefix+"bad-"+string(rune('a'+i)), tt.spec)
+			_, err := policies(t).Create(e.ctx, obj, metav1.CreateOptions{})
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tt.wantField) {
+				t.Fatalf("create: %v; want Invalid naming %s", err, tt.wantField)
+			}
+		})
+	}
+	// A misspelled field is dropped by the schema, and a strict client is told so.
+	obj := policyObject(t, e.prefix+"typo", "baseScroe: 60")
+	_, err := policies(t).Create(e.ctx, obj, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict})
+	if err == nil || !strings.Contains(err.Error(), `unknown field "spec.baseScroe"`) {
+		t.Errorf("strict create with a typo: %v, want unknown field spec.baseScroe", err)
+	}
+}
+
+// Editing the ReputationPolicy the scheduler follows takes effect without a restart: images
+// are re-scored, a pending pod that now fits a pool is placed, the status reports the generation
+// and version, and the store's history records the new version. A policy that passes the schema
+// but not the scheduler's checks is refused in status and the previous one stays in force.
+func TestReputationPolicyHotReload(t *testing.T) {
+	e := newEnv(t)
+	name := e.prefix + "policy"
+	initial := `
+origin:
+  rules:
+  - {pattern: "registry.internal/*", weight: 30}
+  - {pattern: "docker.io/*", tier: unknown}
+  - {pattern: "*", tier: untrusted}
+signature: {requireForTrusted: false}`
+	created, err := policies(t).Create(e.ctx, policyObject(t, name, initial), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+
+	trustedNode := e.node("trusted", "trusted")
+	unknownNode := e.node("unknown", "unknown") // no untrusted pool: untrusted pods wait
+	storePath := filepath.Join(t.TempDir(), "repute.db")
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "*", Tier: "untrusted"}} // the args' policy, overridden by the object
+	cfg.PolicyName, cfg.StorePath = name, storePath
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	e.create(e.pod("api", trustedImage))
+	if got := e.waitBound("api", bindTimeout); got != trustedNode {
+		t.Fatalf("api on %s, want %s: the object's policy (registry.internal +30) must be in force from the first pod", got, trustedNode)
+	}
+	first := waitPolicyStatus(t, e, name, created.GetGeneration(), metav1.ConditionTrue)
+	e.create(e.pod("miner", untrustedImage))
+	e.assertPending("miner", 2*time.Second)
+
+	// Generation 2: quay.io is merely unknown now, and registry.internal weighs nothing.
+	updated := updateSpec(t, e, name, `
+origin:
+  rules:
+  - {pattern: "registry.internal/*", weight: 0}
+  - {pattern: "docker.io/*", tier: unknown}
+  - {pattern: "quay.io/*", tier: unknown}
+  - {pattern: "*", tier: untrusted}
+signature: {requireForTrusted: false}`)
+	second := waitPolicyStatus(t, e, name, updated.GetGeneration(), metav1.ConditionTrue)
+	if second.PolicyVersion == first.PolicyVersion || second.TierChanges < 2 {
+		t.Errorf("status after the edit: %+v; want a new version and at least 2 tier changes (api, miner)", second)
+	}
+	if got := e.waitBound("miner", bindTimeout); got != unknownNode {
+		t.Errorf("the pending miner pod went to %s, want the unknown pool's %s once the policy made it unknown", got, unknownNode)
+	}
+	e.create(e.pod("api-2", trustedImage))
+	if got := e.waitBound("api-2", bindTimeout); got != unknownNode {
+		t.Errorf("api-2 on %s, want %s: registry.internal no longer weighs +30", got, unknownNode)
+	}
+
+	// Generation 3 passes the schema (the key has the PEM header) but not the scheduler's
+	// checks (it does not parse): refused, and generation 2 stays in force.
+	refused := updateSpec(t, e, name, `
+origin:
+  rules: [{pattern: "*", tier: trusted}]
+signature:
+  requireForTrusted: false
+  keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----"}]`)
+	third := waitPolicyStatus(t, e, name, refused.GetGeneration(), metav1.ConditionFalse)
+	cond := meta.FindStatusCondition(third.Conditions, v1alpha1.ConditionApplied)
+	if cond.Reason != v1alpha1.ReasonInvalid || !strings.Contains(cond.Message, "spec.signature.keys[0].publicKey") ||
+		third.PolicyVersion != second.PolicyVersion {
+		t.Errorf("refused generation: %+v, %+v; want Invalid naming spec.signature.keys[0].publicKey and version %s still in force", cond, third, second.PolicyVersion)
+	}
+	e.create(e.pod("miner-2", untrustedImage))
+	if got := e.waitBound("miner-2", bindTimeout); got != unknownNode {
+		t.Errorf("miner-2 on %s, want %s: the refused policy (everything trusted) must not be in force", got, unknownNode)
+	}
+
+	// The store kept both versions and a history entry under each for the re-tiered image.
+	stop()
+	st, err := store.Open(storePath, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recorded, err := st.Policies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources []string
+	for _, p := range recorded {
+		sources = append(sources, p.Version+" "+p.Source)
+	}
+	if len(recorded) != 2 || recorded[0].Version != first.PolicyVersion || recorded[1].Version != second.PolicyVersion ||
+		!strings.Contains(recorded[1].Source, "ReputationPolicy/"+name+" generation 2") {
+		t.Errorf("stored policies %v; want %s then %s from generation 2", sources, first.PolicyVersion, second.PolicyVersion)
+	}
+	history, _, err := st.History(trustedImage, store.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := map[string]string{}
+	for _, h := range history {
+		versions[h.Verdict.PolicyVersion] = string(h.Verdict.Tier)
+	}
+	if versions[first.PolicyVersion] != "trusted" || versions[second.PolicyVersion] != "unknown" {
+		t.Errorf("history of %s by policy version: %v; want trusted under %s, unknown under %s", trustedImage, versions, first.PolicyVersion, second.PolicyVersion)
+	}
+}
+
+// updateSpec replaces the object's spec and returns the updated object.
+func updateSpec(t *testing.T, e *env, name, specYAML string) *unstructured.Unstructured {
+	t.Helper()
+	var spec map[string]any
+	if err := yaml.Unmarshal([]byte(specYAML), &spec); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := policies(t).Get(e.ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj.Object["spec"] = spec
+	updated, err := policies(t).Update(e.ctx, obj, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return updated
+}
+
+// waitPolicyStatus waits until the status reports the generation with the Applied condition.
+func waitPolicyStatus(t *testing.T, e *env, name string, generation int64, applied metav1.ConditionStatus) v1alpha1.ReputationPolicyStatus {
+	t.Helper()
+	var rp v1alpha1.ReputationPolicy
+	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		obj, err := policies(t).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &rp); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(rp.Status.Conditions, v1alpha1.ConditionApplied)
+		return rp.Status.ObservedGeneration == generation && c != nil && c.Status == applied && c.ObservedGeneration == generation, nil
+	})
+	if err != nil {
+		t.Fatalf("ReputationPolicy %s never reported generation %d Applied=%s: %v (status %+v)", name, generation, applied, err, rp.Status)
+	}
+	return rp.Status
+}
