@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./pkg/sources/trivy/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAlerts$$' -fuzztime $(FUZZTIME) ./pkg/sources/behavior/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./pkg/audit/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadPolicy$$' -fuzztime $(FUZZTIME) ./pkg/reputectl/
 
 ## verify: gofmt, go vet, and go mod tidy leaves no diff
 verify:

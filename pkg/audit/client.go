@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 )
 
 // maxResponseBytes bounds a decoded answer: a full page of MaxPageSize explained verdicts is a
@@ -71,11 +74,29 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return io.Copy(w, resp.Body)
 }
 
+// Simulate asks what a proposed policy would change; nothing is applied.
+func (c *Client) Simulate(ctx context.Context, proposed *v1alpha1.ReputationPolicy) (*Simulation, error) {
+	body, err := json.Marshal(proposed)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodPost, ResourceSimulations, nil, body)
+	if err != nil {
+		return nil, err
+	}
+	var out Simulation
+	return &out, decodeBody(resp, ResourceSimulations, &out)
+}
+
 func (c *Client) getJSON(ctx context.Context, path string, query url.Values, out any) error {
 	resp, err := c.get(ctx, path, query)
 	if err != nil {
 		return err
 	}
+	return decodeBody(resp, path, out)
+}
+
+func decodeBody(resp *http.Response, path string, out any) error {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBytes)).Decode(out); err != nil {
 		return fmt.Errorf("reading the audit API's answer to %s: %w", path, err)
@@ -83,17 +104,28 @@ func (c *Client) getJSON(ctx context.Context, path string, query url.Values, out
 	return nil
 }
 
-// get sends a GET and turns any answer but 200 into an error carrying the server's Status.
 func (c *Client) get(ctx context.Context, path string, query url.Values) (*http.Response, error) {
+	return c.do(ctx, http.MethodGet, path, query, nil)
+}
+
+// do sends a request and turns any answer but 200 into an error carrying the server's Status.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte) (*http.Response, error) {
 	u := strings.TrimRight(c.Server, "/") + PathPrefix + "/" + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	var reader io.Reader
+	if body != nil {
+		reader = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, reader)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
 		return nil, err
@@ -102,11 +134,11 @@ func (c *Client) get(ctx context.Context, path string, query url.Values) (*http.
 		return resp, nil
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var status metav1.Status
-	if json.Unmarshal(body, &status) == nil && status.Kind == "Status" {
+	if json.Unmarshal(answer, &status) == nil && status.Kind == "Status" {
 		return nil, &apierrors.StatusError{ErrStatus: status}
 	}
-	return nil, apierrors.NewGenericServerResponse(resp.StatusCode, http.MethodGet,
-		schema.GroupResource{Group: Group, Resource: path}, "", strings.TrimSpace(string(body)), 0, false)
+	return nil, apierrors.NewGenericServerResponse(resp.StatusCode, method,
+		schema.GroupResource{Group: Group, Resource: path}, "", strings.TrimSpace(string(answer)), 0, false)
 }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/klog/v2"
 
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 )
@@ -45,12 +47,17 @@ type Server struct {
 	Authorizer    authorizer.Authorizer
 	// Ready, when set, reports a degraded store; /readyz then fails with its error.
 	Ready func() error
+	// Simulate, when set, weighs every image under a proposed policy and changes nothing
+	// (POST simulations). Its errors are API errors (422 for a policy that fails checks).
+	Simulate func(ctx context.Context, proposed *v1alpha1.ReputationPolicy) (*Simulation, error)
 }
 
 // route is one endpoint: the authorization it needs and the handler that answers it.
 type route struct {
 	verb, resource, subresource string
-	serve                       func(s *Server, w http.ResponseWriter, r *http.Request, name string) error
+	// post marks the one endpoint that takes a body; every other is GET (or HEAD).
+	post  bool
+	serve func(s *Server, w http.ResponseWriter, r *http.Request, name string) error
 }
 
 var routes = map[string]route{
@@ -60,6 +67,9 @@ var routes = map[string]route{
 	"decisions": {verb: "list", resource: ResourceDecisions, serve: (*Server).decisions},
 	"policies":  {verb: "list", resource: ResourcePolicies, serve: (*Server).policies},
 	"backup":    {verb: "get", resource: ResourceBackups, serve: (*Server).backup},
+	// Creating a simulation reads everything and changes nothing; it is a separate grant
+	// because it reveals how every image would fare under any policy.
+	"simulations": {verb: "create", resource: ResourceSimulations, post: true, serve: (*Server).simulate},
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -91,7 +101,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, apierrors.NewNotFound(schema.GroupResource{Group: Group}, r.URL.Path).ErrStatus)
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if !rt.allows(r.Method) {
 		writeStatus(w, apierrors.NewMethodNotSupported(schema.GroupResource{Group: Group, Resource: rt.resource}, r.Method).ErrStatus)
 		return
 	}
@@ -119,6 +129,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := rt.serve(s, w, r, name); err != nil {
 		writeError(w, r, err)
 	}
+}
+
+// allows says whether a route answers a method: POST for the one that takes a body, GET and
+// HEAD for the rest.
+func (rt route) allows(method string) bool {
+	if rt.post {
+		return method == http.MethodPost
+	}
+	return method == http.MethodGet || method == http.MethodHead
 }
 
 // match finds the route of a path under PathPrefix, and the image name of a get.

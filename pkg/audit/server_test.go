@@ -373,3 +373,5 @@ func TestWithoutAStoreOnlyImagesAnswer(t *testing.T) {
 		}
 	}
 }
+
+func authorizerFor(rs rules) authorizer.Authorizer { return authorizer.AuthorizerFunc(rs.Authorize) }

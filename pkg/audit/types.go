@@ -25,6 +25,8 @@ const (
 	ResourceDecisions = "decisions"
 	ResourcePolicies  = "policies"
 	ResourceBackups   = "backups"
+	// ResourceSimulations are what-if evaluations of a proposed policy (create only).
+	ResourceSimulations = "simulations"
 	// SubresourceHistory is an image's verdict history.
 	SubresourceHistory = "history"
 

@@ -212,8 +212,9 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 func newPolicyCommand(o *options) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "The trust policy: the versions that were in force",
+		Short: "The trust policy: what is in force, what was, and what a change would do",
 	}
+	cmd.AddCommand(newPolicyValidateCommand(o), newPolicyDiffCommand(o), newPolicySimulateCommand(o))
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show [VERSION]",
 		Short: "Show the policy in force (or an earlier version) and when it came into force",

@@ -34,6 +34,7 @@ type options struct {
 	auditInsecure             bool
 	storeFile                 string
 	output                    string
+	in                        io.Reader // for -f -
 	out, errOut               io.Writer
 
 	// namespace is the kubeconfig context's namespace, the default for namespaced queries.
@@ -43,7 +44,7 @@ type options struct {
 
 // NewCommand builds the reputectl command tree. name is how it was invoked (os.Args[0]).
 func NewCommand(name string, out, errOut io.Writer) *cobra.Command {
-	o := &options{out: out, errOut: errOut}
+	o := &options{in: os.Stdin, out: out, errOut: errOut}
 	root := &cobra.Command{
 		Use:   "reputectl",
 		Short: "Ask Repute what it decided, when and why",

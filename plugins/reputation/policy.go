@@ -31,7 +31,8 @@ func initialPolicy(ctx context.Context, args *config.ReputationArgs, h fwk.Handl
 	if err != nil {
 		return startPolicy{}, nil, err
 	}
-	start := startPolicy{compiled: &rpolicy.Compiled{Spec: args.Policy, Policy: p}, origin: policyOrigin{source: "plugin args", spec: args.Policy}}
+	compiled := &rpolicy.Compiled{Spec: args.Policy, Policy: p}
+	start := startPolicy{compiled: compiled, origin: policyOrigin{source: "plugin args", spec: specOf(compiled)}}
 	if args.PolicyName == "" || h.KubeConfig() == nil {
 		return start, nil, nil
 	}
@@ -40,19 +41,20 @@ func initialPolicy(ctx context.Context, args *config.ReputationArgs, h fwk.Handl
 		return start, nil, err
 	}
 	follower := &rpolicy.Follower{Name: args.PolicyName, Client: client}
-	compiled, ok, err := follower.Initial(ctx)
+	followed, ok, err := follower.Initial(ctx)
 	switch {
 	case err != nil:
 		logger.Error(err, "ReputationPolicy unreadable at start: the args' policy is in force until it can be read", "reputationPolicy", args.PolicyName)
 	case !ok:
 		logger.Info("ReputationPolicy missing or invalid at start: the args' policy is in force until it is fixed", "reputationPolicy", args.PolicyName)
 	default:
-		start = startPolicy{compiled: compiled, origin: policyOrigin{source: "ReputationPolicy/" + args.PolicyName, spec: specOf(compiled)}}
+		start = startPolicy{compiled: followed, origin: policyOrigin{source: "ReputationPolicy/" + args.PolicyName, spec: specOf(followed)}}
 	}
 	return start, follower, nil
 }
 
-// specOf is the policy as the object spells it, defaults filled in, for the store's record.
+// specOf is the policy as a ReputationPolicy's spec spells it, defaults filled in: the form
+// the store records, whatever the policy came from, so versions compare and diff alike.
 func specOf(c *rpolicy.Compiled) any {
 	var v1 configv1.ReputationArgs
 	configv1.Convert_config_ReputationArgs_To_v1_ReputationArgs(&config.ReputationArgs{Policy: c.Spec}, &v1)

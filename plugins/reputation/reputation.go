@@ -138,6 +138,9 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	}
 	pl.verdicts.Subscribe(pl.onVerdict)
 	go engine.Run(ctx)
+	if err := pl.serveAudit(ctx, args.Audit); err != nil {
+		return nil, err
+	}
 	if follower != nil {
 		follower.Apply = pl.applyPolicy
 		follower.Refused = func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }
@@ -184,10 +187,13 @@ func (p placement) Reason() string {
 
 // resolve reads the verdict of every image the pod uses. Images without a verdict make the pod
 // unknown: only evidence that was assessed can make a pod trusted.
-func (pl *Reputation) resolve(pod *v1.Pod) placement {
+func (pl *Reputation) resolve(pod *v1.Pod) placement { return resolveWith(pod, pl.verdicts.Get) }
+
+// resolveWith places a pod by the verdicts verdictOf gives (the cache's, or a simulation's).
+func resolveWith(pod *v1.Pod, verdictOf func(image string) *reputation.Verdict) placement {
 	p := placement{tier: reputation.TierTrusted, score: 100}
 	forEachImage(pod, func(image string) {
-		v := pl.verdicts.Get(image)
+		v := verdictOf(image)
 		if v == nil {
 			p.missing++
 			p.tier = reputation.Worse(p.tier, reputation.TierUnknown)
@@ -439,9 +445,6 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPo
 		recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
 			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
 		}
-	}
-	if err := serveAudit(ctx, args.Audit, h, engine, st); err != nil {
-		return nil, err
 	}
 	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
 		return nil, fmt.Errorf("watching pod status: %w", err)

@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
 )
@@ -222,4 +225,120 @@ func waitPolicyStatus(t *testing.T, e *env, name string, generation int64, appli
 		t.Fatalf("ReputationPolicy %s never reported generation %d Applied=%s: %v (status %+v)", name, generation, applied, err, rp.Status)
 	}
 	return rp.Status
+}
+
+// reputectl policy simulate against the live scheduler: the images and the running and pending
+// pods whose tier a proposed policy would change, with before and after; nothing is applied.
+// Creating a simulation needs the shipped repute-policy-simulator role.
+func TestPolicySimulate(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	certFile, keyFile, err := controlplane.ServingCertificate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := freeLoopbackAddress(t)
+	cfg := e.config() // registry.internal/* trusted, docker.io/* unknown, * untrusted
+	cfg.Audit = controlplane.AuditArgs{BindAddress: bind, TLSCertFile: certFile, TLSKeyFile: keyFile}
+	e.t.Cleanup(mustStart(t, e, cfg))
+	trustedNode := e.node("trusted", "trusted")
+	e.node("unknown", "unknown") // no untrusted pool: the miner waits
+	e.create(e.pod("api", trustedImage))
+	e.create(e.pod("miner", untrustedImage))
+	e.create(e.pod("cache", unknownImage))
+	if got := e.waitBound("api", bindTimeout); got != trustedNode {
+		t.Fatalf("api on %s", got)
+	}
+	e.waitBound("cache", bindTimeout)
+	e.assertPending("miner", time.Second)
+
+	role, err := controlplane.ShippedClusterRole("repute-policy-simulator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.RbacV1().ClusterRoles().Create(e.ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	e.serviceAccount("operator")
+	e.serviceAccount("auditor")
+	e.bindClusterRole("repute-policy-simulator", "operator")
+	live := []string{"--audit-server", "https://" + bind, "--audit-ca", certFile}
+
+	// The proposal: registry.internal only weighs, quay.io becomes unknown.
+	proposed := filepath.Join(dir, "proposed.yaml")
+	if err := os.WriteFile(proposed, []byte(`apiVersion: repute.dev/v1alpha1
+kind: ReputationPolicy
+metadata:
+  name: default
+spec:
+  origin:
+    rules:
+    - {pattern: "registry.internal/*", weight: 10}
+    - {pattern: "docker.io/*", tier: unknown}
+    - {pattern: "quay.io/*", tier: unknown}
+    - {pattern: "*", tier: untrusted}
+  signature: {requireForTrusted: false}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	operator := kubeconfigFor(t, e, e.ns, "operator")
+	out := reputectl(t, append(live, "--kubeconfig", operator, "policy", "simulate", "-f", proposed, "-o", "json")...)
+	var sim audit.Simulation
+	if err := json.Unmarshal([]byte(out), &sim); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	images := map[string]audit.ImageChange{}
+	for _, c := range sim.Images {
+		images[c.Ref] = c
+	}
+	if c := images[trustedImage]; c.Before.Tier != "trusted" || c.After.Tier != "unknown" || c.After.Score != 60 {
+		t.Errorf("%s: %+v; want trusted → unknown, score 60", trustedImage, c)
+	}
+	if c := images[untrustedImage]; c.Before.Tier != "untrusted" || c.After.Tier != "unknown" {
+		t.Errorf("%s: %+v; want untrusted → unknown", untrustedImage, c)
+	}
+	if _, changed := images[unknownImage]; changed || sim.Unchanged != 1 {
+		t.Errorf("%s should not change (unchanged %d): %+v", unknownImage, sim.Unchanged, sim.Images)
+	}
+	pods := map[string]audit.PodChange{}
+	for _, p := range sim.Pods {
+		pods[p.Name] = p
+	}
+	if p := pods["api"]; p.Phase != "Running" || p.Node != trustedNode || p.Before != "trusted" || p.After != "unknown" {
+		t.Errorf("api: %+v; want Running on %s, trusted → unknown", p, trustedNode)
+	}
+	if p := pods["miner"]; p.Phase != "Pending" || p.Before != "untrusted" || p.After != "unknown" || p.Image != untrustedImage {
+		t.Errorf("miner: %+v; want Pending, untrusted → unknown because of %s", p, untrustedImage)
+	}
+	if _, ok := pods["cache"]; ok || len(sim.Pods) != 2 {
+		t.Errorf("pods %+v; want only api and miner", sim.Pods)
+	}
+
+	// The table, as an operator reads it.
+	table := reputectl(t, append(live, "--kubeconfig", operator, "policy", "simulate", "-f", proposed)...)
+	for _, want := range []string{"Images whose tier or score would change:", "trusted → unknown", "50 → 60",
+		"Pods whose tier would change:", "api", "Running", "miner", "Pending", "untrusted → unknown"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("simulate table lacks %q:\n%s", want, table)
+		}
+	}
+	// Nothing was applied: the miner still waits and a new api pod is still trusted.
+	e.assertPending("miner", time.Second)
+	e.create(e.pod("api-2", trustedImage))
+	if got := e.waitBound("api-2", bindTimeout); got != trustedNode {
+		t.Errorf("after the simulation api-2 went to %s: the simulation must not change the policy", got)
+	}
+	// Without the role, 403.
+	if _, err := runReputectl(append(live, "--kubeconfig", kubeconfigFor(t, e, e.ns, "auditor"), "policy", "simulate", "-f", proposed)...); !apierrors.IsForbidden(err) {
+		t.Errorf("simulate without repute-policy-simulator: %v, want 403", err)
+	}
+}
+
+func mustStart(t *testing.T, e *env, cfg controlplane.SchedulerConfig) func() {
+	t.Helper()
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stop
 }

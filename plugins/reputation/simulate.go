@@ -1,0 +1,99 @@
+package reputation
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/pkg/audit"
+	rpolicy "github.com/repute-dev/repute/pkg/policy"
+	"github.com/repute-dev/repute/reputation"
+)
+
+// simulate answers "what would this policy change?" from the evidence in memory: every image
+// re-weighed under the proposed policy (signatures of keys it no longer trusts withdrawn, as
+// applying it would), and every pod of this profile, running or pending, whose tier would
+// change. Nothing is applied; no registry is contacted.
+func (pl *Reputation) simulate(_ context.Context, proposed *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
+	c, errs := rpolicy.Compile(&proposed.Spec)
+	if len(errs) > 0 {
+		return nil, apierrors.NewInvalid(audit.ReputationPolicyKind, proposed.Name, errs)
+	}
+	current := pl.engine.Policy()
+	sims, notGathered := pl.engine.Simulate(c.Policy, reputation.WithdrawSignatures(reputation.RevokedKeys(current, c.Policy)))
+	out := &audit.Simulation{CurrentVersion: current.Version(), ProposedVersion: c.Policy.Version(),
+		Images: []audit.ImageChange{}, Pods: []audit.PodChange{}, NotSimulated: notGathered}
+	slices.Sort(out.NotSimulated)
+
+	before, after := map[string]*reputation.Verdict{}, map[string]*reputation.Verdict{}
+	for _, s := range sims {
+		before[s.Image], after[s.Image] = s.Before, s.After
+		if s.Before.Tier == s.After.Tier && s.Before.Score == s.After.Score {
+			out.Unchanged++
+			continue
+		}
+		out.Images = append(out.Images, audit.ImageChange{Ref: s.Image, Before: audit.OutcomeOf(s.Before), After: audit.OutcomeOf(s.After)})
+	}
+	slices.SortFunc(out.Images, func(a, b audit.ImageChange) int { return strings.Compare(a.Ref, b.Ref) })
+
+	pods, err := pl.handle.SharedInformerFactory().Core().V1().Pods().Lister().List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	for _, pod := range pods {
+		if pod.Spec.SchedulerName != pl.handle.ProfileName() || pod.DeletionTimestamp != nil || isTerminal(pod.Status.Phase) {
+			continue
+		}
+		// An image that could not be simulated keeps its current verdict on both sides.
+		now := resolveWith(pod, func(image string) *reputation.Verdict {
+			if v, ok := before[image]; ok {
+				return v
+			}
+			return pl.verdicts.Get(image)
+		})
+		then := resolveWith(pod, func(image string) *reputation.Verdict {
+			if v, ok := after[image]; ok {
+				return v
+			}
+			return pl.verdicts.Get(image)
+		})
+		if now.tier == then.tier {
+			continue
+		}
+		change := audit.PodChange{Namespace: pod.Namespace, Name: pod.Name, Phase: "Pending", Node: pod.Spec.NodeName,
+			Before: now.tier, After: then.tier, Image: then.image}
+		if pod.Spec.NodeName != "" {
+			change.Phase = "Running"
+		}
+		out.Pods = append(out.Pods, change)
+	}
+	slices.SortFunc(out.Pods, func(a, b audit.PodChange) int {
+		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
+	})
+	if added := addedKeys(current, c.Policy); len(added) > 0 {
+		out.Warnings = append(out.Warnings, "new trusted keys ("+strings.Join(added, ", ")+
+			") cannot be simulated: the images they would verify are shown as they are now, and are verified when the policy is applied")
+	}
+	if len(notGathered) > 0 {
+		out.Warnings = append(out.Warnings, "some images' evidence has not been gathered since the scheduler started; they are listed under notSimulated")
+	}
+	return out, nil
+}
+
+// addedKeys names keys the proposed policy trusts that the current one does not, as they are.
+func addedKeys(current, proposed *reputation.Policy) []string {
+	var added []string
+	for name := range reputation.RevokedKeys(proposed, current) {
+		added = append(added, name)
+	}
+	slices.Sort(added)
+	return added
+}
+
+// isTerminal says a pod has finished and holds no place in any pool.
+func isTerminal(phase v1.PodPhase) bool { return phase == v1.PodSucceeded || phase == v1.PodFailed }
