@@ -10,6 +10,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 )
 
 // NodeSpec describes a node to create. There is no kubelet: the node is an API object whose
@@ -210,4 +215,28 @@ func (c SchedulerConfig) Render() string {
 		panic(err) // the template is fixed and the inputs are plain strings
 	}
 	return b.String()
+}
+
+// RenderPolicy returns this configuration's policy as a ReputationPolicy manifest: the same
+// origin rules, keys and signature requirement the scheduler configuration renders.
+func (c SchedulerConfig) RenderPolicy(name string) string {
+	spec := configv1.PolicySpec{
+		Origin:    &configv1.OriginPolicy{},
+		Signature: &configv1.SignaturePolicy{RequireForTrusted: ptr.To(c.RequireSignature)},
+	}
+	for _, r := range c.OriginRules {
+		spec.Origin.Rules = append(spec.Origin.Rules, configv1.OriginRule{Pattern: r.Pattern, Tier: r.Tier, Weight: int32(r.Weight)})
+	}
+	for _, k := range c.SigningKeys {
+		spec.Signature.Keys = append(spec.Signature.Keys, configv1.SigningKey{Name: k.Name, PublicKey: k.PEM, Repositories: k.Repositories})
+	}
+	obj := map[string]any{
+		"apiVersion": v1alpha1.Group + "/" + v1alpha1.Version, "kind": v1alpha1.Kind,
+		"metadata": map[string]any{"name": name}, "spec": spec,
+	}
+	b, err := yaml.Marshal(obj)
+	if err != nil {
+		panic(err) // plain data
+	}
+	return string(b)
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/repute-dev/repute/pkg/reputectl"
@@ -24,40 +26,74 @@ type auditor struct{ server, ca, dir string }
 func auditorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer, a auditor, shopImage string) error {
 	fmt.Fprintln(out, "\n• the auditor's view: a ServiceAccount bound to the shipped ClusterRole repute-auditor runs reputectl")
 	fmt.Fprintln(out, "  with its kubeconfig against the audit API (TLS; TokenReview + SubjectAccessReview, as kube-rbac-proxy does)")
-	role, err := controlplane.ShippedClusterRole("repute-auditor")
+	kubeconfig, err := grant(ctx, cp, a, "auditor", "repute-auditor")
 	if err != nil {
 		return err
 	}
-	if _, err := cp.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+	return runReputectl(ctx, out, a, kubeconfig,
+		[]string{"images"},
+		[]string{"image", shopImage},
+		[]string{"history", shopImage},
+		[]string{"decisions", "-n", namespace, "--tier", "untrusted"})
+}
+
+// operatorView has an operator, granted the shipped repute-policy-simulator role, try a policy
+// change before making it: distrust the platform registry (origin weight +10 → -15) until it
+// is audited. diff shows the change against the policy in force, simulate what it would do.
+func operatorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer, a auditor, cfg controlplane.SchedulerConfig) error {
+	fmt.Fprintln(out, "\n• the operator's view: before distrusting the platform registry (origin weight +10 → -15), ask what it would change")
+	kubeconfig, err := grant(ctx, cp, a, "operator", "repute-policy-simulator", "repute-auditor")
+	if err != nil {
 		return err
 	}
-	if _, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, &v1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "auditor"}}, metav1.CreateOptions{}); err != nil {
+	proposed := cfg
+	proposed.OriginRules = append([]controlplane.OriginRule(nil), cfg.OriginRules...)
+	proposed.OriginRules[0].Weight = -15
+	file := filepath.Join(a.dir, "proposed.yaml")
+	if err := os.WriteFile(file, []byte(proposed.RenderPolicy("default")), 0o600); err != nil {
 		return err
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "demo-auditor"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "auditor", Namespace: namespace}},
+	return runReputectl(ctx, out, a, kubeconfig,
+		[]string{"policy", "diff", "-f", file},
+		[]string{"policy", "simulate", "-f", file})
+}
+
+// grant creates a ServiceAccount bound to shipped ClusterRoles and writes its kubeconfig.
+func grant(ctx context.Context, cp *controlplane.ControlPlane, a auditor, account string, roles ...string) (string, error) {
+	if _, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, &v1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: account}}, metav1.CreateOptions{}); err != nil {
+		return "", err
 	}
-	if _, err := cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
-		return err
+	for _, name := range roles {
+		role, err := controlplane.ShippedClusterRole(name)
+		if err != nil {
+			return "", err
+		}
+		if _, err := cp.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", err
+		}
+		binding := &rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "demo-" + account + "-" + name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: account, Namespace: namespace}},
+		}
+		if _, err := cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+			return "", err
+		}
 	}
-	kubeconfig := filepath.Join(a.dir, "auditor.kubeconfig")
-	if err := cp.ServiceAccountKubeconfig(ctx, namespace, "auditor", kubeconfig); err != nil {
-		return err
-	}
+	kubeconfig := filepath.Join(a.dir, account+".kubeconfig")
+	return kubeconfig, cp.ServiceAccountKubeconfig(ctx, namespace, account, kubeconfig)
+}
+
+// runReputectl runs reputectl commands in this process, printing each command line first.
+func runReputectl(ctx context.Context, out io.Writer, a auditor, kubeconfig string, commands ...[]string) error {
 	flags := []string{"--kubeconfig", kubeconfig, "--audit-server", a.server, "--audit-ca", a.ca}
-	for _, args := range [][]string{
-		{"images"},
-		{"image", shopImage},
-		{"history", shopImage},
-		{"decisions", "-n", namespace, "--tier", "untrusted"},
-	} {
-		fmt.Fprintf(out, "\n$ reputectl %s\n", strings.Join(args, " "))
+	for _, args := range commands {
+		shown := strings.ReplaceAll(strings.Join(args, " "), a.dir+"/", "")
+		fmt.Fprintf(out, "\n$ reputectl %s\n", shown)
 		cmd := reputectl.NewCommand("reputectl", out, out)
 		cmd.SetArgs(append(flags, args...))
 		if err := cmd.ExecuteContext(ctx); err != nil {
-			return fmt.Errorf("reputectl %s: %w", strings.Join(args, " "), err)
+			return fmt.Errorf("reputectl %s: %w", shown, err)
 		}
 	}
 	return nil

@@ -217,7 +217,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	say("\nshop itself is still running where it was placed: moving running pods when a reputation")
 	say("changes is not built yet.")
 
-	if err := auditorView(ctx, cp, out, auditor{server: "https://" + auditAddr, ca: auditCert, dir: keyDir}, img.shop); err != nil {
+	access := auditor{server: "https://" + auditAddr, ca: auditCert, dir: keyDir}
+	if err := auditorView(ctx, cp, out, access, img.shop); err != nil {
+		return err
+	}
+	if err := operatorView(ctx, cp, out, access, cfg); err != nil {
 		return err
 	}
 

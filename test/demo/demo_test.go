@@ -38,6 +38,12 @@ func TestDemo(t *testing.T) {
 		`(?m)^  behavior\s+-60\s+untrusted\s+falco Critical "Terminal shell in container" ×1.* in pod demo/shop container main`,
 		`(?m)^\$ reputectl history \S+shop@\S+\nTIME.*\n\S+\s+trusted\s+90\s.*\n\S+\s+untrusted\s+30\s`,
 		`(?m)^\S+\s+demo\s+shop-2\s+untrusted-\d\s+untrusted\s+untrusted\s+30\s`,
+		// The operator's what-if: the diff is the one weight, and the simulation names what moves.
+		`(?m)^-    weight: 10\n\+    weight: -15$`,
+		`(?m)^  127\.0\.0\.1:\d+/platform/api@sha256:[0-9a-f]{64}\s+trusted → unknown\s+90 → 65\s+score 65 between thresholds 30 and 70$`,
+		`(?m)^  127\.0\.0\.1:\d+/platform/web:v1\s+unknown → untrusted\s+50 → 25\s`,
+		`(?m)^  demo\s+api\s+Running\s+trusted-\d\s+trusted → unknown\s`,
+		`(?m)^  demo\s+worker\s+Running\s+unknown-1\s+unknown → untrusted\s`,
 	} {
 		if !regexp.MustCompile(row).MatchString(out.String()) {
 			t.Errorf("demo output has no row matching %s\n%s", row, out.String())
