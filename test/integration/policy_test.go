@@ -55,7 +55,8 @@ func TestReputationPolicySchemaRefusesMistakes(t *testing.T) {
 		{"duplicate key names", `signature: {keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----"}, {name: ops, publicKey: "-----BEGIN PUBLIC KEY-----"}]}`, "spec.signature.keys[1]"},
 		{"misspelled priority", "behavior: {priorityWeights: {Critcal: -60}}", "spec.behavior.priorityWeights"},
 		{"negative half-life", "behavior: {halfLife: -1h}", "spec.behavior.halfLife"},
-		{"not a duration", "dependencies: {staleAfter: a week}", "spec.dependencies.staleAfter"},
+		{"not a duration", "dependencies: {staleAfter: a week}", "spec.dependencies.staleAfter: Invalid value: \"a week\": must be a duration"},
+		{"a duration Go does not know", "behavior: {halfLife: 1d}", "spec.behavior.halfLife"},
 		{"positive penalty", "behavior: {crashLoopWeight: 15}", "spec.behavior.crashLoopWeight"},
 	}
 	for i, tt := range tests {
