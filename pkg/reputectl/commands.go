@@ -220,14 +220,10 @@ func newPolicyCommand(o *options) *cobra.Command {
 		Short: "Show the policy in force (or an earlier version) and when it came into force",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: o.run(func(ctx context.Context, c *audit.Client, args []string) error {
-			all, err := policyVersions(ctx, c)
+			p, all, err := policyInForce(ctx, c)
 			if err != nil {
 				return err
 			}
-			if len(all) == 0 {
-				return fmt.Errorf("no policy has been recorded")
-			}
-			p := all[len(all)-1]
 			if len(args) == 1 {
 				found := false
 				for _, r := range all {
@@ -323,6 +319,18 @@ func policyVersions(ctx context.Context, c *audit.Client) ([]store.PolicyRecord,
 		return l.Items, l.Continue, nil
 	})
 	return all, err
+}
+
+// policyInForce is the newest recorded policy, and every recorded one.
+func policyInForce(ctx context.Context, c *audit.Client) (store.PolicyRecord, []store.PolicyRecord, error) {
+	all, err := policyVersions(ctx, c)
+	if err != nil {
+		return store.PolicyRecord{}, nil, err
+	}
+	if len(all) == 0 {
+		return store.PolicyRecord{}, nil, fmt.Errorf("no policy has been recorded")
+	}
+	return all[len(all)-1], all, nil
 }
 
 func setIf(q url.Values, key, value string) {

@@ -112,14 +112,10 @@ func newPolicyDiffCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			all, err := policyVersions(ctx, c)
+			inForce, _, err := policyInForce(ctx, c)
 			if err != nil {
 				return err
 			}
-			if len(all) == 0 {
-				return fmt.Errorf("no policy has been recorded")
-			}
-			inForce := all[len(all)-1]
 			current, err := yaml.JSONToYAML(inForce.Policy)
 			if err != nil {
 				return err
