@@ -173,15 +173,23 @@ func forbidden(a authorizer.AttributesRecord, reason string, err error) metav1.S
 	return apierrors.NewForbidden(schema.GroupResource{Group: Group, Resource: resource}, a.Name, errors.New(msg)).ErrStatus
 }
 
-// errNoStore answers store-backed requests when the scheduler runs without a store.
-var errNoStore = apierrors.NewServiceUnavailable("the scheduler runs without a reputation store (args store.path): nothing is recorded")
+// noStore answers store-backed requests when there is no store: it failed (Ready says why),
+// or none is configured.
+func (s *Server) noStore() error {
+	if s.Ready != nil {
+		if err := s.Ready(); err != nil {
+			return apierrors.NewServiceUnavailable("reputation store degraded: " + err.Error())
+		}
+	}
+	return apierrors.NewServiceUnavailable("the scheduler runs without a reputation store (args store.path): nothing is recorded")
+}
 
 func (s *Server) verdicts() (map[string]*reputation.Verdict, error) {
 	if s.Images != nil {
 		return s.Images(), nil
 	}
 	if s.Records == nil {
-		return nil, errNoStore
+		return nil, s.noStore()
 	}
 	return s.Records.Verdicts()
 }
@@ -275,7 +283,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, _ string) error
 		return err
 	}
 	if s.Records == nil {
-		return errNoStore
+		return s.noStore()
 	}
 	ref := q.Image
 	// History is kept under the reference pods use; a digest or another spelling finds it.
@@ -302,7 +310,7 @@ func (s *Server) decisions(w http.ResponseWriter, r *http.Request, _ string) err
 		return err
 	}
 	if s.Records == nil {
-		return errNoStore
+		return s.noStore()
 	}
 	items, next, err := s.Records.Decisions(q.Page, q.Matches)
 	if err != nil {
@@ -322,7 +330,7 @@ func (s *Server) policies(w http.ResponseWriter, r *http.Request, _ string) erro
 		return err
 	}
 	if s.Records == nil {
-		return errNoStore
+		return s.noStore()
 	}
 	all, err := s.Records.Policies()
 	if err != nil {
@@ -344,7 +352,7 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request, _ string) error 
 		return err
 	}
 	if s.Records == nil {
-		return errNoStore
+		return s.noStore()
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="repute-%s.db"`, time.Now().UTC().Format("20060102T150405Z")))

@@ -21,8 +21,11 @@ func (pl *Reputation) serveAudit(ctx context.Context, spec config.AuditAPI) erro
 		return err
 	}
 	srv := &audit.Server{Images: pl.engine.Cache().Snapshot, Authenticator: authn, Authorizer: authz, Simulate: pl.simulate}
-	if pl.store != nil {
+	switch {
+	case pl.store != nil:
 		srv.Records, srv.Ready = pl.store, pl.store.Err
+	case pl.storeErr != nil:
+		srv.Ready = func() error { return pl.storeErr }
 	}
 	if _, err := audit.Serve(ctx, audit.ServeOptions{BindAddress: spec.BindAddress, TLSCertFile: spec.TLSCertFile, TLSKeyFile: spec.TLSKeyFile}, srv); err != nil {
 		return fmt.Errorf("audit API: %w", err)

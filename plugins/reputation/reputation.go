@@ -56,8 +56,10 @@ type Reputation struct {
 	// pullSecrets learns which pods pull which images, so signature checks of private images
 	// use their pull secrets; nil when no signature is checked.
 	pullSecrets *signature.PullSecrets
-	// store records each placement; nil when no store is configured or it could not open.
-	store *store.Store
+	// store records each placement; nil when no store is configured or it could not open
+	// (storeErr says why).
+	store    *store.Store
+	storeErr error
 	// signatures is the signature source, reconfigured when the policy's keys change;
 	// signaturePolicy is the signature part of the policy in force.
 	signatures      *signature.Source
@@ -125,6 +127,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		pullSecrets:                    parts.pullSecrets,
 		signatures:                     parts.signatures,
 		store:                          parts.store,
+		storeErr:                       parts.storeErr,
 		signaturePolicy:                initial.compiled.Spec.Signature,
 		policyName:                     args.PolicyName,
 		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
@@ -392,6 +395,8 @@ type engineParts struct {
 	pullSecrets *signature.PullSecrets
 	signatures  *signature.Source
 	store       *store.Store
+	// storeErr says why a configured store is missing: it could not be opened.
+	storeErr error
 }
 
 func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPolicy, h fwk.Handle) (*engineParts, error) {
@@ -440,7 +445,7 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPo
 	recorder := &behavior.Recorder{Ledger: ledger, Rescore: func(keys []string) {
 		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
 	}}
-	st := openStore(ctx, args, policy, initial.origin, engine, ledger)
+	st, storeErr := openStore(ctx, args, policy, initial.origin, engine, ledger)
 	if st != nil {
 		recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
 			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
@@ -457,5 +462,5 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPo
 			return nil, err
 		}
 	}
-	return &engineParts{engine: engine, pullSecrets: pullSecrets, signatures: sigSource, store: st}, nil
+	return &engineParts{engine: engine, pullSecrets: pullSecrets, signatures: sigSource, store: st, storeErr: storeErr}, nil
 }

@@ -3,6 +3,7 @@ package reputation
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -21,10 +22,11 @@ const pruneEvery = time.Hour
 // openStore opens the configured store and, before the first pod is scheduled, warms the
 // verdict cache and the behavior ledger from it: an image known before a restart is known after
 // it, and what lowered its trust still does. From then on every verdict change is recorded. A
-// store that cannot be opened is reported loudly and scheduling goes on from memory.
-func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, origin policyOrigin, engine *reputation.Engine, ledger *reputation.BehaviorLedger) *store.Store {
+// store that cannot be opened is reported loudly (log, metric, and the error returned for the
+// audit API's readiness) and scheduling goes on from memory; the file is left as it is.
+func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, origin policyOrigin, engine *reputation.Engine, ledger *reputation.BehaviorLedger) (*store.Store, error) {
 	if args.Store.Path == "" {
-		return nil
+		return nil, nil
 	}
 	logger := klog.FromContext(ctx).WithValues("store", args.Store.Path)
 	st, err := store.Open(args.Store.Path, store.Options{OnCommit: metrics.StoreCommitted, OnError: func(err error) {
@@ -33,7 +35,7 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	if err != nil {
 		metrics.StoreDegraded.Set(1)
 		logger.Error(err, "Reputation store unavailable: scheduling goes on from memory and nothing is recorded")
-		return nil
+		return nil, fmt.Errorf("store %s could not be opened: %w", args.Store.Path, err)
 	}
 	go func() {
 		<-ctx.Done()
@@ -73,7 +75,7 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	})
 	recordPolicy(ctx, st, policy, origin)
 	go pruneLoop(ctx, st, args.Store, logger)
-	return st
+	return st, nil
 }
 
 // policyOrigin says where a policy came from, for the store's policy record.

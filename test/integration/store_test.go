@@ -1,13 +1,21 @@
 package integration
 
 import (
+	"bytes"
+	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
+	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
@@ -133,4 +141,73 @@ func TestBehaviorOutlivesARestart(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// A store file that is not a store (corrupted, or another file) is reported loudly and left as
+// it is; the scheduler places pods from memory, its metrics and the audit API's readiness say
+// the store is degraded, and store-backed audit requests say why.
+func TestCorruptStoreIsReportedAndSchedulingGoesOn(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	storePath := filepath.Join(dir, "repute.db")
+	garbage := bytes.Repeat([]byte("not a bbolt file "), 4096)
+	if err := os.WriteFile(storePath, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := controlplane.ServingCertificate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := freeLoopbackAddress(t)
+	cfg := e.config()
+	cfg.StorePath = storePath
+	cfg.Audit = controlplane.AuditArgs{BindAddress: bind, TLSCertFile: certFile, TLSKeyFile: keyFile}
+	e.t.Cleanup(mustStart(t, e, cfg))
+	trustedNode := e.node("trusted", "trusted")
+	e.create(e.pod("api", trustedImage))
+	if got := e.waitBound("api", bindTimeout); got != trustedNode {
+		t.Fatalf("api on %s, want %s: scheduling must go on from memory", got, trustedNode)
+	}
+
+	if v := gaugeValue(t, "repute_store_degraded"); v != 1 {
+		t.Errorf("repute_store_degraded = %v, want 1", v)
+	}
+	rc := &rest.Config{Host: "https://" + bind, BearerToken: cluster.Config.BearerToken, TLSClientConfig: rest.TLSClientConfig{CAFile: certFile}}
+	hc, err := rest.HTTPClientFor(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get(rc.Host + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), storePath) {
+		t.Errorf("/readyz = %d %q, want 503 naming %s", resp.StatusCode, body, storePath)
+	}
+	_, err = (&audit.Client{HTTP: hc, Server: rc.Host}).Decisions(e.ctx, nil)
+	if !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), "reputation store degraded") {
+		t.Errorf("decisions with a corrupt store: %v, want 503 saying the store is degraded", err)
+	}
+	if after, err := os.ReadFile(storePath); err != nil || !bytes.Equal(after, garbage) {
+		t.Errorf("the corrupt file was changed (%v): it must be left for forensics", err)
+	}
+}
+
+// gaugeValue reads a gauge from this process's metrics registry, where the in-process
+// scheduler registers Repute's metrics.
+func gaugeValue(t *testing.T, name string) float64 {
+	t.Helper()
+	families, err := legacyregistry.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }
