@@ -70,6 +70,14 @@ func (f *Follower) Initial(ctx context.Context) (c *Compiled, ok bool, err error
 	return c, true, nil
 }
 
+// Fallback records which policy is in force when Initial found none to apply (the caller's), so
+// that a refusal in status names it.
+func (f *Follower) Fallback(version string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.status.PolicyVersion = version
+}
+
 // Run follows the object until ctx ends.
 func (f *Follower) Run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithValues("reputationPolicy", f.Name)

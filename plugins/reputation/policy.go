@@ -42,6 +42,9 @@ func initialPolicy(ctx context.Context, args *config.ReputationArgs, h fwk.Handl
 	}
 	follower := &rpolicy.Follower{Name: args.PolicyName, Client: client}
 	followed, ok, err := follower.Initial(ctx)
+	if !ok {
+		follower.Fallback(p.Version())
+	}
 	switch {
 	case err != nil:
 		logger.Error(err, "ReputationPolicy unreadable at start: the args' policy is in force until it can be read", "reputationPolicy", args.PolicyName)

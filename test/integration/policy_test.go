@@ -343,3 +343,32 @@ func mustStart(t *testing.T, e *env, cfg controlplane.SchedulerConfig) func() {
 	}
 	return stop
 }
+
+// A ReputationPolicy that is already invalid when the scheduler starts is refused in status,
+// naming the args' policy that stays in force, and pods are placed by that policy.
+func TestInvalidReputationPolicyAtStart(t *testing.T) {
+	e := newEnv(t)
+	name := e.prefix + "policy"
+	bad := policyObject(t, name, `
+origin: {rules: [{pattern: "*", tier: trusted}]}
+signature: {keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----"}]}`)
+	created, err := policies(t).Create(e.ctx, bad, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	e.node("trusted", "trusted")
+	untrustedNode := e.node("untrusted", "untrusted")
+	cfg := e.config() // the args' policy: quay.io is untrusted
+	cfg.PolicyName = name
+	e.t.Cleanup(mustStart(t, e, cfg))
+	status := waitPolicyStatus(t, e, name, created.GetGeneration(), metav1.ConditionFalse)
+	cond := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionApplied)
+	if cond.Reason != v1alpha1.ReasonInvalid || status.PolicyVersion == "" || !strings.Contains(cond.Message, "policy "+status.PolicyVersion+" stays in force") {
+		t.Errorf("status %+v: want Invalid naming the args' policy version as in force", status)
+	}
+	e.create(e.pod("miner", untrustedImage))
+	if got := e.waitBound("miner", bindTimeout); got != untrustedNode {
+		t.Errorf("miner on %s, want %s: the invalid policy (everything trusted) must not be in force", got, untrustedNode)
+	}
+}
