@@ -1,10 +1,10 @@
-// Package deploy embeds the manifests in base/ and crds/, so that the demo and the tests create
-// exactly the RBAC and CustomResourceDefinitions that ship rather than copies of them.
+// Package deploy embeds the manifests in base/, crds/ and isolation/, so that the demo and the
+// tests create exactly what ships rather than copies of it.
 package deploy
 
 import "embed"
 
-// Files holds base/*.yaml and crds/*.yaml.
+// Files holds the base/, crds/ and isolation/ manifests.
 //
-//go:embed base/*.yaml crds/*.yaml
+//go:embed base/*.yaml crds/*.yaml isolation/*.yaml
 var Files embed.FS

@@ -1,0 +1,187 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	v1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	nodev1 "k8s.io/api/node/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
+
+	"github.com/repute-dev/repute/deploy"
+)
+
+// shipped decodes the documents of a deploy/ file strictly, in order.
+func shipped(t *testing.T, file string, into ...any) {
+	t.Helper()
+	data, err := deploy.Files.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs [][]byte
+	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
+		if len(bytes.TrimSpace(doc)) > 0 {
+			docs = append(docs, doc)
+		}
+	}
+	if len(docs) != len(into) {
+		t.Fatalf("%s holds %d documents, want %d", file, len(docs), len(into))
+	}
+	for i, doc := range docs {
+		if err := yaml.UnmarshalStrict(doc, into[i]); err != nil {
+			t.Fatalf("%s document %d: %v", file, i, err)
+		}
+	}
+}
+
+// The shipped ValidatingAdmissionPolicy, applied to the real apiserver: in a namespace that
+// opts in, every way around Repute is refused with a message naming the rule; pods that go
+// through Repute, and pods of other namespaces, are admitted, and Repute still binds them.
+func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
+	e := newEnv(t)
+	var policy admissionv1.ValidatingAdmissionPolicy
+	var binding admissionv1.ValidatingAdmissionPolicyBinding
+	shipped(t, "isolation/admission-policy.yaml", &policy, &binding)
+	var runtimeClass nodev1.RuntimeClass
+	shipped(t, "isolation/runtimeclass.yaml", &runtimeClass)
+	// The policy's schedulerName and pool key are the shipped ones; this env's scheduler and
+	// pool key are its own, so the test's pods use the shipped names where the policy looks.
+	admission := e.client.AdmissionregistrationV1()
+	if _, err := admission.ValidatingAdmissionPolicies().Create(e.ctx, &policy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), policy.Name, metav1.DeleteOptions{})
+	})
+	if _, err := admission.ValidatingAdmissionPolicyBindings().Create(e.ctx, &binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admission.ValidatingAdmissionPolicyBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	})
+	if _, err := e.client.NodeV1().RuntimeClasses().Create(e.ctx, &runtimeClass, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = e.client.NodeV1().RuntimeClasses().Delete(context.Background(), runtimeClass.Name, metav1.DeleteOptions{})
+	})
+	ns, err := e.client.CoreV1().Namespaces().Get(e.ctx, e.ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels["repute.dev/enforce"] = "true"
+	if _, err := e.client.CoreV1().Namespaces().Update(e.ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	pod := func(name string, mutate func(*v1.Pod)) *v1.Pod {
+		p := e.pod(name, trustedImage)
+		p.Spec.SchedulerName = "repute-scheduler"
+		if mutate != nil {
+			mutate(p)
+		}
+		return p
+	}
+	poolToleration := func(pool string) v1.Toleration {
+		return v1.Toleration{Key: "repute.dev/pool", Operator: v1.TolerationOpEqual, Value: pool, Effect: v1.TaintEffectNoSchedule}
+	}
+	// The policy takes effect a moment after it is created: wait for the first refusal.
+	err = wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p := pod("probe", func(p *v1.Pod) { p.Spec.SchedulerName = "default-scheduler" })
+		_, err := e.client.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err != nil, nil
+	})
+	if err != nil {
+		t.Fatal("the admission policy never took effect")
+	}
+
+	tests := []struct {
+		name     string
+		pod      *v1.Pod
+		wantRule string // empty: admitted
+	}{
+		{"another scheduler", pod("other-scheduler", func(p *v1.Pod) { p.Spec.SchedulerName = "default-scheduler" }), "repute.dev rule schedulerName"},
+		{"no scheduler named (the default one)", pod("no-scheduler", func(p *v1.Pod) { p.Spec.SchedulerName = "" }), "repute.dev rule schedulerName"},
+		{"node preset", pod("preset-node", func(p *v1.Pod) { p.Spec.NodeName = "any-node" }), "repute.dev rule nodeName"},
+		{"tolerates the trusted pool", pod("tolerates-trusted", func(p *v1.Pod) { p.Spec.Tolerations = []v1.Toleration{poolToleration("trusted")} }), "repute.dev rule tolerations"},
+		{"tolerates the untrusted pool without the sandbox", pod("tolerates-untrusted", func(p *v1.Pod) { p.Spec.Tolerations = []v1.Toleration{poolToleration("untrusted")} }), "repute.dev rule tolerations"},
+		{"tolerates every taint", pod("tolerates-all", func(p *v1.Pod) { p.Spec.Tolerations = []v1.Toleration{{Operator: v1.TolerationOpExists}} }), "repute.dev rule tolerations"},
+		{"sandboxed: the RuntimeClass adds the untrusted pool's toleration", pod("sandboxed", func(p *v1.Pod) { p.Spec.RuntimeClassName = &runtimeClass.Name }), ""},
+		{"other tolerations are fine", pod("tolerates-other", func(p *v1.Pod) {
+			p.Spec.Tolerations = []v1.Toleration{{Key: "gpu", Operator: v1.TolerationOpExists, Effect: v1.TaintEffectNoSchedule}}
+		}), ""},
+		{"through Repute", pod("through-repute", nil), ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			created, err := e.client.CoreV1().Pods(e.ns).Create(e.ctx, tt.pod, metav1.CreateOptions{})
+			if tt.wantRule == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if tt.pod.Spec.RuntimeClassName != nil && (created.Spec.NodeSelector["repute.dev/pool"] != "untrusted" || len(created.Spec.Tolerations) == 0) {
+					t.Errorf("the RuntimeClass did not send the pod to the untrusted pool: %v %v", created.Spec.NodeSelector, created.Spec.Tolerations)
+				}
+				return
+			}
+			if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) || err == nil || !strings.Contains(err.Error(), tt.wantRule) {
+				t.Fatalf("create: %v; want a refusal naming %q", err, tt.wantRule)
+			}
+		})
+	}
+
+	// Repute (under the shipped scheduler name) binds the admitted pod, and the bound pod can
+	// still be updated: only a preset node is refused, not the one the binding set.
+	cfg := e.config()
+	cfg.SchedulerName = "repute-scheduler"
+	e.t.Cleanup(mustStart(t, e, cfg))
+	trustedNode := e.node("trusted", "trusted")
+	if got := e.waitBound("through-repute", bindTimeout); got != trustedNode {
+		t.Fatalf("through-repute bound to %s, want %s", got, trustedNode)
+	}
+	bound, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "through-repute", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound.Labels = map[string]string{"updated": "yes"}
+	if _, err := e.client.CoreV1().Pods(e.ns).Update(e.ctx, bound, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("updating a pod Repute bound was refused: %v", err)
+	}
+
+	// A pod of a namespace that did not opt in is left alone.
+	other := newEnv(t)
+	free := other.pod("free", trustedImage)
+	free.Spec.SchedulerName = "default-scheduler"
+	if _, err := other.client.CoreV1().Pods(other.ns).Create(e.ctx, free, metav1.CreateOptions{}); err != nil {
+		t.Errorf("a pod outside the enforcing namespaces was refused: %v", err)
+	}
+
+	// The RuntimeClass targets the untrusted pool exactly as the shipped scheduler configures it.
+	if runtimeClass.Scheduling.NodeSelector["repute.dev/pool"] != "untrusted" {
+		t.Errorf("RuntimeClass nodeSelector %v, want repute.dev/pool=untrusted", runtimeClass.Scheduling.NodeSelector)
+	}
+}
+
+// The shipped NetworkPolicies are accepted by the apiserver and select pods by the tier label
+// Repute sets.
+func TestNetworkPoliciesApply(t *testing.T) {
+	e := newEnv(t)
+	var untrusted, trusted, unknown networkingv1.NetworkPolicy
+	shipped(t, "isolation/networkpolicies.yaml", &untrusted, &trusted, &unknown)
+	for tier, np := range map[string]*networkingv1.NetworkPolicy{"untrusted": &untrusted, "trusted": &trusted, "unknown": &unknown} {
+		if got := np.Spec.PodSelector.MatchLabels["repute.dev/tier"]; got != tier {
+			t.Errorf("%s selects repute.dev/tier=%q, want %q", np.Name, got, tier)
+		}
+		if _, err := e.client.NetworkingV1().NetworkPolicies(e.ns).Create(e.ctx, np, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
+			t.Errorf("%s: %v", np.Name, err)
+		}
+	}
+}
