@@ -191,8 +191,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	say("")
 	say("api, shop: signed by the platform key. web: unsigned. worker: signed by a key nobody trusts. cache: carries")
 	say("api's signature, replayed onto other content. billing: signed, but Trivy found critical CVEs.")
-	say("miner-claiming-trust carries repute.dev/tier=trusted as label and annotation: pods cannot raise their own")
-	say("tier. api-with-untrusted-init: a pod's least trusted image decides.")
+	claimed, err := cp.Client.CoreV1().Pods(namespace).Get(ctx, "miner-claiming-trust", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	say("miner-claiming-trust was created with repute.dev/tier=trusted as label and annotation: pods cannot raise")
+	say("their own tier, and Repute relabelled it repute.dev/tier=%s as it bound it (every placed pod carries its tier,", claimed.Labels["repute.dev/tier"])
+	say("for NetworkPolicies). api-with-untrusted-init: a pod's least trusted image decides.")
 
 	// shop runs (there is no kubelet here, so the demo writes the status one would), and Falco
 	// catches a shell in it. The alert lowers the image's reputation; the next shop pod is held apart.

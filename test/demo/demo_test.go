@@ -32,6 +32,7 @@ func TestDemo(t *testing.T) {
 		`(?m)^shop\s+127\.0\.0\.1:\d+/platform/shop@sha256:\S+\s+trusted\s+90\s+trusted-\d\s+trusted\s+score 90`,
 		`(?m)^shop-2\s+127\.0\.0\.1:\d+/platform/shop@sha256:\S+\s+untrusted\s+\d+\s+untrusted-\d\s+untrusted\s+behavior\.untrustedPriority Critical: "Terminal shell in container" within one half-life .*behavior Terminal shell in container -60\]$`,
 		`(?m)^redis\s+redis:7\.2\s+unknown\s+40\s+unknown-1\s+unknown\s+origin\.rules\[1\] docker\.io/\* → unknown`,
+		`Repute relabelled it repute\.dev/tier=untrusted as it bound it`,
 		// The auditor's view, read through the RBAC-guarded audit API.
 		`(?m)^\$ reputectl images\nIMAGE\s+TIER\s+SCORE\s+DECIDED BY\s+AGE\n127\.0\.0\.1:\d+/platform/api@sha256:[0-9a-f]{64}\s+trusted\s+90\s`,
 		`(?m)^Tier:\s+untrusted\nScore:\s+30\nDecided by:\s+behavior\.untrustedPriority Critical`,

@@ -11,12 +11,16 @@ import (
 	v1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/repute-dev/repute/deploy"
+	reputationplugin "github.com/repute-dev/repute/plugins/reputation"
 )
 
 // shipped decodes the documents of a deploy/ file strictly, in order.
@@ -151,9 +155,41 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound.Labels = map[string]string{"updated": "yes"}
-	if _, err := e.client.CoreV1().Pods(e.ns).Update(e.ctx, bound, metav1.UpdateOptions{}); err != nil {
-		t.Errorf("updating a pod Repute bound was refused: %v", err)
+	if bound.Labels[reputationplugin.TierLabel] != "trusted" {
+		t.Errorf("bound pod labels %v, want %s=trusted", bound.Labels, reputationplugin.TierLabel)
+	}
+
+	// A namespace editor (no cluster-admin) may update the pod but not its tier label, and
+	// may not bring a tier label of its own.
+	e.serviceAccount("editor")
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "pod-editor", Namespace: e.ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "create", "update"}}}}
+	if _, err := e.client.RbacV1().Roles(e.ns).Create(e.ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "pod-editor", Namespace: e.ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "editor", Namespace: e.ns}}}
+	if _, err := e.client.RbacV1().RoleBindings(e.ns).Create(e.ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	editorConfig := rest.AnonymousClientConfig(cluster.Config)
+	editorConfig.BearerToken = e.token("editor")
+	editor := kubernetes.NewForConfigOrDie(editorConfig)
+	bound.Labels["updated"] = "yes"
+	if _, err := editor.CoreV1().Pods(e.ns).Update(e.ctx, bound, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("updating a pod Repute bound (tier label kept) was refused: %v", err)
+	}
+	if bound, err = editor.CoreV1().Pods(e.ns).Get(e.ctx, "through-repute", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bound.Labels[reputationplugin.TierLabel] = "untrusted"
+	if _, err := editor.CoreV1().Pods(e.ns).Update(e.ctx, bound, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "repute.dev rule tierLabel") {
+		t.Errorf("an editor changed the tier label: %v; want a refusal naming repute.dev rule tierLabel", err)
+	}
+	claiming := pod("claims-trust", func(p *v1.Pod) { p.Labels = map[string]string{reputationplugin.TierLabel: "trusted"} })
+	if _, err := editor.CoreV1().Pods(e.ns).Create(e.ctx, claiming, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "repute.dev rule tierLabel") {
+		t.Errorf("an editor created a pod with its own tier label: %v; want a refusal naming repute.dev rule tierLabel", err)
 	}
 
 	// A pod of a namespace that did not opt in is left alone.

@@ -55,6 +55,14 @@ func TestPodsLandInTheirPools(t *testing.T) {
 			if want := "placed in pool " + tt.wantPool + " on " + node + ": tier " + tt.wantPool; !strings.HasPrefix(note, want) {
 				t.Errorf("Placed event %q, want it to start with %q", note, want)
 			}
+			// It was labelled with its tier before it was bound; a label it brought is overwritten.
+			bound, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, tt.pod.Name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bound.Labels[reputation.TierLabel]; got != tt.wantPool {
+				t.Errorf("pod %s has %s=%q, want %q", tt.pod.Name, reputation.TierLabel, got, tt.wantPool)
+			}
 		})
 	}
 	note := e.waitEvent("claims-trust-by-label", "Placed", bindTimeout)
