@@ -66,6 +66,8 @@ type Reputation struct {
 	signaturePolicy config.SignaturePolicy
 	policyMu        sync.Mutex // serializes policy changes
 	policyName      string
+	// untrusted are the untrusted pool's restrictions beyond placement.
+	untrusted untrustedRules
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
 	enableTaintComparisonOperators bool
 }
@@ -130,6 +132,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		storeErr:                       parts.storeErr,
 		signaturePolicy:                initial.compiled.Spec.Signature,
 		policyName:                     args.PolicyName,
+		untrusted:                      newUntrustedRules(args.Untrusted),
 		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
 	for _, t := range reputation.Tiers {
@@ -267,6 +270,9 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 	if s.missing > 0 && pl.requestMissing(pod) {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
 	}
+	if st := pl.untrusted.limitsStatus(pod, s.tier); st != nil {
+		return nil, st
+	}
 	cycleState.Write(stateKey, s)
 	return nil, nil
 }
@@ -300,6 +306,9 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.pool.Name); untolerated {
 		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)
+	}
+	if s.tier == reputation.TierUntrusted && pl.untrusted.onNodes() {
+		return pl.untrusted.admitsOnNode(pod, nodeInfo)
 	}
 	return nil
 }

@@ -34,6 +34,29 @@ type ReputationArgs struct {
 	Store StoreSpec
 	// Audit serves the read-only audit API; no bind address, no API.
 	Audit AuditAPI
+	// Untrusted restricts the untrusted pool beyond placement.
+	Untrusted UntrustedPoolSpec
+}
+
+// UntrustedIsolation says whom untrusted pods may share a node with.
+type UntrustedIsolation string
+
+const (
+	// UntrustedIsolationNone: untrusted pods share their pool's nodes.
+	UntrustedIsolationNone UntrustedIsolation = "None"
+	// UntrustedIsolationPerNamespace: an untrusted pod never shares a node with pods of
+	// another namespace.
+	UntrustedIsolationPerNamespace UntrustedIsolation = "PerNamespace"
+)
+
+// UntrustedPoolSpec restricts untrusted pods beyond the pool they are placed in.
+type UntrustedPoolSpec struct {
+	Isolation UntrustedIsolation
+	// MaxPodsPerNode bounds the pods on a node that takes untrusted pods; 0 means no bound.
+	MaxPodsPerNode int32
+	// RequireLimits keeps untrusted pods without CPU and memory limits on every container
+	// unschedulable, with a reason that says so.
+	RequireLimits bool
 }
 
 // AuditAPI is the read-only HTTPS API auditors query, authorized through the cluster.

@@ -26,6 +26,9 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 	if a := in.Audit; a != nil {
 		out.Audit = config.AuditAPI(*a)
 	}
+	if u := in.Untrusted; u != nil {
+		out.Untrusted = config.UntrustedPoolSpec{Isolation: config.UntrustedIsolation(u.Isolation), MaxPodsPerNode: u.MaxPodsPerNode, RequireLimits: u.RequireLimits}
+	}
 	if st := in.Store; st != nil {
 		out.Store = config.StoreSpec{Path: st.Path, MaxAge: ptr.Deref(st.MaxAge, metav1.Duration{}),
 			MaxHistoryPerImage: ptr.Deref(st.MaxHistoryPerImage, 0), MaxDecisions: ptr.Deref(st.MaxDecisions, 0)}
@@ -138,6 +141,8 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
 			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
 		Audit: ptr.To(AuditAPI(in.Audit)),
+		Untrusted: &UntrustedPoolSpec{Isolation: string(in.Untrusted.Isolation), MaxPodsPerNode: in.Untrusted.MaxPodsPerNode,
+			RequireLimits: in.Untrusted.RequireLimits},
 		Store: &StoreSpec{Path: in.Store.Path, MaxAge: ptr.To(in.Store.MaxAge),
 			MaxHistoryPerImage: ptr.To(in.Store.MaxHistoryPerImage), MaxDecisions: ptr.To(in.Store.MaxDecisions)},
 		Evaluation: &EvaluationSpec{
@@ -172,6 +177,7 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		out.Falco = &c
 	}
 	out.Audit = copyPtr(in.Audit)
+	out.Untrusted = copyPtr(in.Untrusted)
 	if st := in.Store; st != nil {
 		out.Store = &StoreSpec{Path: st.Path, MaxAge: copyPtr(st.MaxAge), MaxHistoryPerImage: copyPtr(st.MaxHistoryPerImage), MaxDecisions: copyPtr(st.MaxDecisions)}
 	}

@@ -41,6 +41,12 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	obj.Pools.Unknown = defaultPool(obj.Pools.Unknown, reputation.TierUnknown, "Spread")
 	obj.Pools.Untrusted = defaultPool(obj.Pools.Untrusted, reputation.TierUntrusted, "Spread")
 
+	if obj.Untrusted == nil {
+		obj.Untrusted = &UntrustedPoolSpec{}
+	}
+	if obj.Untrusted.Isolation == "" {
+		obj.Untrusted.Isolation = "None"
+	}
 	if obj.Policy == nil {
 		obj.Policy = &PolicySpec{}
 	}

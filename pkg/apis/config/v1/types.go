@@ -32,6 +32,22 @@ type ReputationArgs struct {
 	Store *StoreSpec `json:"store,omitempty"`
 	// Audit serves the read-only audit API (what reputectl reads). Off unless bindAddress is set.
 	Audit *AuditAPI `json:"audit,omitempty"`
+	// Untrusted restricts untrusted pods beyond placement: node sharing, pods per node, limits.
+	Untrusted *UntrustedPoolSpec `json:"untrusted,omitempty"`
+}
+
+// UntrustedPoolSpec restricts untrusted pods beyond the pool they are placed in.
+type UntrustedPoolSpec struct {
+	// Isolation is None (default: untrusted pods share the pool's nodes) or PerNamespace (an
+	// untrusted pod never shares a node with pods of another namespace; DaemonSet and static
+	// pods do not count).
+	Isolation string `json:"isolation,omitempty"`
+	// MaxPodsPerNode bounds the pods (DaemonSet and static pods aside) on a node that takes an
+	// untrusted pod. 0, the default, means no bound.
+	MaxPodsPerNode int32 `json:"maxPodsPerNode,omitempty"`
+	// RequireLimits keeps untrusted pods that do not declare CPU and memory limits on every
+	// container unschedulable, with a reason that says so. Default false.
+	RequireLimits bool `json:"requireLimits,omitempty"`
 }
 
 // StoreSpec configures the bbolt store file and what it keeps.

@@ -58,6 +58,20 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	errs = append(errs, validateEvaluation(path.Child("evaluation"), &args.Evaluation)...)
 	errs = append(errs, validateStore(path.Child("store"), &args.Store)...)
 	errs = append(errs, validateAudit(path.Child("audit"), &args.Audit)...)
+	errs = append(errs, validateUntrusted(path.Child("untrusted"), &args.Untrusted)...)
+	return errs
+}
+
+var isolations = sets.New(config.UntrustedIsolationNone, config.UntrustedIsolationPerNamespace)
+
+func validateUntrusted(path *field.Path, u *config.UntrustedPoolSpec) field.ErrorList {
+	var errs field.ErrorList
+	if !isolations.Has(u.Isolation) {
+		errs = append(errs, field.NotSupported(path.Child("isolation"), u.Isolation, sets.List(isolations)))
+	}
+	if u.MaxPodsPerNode < 0 {
+		errs = append(errs, field.Invalid(path.Child("maxPodsPerNode"), u.MaxPodsPerNode, "must not be negative (0: no bound)"))
+	}
 	return errs
 }
 

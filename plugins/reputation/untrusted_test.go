@@ -1,0 +1,99 @@
+package reputation
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	fwk "k8s.io/kube-scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework"
+	st "k8s.io/kubernetes/pkg/scheduler/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+)
+
+func TestUntrustedNodeRules(t *testing.T) {
+	node := poolNode("u1", "untrusted", poolTaint("untrusted"))
+	neighbour := func(name, ns string) *v1.Pod {
+		return st.MakePod().Name(name).Namespace(ns).UID(name).Node("u1").Container(untrustedImage).Obj()
+	}
+	daemon := st.MakePod().Name("agent").Namespace("kube-system").UID("agent").Node("u1").OwnerReference("agent", v1.SchemeGroupVersion.WithKind("DaemonSet")).Obj()
+	daemon.OwnerReferences[0].Controller = ptr.To(true)
+	mirror := st.MakePod().Name("static").Namespace("kube-system").UID("static").Node("u1").Annotation(v1.MirrorPodAnnotationKey, "x").Obj()
+	tests := []struct {
+		name       string
+		rules      config.UntrustedPoolSpec
+		podImage   string
+		neighbours []*v1.Pod
+		wantReason string // empty: admitted
+	}{
+		{"no rules: shared nodes", config.UntrustedPoolSpec{}, untrustedImage, []*v1.Pod{neighbour("b1", "team-b")}, ""},
+		{"per namespace: a pod of another namespace", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{neighbour("b1", "team-b")}, ErrReasonOtherNamespace},
+		{"per namespace: same namespace", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a")}, ""},
+		{"per namespace: DaemonSet and static pods do not count", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{daemon, mirror}, ""},
+		{"at the bound", config.UntrustedPoolSpec{MaxPodsPerNode: 2}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a"), neighbour("a2", "team-a"), daemon}, ErrReasonNodeFull},
+		{"under the bound", config.UntrustedPoolSpec{MaxPodsPerNode: 2}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a"), daemon, mirror}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := testArgs()
+			args.Untrusted = tt.rules
+			args.Pools.Untrusted.Name = "untrusted"
+			pl := newTestPlugin(t, args, untrustedImage)
+			pl.untrusted = newUntrustedRules(tt.rules)
+			pod := st.MakePod().Name("new").Namespace("team-a").UID("new").Container(tt.podImage).Obj()
+			cs := framework.NewCycleState()
+			if _, s := pl.PreFilter(context.Background(), cs, pod, nil); !s.IsSuccess() {
+				t.Fatal(s)
+			}
+			s := pl.Filter(context.Background(), cs, pod, nodeInfo(node, tt.neighbours...))
+			switch {
+			case tt.wantReason == "" && !s.IsSuccess():
+				t.Errorf("Filter = %v, want the node admitted", s)
+			case tt.wantReason != "" && (s.Code() != fwk.Unschedulable || !strings.Contains(s.Message(), tt.wantReason)):
+				t.Errorf("Filter = %v, want Unschedulable: %s", s, tt.wantReason)
+			}
+		})
+	}
+}
+
+func TestUntrustedPodsMustDeclareLimits(t *testing.T) {
+	limits := v1.ResourceList{v1.ResourceCPU: resource.MustParse("100m"), v1.ResourceMemory: resource.MustParse("64Mi")}
+	withLimits := func(p *v1.Pod, l v1.ResourceList) *v1.Pod {
+		for i := range p.Spec.Containers {
+			p.Spec.Containers[i].Resources.Limits = l
+		}
+		return p
+	}
+	tests := []struct {
+		name        string
+		pod         *v1.Pod
+		wantMissing string // empty: admitted
+	}{
+		{"untrusted with limits", withLimits(st.MakePod().Container(untrustedImage).Obj(), limits), ""},
+		{"untrusted without", st.MakePod().Container(untrustedImage).Obj(), "untrusted.requireLimits"},
+		{"untrusted with CPU only", withLimits(st.MakePod().Container(untrustedImage).Obj(), v1.ResourceList{v1.ResourceCPU: resource.MustParse("1")}), "containers without them"},
+		{"trusted without limits is not concerned", st.MakePod().Container(trustedImage).Obj(), ""},
+	}
+	args := testArgs()
+	args.Untrusted.RequireLimits = true
+	pl := newTestPlugin(t, args, untrustedImage, trustedImage)
+	pl.untrusted = newUntrustedRules(args.Untrusted)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, s := pl.PreFilter(context.Background(), framework.NewCycleState(), tt.pod, nil)
+			if tt.wantMissing == "" {
+				if !s.IsSuccess() {
+					t.Errorf("PreFilter = %v, want success", s)
+				}
+				return
+			}
+			if s.Code() != fwk.UnschedulableAndUnresolvable || !strings.Contains(s.Message(), tt.wantMissing) {
+				t.Errorf("PreFilter = %v, want UnschedulableAndUnresolvable naming %q", s, tt.wantMissing)
+			}
+		})
+	}
+}
