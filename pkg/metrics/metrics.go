@@ -80,6 +80,12 @@ var (
 		Help:           "Pods bound by the Repute scheduler, by tier.",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"tier"})
+	// PodsMoved counts what happened to running pods whose tier no longer matched their pool.
+	PodsMoved = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "misplaced_pods_total",
+		Help:           "Running pods whose tier no longer matched their node's pool, by action (evicted, reported, blocked).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"action"})
 	// PolicyReloads counts policies put in force (or refused), by result.
 	PolicyReloads = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem: subsystem, Name: "policy_reloads_total",
@@ -94,7 +100,7 @@ var registerOnce sync.Once
 func Register() {
 	registerOnce.Do(func() {
 		legacyregistry.MustRegister(Verdicts, CacheSize, Evaluations, EvaluationDuration, VerificationFailures,
-			StoreWriteDuration, StoreRecords, StoreBacklog, StoreDegraded, PodsPlaced, PolicyReloads)
+			StoreWriteDuration, StoreRecords, StoreBacklog, StoreDegraded, PodsPlaced, PodsMoved, PolicyReloads)
 	})
 }
 

@@ -147,6 +147,13 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	if err := pl.serveAudit(ctx, args.Audit); err != nil {
 		return nil, err
 	}
+	if args.Replacement.Mode != config.ReplacementOff || args.Replacement.Upward != config.ReplacementOff {
+		if h.ClientSet() != nil {
+			m := newMover(pl, args.Replacement)
+			pl.verdicts.Subscribe(m.onVerdict)
+			go m.run(ctx)
+		}
+	}
 	if follower != nil {
 		follower.Apply = pl.applyPolicy
 		follower.Refused = func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }

@@ -56,6 +56,9 @@ type Decision struct {
 	PolicyVersion string          `json:"policyVersion"`
 	Reason        string          `json:"reason"`
 	Images        []string        `json:"images,omitempty"`
+	// Action is empty for a placement; for a running pod whose tier changed it is "evicted",
+	// "reported" (left in place, and why) or "blocked" (a PodDisruptionBudget held it).
+	Action string `json:"action,omitempty"`
 }
 
 // PolicyRecord is a policy that came into force.

@@ -36,6 +36,37 @@ type ReputationArgs struct {
 	Audit AuditAPI
 	// Untrusted restricts the untrusted pool beyond placement.
 	Untrusted UntrustedPoolSpec
+	// Replacement moves running pods whose tier no longer matches their node's pool.
+	Replacement ReplacementSpec
+}
+
+// ReplacementMode says what happens to a running pod in the wrong pool.
+type ReplacementMode string
+
+const (
+	// ReplacementOff: nothing.
+	ReplacementOff ReplacementMode = "Off"
+	// ReplacementReport: an Event on the pod and a record in the store, nothing more.
+	ReplacementReport ReplacementMode = "Report"
+	// ReplacementEvict: evicted through the Eviction API (PodDisruptionBudgets hold), so its
+	// controller recreates it and Repute places the replacement in the right pool.
+	ReplacementEvict ReplacementMode = "Evict"
+)
+
+// ReplacementSpec configures moving running pods when their tier changes.
+type ReplacementSpec struct {
+	// Mode applies to pods whose tier dropped (their pool is too trusted for them now);
+	// Upward to pods whose tier rose.
+	Mode, Upward ReplacementMode
+	// EvictionsPerMinute and MaxConcurrentEvictions bound the evictions.
+	EvictionsPerMinute     int32
+	MaxConcurrentEvictions int32
+	// Margin is how far past a threshold a score must be to act at once; closer, the tier
+	// must hold for SettleFor. Tiers decided by a rule (an alert, an invalid signature) act at once.
+	Margin    int32
+	SettleFor metav1.Duration
+	// EvictUnowned also evicts pods no controller would recreate; by default they are reported.
+	EvictUnowned bool
 }
 
 // UntrustedIsolation says whom untrusted pods may share a node with.

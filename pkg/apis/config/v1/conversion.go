@@ -26,6 +26,11 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 	if a := in.Audit; a != nil {
 		out.Audit = config.AuditAPI(*a)
 	}
+	if r := in.Replacement; r != nil {
+		out.Replacement = config.ReplacementSpec{Mode: config.ReplacementMode(r.Mode), Upward: config.ReplacementMode(r.Upward),
+			EvictionsPerMinute: ptr.Deref(r.EvictionsPerMinute, 0), MaxConcurrentEvictions: ptr.Deref(r.MaxConcurrentEvictions, 0),
+			Margin: ptr.Deref(r.Margin, 0), SettleFor: ptr.Deref(r.SettleFor, metav1.Duration{}), EvictUnowned: r.EvictUnowned}
+	}
 	if u := in.Untrusted; u != nil {
 		out.Untrusted = config.UntrustedPoolSpec{Isolation: config.UntrustedIsolation(u.Isolation), MaxPodsPerNode: u.MaxPodsPerNode, RequireLimits: u.RequireLimits}
 	}
@@ -141,6 +146,9 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
 			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
 		Audit: ptr.To(AuditAPI(in.Audit)),
+		Replacement: &ReplacementSpec{Mode: string(in.Replacement.Mode), Upward: string(in.Replacement.Upward),
+			EvictionsPerMinute: ptr.To(in.Replacement.EvictionsPerMinute), MaxConcurrentEvictions: ptr.To(in.Replacement.MaxConcurrentEvictions),
+			Margin: ptr.To(in.Replacement.Margin), SettleFor: ptr.To(in.Replacement.SettleFor), EvictUnowned: in.Replacement.EvictUnowned},
 		Untrusted: &UntrustedPoolSpec{Isolation: string(in.Untrusted.Isolation), MaxPodsPerNode: in.Untrusted.MaxPodsPerNode,
 			RequireLimits: in.Untrusted.RequireLimits},
 		Store: &StoreSpec{Path: in.Store.Path, MaxAge: ptr.To(in.Store.MaxAge),
@@ -178,6 +186,11 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 	}
 	out.Audit = copyPtr(in.Audit)
 	out.Untrusted = copyPtr(in.Untrusted)
+	if r := in.Replacement; r != nil {
+		c := *r
+		c.EvictionsPerMinute, c.MaxConcurrentEvictions, c.Margin, c.SettleFor = copyPtr(r.EvictionsPerMinute), copyPtr(r.MaxConcurrentEvictions), copyPtr(r.Margin), copyPtr(r.SettleFor)
+		out.Replacement = &c
+	}
 	if st := in.Store; st != nil {
 		out.Store = &StoreSpec{Path: st.Path, MaxAge: copyPtr(st.MaxAge), MaxHistoryPerImage: copyPtr(st.MaxHistoryPerImage), MaxDecisions: copyPtr(st.MaxDecisions)}
 	}

@@ -41,6 +41,28 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	obj.Pools.Unknown = defaultPool(obj.Pools.Unknown, reputation.TierUnknown, "Spread")
 	obj.Pools.Untrusted = defaultPool(obj.Pools.Untrusted, reputation.TierUntrusted, "Spread")
 
+	if obj.Replacement == nil {
+		obj.Replacement = &ReplacementSpec{}
+	}
+	r := obj.Replacement
+	if r.Mode == "" {
+		r.Mode = "Report"
+	}
+	if r.Upward == "" {
+		r.Upward = "Off"
+	}
+	if r.EvictionsPerMinute == nil {
+		r.EvictionsPerMinute = ptr.To[int32](30)
+	}
+	if r.MaxConcurrentEvictions == nil {
+		r.MaxConcurrentEvictions = ptr.To[int32](5)
+	}
+	if r.Margin == nil {
+		r.Margin = ptr.To[int32](5)
+	}
+	if r.SettleFor == nil {
+		r.SettleFor = &metav1.Duration{Duration: 2 * time.Minute}
+	}
 	if obj.Untrusted == nil {
 		obj.Untrusted = &UntrustedPoolSpec{}
 	}

@@ -34,6 +34,30 @@ type ReputationArgs struct {
 	Audit *AuditAPI `json:"audit,omitempty"`
 	// Untrusted restricts untrusted pods beyond placement: node sharing, pods per node, limits.
 	Untrusted *UntrustedPoolSpec `json:"untrusted,omitempty"`
+	// Replacement moves running pods whose tier no longer matches their node's pool.
+	Replacement *ReplacementSpec `json:"replacement,omitempty"`
+}
+
+// ReplacementSpec configures moving running pods when their tier changes.
+type ReplacementSpec struct {
+	// Mode, for pods whose tier dropped: Off, Report (an Event and an audit record; the
+	// default) or Evict (through the Eviction API, so PodDisruptionBudgets hold).
+	Mode string `json:"mode,omitempty"`
+	// Upward, for pods whose tier rose (e.g. unknown → trusted once verified): Off (default),
+	// Report or Evict.
+	Upward string `json:"upward,omitempty"`
+	// EvictionsPerMinute bounds the eviction rate. Default 30.
+	EvictionsPerMinute *int32 `json:"evictionsPerMinute,omitempty"`
+	// MaxConcurrentEvictions bounds evictions in flight. Default 5.
+	MaxConcurrentEvictions *int32 `json:"maxConcurrentEvictions,omitempty"`
+	// Margin: a score this far past a threshold acts at once; closer, the new tier must hold
+	// for settleFor. Tiers decided by a rule act at once. Default 5.
+	Margin *int32 `json:"margin,omitempty"`
+	// SettleFor: how long a close call must hold. Default 2m.
+	SettleFor *metav1.Duration `json:"settleFor,omitempty"`
+	// EvictUnowned also evicts pods no controller would recreate (they would be lost); by
+	// default they are only reported.
+	EvictUnowned bool `json:"evictUnowned,omitempty"`
 }
 
 // UntrustedPoolSpec restricts untrusted pods beyond the pool they are placed in.

@@ -59,6 +59,32 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	errs = append(errs, validateStore(path.Child("store"), &args.Store)...)
 	errs = append(errs, validateAudit(path.Child("audit"), &args.Audit)...)
 	errs = append(errs, validateUntrusted(path.Child("untrusted"), &args.Untrusted)...)
+	errs = append(errs, validateReplacement(path.Child("replacement"), &args.Replacement)...)
+	return errs
+}
+
+var replacementModes = sets.New(config.ReplacementOff, config.ReplacementReport, config.ReplacementEvict)
+
+func validateReplacement(path *field.Path, r *config.ReplacementSpec) field.ErrorList {
+	var errs field.ErrorList
+	if !replacementModes.Has(r.Mode) {
+		errs = append(errs, field.NotSupported(path.Child("mode"), r.Mode, sets.List(replacementModes)))
+	}
+	if !replacementModes.Has(r.Upward) {
+		errs = append(errs, field.NotSupported(path.Child("upward"), r.Upward, sets.List(replacementModes)))
+	}
+	if r.EvictionsPerMinute < 1 {
+		errs = append(errs, field.Invalid(path.Child("evictionsPerMinute"), r.EvictionsPerMinute, "must be at least 1"))
+	}
+	if r.MaxConcurrentEvictions < 1 {
+		errs = append(errs, field.Invalid(path.Child("maxConcurrentEvictions"), r.MaxConcurrentEvictions, "must be at least 1"))
+	}
+	if r.Margin < 0 || r.Margin > 100 {
+		errs = append(errs, field.Invalid(path.Child("margin"), r.Margin, "must be between 0 and 100"))
+	}
+	if r.SettleFor.Duration < 0 {
+		errs = append(errs, field.Invalid(path.Child("settleFor"), r.SettleFor.Duration.String(), "must not be negative"))
+	}
 	return errs
 }
 
