@@ -190,9 +190,13 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 			defer o.truncated(more, limit)
 			list := audit.DecisionList{TypeMeta: audit.TypeMeta("DecisionList"), Items: items}
 			return o.print(list, func(w io.Writer) {
-				row(w, "TIME", "NAMESPACE", "POD", "NODE", "POOL", "TIER", "SCORE", "REASON")
+				row(w, "TIME", "NAMESPACE", "POD", "ACTION", "NODE", "POOL", "TIER", "SCORE", "REASON")
 				for _, d := range items {
-					row(w, d.Time.UTC().Format(time.RFC3339), d.Namespace, d.Pod, d.Node, d.Pool, d.Tier, d.Score, d.Reason)
+					action := d.Action
+					if action == "" {
+						action = "placed"
+					}
+					row(w, d.Time.UTC().Format(time.RFC3339), d.Namespace, d.Pod, action, d.Node, d.Pool, d.Tier, d.Score, d.Reason)
 				}
 			})
 		}),

@@ -126,6 +126,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		SigningKeys:      []controlplane.SigningKey{{Name: "platform", PEM: img.platformKey, Repositories: []string{"127.0.0.1:*/platform/*"}}},
 		Falco:            controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile},
 		StorePath:        filepath.Join(keyDir, "repute.db"),
+		ExtraArgs:        "      replacement: {mode: Evict}",
 		Audit:            controlplane.AuditArgs{BindAddress: auditAddr, TLSCertFile: auditCert, TLSKeyFile: auditKey},
 	}
 	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
@@ -145,6 +146,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	defer stopScheduler()
+	stopControllers, err := controlplane.StartWorkloadControllers(ctx, cp.Client)
+	if err != nil {
+		return err
+	}
+	defer stopControllers()
 
 	say("• creating pools: each node labelled and tainted %s=<pool>:NoSchedule", poolKey)
 	nodes := []controlplane.NodeSpec{
@@ -199,8 +205,13 @@ func Run(ctx context.Context, opts Options) (err error) {
 	say("their own tier, and Repute relabelled it repute.dev/tier=%s as it bound it (every placed pod carries its tier,", claimed.Labels["repute.dev/tier"])
 	say("for NetworkPolicies). api-with-untrusted-init: a pod's least trusted image decides.")
 
-	// shop runs (there is no kubelet here, so the demo writes the status one would), and Falco
-	// catches a shell in it. The alert lowers the image's reputation; the next shop pod is held apart.
+	// shop runs (there is no kubelet here, so the demo writes the status one would), and so
+	// does storefront, a Deployment of the same image. Falco catches a shell in shop. The alert
+	// lowers the image's reputation: storefront's pod is moved, shop (no controller) reported.
+	storefront, err := startStorefront(ctx, cp, img.shop)
+	if err != nil {
+		return err
+	}
 	if _, err := evidence.ReportContainerStatus(ctx, cp.Client, namespace, "shop", nil); err != nil {
 		return err
 	}
@@ -219,8 +230,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	say("• a second shop pod, same image, created after the alert:\n")
 	printRows(out, rows, poolOf)
-	say("\nshop itself is still running where it was placed: moving running pods when a reputation")
-	say("changes is not built yet.")
+	if err := showMove(ctx, cp, out, storefront, poolOf); err != nil {
+		return err
+	}
 
 	access := auditor{server: "https://" + auditAddr, ca: auditCert, dir: keyDir}
 	if err := auditorView(ctx, cp, out, access, img.shop); err != nil {

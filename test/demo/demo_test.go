@@ -38,7 +38,13 @@ func TestDemo(t *testing.T) {
 		`(?m)^Tier:\s+untrusted\nScore:\s+30\nDecided by:\s+behavior\.untrustedPriority Critical`,
 		`(?m)^  behavior\s+-60\s+untrusted\s+falco Critical "Terminal shell in container" ×1.* in pod demo/shop container main`,
 		`(?m)^\$ reputectl history \S+shop@\S+\nTIME.*\n\S+\s+trusted\s+90\s.*\n\S+\s+untrusted\s+30\s`,
-		`(?m)^\S+\s+demo\s+shop-2\s+untrusted-\d\s+untrusted\s+untrusted\s+30\s`,
+		`(?m)^\S+\s+demo\s+shop-2\s+placed\s+untrusted-\d\s+untrusted\s+untrusted\s+30\s`,
+		// The live move: storefront's pod evicted from the trusted pool, its replacement placed
+		// in the untrusted one; shop, with no controller, reported.
+		`(?m)^  storefront-\S+ \(Deployment storefront, same image as shop\) evicted: runs in pool trusted on trusted-\d but its tier is now untrusted \(score 30\): .*Terminal shell in container`,
+		`(?m)^  its replacement storefront-\S+, created by the ReplicaSet controller, was placed in pool untrusted on untrusted-\d$`,
+		`(?m)^  shop: not evicted: no controller would recreate it`,
+		`(?m)^\S+\s+demo\s+storefront-\S+\s+evicted\s+trusted-\d\s+trusted\s+untrusted\s+30\s`,
 		// The operator's what-if: the diff is the one weight, and the simulation names what moves.
 		`(?m)^-    weight: 10\n\+    weight: -15$`,
 		`(?m)^  127\.0\.0\.1:\d+/platform/api@sha256:[0-9a-f]{64}\s+trusted → unknown\s+90 → 65\s+score 65 between thresholds 30 and 70$`,
