@@ -134,7 +134,7 @@ func (m *mover) handle(ctx context.Context, key string) (retry bool, after time.
 	if pooled && reputation.LessTrusted(nodeTier, s.tier) {
 		mode = m.spec.Upward
 	}
-	if mode == config.ReplacementOff {
+	if mode == config.ReplacementNone {
 		return false, 0
 	}
 	if wait := m.settle(pod.UID, s); wait > 0 {

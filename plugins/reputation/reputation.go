@@ -147,7 +147,7 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	if err := pl.serveAudit(ctx, args.Audit); err != nil {
 		return nil, err
 	}
-	if args.Replacement.Mode != config.ReplacementOff || args.Replacement.Upward != config.ReplacementOff {
+	if args.Replacement.Mode != config.ReplacementNone || args.Replacement.Upward != config.ReplacementNone {
 		if h.ClientSet() != nil {
 			m := newMover(pl, args.Replacement)
 			pl.verdicts.Subscribe(m.onVerdict)

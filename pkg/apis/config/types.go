@@ -44,8 +44,8 @@ type ReputationArgs struct {
 type ReplacementMode string
 
 const (
-	// ReplacementOff: nothing.
-	ReplacementOff ReplacementMode = "Off"
+	// ReplacementNone: nothing happens (not "Off", which YAML reads as false).
+	ReplacementNone ReplacementMode = "None"
 	// ReplacementReport: an Event on the pod and a record in the store, nothing more.
 	ReplacementReport ReplacementMode = "Report"
 	// ReplacementEvict: evicted through the Eviction API (PodDisruptionBudgets hold), so its

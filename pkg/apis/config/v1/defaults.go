@@ -49,7 +49,7 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 		r.Mode = "Report"
 	}
 	if r.Upward == "" {
-		r.Upward = "Off"
+		r.Upward = "None"
 	}
 	if r.EvictionsPerMinute == nil {
 		r.EvictionsPerMinute = ptr.To[int32](30)

@@ -40,10 +40,10 @@ type ReputationArgs struct {
 
 // ReplacementSpec configures moving running pods when their tier changes.
 type ReplacementSpec struct {
-	// Mode, for pods whose tier dropped: Off, Report (an Event and an audit record; the
+	// Mode, for pods whose tier dropped: None, Report (an Event and an audit record; the
 	// default) or Evict (through the Eviction API, so PodDisruptionBudgets hold).
 	Mode string `json:"mode,omitempty"`
-	// Upward, for pods whose tier rose (e.g. unknown → trusted once verified): Off (default),
+	// Upward, for pods whose tier rose (e.g. unknown → trusted once verified): None (default),
 	// Report or Evict.
 	Upward string `json:"upward,omitempty"`
 	// EvictionsPerMinute bounds the eviction rate. Default 30.

@@ -63,7 +63,7 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	return errs
 }
 
-var replacementModes = sets.New(config.ReplacementOff, config.ReplacementReport, config.ReplacementEvict)
+var replacementModes = sets.New(config.ReplacementNone, config.ReplacementReport, config.ReplacementEvict)
 
 func validateReplacement(path *field.Path, r *config.ReplacementSpec) field.ErrorList {
 	var errs field.ErrorList
