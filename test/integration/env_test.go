@@ -64,7 +64,7 @@ var envSeq atomic.Int32
 
 // env is one test's slice of the cluster: a namespace, a scheduler name and a pool key.
 type env struct {
-	t             *testing.T
+	t             testing.TB
 	ctx           context.Context
 	client        kubernetes.Interface
 	ns            string
@@ -74,7 +74,7 @@ type env struct {
 }
 
 // newEnv prepares a namespace and names; startScheduler runs the Repute scheduler for it.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	n := envSeq.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)

@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +158,81 @@ func podNames(pods []v1.Pod) []string {
 		names = append(names, p.Name+"@"+p.Spec.NodeName)
 	}
 	return names
+}
+
+// BenchmarkCriticalAlertToReplacementBound measures, per trial, the time from a Critical Falco
+// alert about a running pod of a trusted Deployment to its replacement being bound in the
+// untrusted pool: ingest, re-score, eviction through the Eviction API, the ReplicaSet
+// controller's new pod, PreEnqueue and binding. Each trial uses a fresh image, at the default
+// replacement settings (mode Evict). "spaced" leaves one eviction interval (2 s at the default
+// 30 per minute) between trials, outside the timer, so each alert finds room in the rate limit;
+// "back-to-back" does not, so each waits for the limit. Run with -benchtime=20x (or more); it
+// reports p50 and p99.
+func BenchmarkCriticalAlertToReplacementBound(b *testing.B) {
+	e := newEnv(b)
+	stopControllers, err := controlplane.StartWorkloadControllers(e.ctx, e.client)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stopControllers()
+	e.node("trusted", "trusted", func(n *controlplane.NodeSpec) { n.Pods = 10000 })
+	untrustedNode := e.node("untrusted", "untrusted", func(n *controlplane.NodeSpec) { n.Pods = 10000 })
+	falco, err := evidence.NewFalcoEndpoint(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.Falco = controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile}
+	cfg.ExtraArgs = "      replacement: {mode: Evict}"
+	defer e.startFalcoScheduler(cfg, falco)()
+
+	trial := 0
+	for _, bc := range []struct {
+		name string
+		gap  time.Duration
+	}{{"spaced", 2 * time.Second}, {"back-to-back", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var latencies []time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				trial++
+				name := fmt.Sprintf("app-%d", trial)
+				image := fmt.Sprintf("registry.internal/team/%s@sha256:%064x", name, trial)
+				if _, err := e.client.AppsV1().Deployments(e.ns).Create(e.ctx, e.deployment(name, image, 1), metav1.CreateOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				var running v1.Pod
+				if err := wait.PollUntilContextTimeout(e.ctx, 10*time.Millisecond, bindTimeout, true, func(context.Context) (bool, error) {
+					pods := e.podsOf(name)
+					if len(pods) == 1 && pods[0].Spec.NodeName != "" {
+						running = pods[0]
+						return true, nil
+					}
+					return false, nil
+				}); err != nil {
+					b.Fatalf("trial %d: not placed: %v", trial, err)
+				}
+				e.reportContainer(running.Name, nil)
+				time.Sleep(bc.gap)
+				alert := evidence.FalcoAlert(e.ns, running.Name, evidence.ContainerIDOf(image)[:12], "Terminal shell in container", "Critical")
+				b.StartTimer()
+				start := time.Now()
+				if status, _, err := falco.Post(e.ctx, falco.Token, alert); err != nil || status != 200 {
+					b.Fatalf("trial %d: alert %d %v", trial, status, err)
+				}
+				if err := wait.PollUntilContextTimeout(e.ctx, 5*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+					pods := e.podsOf(name)
+					return len(pods) == 1 && pods[0].Name != running.Name && pods[0].Spec.NodeName == untrustedNode, nil
+				}); err != nil {
+					b.Fatalf("trial %d: no replacement bound in the untrusted pool: %v", trial, err)
+				}
+				latencies = append(latencies, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(latencies)
+			b.ReportMetric(float64(latencies[len(latencies)/2].Milliseconds()), "p50-ms")
+			b.ReportMetric(float64(latencies[(len(latencies)*99-1)/100].Milliseconds()), "p99-ms")
+			b.ReportMetric(float64(latencies[len(latencies)-1].Milliseconds()), "max-ms")
+		})
+	}
 }
