@@ -146,7 +146,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	defer stopScheduler()
-	stopControllers, err := controlplane.StartWorkloadControllers(ctx, cp.Client)
+	stopControllers, err := controlplane.StartWorkloadControllers(ctx, cp.Config)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (e *env) podsOf(app string) []v1.Pod {
 // Both show in the store's decisions.
 func TestCriticalAlertMovesADeploymentToTheUntrustedPool(t *testing.T) {
 	e := newEnv(t)
-	stopControllers, err := controlplane.StartWorkloadControllers(e.ctx, e.client)
+	stopControllers, err := controlplane.StartWorkloadControllers(e.ctx, cluster.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func podNames(pods []v1.Pod) []string {
 // reports p50 and p99.
 func BenchmarkCriticalAlertToReplacementBound(b *testing.B) {
 	e := newEnv(b)
-	stopControllers, err := controlplane.StartWorkloadControllers(e.ctx, e.client)
+	stopControllers, err := controlplane.StartWorkloadControllers(e.ctx, cluster.Config)
 	if err != nil {
 		b.Fatal(err)
 	}
