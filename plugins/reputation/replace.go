@@ -61,7 +61,13 @@ func newMover(pl *Reputation, spec config.ReplacementSpec) *mover {
 	}
 }
 
-// run starts the workers; verdict changes feed the queue through onVerdict.
+// resyncEvery is how often every running pod is checked again, besides the checks verdict
+// changes trigger: it catches pods misplaced while the scheduler was down or by a policy
+// changed during a restart.
+const resyncEvery = time.Minute
+
+// run starts the workers; verdict changes feed the queue through onVerdict, and a periodic
+// resync checks every running pod.
 func (m *mover) run(ctx context.Context) {
 	defer m.queue.ShutDown()
 	for range m.spec.MaxConcurrentEvictions {
@@ -70,7 +76,29 @@ func (m *mover) run(ctx context.Context) {
 			}
 		}()
 	}
-	<-ctx.Done()
+	tick := time.NewTicker(resyncEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			m.enqueueRunning(func(*v1.Pod) bool { return true })
+		}
+	}
+}
+
+// enqueueRunning queues the bound pods of this profile that match.
+func (m *mover) enqueueRunning(match func(*v1.Pod) bool) {
+	pods, err := m.pl.handle.SharedInformerFactory().Core().V1().Pods().Lister().List(labels.Everything())
+	if err != nil {
+		return
+	}
+	for _, pod := range pods {
+		if pod.Spec.NodeName != "" && pod.Spec.SchedulerName == m.pl.handle.ProfileName() && match(pod) {
+			m.queue.Add(pod.Namespace + "/" + pod.Name)
+		}
+	}
 }
 
 // onVerdict queues every running pod of this profile that uses the image.
@@ -78,20 +106,11 @@ func (m *mover) onVerdict(image string, old, updated *reputation.Verdict) {
 	if old == nil || (old.Tier == updated.Tier && old.Score == updated.Score) {
 		return
 	}
-	pods, err := m.pl.handle.SharedInformerFactory().Core().V1().Pods().Lister().List(labels.Everything())
-	if err != nil {
-		return
-	}
-	for _, pod := range pods {
-		if pod.Spec.NodeName == "" || pod.Spec.SchedulerName != m.pl.handle.ProfileName() {
-			continue
-		}
+	m.enqueueRunning(func(pod *v1.Pod) bool {
 		uses := false
 		forEachImage(pod, func(i string) { uses = uses || i == image })
-		if uses {
-			m.queue.Add(pod.Namespace + "/" + pod.Name)
-		}
-	}
+		return uses
+	})
 }
 
 func (m *mover) next(ctx context.Context) bool {

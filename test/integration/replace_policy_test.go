@@ -178,6 +178,13 @@ signature: {requireForTrusted: false}`
 			t.Errorf("evictions %d and %d %s apart, want at least 1s at 60 per minute", i-1, i, gap)
 		}
 	}
+
+	// Back up: trusted again, but moving up is a separate setting (upward), None by default.
+	updateSpec(t, e, name, policy(30, 70))
+	time.Sleep(2 * time.Second)
+	if n := len(e.eventsOf("Evicted")); n != len(pods) {
+		t.Errorf("%d evictions after the tier rose, want still %d: upward moves are off by default", n, len(pods))
+	}
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
