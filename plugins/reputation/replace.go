@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -76,16 +77,7 @@ func (m *mover) run(ctx context.Context) {
 			}
 		}()
 	}
-	tick := time.NewTicker(resyncEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			m.enqueueRunning(func(*v1.Pod) bool { return true })
-		}
-	}
+	wait.UntilWithContext(ctx, func(context.Context) { m.enqueueRunning(func(*v1.Pod) bool { return true }) }, resyncEvery)
 }
 
 // enqueueRunning queues the bound pods of this profile that match.

@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
@@ -102,20 +103,13 @@ func recordPolicy(ctx context.Context, st *store.Store, policy *reputation.Polic
 
 func pruneLoop(ctx context.Context, st *store.Store, spec config.StoreSpec, logger klog.Logger) {
 	retention := store.Retention{MaxAge: spec.MaxAge.Duration, MaxHistoryPerImage: int(spec.MaxHistoryPerImage), MaxDecisions: int(spec.MaxDecisions)}
-	tick := time.NewTicker(pruneEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if n, err := st.Prune(retention); err != nil {
-				logger.Error(err, "Pruning the reputation store")
-			} else if n > 0 {
-				logger.V(2).Info("Pruned the reputation store", "records", n)
-			}
+	wait.UntilWithContext(ctx, func(context.Context) {
+		if n, err := st.Prune(retention); err != nil {
+			logger.Error(err, "Pruning the reputation store")
+		} else if n > 0 {
+			logger.V(2).Info("Pruned the reputation store", "records", n)
 		}
-	}
+	}, pruneEvery)
 }
 
 // decisionOf is the record of one placement.
