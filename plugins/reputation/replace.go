@@ -47,6 +47,9 @@ type mover struct {
 	// reported remembers the tier a pod was last reported (or blocked) at, so each is said once.
 	closeSince map[types.UID]time.Time
 	reported   map[types.UID]string
+	// evicted remembers pods already evicted, until the informer shows them terminating: a
+	// second eviction of a terminating pod succeeds too, and would be reported twice.
+	evicted map[types.UID]time.Time
 }
 
 func newMover(pl *Reputation, spec config.ReplacementSpec) *mover {
@@ -59,6 +62,7 @@ func newMover(pl *Reputation, spec config.ReplacementSpec) *mover {
 		limiter:    rate.NewLimiter(perSecond, max(1, int(spec.EvictionsPerMinute)/60)),
 		closeSince: map[types.UID]time.Time{},
 		reported:   map[types.UID]string{},
+		evicted:    map[types.UID]time.Time{},
 	}
 }
 
@@ -77,7 +81,16 @@ func (m *mover) run(ctx context.Context) {
 			}
 		}()
 	}
-	wait.UntilWithContext(ctx, func(context.Context) { m.enqueueRunning(func(*v1.Pod) bool { return true }) }, resyncEvery)
+	wait.UntilWithContext(ctx, func(context.Context) {
+		m.mu.Lock()
+		for uid, at := range m.evicted {
+			if time.Since(at) > resyncEvery {
+				delete(m.evicted, uid)
+			}
+		}
+		m.mu.Unlock()
+		m.enqueueRunning(func(*v1.Pod) bool { return true })
+	}, resyncEvery)
 }
 
 // enqueueRunning queues the bound pods of this profile that match.
@@ -128,7 +141,7 @@ func (m *mover) next(ctx context.Context) bool {
 func (m *mover) handle(ctx context.Context, key string) (retry bool, after time.Duration) {
 	ns, name, _ := cache.SplitMetaNamespaceKey(key)
 	pod, err := m.pl.handle.SharedInformerFactory().Core().V1().Pods().Lister().Pods(ns).Get(name)
-	if err != nil || pod.Spec.NodeName == "" || pod.DeletionTimestamp != nil || isTerminal(pod.Status.Phase) {
+	if err != nil || pod.Spec.NodeName == "" || pod.DeletionTimestamp != nil || isTerminal(pod.Status.Phase) || m.wasEvicted(pod.UID) {
 		return false, 0
 	}
 	node, err := m.pl.handle.SharedInformerFactory().Core().V1().Nodes().Lister().Get(pod.Spec.NodeName)
@@ -169,6 +182,9 @@ func (m *mover) handle(ctx context.Context, key string) (retry bool, after time.
 	err = m.pl.handle.ClientSet().PolicyV1().Evictions(pod.Namespace).Evict(ctx, eviction)
 	switch {
 	case err == nil:
+		m.mu.Lock()
+		m.evicted[pod.UID] = time.Now()
+		m.mu.Unlock()
 		logger.Info("Evicted a pod whose tier no longer matches its pool", "reason", s.Reason())
 		m.record(pod, node, s, ActionEvicted, "evicted: "+why)
 		m.pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeWarning, "Evicted", "Replacement", "evicted: %s", why)
@@ -216,6 +232,13 @@ func (m *mover) distance(v *reputation.Verdict) int {
 	default:
 		return min(v.Score-p.UntrustedBelow, p.TrustedAtOrAbove-1-v.Score)
 	}
+}
+
+func (m *mover) wasEvicted(uid types.UID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, done := m.evicted[uid]
+	return done
 }
 
 func (m *mover) forget(uid types.UID) {

@@ -176,6 +176,13 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 	editorConfig := rest.AnonymousClientConfig(cluster.Config)
 	editorConfig.BearerToken = e.token("editor")
 	editor := kubernetes.NewForConfigOrDie(editorConfig)
+	// The RBAC authorizer learns of a new RoleBinding through its informer: wait for it.
+	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		_, err := editor.CoreV1().Pods(e.ns).Get(ctx, "through-repute", metav1.GetOptions{})
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the editor's Role never took effect: %v", err)
+	}
 	bound.Labels["updated"] = "yes"
 	if _, err := editor.CoreV1().Pods(e.ns).Update(e.ctx, bound, metav1.UpdateOptions{}); err != nil {
 		t.Errorf("updating a pod Repute bound (tier label kept) was refused: %v", err)
