@@ -188,3 +188,39 @@ signature: {requireForTrusted: false}`
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Moving up is allowed when replacement.upward says so: an unknown pod whose image becomes
+// trusted is evicted and its replacement placed in the trusted pool.
+func TestUpwardMoveWhenAllowed(t *testing.T) {
+	e := moveEnv(t, "trusted", "unknown")
+	name := e.prefix + "policy"
+	policy := func(weight int) string {
+		return `
+origin:
+  rules: [{pattern: "registry.internal/*", weight: ` + itoa(weight) + `}, {pattern: "*", tier: untrusted}]
+signature: {requireForTrusted: false}`
+	}
+	if _, err := policies(t).Create(e.ctx, policyObject(t, name, policy(0)), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	cfg := e.config()
+	cfg.PolicyName = name
+	cfg.ExtraArgs = "      replacement: {mode: Evict, upward: Evict}"
+	t.Cleanup(mustStart(t, e, cfg))
+	pods := e.runningDeployment("api", trustedImage, 1) // score 50: unknown
+	if pods[0].Spec.NodeName != e.prefix+"unknown" {
+		t.Fatalf("api on %s before the change, want the unknown pool", pods[0].Spec.NodeName)
+	}
+	updateSpec(t, e, name, policy(30)) // score 80: trusted, 10 points past the threshold
+	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		now := e.podsOf("api")
+		return len(now) == 1 && now[0].Name != pods[0].Name && now[0].Spec.NodeName == e.prefix+"trusted", nil
+	})
+	if err != nil {
+		t.Fatalf("the pod was not moved up to the trusted pool: %v (%v)", err, podNames(e.podsOf("api")))
+	}
+	if note := e.waitEvent(pods[0].Name, "Evicted", bindTimeout); !strings.Contains(note, "its tier is now trusted") {
+		t.Errorf("Evicted event %q", note)
+	}
+}
