@@ -149,8 +149,19 @@ func (m *mover) handle(ctx context.Context, key string) (retry bool, after time.
 		return false, 0
 	}
 	s := m.pl.stateFor(pod)
+	if s.missing > 0 || s.verdict == nil {
+		return false, 0
+	}
+	// The label follows the tier at once, whatever happens to the pod: NetworkPolicies that
+	// select by tier isolate it before (or without) a move.
+	if pod.Labels[TierLabel] != string(s.tier) {
+		if err := m.pl.labelTier(ctx, pod, s.tier); err != nil {
+			klog.FromContext(ctx).Error(err, "Relabelling a running pod", "pod", klog.KObj(pod))
+			return true, 0
+		}
+	}
 	nodeTier, pooled := m.pl.tierOfNode(node)
-	if s.missing > 0 || s.verdict == nil || (pooled && nodeTier == s.tier) || (!pooled && s.pool.AllowUnpooledNodes) {
+	if (pooled && nodeTier == s.tier) || (!pooled && s.pool.AllowUnpooledNodes) {
 		m.forget(pod.UID)
 		return false, 0
 	}

@@ -131,6 +131,9 @@ func TestCriticalAlertMovesADeploymentToTheUntrustedPool(t *testing.T) {
 	}
 	if bare, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "bare", metav1.GetOptions{}); err != nil || bare.DeletionTimestamp != nil {
 		t.Errorf("the bare pod was deleted (%v)", err)
+	} else if got := bare.Labels[reputationplugin.TierLabel]; got != "untrusted" {
+		// Left in place, but relabelled at once, so NetworkPolicies isolate it.
+		t.Errorf("the bare pod's %s = %q, want untrusted", reputationplugin.TierLabel, got)
 	}
 
 	stop()
