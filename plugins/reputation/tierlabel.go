@@ -7,38 +7,43 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/repute-dev/repute/reputation"
 )
 
-// TierLabel is set on every pod Repute places, just before it is bound, so that
-// NetworkPolicies, admission policies and RuntimeClass choices can select pods by tier. A value
-// the pod brought with it is overwritten: labels never raise trust.
+// TierLabel is set on every pod Repute places, as it is bound, so that NetworkPolicies,
+// admission policies and RuntimeClass choices can select pods by tier. A value the pod brought
+// with it is overwritten: labels never raise trust.
 const TierLabel = "repute.dev/tier"
 
-var _ fwk.PreBindPlugin = &Reputation{}
+var _ fwk.BindPlugin = &Reputation{}
 
-// PreBindPreFlight skips pods that already carry their tier.
-func (pl *Reputation) PreBindPreFlight(_ context.Context, state fwk.CycleState, pod *v1.Pod, _ string) (*fwk.PreBindPreFlightResult, *fwk.Status) {
-	if pl.handle.ClientSet() == nil || pod.Labels[TierLabel] == string(pl.readState(state, pod).tier) {
-		return nil, fwk.NewStatus(fwk.Skip)
+// Bind binds the pod as DefaultBinder does, with its tier label on the Binding: the apiserver
+// copies a Binding's labels onto the pod in the same write (PodTopologyLabelsAdmission, on by
+// default since Kubernetes 1.35), so the pod never runs unlabelled and binding costs no extra
+// API call. The profile disables DefaultBinder so that this Bind is the one that runs.
+func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
+	tier := pl.readState(state, pod).tier
+	binding := &v1.Binding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Labels: map[string]string{TierLabel: string(tier)}},
+		Target:     v1.ObjectReference{Kind: "Node", Name: nodeName},
 	}
-	return &fwk.PreBindPreFlightResult{AllowParallel: true}, nil
-}
-
-// PreBind labels the pod with its tier. It runs in the binding cycle, off the scheduling
-// cycle; if the label cannot be set the pod is not bound (and is retried), because policies
-// that select by tier would otherwise miss it.
-func (pl *Reputation) PreBind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, _ string) *fwk.Status {
-	if err := pl.labelTier(ctx, pod, pl.readState(state, pod).tier); err != nil {
+	if c := pl.handle.APICacher(); c != nil {
+		onFinish, err := c.BindPod(binding)
+		if err == nil {
+			err = c.WaitOnFinish(ctx, onFinish)
+		}
 		return fwk.AsStatus(err)
 	}
-	return nil
+	klog.FromContext(ctx).V(3).Info("Binding pod with its tier label", "pod", klog.KObj(pod), "node", klog.KRef("", nodeName), "tier", tier)
+	return fwk.AsStatus(pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}))
 }
 
-// labelTier sets the pod's tier label; the mover also calls it for running pods whose tier
-// changed, so policies that select by tier follow the reputation even before a pod is moved.
+// labelTier sets a running pod's tier label: the mover calls it when a pod's tier changes, so
+// policies that select by tier follow the reputation even before (or without) a move, and it
+// repairs pods bound without the label (an apiserver that does not copy Binding labels).
 func (pl *Reputation) labelTier(ctx context.Context, pod *v1.Pod, tier reputation.Tier) error {
 	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, TierLabel, tier)
 	_, err := pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Patch(ctx, pod.Name, types.MergePatchType, []byte(patch),

@@ -150,6 +150,9 @@ profiles:
     filter:
       disabled:
       - name: TaintToleration
+    bind:
+      disabled:
+      - name: DefaultBinder
   pluginConfig:
   - name: Reputation
     args:
