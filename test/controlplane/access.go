@@ -8,10 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/yaml"
@@ -85,4 +88,35 @@ func ShippedClusterRole(name string) (*rbacv1.ClusterRole, error) {
 		}
 	}
 	return nil, fmt.Errorf("deploy/base ships no ClusterRole %s", name)
+}
+
+// BindClusterRole binds a ClusterRole to a service account and waits until the apiserver's
+// authorizer allows the role's first rule for it: RBAC learns of bindings through an informer,
+// and callers that raced it would be refused (and the audit API caches refusals for seconds).
+func (cp *ControlPlane) BindClusterRole(ctx context.Context, bindingName, role, namespace, serviceAccount string) error {
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: bindingName},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: serviceAccount, Namespace: namespace}},
+	}
+	if _, err := cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	cr, err := cp.Client.RbacV1().ClusterRoles().Get(ctx, role, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	if len(cr.Rules) == 0 {
+		return fmt.Errorf("ClusterRole %s has no rules", role)
+	}
+	rule := cr.Rules[0]
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               "system:serviceaccount:" + namespace + ":" + serviceAccount,
+		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]},
+	}}
+	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		got, err := cp.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		return err == nil && got.Status.Allowed, nil
+	})
 }

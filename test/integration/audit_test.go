@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	v1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -217,40 +215,17 @@ func (e *env) token(serviceAccount string) string {
 	return token
 }
 
-// bindClusterRole grants a shipped ClusterRole to a service account of this env.
+// bindClusterRole grants a shipped ClusterRole to a service account of this env, once it
+// is in effect.
 func (e *env) bindClusterRole(role, serviceAccount string) {
 	e.t.Helper()
 	name := e.prefix + role + "-" + serviceAccount
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: serviceAccount, Namespace: e.ns}},
-	}
-	if _, err := e.client.RbacV1().ClusterRoleBindings().Create(e.ctx, crb, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
+	if err := cluster.BindClusterRole(e.ctx, name, role, e.ns, serviceAccount); err != nil {
+		e.t.Fatalf("binding %s to %s: %v", role, serviceAccount, err)
 	}
 	e.t.Cleanup(func() {
 		_ = e.client.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-	// The RBAC authorizer learns of the binding through its informer: wait until a
-	// SubjectAccessReview for the role's first rule says yes, so no test races it.
-	cr, err := e.client.RbacV1().ClusterRoles().Get(e.ctx, role, metav1.GetOptions{})
-	if err != nil || len(cr.Rules) == 0 {
-		e.t.Fatalf("ClusterRole %s: %v", role, err)
-	}
-	rule := cr.Rules[0]
-	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User:               "system:serviceaccount:" + e.ns + ":" + serviceAccount,
-		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + e.ns, "system:authenticated"},
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]},
-	}}
-	err = wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		got, err := e.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
-		return err == nil && got.Status.Allowed, nil
-	})
-	if err != nil {
-		e.t.Fatalf("the binding of %s to %s never took effect: %v", role, serviceAccount, err)
-	}
 }
 
 // kubeconfigFor writes a kubeconfig that authenticates as a service account.
