@@ -51,6 +51,14 @@ func Compile(spec *configv1.PolicySpec) (*Compiled, field.ErrorList) {
 	return &Compiled{Spec: internal.Policy, Policy: p}, nil
 }
 
+// Versioned is the policy as a ReputationPolicy's spec spells it, every default filled in: the
+// form the store records, whatever the policy came from, so versions compare and diff alike.
+func (c *Compiled) Versioned() *configv1.PolicySpec {
+	var v1 configv1.ReputationArgs
+	configv1.Convert_config_ReputationArgs_To_v1_ReputationArgs(&config.ReputationArgs{Policy: c.Spec}, &v1)
+	return v1.Policy
+}
+
 // Describe is a one-line account of what a policy change did, for status and logs.
 func Describe(reweighed, tierChanges int, reverify bool) string {
 	msg := fmt.Sprintf("in force; %d images re-scored from memory, %d changed tier", reweighed, tierChanges)

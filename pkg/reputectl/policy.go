@@ -14,8 +14,6 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/yaml"
 
-	"github.com/repute-dev/repute/pkg/apis/config"
-	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/audit"
 	rpolicy "github.com/repute-dev/repute/pkg/policy"
@@ -145,9 +143,7 @@ func newPolicyDiffCommand(o *options) *cobra.Command {
 
 // specYAML is a compiled policy as the store records it: a ReputationPolicy spec, defaulted.
 func specYAML(c *rpolicy.Compiled) ([]byte, error) {
-	var v1 configv1.ReputationArgs
-	configv1.Convert_config_ReputationArgs_To_v1_ReputationArgs(&config.ReputationArgs{Policy: c.Spec}, &v1)
-	b, err := json.Marshal(v1.Policy)
+	b, err := json.Marshal(c.Versioned())
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,6 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
-	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
 	"github.com/repute-dev/repute/pkg/metrics"
 	rpolicy "github.com/repute-dev/repute/pkg/policy"
 	"github.com/repute-dev/repute/reputation"
@@ -32,7 +31,7 @@ func initialPolicy(ctx context.Context, args *config.ReputationArgs, h fwk.Handl
 		return startPolicy{}, nil, err
 	}
 	compiled := &rpolicy.Compiled{Spec: args.Policy, Policy: p}
-	start := startPolicy{compiled: compiled, origin: policyOrigin{source: "plugin args", spec: specOf(compiled)}}
+	start := startPolicy{compiled: compiled, origin: policyOrigin{source: "plugin args", spec: compiled.Versioned()}}
 	if args.PolicyName == "" || h.KubeConfig() == nil {
 		return start, nil, nil
 	}
@@ -51,17 +50,9 @@ func initialPolicy(ctx context.Context, args *config.ReputationArgs, h fwk.Handl
 	case !ok:
 		logger.Info("ReputationPolicy missing or invalid at start: the args' policy is in force until it is fixed", "reputationPolicy", args.PolicyName)
 	default:
-		start = startPolicy{compiled: followed, origin: policyOrigin{source: "ReputationPolicy/" + args.PolicyName, spec: specOf(followed)}}
+		start = startPolicy{compiled: followed, origin: policyOrigin{source: "ReputationPolicy/" + args.PolicyName, spec: followed.Versioned()}}
 	}
 	return start, follower, nil
-}
-
-// specOf is the policy as a ReputationPolicy's spec spells it, defaults filled in: the form
-// the store records, whatever the policy came from, so versions compare and diff alike.
-func specOf(c *rpolicy.Compiled) any {
-	var v1 configv1.ReputationArgs
-	configv1.Convert_config_ReputationArgs_To_v1_ReputationArgs(&config.ReputationArgs{Policy: c.Spec}, &v1)
-	return v1.Policy
 }
 
 // applyPolicy puts a new policy in force without a restart: every image is re-scored from the
@@ -97,7 +88,7 @@ func (pl *Reputation) applyPolicy(ctx context.Context, c *rpolicy.Compiled, gene
 		pl.engine.Reevaluate(func(string, *reputation.Verdict) bool { return true })
 	}
 	if pl.store != nil {
-		recordPolicy(ctx, pl.store, c.Policy, policyOrigin{source: fmt.Sprintf("ReputationPolicy/%s generation %d", pl.policyName, generation), spec: specOf(c)})
+		recordPolicy(ctx, pl.store, c.Policy, policyOrigin{source: fmt.Sprintf("ReputationPolicy/%s generation %d", pl.policyName, generation), spec: c.Versioned()})
 	}
 	metrics.PolicyReloads.WithLabelValues("applied").Inc()
 	return rpolicy.Outcome{Images: len(after), TierChanges: tierChanges, Reverify: reverify}, nil
