@@ -63,9 +63,12 @@ func (f *Follower) Initial(ctx context.Context) (c *Compiled, ok bool, err error
 	if len(errs) > 0 {
 		return nil, false, nil
 	}
+	gen := obj.GetGeneration()
 	f.mu.Lock()
-	f.handled = obj.GetGeneration()
-	f.status = v1alpha1.ReputationPolicyStatus{PolicyVersion: c.Policy.Version()}
+	f.handled = gen
+	f.status = v1alpha1.ReputationPolicyStatus{ObservedGeneration: gen, PolicyVersion: c.Policy.Version()}
+	meta.SetStatusCondition(&f.status.Conditions, metav1.Condition{Type: v1alpha1.ConditionApplied, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ReasonApplied, ObservedGeneration: gen, Message: "in force since the scheduler started"})
 	f.mu.Unlock()
 	return c, true, nil
 }
@@ -121,7 +124,7 @@ func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstruct
 	if !done {
 		f.act(ctx, logger, obj, gen)
 	}
-	if err := f.writeStatus(ctx, obj, gen); err != nil {
+	if err := f.writeStatus(ctx, obj); err != nil {
 		logger.Error(err, "Updating ReputationPolicy status")
 	}
 }
@@ -161,19 +164,10 @@ func (f *Follower) act(ctx context.Context, logger klog.Logger, obj *unstructure
 }
 
 // writeStatus records the status of the newest generation acted on, unless it is there already.
-func (f *Follower) writeStatus(ctx context.Context, obj *unstructured.Unstructured, gen int64) error {
+func (f *Follower) writeStatus(ctx context.Context, obj *unstructured.Unstructured) error {
 	f.mu.Lock()
 	status := *f.status.DeepCopy()
 	f.mu.Unlock()
-	if status.ObservedGeneration == 0 {
-		// Applied by Initial: the condition is written here, the first time the object is seen.
-		status.ObservedGeneration = gen
-		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: v1alpha1.ConditionApplied, Status: metav1.ConditionTrue,
-			Reason: v1alpha1.ReasonApplied, ObservedGeneration: gen, Message: "in force since the scheduler started"})
-		f.mu.Lock()
-		f.status = *status.DeepCopy()
-		f.mu.Unlock()
-	}
 	var current v1alpha1.ReputationPolicy
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &current); err == nil &&
 		current.Status.ObservedGeneration == status.ObservedGeneration && current.Status.PolicyVersion == status.PolicyVersion &&
