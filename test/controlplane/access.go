@@ -73,11 +73,11 @@ func ShippedClusterRole(name string) (*rbacv1.ClusterRole, error) {
 		return nil, err
 	}
 	for _, file := range files {
-		data, err := deploy.Files.ReadFile(file)
+		docs, err := ShippedDocuments(file)
 		if err != nil {
 			return nil, err
 		}
-		for _, doc := range bytes.Split(data, []byte("\n---\n")) {
+		for _, doc := range docs {
 			var role rbacv1.ClusterRole
 			if err := yaml.Unmarshal(doc, &role); err != nil {
 				return nil, fmt.Errorf("%s: %w", file, err)
@@ -88,6 +88,22 @@ func ShippedClusterRole(name string) (*rbacv1.ClusterRole, error) {
 		}
 	}
 	return nil, fmt.Errorf("deploy/base ships no ClusterRole %s", name)
+}
+
+// ShippedDocuments splits a file of deploy/ (e.g. "isolation/runtimeclass.yaml") into its YAML
+// documents, leaving out empty ones.
+func ShippedDocuments(file string) ([][]byte, error) {
+	data, err := deploy.Files.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var docs [][]byte
+	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
+		if len(bytes.TrimSpace(doc)) > 0 {
+			docs = append(docs, doc)
+		}
+	}
+	return docs, nil
 }
 
 // BindClusterRole binds a ClusterRole to a service account and waits until the apiserver's

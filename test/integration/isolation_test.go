@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -19,22 +18,16 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
-	"github.com/repute-dev/repute/deploy"
 	reputationplugin "github.com/repute-dev/repute/plugins/reputation"
+	"github.com/repute-dev/repute/test/controlplane"
 )
 
 // shipped decodes the documents of a deploy/ file strictly, in order.
 func shipped(t *testing.T, file string, into ...any) {
 	t.Helper()
-	data, err := deploy.Files.ReadFile(file)
+	docs, err := controlplane.ShippedDocuments(file)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var docs [][]byte
-	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
-		if len(bytes.TrimSpace(doc)) > 0 {
-			docs = append(docs, doc)
-		}
 	}
 	if len(docs) != len(into) {
 		t.Fatalf("%s holds %d documents, want %d", file, len(docs), len(into))
