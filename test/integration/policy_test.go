@@ -25,7 +25,7 @@ import (
 )
 
 // policyObject builds a ReputationPolicy from the YAML of its spec.
-func policyObject(t *testing.T, name, specYAML string) *unstructured.Unstructured {
+func policyObject(t testing.TB, name, specYAML string) *unstructured.Unstructured {
 	t.Helper()
 	var spec map[string]any
 	if err := yaml.Unmarshal([]byte(specYAML), &spec); err != nil {
@@ -36,7 +36,18 @@ func policyObject(t *testing.T, name, specYAML string) *unstructured.Unstructure
 	return u
 }
 
-func policies(t *testing.T) dynamic.ResourceInterface {
+// createPolicy creates a ReputationPolicy from the YAML of its spec, deleted when the test ends.
+func (e *env) createPolicy(name, specYAML string) *unstructured.Unstructured {
+	e.t.Helper()
+	created, err := policies(e.t).Create(e.ctx, policyObject(e.t, name, specYAML), metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = policies(e.t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return created
+}
+
+func policies(t testing.TB) dynamic.ResourceInterface {
 	return dynamic.NewForConfigOrDie(cluster.Config).Resource(v1alpha1.Resource)
 }
 
@@ -90,11 +101,7 @@ origin:
   - {pattern: "docker.io/*", tier: unknown}
   - {pattern: "*", tier: untrusted}
 signature: {requireForTrusted: false}`
-	created, err := policies(t).Create(e.ctx, policyObject(t, name, initial), metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	created := e.createPolicy(name, initial)
 
 	trustedNode := e.node("trusted", "trusted")
 	unknownNode := e.node("unknown", "unknown") // no untrusted pool: untrusted pods wait
@@ -349,14 +356,9 @@ func mustStart(t *testing.T, e *env, cfg controlplane.SchedulerConfig) func() {
 func TestInvalidReputationPolicyAtStart(t *testing.T) {
 	e := newEnv(t)
 	name := e.prefix + "policy"
-	bad := policyObject(t, name, `
+	created := e.createPolicy(name, `
 origin: {rules: [{pattern: "*", tier: trusted}]}
 signature: {keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----"}]}`)
-	created, err := policies(t).Create(e.ctx, bad, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	e.node("trusted", "trusted")
 	untrustedNode := e.node("untrusted", "untrusted")
 	cfg := e.config() // the args' policy: quay.io is untrusted

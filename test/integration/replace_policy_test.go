@@ -127,10 +127,7 @@ origin:
   rules: [{pattern: "registry.internal/*", weight: ` + itoa(weight) + `}, {pattern: "*", tier: untrusted}]
 signature: {requireForTrusted: false}`
 	}
-	if _, err := policies(t).Create(e.ctx, policyObject(t, name, policy(30, 70)), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	e.createPolicy(name, policy(30, 70))
 	cfg := e.config()
 	cfg.PolicyName = name
 	cfg.ExtraArgs = "      replacement: {mode: Evict, evictionsPerMinute: 60, settleFor: 3s}"
@@ -152,21 +149,7 @@ signature: {requireForTrusted: false}`
 
 	// A decided change: registry.internal weighs nothing (score 50, unknown by 19 points).
 	updateSpec(t, e, name, policy(0, 70))
-	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		now := e.podsOf("web")
-		if len(now) != 3 {
-			return false, nil
-		}
-		for _, p := range now {
-			if p.Spec.NodeName != e.prefix+"unknown" {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		t.Fatalf("the Deployment was not moved to the unknown pool: %v (%v)", err, podNames(e.podsOf("web")))
-	}
+	e.waitReplacedOn("web", 3, e.prefix+"unknown", pods)
 	times := e.eventsOf("Evicted")
 	if len(times) != len(pods) {
 		t.Fatalf("%d evictions, want %d", len(times), len(pods))
@@ -200,10 +183,7 @@ origin:
   rules: [{pattern: "registry.internal/*", weight: ` + itoa(weight) + `}, {pattern: "*", tier: untrusted}]
 signature: {requireForTrusted: false}`
 	}
-	if _, err := policies(t).Create(e.ctx, policyObject(t, name, policy(0)), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = policies(t).Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	e.createPolicy(name, policy(0))
 	cfg := e.config()
 	cfg.PolicyName = name
 	cfg.ExtraArgs = "      replacement: {mode: Evict, upward: Evict}"
@@ -213,13 +193,7 @@ signature: {requireForTrusted: false}`
 		t.Fatalf("api on %s before the change, want the unknown pool", pods[0].Spec.NodeName)
 	}
 	updateSpec(t, e, name, policy(30)) // score 80: trusted, 10 points past the threshold
-	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
-		now := e.podsOf("api")
-		return len(now) == 1 && now[0].Name != pods[0].Name && now[0].Spec.NodeName == e.prefix+"trusted", nil
-	})
-	if err != nil {
-		t.Fatalf("the pod was not moved up to the trusted pool: %v (%v)", err, podNames(e.podsOf("api")))
-	}
+	e.waitReplacedOn("api", 1, e.prefix+"trusted", pods)
 	if note := e.waitEvent(pods[0].Name, "Evicted", bindTimeout); !strings.Contains(note, "its tier is now trusted") {
 		t.Errorf("Evicted event %q", note)
 	}

@@ -105,21 +105,7 @@ func TestCriticalAlertMovesADeploymentToTheUntrustedPool(t *testing.T) {
 	}
 
 	// Both pods are replaced, and the replacements land in the untrusted pool.
-	err = wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, bindTimeout, true, func(context.Context) (bool, error) {
-		pods := e.podsOf("shop")
-		if len(pods) != 2 {
-			return false, nil
-		}
-		for _, p := range pods {
-			if p.Spec.NodeName != untrustedNode || p.Name == first[0].Name || p.Name == first[1].Name {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		t.Fatalf("the Deployment was not moved to the untrusted pool: %v (pods %v)", err, podNames(e.podsOf("shop")))
-	}
+	e.waitReplacedOn("shop", 2, untrustedNode, first)
 	note := e.waitEvent(first[0].Name, "Evicted", bindTimeout)
 	if !strings.Contains(note, "runs in pool trusted on "+trustedNode+" but its tier is now untrusted") || !strings.Contains(note, "Terminal shell in container") {
 		t.Errorf("Evicted event %q does not explain the move", note)
@@ -152,6 +138,26 @@ func TestCriticalAlertMovesADeploymentToTheUntrustedPool(t *testing.T) {
 	}
 	if actions[first[0].Name] != reputationplugin.ActionEvicted || actions[first[1].Name] != reputationplugin.ActionEvicted || actions["bare"] != reputationplugin.ActionReported {
 		t.Errorf("recorded actions %v; want both shop pods evicted and bare reported", actions)
+	}
+}
+
+// waitReplacedOn waits until the app's live pods are n, all on node, none of them one of before.
+func (e *env) waitReplacedOn(app string, n int, node string, before []v1.Pod) {
+	e.t.Helper()
+	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		pods := e.podsOf(app)
+		if len(pods) != n {
+			return false, nil
+		}
+		for _, p := range pods {
+			if p.Spec.NodeName != node || slices.ContainsFunc(before, func(b v1.Pod) bool { return b.Name == p.Name }) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		e.t.Fatalf("%s was not moved to %s: %v (pods %v)", app, node, err, podNames(e.podsOf(app)))
 	}
 }
 
