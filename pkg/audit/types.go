@@ -72,6 +72,18 @@ type PolicyList struct {
 }
 
 // TypeMeta is the apiVersion and kind of this API's objects.
+// Page returns a list's items and the token for the next page ("" on the last).
+func (l *ImageList) Page() ([]Image, string) { return l.Items, l.Continue }
+
+// Page returns the history's entries and the token for the next page.
+func (l *History) Page() ([]store.HistoryEntry, string) { return l.Items, l.Continue }
+
+// Page returns the decisions and the token for the next page.
+func (l *DecisionList) Page() ([]store.Decision, string) { return l.Items, l.Continue }
+
+// Page returns the policies and the token for the next page.
+func (l *PolicyList) Page() ([]store.PolicyRecord, string) { return l.Items, l.Continue }
+
 func TypeMeta(kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{APIVersion: Group + "/" + Version, Kind: kind}
 }

@@ -35,13 +35,7 @@ func newImagesCommand(o *options) *cobra.Command {
 			setIf(q, "registry", registry)
 			setIf(q, "minScore", minScore)
 			setIf(q, "maxScore", maxScore)
-			items, more, err := collect(q, limit, func(q url.Values) ([]audit.Image, string, error) {
-				l, err := c.Images(ctx, q)
-				if err != nil {
-					return nil, "", err
-				}
-				return l.Items, l.Continue, nil
-			})
+			items, more, err := collect(q, limit, pagesOf[audit.Image](ctx, c.Images))
 			if err != nil {
 				return err
 			}
@@ -177,13 +171,7 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 			setIf(q, "uid", uid)
 			setIf(q, "node", node)
 			setIf(q, "tier", tier)
-			items, more, err := collect(q, limit, func(q url.Values) ([]store.Decision, string, error) {
-				l, err := c.Decisions(ctx, q)
-				if err != nil {
-					return nil, "", err
-				}
-				return l.Items, l.Continue, nil
-			})
+			items, more, err := collect(q, limit, pagesOf[store.Decision](ctx, c.Decisions))
 			if err != nil {
 				return err
 			}
@@ -315,13 +303,7 @@ opens with --store for offline forensics, and restores as the scheduler's store.
 
 // policyVersions reads every policy version; there are few.
 func policyVersions(ctx context.Context, c *audit.Client) ([]store.PolicyRecord, error) {
-	all, _, err := collect(url.Values{}, 0, func(q url.Values) ([]store.PolicyRecord, string, error) {
-		l, err := c.Policies(ctx, q)
-		if err != nil {
-			return nil, "", err
-		}
-		return l.Items, l.Continue, nil
-	})
+	all, _, err := collect(url.Values{}, 0, pagesOf[store.PolicyRecord](ctx, c.Policies))
 	return all, err
 }
 

@@ -1,6 +1,7 @@
 package reputectl
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -41,6 +42,18 @@ func collect[T any](query url.Values, limit int, page func(url.Values) ([]T, str
 			return all, true, nil
 		}
 		q.Set("continue", next)
+	}
+}
+
+// pagesOf adapts a client's list call (c.Images, c.Decisions, …) to collect.
+func pagesOf[T any, L interface{ Page() ([]T, string) }](ctx context.Context, list func(context.Context, url.Values) (L, error)) func(url.Values) ([]T, string, error) {
+	return func(q url.Values) ([]T, string, error) {
+		l, err := list(ctx, q)
+		if err != nil {
+			return nil, "", err
+		}
+		items, next := l.Page()
+		return items, next, nil
 	}
 }
 
