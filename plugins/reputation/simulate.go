@@ -49,19 +49,7 @@ func (pl *Reputation) simulate(_ context.Context, proposed *v1alpha1.ReputationP
 		if pod.Spec.SchedulerName != pl.handle.ProfileName() || pod.DeletionTimestamp != nil || isTerminal(pod.Status.Phase) {
 			continue
 		}
-		// An image that could not be simulated keeps its current verdict on both sides.
-		now := resolveWith(pod, func(image string) *reputation.Verdict {
-			if v, ok := before[image]; ok {
-				return v
-			}
-			return pl.verdicts.Get(image)
-		})
-		then := resolveWith(pod, func(image string) *reputation.Verdict {
-			if v, ok := after[image]; ok {
-				return v
-			}
-			return pl.verdicts.Get(image)
-		})
+		now, then := resolveWith(pod, pl.verdictsFrom(before)), resolveWith(pod, pl.verdictsFrom(after))
 		if now.tier == then.tier {
 			continue
 		}
@@ -83,6 +71,17 @@ func (pl *Reputation) simulate(_ context.Context, proposed *v1alpha1.ReputationP
 		out.Warnings = append(out.Warnings, "some images' evidence has not been gathered since the scheduler started; they are listed under notSimulated")
 	}
 	return out, nil
+}
+
+// verdictsFrom reads a simulation's verdicts; an image that could not be simulated keeps its
+// current verdict, on both sides.
+func (pl *Reputation) verdictsFrom(simulated map[string]*reputation.Verdict) func(string) *reputation.Verdict {
+	return func(image string) *reputation.Verdict {
+		if v, ok := simulated[image]; ok {
+			return v
+		}
+		return pl.verdicts.Get(image)
+	}
 }
 
 // addedKeys names keys the proposed policy trusts that the current one does not, as they are.
