@@ -59,7 +59,7 @@ var (
 	// StoreRecords counts records committed to the store, by result.
 	StoreRecords = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem: subsystem, Name: "store_records_total",
-		Help:           "Records written to the reputation store, by result (committed, failed).",
+		Help:           "Records written to the reputation store, by result (committed, failed, dropped: refused by a full queue).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
 	// StoreBacklog is how many records wait for the store's writer.
@@ -133,6 +133,9 @@ func Evaluated(ev *reputation.Evidence, _ *reputation.Verdict, elapsed time.Dura
 		}
 	}
 }
+
+// StoreDropped records a record the store refused because its queue was full.
+func StoreDropped() { StoreRecords.WithLabelValues("dropped").Inc() }
 
 // StoreCommitted records one store commit.
 func StoreCommitted(records int, elapsed time.Duration, backlog int64, err error) {

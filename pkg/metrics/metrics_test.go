@@ -89,6 +89,12 @@ func TestHooksMoveTheirSeries(t *testing.T) {
 	if value(t, gauge{StoreDegraded}) != 1 || value(t, gauge{StoreBacklog}) != 7 || value(t, failed)-f0 != 5 {
 		t.Error("a failed commit must mark the store degraded, set the backlog and count 5 failed records")
 	}
+	dropped := counter{StoreRecords.WithLabelValues("dropped")}
+	d0 := value(t, dropped)
+	StoreDropped()
+	if value(t, dropped)-d0 != 1 {
+		t.Error("a dropped record must be counted")
+	}
 	StoreCommitted(3, time.Millisecond, 0, nil)
 	if value(t, gauge{StoreDegraded}) != 0 || value(t, committed)-c0 != 3 {
 		t.Error("a good commit must clear degraded and count 3 committed records")

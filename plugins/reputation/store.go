@@ -30,7 +30,7 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 		return nil, nil
 	}
 	logger := klog.FromContext(ctx).WithValues("store", args.Store.Path)
-	st, err := store.Open(args.Store.Path, store.Options{OnCommit: metrics.StoreCommitted, OnError: func(err error) {
+	st, err := store.Open(args.Store.Path, store.Options{OnCommit: metrics.StoreCommitted, OnDrop: metrics.StoreDropped, OnError: func(err error) {
 		logger.Error(err, "Reputation store degraded: decisions are not being recorded")
 	}})
 	if err != nil {

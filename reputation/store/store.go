@@ -92,6 +92,8 @@ type Options struct {
 	// OnCommit is told of every commit, for metrics: its records, how long it took (fsync
 	// included), the backlog left behind, and its error.
 	OnCommit func(records int, elapsed time.Duration, backlog int64, err error)
+	// OnDrop is told of each record refused because the queue was full: a record lost.
+	OnDrop func()
 	// Now is the clock for records that carry no time.
 	Now func() time.Time
 }
@@ -227,10 +229,16 @@ func (s *Store) Err() error {
 	return nil
 }
 
-// Backlog is how many records wait for the writer; Dropped how many were refused because the
-// queue was full.
-func (s *Store) Backlog() int64 { return s.backlog.Load() }
+// Dropped is how many records were refused because the queue was full.
 func (s *Store) Dropped() int64 { return s.dropped.Load() }
+
+func (s *Store) drop() bool {
+	s.dropped.Add(1)
+	if s.opts.OnDrop != nil {
+		s.opts.OnDrop()
+	}
+	return false
+}
 
 // writer commits queued records in batches: whatever is waiting, up to MaxBatch, per
 // transaction. bbolt fsyncs each commit, so a record is durable once its batch commits.
@@ -292,16 +300,14 @@ func (s *Store) enqueue(o op) bool {
 	s.closing.RLock()
 	defer s.closing.RUnlock()
 	if s.queue == nil || s.closed {
-		s.dropped.Add(1)
-		return false
+		return s.drop()
 	}
 	select {
 	case s.queue <- o:
 		s.backlog.Add(1)
 		return true
 	default:
-		s.dropped.Add(1)
-		return false
+		return s.drop()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,7 +247,8 @@ func TestBackupAndRestore(t *testing.T) {
 
 // A record the writer cannot take (queue full) is dropped and counted, never waited for.
 func TestFullQueueDropsInsteadOfBlocking(t *testing.T) {
-	s, _ := openTemp(t, Options{QueueSize: 1, MaxBatch: 1})
+	var told atomic.Int64
+	s, _ := openTemp(t, Options{QueueSize: 1, MaxBatch: 1, OnDrop: func() { told.Add(1) }})
 	start := time.Now()
 	for i := range 10000 {
 		s.RecordDecision(Decision{Pod: fmt.Sprint(i)})
@@ -256,6 +258,9 @@ func TestFullQueueDropsInsteadOfBlocking(t *testing.T) {
 	}
 	if s.Dropped() == 0 {
 		t.Error("nothing was dropped from a queue of one")
+	}
+	if told.Load() != s.Dropped() {
+		t.Errorf("OnDrop was told of %d drops, Dropped says %d", told.Load(), s.Dropped())
 	}
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
