@@ -61,6 +61,11 @@ type BehaviorEvent struct {
 	At    time.Time
 }
 
+// same reports whether two events are one: the same thing seen at the same time and place.
+func (e *BehaviorEvent) same(other *BehaviorEvent) bool {
+	return e.Kind == other.Kind && e.Rule == other.Rule && e.Priority == other.Priority && e.Where == other.Where && e.At.Equal(other.At)
+}
+
 // BehaviorObservation is an event as the assessor sees it: its age instead of a time, so that
 // assessors stay free of clocks.
 type BehaviorObservation struct {
@@ -239,12 +244,13 @@ func NewBehaviorLedger() *BehaviorLedger {
 
 // Record files one event under every key that names its image: the digest ("sha256:…") the
 // runtime reported, and the canonical reference the pod spells, so that an image is found
-// whether or not its tag has been resolved. Observations counts the event once.
+// whether or not its tag has been resolved. Observations counts the event once. An event learnt
+// twice (from the store and from a standby's snapshot, say) is filed once.
 func (l *BehaviorLedger) Record(e BehaviorEvent, keys ...string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for i, key := range keys {
-		if key == "" || slices.Contains(keys[:i], key) {
+		if key == "" || slices.Contains(keys[:i], key) || slices.ContainsFunc(l.events[key], e.same) {
 			continue
 		}
 		list := append(l.events[key], &e)

@@ -107,8 +107,14 @@ func TestBehaviorLedger(t *testing.T) {
 	if got := l.Observations(now, "sha256:bbb"); len(got) != 0 {
 		t.Fatalf("another digest has no events, got %d", len(got))
 	}
-	for range 3 * MaxEventsPerRule {
-		l.Record(alert, "sha256:aaa")
+	l.Record(alert, "sha256:aaa", "registry.internal/app:v1")
+	if got := l.Observations(now, "sha256:aaa", "registry.internal/app:v1"); len(got) != 1 {
+		t.Fatalf("the same event learnt again (from the store and a snapshot) must count once; got %d events", len(got))
+	}
+	for i := range 3 * MaxEventsPerRule {
+		repeated := alert
+		repeated.At = alert.At.Add(time.Duration(i+1) * time.Millisecond)
+		l.Record(repeated, "sha256:aaa")
 	}
 	l.Record(BehaviorEvent{Kind: BehaviorCrashLoop, Rule: "CrashLoopBackOff", At: now}, "sha256:aaa")
 	got := l.Observations(now, "sha256:aaa")

@@ -101,6 +101,9 @@ type Verdict struct {
 	Contributions []Contribution `json:"contributions"`
 	PolicyVersion string         `json:"policyVersion"`
 	EvaluatedAt   time.Time      `json:"evaluatedAt"`
+	// Provisional marks the unknown verdict given while evaluation had not finished in time:
+	// any assessed verdict replaces it.
+	Provisional bool `json:"provisional,omitempty"`
 }
 
 // Reason is a one-line explanation fit for an event or a table cell: the deciding rule, then
@@ -312,5 +315,6 @@ func Pending(image string, waited time.Duration, p *Policy, now time.Time) *Verd
 		DecidedBy:     fmt.Sprintf("evaluation not finished after %s: placed as unknown until assessed", waited),
 		PolicyVersion: p.Version(),
 		EvaluatedAt:   now,
+		Provisional:   true,
 	}
 }

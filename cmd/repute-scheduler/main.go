@@ -7,15 +7,21 @@ import (
 
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"
-	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	// client-go's metrics, as kube-scheduler registers them, except leader election's:
+	// leadership.Install reports those and tells the plugin when this replica leads.
+	_ "k8s.io/component-base/metrics/prometheus/clientgo/fifo"
+	_ "k8s.io/component-base/metrics/prometheus/restclient"
 	_ "k8s.io/component-base/metrics/prometheus/version"
+	_ "k8s.io/component-base/metrics/prometheus/workqueue"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	_ "github.com/repute-dev/repute/pkg/apis/config/scheme"
+	"github.com/repute-dev/repute/pkg/leadership"
 	"github.com/repute-dev/repute/plugins/reputation"
 )
 
 func main() {
+	leadership.Install()
 	command := app.NewSchedulerCommand(app.WithPlugin(reputation.Name, reputation.New))
 	os.Exit(cli.Run(command))
 }

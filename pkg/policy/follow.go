@@ -40,10 +40,29 @@ type Follower struct {
 	Apply func(ctx context.Context, c *Compiled, generation int64) (Outcome, error)
 	// Refused is told of each generation that failed (for metrics and logs); may be nil.
 	Refused func(generation int64, errs field.ErrorList)
+	// Standby, when it reports true, keeps status unwritten: a standby replica puts each
+	// generation in force in memory, and the leader reports it.
+	Standby func() bool
 
 	mu      sync.Mutex
 	handled int64 // the newest generation acted on
 	status  v1alpha1.ReputationPolicyStatus
+	// changed wakes Run; one pending wake-up coalesces a burst.
+	changed chan struct{}
+	once    sync.Once
+}
+
+func (f *Follower) wakeups() chan struct{} {
+	f.once.Do(func() { f.changed = make(chan struct{}, 1) })
+	return f.changed
+}
+
+// Resync has Run look at the object again, e.g. to report its status once this replica leads.
+func (f *Follower) Resync() {
+	select {
+	case f.wakeups() <- struct{}{}:
+	default:
+	}
 }
 
 // Initial reads the policy once, before scheduling starts, so that the first pod is placed
@@ -88,17 +107,11 @@ func (f *Follower) Run(ctx context.Context) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", f.Name).String()
 	})
 	informer := factory.ForResource(v1alpha1.Resource).Informer()
-	// One object, handled in order: a channel of one coalesces bursts of edits.
-	changed := make(chan struct{}, 1)
-	notify := func(any) {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
+	// One object, handled in order.
+	changed := f.wakeups()
 	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    notify,
-		UpdateFunc: func(_, o any) { notify(o) },
+		AddFunc:    func(any) { f.Resync() },
+		UpdateFunc: func(any, any) { f.Resync() },
 	})
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
@@ -123,6 +136,9 @@ func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstruct
 	f.mu.Unlock()
 	if !done {
 		f.act(ctx, logger, obj, gen)
+	}
+	if f.Standby != nil && f.Standby() {
+		return
 	}
 	if err := f.writeStatus(ctx, obj); err != nil {
 		logger.Error(err, "Updating ReputationPolicy status")

@@ -87,8 +87,9 @@ func (pl *Reputation) applyPolicy(ctx context.Context, c *rpolicy.Compiled, gene
 	if reverify {
 		pl.engine.Reevaluate(func(string, *reputation.Verdict) bool { return true })
 	}
-	if pl.store != nil {
-		recordPolicy(ctx, pl.store, c.Policy, policyOrigin{source: fmt.Sprintf("ReputationPolicy/%s generation %d", pl.policyName, generation), spec: c.Versioned()})
+	pl.policyOrigin = policyOrigin{source: fmt.Sprintf("ReputationPolicy/%s generation %d", pl.policyName, generation), spec: c.Versioned()}
+	if pl.store != nil && !pl.standingBy() {
+		recordPolicy(ctx, pl.store, c.Policy, pl.policyOrigin)
 	}
 	metrics.PolicyReloads.WithLabelValues("applied").Inc()
 	return rpolicy.Outcome{Images: len(after), TierChanges: tierChanges, Reverify: reverify}, nil

@@ -108,7 +108,8 @@ func (m *mover) enqueueRunning(match func(*v1.Pod) bool) {
 
 // onVerdict queues every running pod of this profile that uses the image.
 func (m *mover) onVerdict(image string, old, updated *reputation.Verdict) {
-	if old == nil || (old.Tier == updated.Tier && old.Score == updated.Score) {
+	// A standby moves nothing; once elected, its first resync checks every pod.
+	if old == nil || (old.Tier == updated.Tier && old.Score == updated.Score) || m.pl.standingBy() {
 		return
 	}
 	m.enqueueRunning(func(pod *v1.Pod) bool {

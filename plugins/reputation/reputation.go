@@ -20,7 +20,10 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/leadership"
 	"github.com/repute-dev/repute/pkg/metrics"
+	"github.com/repute-dev/repute/pkg/mirror"
+	rpolicy "github.com/repute-dev/repute/pkg/policy"
 	"github.com/repute-dev/repute/pkg/sources/behavior"
 	"github.com/repute-dev/repute/pkg/sources/signature"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
@@ -66,6 +69,14 @@ type Reputation struct {
 	signaturePolicy config.SignaturePolicy
 	policyMu        sync.Mutex // serializes policy changes
 	policyName      string
+	// policyFollower follows the ReputationPolicy named policyName; nil without one.
+	policyFollower *rpolicy.Follower
+	// policyOrigin says where the policy in force came from, for the store; under policyMu.
+	policyOrigin policyOrigin
+	// elected is closed once this replica schedules; until then it stands by and writes nothing.
+	elected <-chan struct{}
+	// storeSpec is the store's retention, run by the leader.
+	storeSpec config.StoreSpec
 	// untrusted are the untrusted pool's restrictions beyond placement.
 	untrusted untrustedRules
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
@@ -112,9 +123,13 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		return nil, err
 	}
 	metrics.PolicyReloads.WithLabelValues("applied").Inc()
+	// A caller that brings its own engine (tests, benchmarks) owns it and leads.
+	elected := leadership.Elected(ctx)
 	parts := &engineParts{engine: engine}
-	if engine == nil {
-		if parts, err = newEngine(ctx, args, initial, h); err != nil {
+	if engine != nil {
+		elected = alreadyElected()
+	} else {
+		if parts, err = newEngine(ctx, args, initial, h, elected); err != nil {
 			return nil, err
 		}
 		engine = parts.engine
@@ -132,6 +147,10 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		storeErr:                       parts.storeErr,
 		signaturePolicy:                initial.compiled.Spec.Signature,
 		policyName:                     args.PolicyName,
+		policyOrigin:                   initial.origin,
+		policyFollower:                 follower,
+		elected:                        elected,
+		storeSpec:                      args.Store,
 		untrusted:                      newUntrustedRules(args.Untrusted),
 		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
 	}
@@ -143,18 +162,19 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 		return nil, fmt.Errorf("watching nodes: %w", err)
 	}
 	pl.verdicts.Subscribe(pl.onVerdict)
-	go engine.Run(ctx)
 	if err := pl.serveAudit(ctx, args.Audit); err != nil {
 		return nil, err
 	}
+	var m *mover
 	if args.Replacement.Mode != config.ReplacementNone || args.Replacement.Upward != config.ReplacementNone {
 		if h.ClientSet() != nil {
-			m := newMover(pl, args.Replacement)
+			m = newMover(pl, args.Replacement)
 			pl.verdicts.Subscribe(m.onVerdict)
-			go m.run(ctx)
 		}
 	}
+	go pl.lead(ctx, parts, m)
 	if follower != nil {
+		follower.Standby = pl.standingBy
 		follower.Apply = pl.applyPolicy
 		follower.Refused = func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }
 		go follower.Run(ctx)
@@ -413,9 +433,12 @@ type engineParts struct {
 	store       *store.Store
 	// storeErr says why a configured store is missing: it could not be opened.
 	storeErr error
+	// ledger holds runtime behavior; mirror, when configured, the snapshot standbys follow.
+	ledger *reputation.BehaviorLedger
+	mirror *mirror.Mirror
 }
 
-func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPolicy, h fwk.Handle) (*engineParts, error) {
+func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPolicy, h fwk.Handle, elected <-chan struct{}) (*engineParts, error) {
 	policy := initial.compiled.Policy
 	var sources []reputation.EvidenceSource
 	sigSource, err := signature.NewSource(initial.compiled.Spec.Signature, args.Evaluation)
@@ -458,13 +481,25 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPo
 			}
 		}
 	}
-	recorder := &behavior.Recorder{Ledger: ledger, Rescore: func(keys []string) {
-		engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
-	}}
-	st, storeErr := openStore(ctx, args, policy, initial.origin, engine, ledger)
-	if st != nil {
-		recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
+	// A standby records no behavior: the leader sees the same pods and alerts, and mirrors them.
+	recorder := &behavior.Recorder{Ledger: ledger, Standby: func() bool { return !leadership.Leading(elected) },
+		Rescore: func(keys []string) {
+			engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
+		}}
+	st, storeErr := openStore(ctx, args, policy, engine, ledger, elected)
+	var verdictMirror *mirror.Mirror
+	if ns := args.Mirror.Namespace; ns != "" && h.ClientSet() != nil {
+		verdictMirror, err = followMirror(ctx, h.ClientSet(), ns, engine)
+		if err != nil {
+			return nil, err
+		}
+	}
+	recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
+		if st != nil {
 			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
+		}
+		if verdictMirror != nil {
+			verdictMirror.RecordBehavior(e, keys)
 		}
 	}
 	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
@@ -478,5 +513,6 @@ func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPo
 			return nil, err
 		}
 	}
-	return &engineParts{engine: engine, pullSecrets: pullSecrets, signatures: sigSource, store: st, storeErr: storeErr}, nil
+	return &engineParts{engine: engine, pullSecrets: pullSecrets, signatures: sigSource, store: st, storeErr: storeErr,
+		ledger: ledger, mirror: verdictMirror}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/leadership"
 	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
@@ -22,10 +23,11 @@ const pruneEvery = time.Hour
 
 // openStore opens the configured store and, before the first pod is scheduled, warms the
 // verdict cache and the behavior ledger from it: an image known before a restart is known after
-// it, and what lowered its trust still does. From then on every verdict change is recorded. A
-// store that cannot be opened is reported loudly (log, metric, and the error returned for the
-// audit API's readiness) and scheduling goes on from memory; the file is left as it is.
-func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, origin policyOrigin, engine *reputation.Engine, ledger *reputation.BehaviorLedger) (*store.Store, error) {
+// it, and what lowered its trust still does. Once this replica leads, every verdict change is
+// recorded. A store that cannot be opened is reported loudly (log, metric, and the error
+// returned for the audit API's readiness) and scheduling goes on from memory; the file is left
+// as it is.
+func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, engine *reputation.Engine, ledger *reputation.BehaviorLedger, elected <-chan struct{}) (*store.Store, error) {
 	if args.Store.Path == "" {
 		return nil, nil
 	}
@@ -70,13 +72,28 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	logger.Info("Verdict cache warmed from the store", "verdicts", len(verdicts), "behaviorEvents", len(events))
 
 	engine.Cache().Subscribe(func(image string, old, v *reputation.Verdict) {
-		if old == nil || !reputation.SameOutcome(old, v) {
+		if (old == nil || !reputation.SameOutcome(old, v)) && leadership.Leading(elected) {
 			st.RecordVerdict(image, v)
 		}
 	})
-	recordPolicy(ctx, st, policy, origin)
-	go pruneLoop(ctx, st, args.Store, logger)
 	return st, nil
+}
+
+// catchUp records, in a newly elected leader's store, every verdict it holds that its store does
+// not: those it adopted from the snapshot while it stood by.
+func catchUp(st *store.Store, verdicts *reputation.Cache) (int, error) {
+	stored, err := st.Verdicts()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for image, v := range verdicts.Snapshot() {
+		if s := stored[image]; s == nil || !reputation.SameOutcome(s, v) {
+			st.RecordVerdict(image, v)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // policyOrigin says where a policy came from, for the store's policy record.

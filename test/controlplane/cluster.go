@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -87,9 +88,15 @@ type SchedulerConfig struct {
 	Kubeconfig    string
 	SchedulerName string
 	PoolLabelKey  string
-	// LeaderElect turns on leader election with the lease <LeaseNamespace>/<SchedulerName>.
-	LeaderElect    bool
-	LeaseNamespace string
+	// LeaderElect turns on leader election with the lease <LeaseNamespace>/<LeaseName>; the
+	// lease name defaults to SchedulerName.
+	LeaderElect               bool
+	LeaseNamespace, LeaseName string
+	// LeaseDuration, when set, shortens the lease (renewDeadline and retryPeriod follow), so a
+	// failover test waits seconds, not the default 15.
+	LeaseDuration time.Duration
+	// MirrorNamespace turns the verdict snapshot on, in that namespace.
+	MirrorNamespace string
 	// OriginRules is YAML for args.policy.origin.rules, indented by the template.
 	OriginRules []OriginRule
 	// RequireSignature keeps images without a verified signature out of the trusted tier (the
@@ -139,7 +146,12 @@ clientConnection:
 leaderElection:
   leaderElect: {{.LeaderElect}}
   resourceNamespace: {{or .LeaseNamespace "kube-system"}}
-  resourceName: {{.SchedulerName}}
+  resourceName: {{or .LeaseName .SchedulerName}}
+{{- if .LeaseDuration}}
+  leaseDuration: {{.LeaseDuration}}
+  renewDeadline: {{.RenewDeadline}}
+  retryPeriod: {{.RetryPeriod}}
+{{- end}}
 profiles:
 - schedulerName: {{.SchedulerName}}
   plugins:
@@ -195,6 +207,10 @@ profiles:
 {{- if .PolicyName}}
       policyName: {{.PolicyName}}
 {{- end}}
+{{- if .MirrorNamespace}}
+      mirror:
+        namespace: {{.MirrorNamespace}}
+{{- end}}
 {{- if .VerdictWait}}
       verdictWait: {{.VerdictWait}}
 {{- end}}
@@ -214,7 +230,12 @@ profiles:
 // Render returns the configuration file text.
 func (c SchedulerConfig) Render() string {
 	var b strings.Builder
-	if err := schedulerConfigTemplate.Execute(&b, c); err != nil {
+	// kube-scheduler's validation wants renewDeadline < leaseDuration and retryPeriod×1.2 below it.
+	data := struct {
+		SchedulerConfig
+		RenewDeadline, RetryPeriod time.Duration
+	}{c, c.LeaseDuration * 2 / 3, c.LeaseDuration / 6}
+	if err := schedulerConfigTemplate.Execute(&b, data); err != nil {
 		panic(err) // the template is fixed and the inputs are plain strings
 	}
 	return b.String()

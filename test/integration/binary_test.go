@@ -56,6 +56,12 @@ func schedulerBinary(t *testing.T) string {
 // startBinary runs the scheduler binary with a config file; stderr is captured.
 func startBinary(t *testing.T, bin, config string, flags ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
 	t.Helper()
+	return startBinaryWithEnv(t, bin, config, nil, flags...)
+}
+
+// startBinaryWithEnv is startBinary with variables added to the process's environment.
+func startBinaryWithEnv(t *testing.T, bin, config string, env []string, flags ...string) (*exec.Cmd, *bytes.Buffer, <-chan error) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -66,6 +72,9 @@ func startBinary(t *testing.T, bin, config string, flags ...string) (*exec.Cmd, 
 	}
 	cmd := exec.Command(bin, append([]string{"--config=" + path, "-v=2"}, flags...)...)
 	cmd.Stderr = &stderr
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/repute-dev/repute/plugins/reputation"
 	"github.com/repute-dev/repute/test/controlplane"
@@ -159,14 +160,19 @@ func TestEphemeralContainerImageCounts(t *testing.T) {
 	e.create(e.pod("debugged", trustedImage))
 	e.waitFailedScheduling("debugged", bindTimeout) // no nodes yet
 
-	pod, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "debugged", metav1.GetOptions{})
+	// The scheduler writes the pod's PodScheduled condition around the event: retry on conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pod, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "debugged", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+			Name: "debug", Image: untrustedImage, ImagePullPolicy: v1.PullIfNotPresent, TerminationMessagePolicy: v1.TerminationMessageReadFile,
+		}}}
+		_, err = e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, "debugged", pod, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
-		Name: "debug", Image: untrustedImage, ImagePullPolicy: v1.PullIfNotPresent, TerminationMessagePolicy: v1.TerminationMessageReadFile,
-	}}}
-	if _, err := e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, "debugged", pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 

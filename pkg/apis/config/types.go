@@ -34,6 +34,8 @@ type ReputationArgs struct {
 	Store StoreSpec
 	// Audit serves the read-only audit API; no bind address, no API.
 	Audit AuditAPI
+	// Mirror keeps a verdict snapshot in the cluster for standby replicas; no namespace, no mirror.
+	Mirror MirrorSpec
 	// Untrusted restricts the untrusted pool beyond placement.
 	Untrusted UntrustedPoolSpec
 	// Replacement moves running pods whose tier no longer matches their node's pool.
@@ -95,6 +97,11 @@ type AuditAPI struct {
 	BindAddress string
 	TLSCertFile string
 	TLSKeyFile  string
+}
+
+// MirrorSpec configures the verdict snapshot that keeps standby replicas warm.
+type MirrorSpec struct {
+	Namespace string
 }
 
 // StoreSpec configures the bbolt store.

@@ -76,6 +76,11 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, IngestResponse{Error: "not found: post alerts to " + AlertsPath})
 		return
 	}
+	if h.Recorder.standingBy() {
+		// 503 tells the sender to try again: the Service reaches the leader once it is elected.
+		reply(w, http.StatusServiceUnavailable, IngestResponse{Error: "this replica is a standby; alerts go to the leader"})
+		return
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		reply(w, http.StatusMethodNotAllowed, IngestResponse{Error: "method not allowed: POST alerts"})

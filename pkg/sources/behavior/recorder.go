@@ -14,13 +14,18 @@ type Recorder struct {
 	Rescore func(keys []string)
 	// Persist, when set, is told of every event as filed, so it outlives a restart.
 	Persist func(e reputation.BehaviorEvent, keys []string)
+	// Standby, when it reports true, makes Record drop everything and the alert endpoint refuse
+	// alerts: a standby replica leaves behavior to the leader.
+	Standby func() bool
 	Now     func() time.Time
 }
+
+func (r *Recorder) standingBy() bool { return r != nil && r.Standby != nil && r.Standby() }
 
 // Record files a batch of observations. An event without a time, or dated in the future (clock
 // skew between nodes), is dated now: skew must not make a penalty heavier or longer-lived.
 func (r *Recorder) Record(batch []Observed) {
-	if len(batch) == 0 {
+	if len(batch) == 0 || r.standingBy() {
 		return
 	}
 	now := time.Now()

@@ -26,6 +26,9 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 	if a := in.Audit; a != nil {
 		out.Audit = config.AuditAPI(*a)
 	}
+	if m := in.Mirror; m != nil {
+		out.Mirror = config.MirrorSpec(*m)
+	}
 	if r := in.Replacement; r != nil {
 		out.Replacement = config.ReplacementSpec{Mode: config.ReplacementMode(r.Mode), Upward: config.ReplacementMode(r.Upward),
 			EvictionsPerMinute: ptr.Deref(r.EvictionsPerMinute, 0), MaxConcurrentEvictions: ptr.Deref(r.MaxConcurrentEvictions, 0),
@@ -145,7 +148,8 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		},
 		Falco: &FalcoIngest{BindAddress: in.Falco.BindAddress, TokenFile: in.Falco.TokenFile, TLSCertFile: in.Falco.TLSCertFile,
 			TLSKeyFile: in.Falco.TLSKeyFile, ClientCAFile: in.Falco.ClientCAFile, MaxBodyBytes: ptr.To(in.Falco.MaxBodyBytes)},
-		Audit: ptr.To(AuditAPI(in.Audit)),
+		Audit:  ptr.To(AuditAPI(in.Audit)),
+		Mirror: ptr.To(MirrorSpec(in.Mirror)),
 		Replacement: &ReplacementSpec{Mode: string(in.Replacement.Mode), Upward: string(in.Replacement.Upward),
 			EvictionsPerMinute: ptr.To(in.Replacement.EvictionsPerMinute), MaxConcurrentEvictions: ptr.To(in.Replacement.MaxConcurrentEvictions),
 			Margin: ptr.To(in.Replacement.Margin), SettleFor: ptr.To(in.Replacement.SettleFor), EvictUnowned: in.Replacement.EvictUnowned},
@@ -185,6 +189,7 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 		out.Falco = &c
 	}
 	out.Audit = copyPtr(in.Audit)
+	out.Mirror = copyPtr(in.Mirror)
 	out.Untrusted = copyPtr(in.Untrusted)
 	if r := in.Replacement; r != nil {
 		c := *r

@@ -32,6 +32,9 @@ type ReputationArgs struct {
 	Store *StoreSpec `json:"store,omitempty"`
 	// Audit serves the read-only audit API (what reputectl reads). Off unless bindAddress is set.
 	Audit *AuditAPI `json:"audit,omitempty"`
+	// Mirror keeps a snapshot of the verdicts, and the runtime behavior behind them, in
+	// ConfigMaps, so that a standby replica is warm when it is elected. Off unless namespace is set.
+	Mirror *MirrorSpec `json:"mirror,omitempty"`
 	// Untrusted restricts untrusted pods beyond placement: node sharing, pods per node, limits.
 	Untrusted *UntrustedPoolSpec `json:"untrusted,omitempty"`
 	// Replacement moves running pods whose tier no longer matches their node's pool.
@@ -106,6 +109,13 @@ type EvaluationSpec struct {
 	// Defaults 5s and 5m.
 	RegistryBackoff    *metav1.Duration `json:"registryBackoff,omitempty"`
 	MaxRegistryBackoff *metav1.Duration `json:"maxRegistryBackoff,omitempty"`
+}
+
+// MirrorSpec says where the verdict snapshot lives: ConfigMaps repute-verdicts-00 … -15. The
+// leader writes them; standbys read them continuously, so leader election needs no warm-up.
+type MirrorSpec struct {
+	// Namespace holds the ConfigMaps, normally the scheduler's own. Empty: no mirror.
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // AuditAPI is the read-only HTTPS API under /apis/audit.repute.dev/v1. Callers authenticate

@@ -58,6 +58,11 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 	errs = append(errs, validateEvaluation(path.Child("evaluation"), &args.Evaluation)...)
 	errs = append(errs, validateStore(path.Child("store"), &args.Store)...)
 	errs = append(errs, validateAudit(path.Child("audit"), &args.Audit)...)
+	if ns := args.Mirror.Namespace; ns != "" {
+		for _, msg := range k8svalidation.IsDNS1123Label(ns) {
+			errs = append(errs, field.Invalid(path.Child("mirror", "namespace"), ns, msg))
+		}
+	}
 	errs = append(errs, validateUntrusted(path.Child("untrusted"), &args.Untrusted)...)
 	errs = append(errs, validateReplacement(path.Child("replacement"), &args.Replacement)...)
 	return errs

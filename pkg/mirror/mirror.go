@@ -1,0 +1,360 @@
+// Package mirror keeps a snapshot of the verdict cache, and of the runtime behavior behind it,
+// in ConfigMaps, so that a standby replica is warm when it takes over. The leader writes; every
+// other replica reads, continuously, and publishes what it reads into its own cache.
+//
+// Why the cluster and not the store's volume: bbolt holds an exclusive lock on its file, so a
+// standby cannot read the leader's store while it runs, and a volume both replicas mount would
+// need ReadWriteMany storage, on which file locks and mmap are unreliable. etcd is already
+// replicated and watched; a standby that watches it is warm before it is elected, and no disk is
+// read between winning the lease and placing the first pod.
+package mirror
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+const (
+	// Shards is how many ConfigMaps hold the snapshot; an image's shard is a hash of its name,
+	// so one verdict change rewrites one ConfigMap.
+	Shards = 16
+	// NamePrefix names the ConfigMaps: repute-verdicts-00 … repute-verdicts-15.
+	NamePrefix = "repute-verdicts-"
+	// DataKey holds the gzipped JSON snapshot in each ConfigMap's binaryData.
+	DataKey = "snapshot.json.gz"
+	// MaxSnapshotBytes bounds a shard once decompressed, so a corrupt or hostile ConfigMap cannot
+	// exhaust memory.
+	MaxSnapshotBytes = 64 << 20
+	// ComponentLabel marks the snapshot's ConfigMaps, so standbys watch only them.
+	ComponentLabel = "app.kubernetes.io/component"
+	componentValue = "verdict-snapshot"
+	// FlushAfter batches the writes of verdicts that change together.
+	FlushAfter = 100 * time.Millisecond
+)
+
+// ShardName is the ConfigMap that holds shard i.
+func ShardName(i int) string { return fmt.Sprintf("%s%02d", NamePrefix, i) }
+
+// ShardOf is the shard that holds an image's verdict, or an event filed under a key.
+func ShardOf(key string) int {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int(h.Sum32() % Shards)
+}
+
+// Behavior is one runtime event and the ledger keys it was filed under.
+type Behavior struct {
+	Keys  []string                 `json:"keys"`
+	Event reputation.BehaviorEvent `json:"event"`
+}
+
+// Shard is one ConfigMap's part of the snapshot.
+type Shard struct {
+	// Verdicts are indexed by the image as pods spell it, like the cache.
+	Verdicts map[string]*reputation.Verdict `json:"verdicts"`
+	Behavior []Behavior                     `json:"behavior,omitempty"`
+}
+
+// Encode is a shard as stored: gzipped JSON.
+func Encode(s *Shard) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(s); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode reads a stored shard and refuses anything a scheduler could not use as it is: a
+// verdict must name a tier and match the image it is filed under.
+func Decode(data []byte) (*Shard, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot is not gzip: %w", err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, MaxSnapshotBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("decompressing the snapshot: %w", err)
+	}
+	if len(raw) > MaxSnapshotBytes {
+		return nil, fmt.Errorf("snapshot is larger than %d bytes decompressed", MaxSnapshotBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	s := &Shard{}
+	if err := dec.Decode(s); err != nil {
+		return nil, fmt.Errorf("snapshot is not valid JSON: %w", err)
+	}
+	for image, v := range s.Verdicts {
+		switch {
+		case v == nil:
+			return nil, fmt.Errorf("verdicts[%q]: null", image)
+		case v.Image != image:
+			return nil, fmt.Errorf("verdicts[%q]: verdict is for image %q", image, v.Image)
+		case !slices.Contains(reputation.Tiers, v.Tier):
+			return nil, fmt.Errorf("verdicts[%q].tier: %q is not a tier", image, v.Tier)
+		}
+	}
+	for i, b := range s.Behavior {
+		if len(b.Keys) == 0 || b.Event.At.IsZero() {
+			return nil, fmt.Errorf("behavior[%d]: an event needs keys and a time", i)
+		}
+	}
+	if s.Verdicts == nil {
+		s.Verdicts = map[string]*reputation.Verdict{}
+	}
+	return s, nil
+}
+
+// Mirror holds the snapshot in memory and keeps it in step with the cluster: reading while this
+// replica stands by, writing once it leads.
+type Mirror struct {
+	client    kubernetes.Interface
+	namespace string
+	cache     *reputation.Cache
+	// behaviorMaxAge drops events from the snapshot once they weigh nothing.
+	behaviorMaxAge func() time.Duration
+
+	mu      sync.Mutex
+	shards  [Shards]*Shard
+	dirty   [Shards]bool
+	leading bool
+	wake    chan struct{}
+}
+
+// New returns a mirror of cache in namespace. behaviorMaxAge says how long a runtime event is
+// kept (0: for ever).
+func New(client kubernetes.Interface, namespace string, cache *reputation.Cache, behaviorMaxAge func() time.Duration) *Mirror {
+	m := &Mirror{client: client, namespace: namespace, cache: cache, behaviorMaxAge: behaviorMaxAge, wake: make(chan struct{}, 1)}
+	for i := range m.shards {
+		m.shards[i] = &Shard{Verdicts: map[string]*reputation.Verdict{}}
+	}
+	cache.Subscribe(m.onVerdict)
+	return m
+}
+
+// Follow watches the snapshot ConfigMaps and, while this replica stands by, publishes every
+// verdict newer than the cache's. It returns once the first listing has been applied (or ctx
+// ends, or the list fails: the standby then starts cold and says so), and keeps watching.
+func (m *Mirror) Follow(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithValues("namespace", m.namespace)
+	lw := cache.NewFilteredListWatchFromClient(m.client.CoreV1().RESTClient(), "configmaps", m.namespace, func(o *metav1.ListOptions) {
+		o.LabelSelector = ComponentLabel + "=" + componentValue
+	})
+	informer := cache.NewSharedIndexInformer(lw, &v1.ConfigMap{}, 0, cache.Indexers{})
+	apply := func(obj any) {
+		cm, ok := obj.(*v1.ConfigMap)
+		if !ok {
+			return
+		}
+		i, ok := shardIndex(cm.Name)
+		if !ok {
+			return
+		}
+		s, err := Decode(cm.BinaryData[DataKey])
+		if err != nil {
+			// The previous reading stands: a bad write loses nothing already known.
+			logger.Error(err, "Ignoring an unreadable verdict snapshot", "configMap", cm.Name, "resourceVersion", cm.ResourceVersion)
+			return
+		}
+		m.adopt(i, s)
+	}
+	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    apply,
+		UpdateFunc: func(_, obj any) { apply(obj) },
+	}); err != nil {
+		return err
+	}
+	go informer.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		return ctx.Err()
+	}
+	logger.Info("Verdict cache warmed from the cluster's snapshot", "verdicts", m.cache.Len())
+	return nil
+}
+
+func shardIndex(name string) (int, bool) {
+	for i := range Shards {
+		if name == ShardName(i) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// adopt takes a shard as read from the cluster. While this replica leads, its own memory is
+// the newer state and the read is ignored.
+func (m *Mirror) adopt(i int, s *Shard) {
+	m.mu.Lock()
+	if m.leading {
+		m.mu.Unlock()
+		return
+	}
+	m.shards[i] = s
+	m.mu.Unlock()
+	for image, v := range s.Verdicts {
+		if Newer(v, m.cache.Get(image)) {
+			m.cache.Publish(image, v)
+		}
+	}
+}
+
+// Newer reports whether a mirrored verdict should replace the cached one: when there is none,
+// when the cached one is only provisional, or when the mirrored one was evaluated later.
+func Newer(mirrored, cached *reputation.Verdict) bool {
+	switch {
+	case cached == nil || mirrored == cached:
+		return cached == nil
+	case cached.Provisional && !mirrored.Provisional:
+		return true
+	default:
+		return mirrored.EvaluatedAt.After(cached.EvaluatedAt)
+	}
+}
+
+// Lead switches the mirror to writing: from now on every verdict published in the cache, and
+// every behavior event recorded, is written to the cluster. It returns the behavior events the
+// snapshot holds, which the new leader's ledger must carry on.
+func (m *Mirror) Lead(ctx context.Context) []Behavior {
+	m.mu.Lock()
+	m.leading = true
+	var events []Behavior
+	for _, s := range m.shards {
+		events = append(events, s.Behavior...)
+	}
+	m.mu.Unlock()
+	go m.flushLoop(ctx)
+	return events
+}
+
+func (m *Mirror) onVerdict(image string, _, v *reputation.Verdict) {
+	i := ShardOf(image)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.leading {
+		return
+	}
+	m.shards[i].Verdicts[image] = v
+	m.markDirty(i)
+}
+
+// RecordBehavior adds a runtime event to the snapshot; events are mirrored only while leading.
+func (m *Mirror) RecordBehavior(e reputation.BehaviorEvent, keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	i := ShardOf(keys[0])
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.leading {
+		return
+	}
+	s := m.shards[i]
+	if maxAge := m.behaviorMaxAge(); maxAge > 0 {
+		cutoff := time.Now().Add(-maxAge)
+		s.Behavior = slices.DeleteFunc(s.Behavior, func(b Behavior) bool { return b.Event.At.Before(cutoff) })
+	}
+	s.Behavior = append(s.Behavior, Behavior{Keys: slices.Clone(keys), Event: e})
+	m.markDirty(i)
+}
+
+// markDirty queues shard i for writing; m.mu is held.
+func (m *Mirror) markDirty(i int) {
+	m.dirty[i] = true
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flushLoop writes dirty shards, batching the changes of FlushAfter into one write per shard.
+// A failed write is retried with the next change or after a second, whichever comes first.
+func (m *Mirror) flushLoop(ctx context.Context) {
+	logger := klog.FromContext(ctx).WithValues("namespace", m.namespace)
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-retry.C:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(FlushAfter):
+		}
+		for i, data := range m.takeDirty() {
+			if err := m.write(ctx, i, data); err != nil {
+				logger.Error(err, "Writing the verdict snapshot; retrying", "configMap", ShardName(i))
+				m.mu.Lock()
+				m.dirty[i] = true
+				m.mu.Unlock()
+			}
+		}
+	}
+}
+
+// takeDirty encodes the dirty shards and marks them clean.
+func (m *Mirror) takeDirty() map[int][]byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[int][]byte{}
+	for i, dirty := range m.dirty {
+		if !dirty {
+			continue
+		}
+		data, err := Encode(m.shards[i])
+		if err != nil {
+			continue // a verdict is plain data; this cannot fail short of a bug, and then retrying is no help
+		}
+		out[i] = data
+		m.dirty[i] = false
+	}
+	return out
+}
+
+// write replaces shard i in the cluster. Only the leader writes, so its state wins any conflict.
+func (m *Mirror) write(ctx context.Context, i int, data []byte) error {
+	cms := m.client.CoreV1().ConfigMaps(m.namespace)
+	cm, err := cms.Get(ctx, ShardName(i), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		cm = &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ShardName(i), Namespace: m.namespace,
+			Labels: map[string]string{"app.kubernetes.io/part-of": "repute", ComponentLabel: componentValue}}}
+		cm.BinaryData = map[string][]byte{DataKey: data}
+		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: "repute-scheduler"})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	cm.BinaryData = map[string][]byte{DataKey: data}
+	cm.Data = nil
+	_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: "repute-scheduler"})
+	if apierrors.IsConflict(err) {
+		return errors.New("the snapshot changed underneath: another writer; retrying")
+	}
+	return err
+}
