@@ -56,7 +56,7 @@ func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
 		}
 	}
 	applyDeployBase(t, e, true)
-	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "PersistentVolumeClaim", "ReputationPolicy"} {
+	for _, want := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap", "StatefulSet", "PodDisruptionBudget", "Service", "ReputationPolicy"} {
 		if !kinds[want] {
 			t.Errorf("deploy/base renders no %s", want)
 		}
@@ -174,7 +174,7 @@ func shippedPolicy(t *testing.T, name string) *v1alpha1.ReputationPolicy {
 	return nil
 }
 
-// mountedSecret names the Secret the shipped Deployment mounts at dir, if any.
+// mountedSecret names the Secret the shipped StatefulSet mounts at dir, if any.
 func mountedSecret(t *testing.T, dir string) string {
 	t.Helper()
 	list := func(obj map[string]any, fields ...string) []any {
@@ -183,7 +183,7 @@ func mountedSecret(t *testing.T, dir string) string {
 		return l
 	}
 	for _, obj := range renderDeployBase(t) {
-		if unstructuredOf(obj).GetKind() != "Deployment" {
+		if unstructuredOf(obj).GetKind() != "StatefulSet" {
 			continue
 		}
 		volumes := list(obj, "spec", "template", "spec", "volumes")
