@@ -25,6 +25,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -159,10 +160,10 @@ func New(client kubernetes.Interface, namespace string, cache *reputation.Cache,
 // ends, or the list fails: the standby then starts cold and says so), and keeps watching.
 func (m *Mirror) Follow(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("namespace", m.namespace)
-	lw := cache.NewFilteredListWatchFromClient(m.client.CoreV1().RESTClient(), "configmaps", m.namespace, func(o *metav1.ListOptions) {
-		o.LabelSelector = ComponentLabel + "=" + componentValue
-	})
-	informer := cache.NewSharedIndexInformer(lw, &v1.ConfigMap{}, 0, cache.Indexers{})
+	// Its own factory: the scheduler's watches no ConfigMaps, and this one watches only the snapshot's.
+	factory := informers.NewSharedInformerFactoryWithOptions(m.client, 0, informers.WithNamespace(m.namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ComponentLabel + "=" + componentValue }))
+	informer := factory.Core().V1().ConfigMaps().Informer()
 	apply := func(obj any) {
 		cm, ok := obj.(*v1.ConfigMap)
 		if !ok {
@@ -186,7 +187,7 @@ func (m *Mirror) Follow(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	go informer.Run(ctx.Done())
+	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		return ctx.Err()
 	}

@@ -251,6 +251,7 @@ func TestIngest(t *testing.T) {
 		wantRejected []string
 		wantError    string
 		wantRecorded []string // rules in the ledger under the app digest afterwards
+		standby      bool
 	}{
 		{name: "no credentials", auth: "", body: falco, wantStatus: 401, wantError: "unauthenticated"},
 		{name: "wrong token", auth: "Bearer not-the-token-at-all", body: falco, wantStatus: 401, wantError: "unauthenticated"},
@@ -259,6 +260,9 @@ func TestIngest(t *testing.T) {
 		{name: "wrong method", method: http.MethodGet, auth: "Bearer " + token, wantStatus: 405},
 		{name: "wrong path", path: "/v1/alerts", auth: "Bearer " + token, body: falco, wantStatus: 404},
 		{name: "one Falco alert", auth: "Bearer " + token, body: falco, wantStatus: 200, wantAccepted: 1, wantRecorded: []string{"Terminal shell in container"}},
+		{name: "a standby refuses alerts, to be sent again to the leader", auth: "Bearer " + token, body: falco, standby: true,
+			wantStatus: 503, wantError: "standby"},
+		{name: "a standby tells unauthenticated callers nothing more", auth: "", body: falco, standby: true, wantStatus: 401, wantError: "unauthenticated"},
 		{name: "oversize body records nothing", auth: "Bearer " + token, body: append(append([]byte("["), falco...), bytes.Repeat([]byte(" "), 8192)...),
 			wantStatus: 413, wantError: "body larger than 4096 bytes"},
 		{name: "malformed JSON", auth: "Bearer " + token, body: []byte(`{"rule":`), wantStatus: 400, wantRejected: []string{"malformed JSON"}},
@@ -279,7 +283,8 @@ func TestIngest(t *testing.T) {
 					}
 					return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
 				},
-				Recorder:      &Recorder{Ledger: ledger, Rescore: func(keys []string) { rescored = append(rescored, keys) }},
+				Recorder: &Recorder{Ledger: ledger, Rescore: func(keys []string) { rescored = append(rescored, keys) },
+					Standby: func() bool { return tt.standby }},
 				MaxBodyBytes:  4096,
 				Authenticated: func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token },
 			}

@@ -1,0 +1,243 @@
+package mirror
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+var t0 = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+func verdict(image string, tier reputation.Tier, at time.Time) *reputation.Verdict {
+	return &reputation.Verdict{Image: image, Key: image, Tier: tier, Score: 80, DecidedBy: "score", EvaluatedAt: at, PolicyVersion: "p-1"}
+}
+
+func gz(t *testing.T, text string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	if _, err := w.Write([]byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	in := &Shard{
+		Verdicts: map[string]*reputation.Verdict{"reg/app:v1": verdict("reg/app:v1", reputation.TierTrusted, t0)},
+		Behavior: []Behavior{{Keys: []string{"sha256:aa", "reg/app:v1"}, Event: reputation.BehaviorEvent{Kind: reputation.BehaviorFalcoAlert, Rule: "shell", Priority: "Critical", At: t0}}},
+	}
+	data, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(in, out); diff != "" {
+		t.Errorf("round trip (-want,+got):\n%s", diff)
+	}
+}
+
+func TestDecodeRefusesWhatCannotBeUsed(t *testing.T) {
+	tests := []struct {
+		name, json string
+		wantErr    string
+	}{
+		{"not json", `{"verdicts":`, "not valid JSON"},
+		{"unknown field", `{"verdicts":{},"extra":1}`, "unknown field"},
+		{"null verdict", `{"verdicts":{"a":null}}`, `verdicts["a"]: null`},
+		{"filed under another image", `{"verdicts":{"a":{"image":"b","tier":"trusted"}}}`, `verdict is for image "b"`},
+		{"no tier", `{"verdicts":{"a":{"image":"a","tier":"golden"}}}`, `"golden" is not a tier`},
+		{"event without a time", `{"verdicts":{},"behavior":[{"keys":["k"],"event":{"Kind":"falco"}}]}`, "behavior[0]"},
+		{"event without keys", `{"verdicts":{},"behavior":[{"keys":[],"event":{"At":"2026-01-01T00:00:00Z"}}]}`, "behavior[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode(gz(t, tt.json))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Decode = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := Decode([]byte("plain")); err == nil || !strings.Contains(err.Error(), "not gzip") {
+		t.Errorf("Decode(plain) = %v, want not gzip", err)
+	}
+	// A bomb: small compressed, larger than the bound decompressed.
+	bomb := gz(t, `{"verdicts":{}}`+strings.Repeat(" ", MaxSnapshotBytes))
+	if _, err := Decode(bomb); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Decode(bomb of %d bytes) = %v, want refused by size", len(bomb), err)
+	}
+}
+
+func TestNewer(t *testing.T) {
+	mirrored := verdict("a", reputation.TierTrusted, t0)
+	provisional := reputation.Pending("a", time.Second, reputation.DefaultPolicy(), t0.Add(time.Hour))
+	tests := []struct {
+		name             string
+		mirrored, cached *reputation.Verdict
+		want             bool
+	}{
+		{"nothing cached", mirrored, nil, true},
+		{"the same verdict", mirrored, mirrored, false},
+		{"cached is older", mirrored, verdict("a", reputation.TierUnknown, t0.Add(-time.Minute)), true},
+		{"cached is newer", mirrored, verdict("a", reputation.TierUnknown, t0.Add(time.Minute)), false},
+		{"cached is provisional, even if later", mirrored, provisional, true},
+		{"both provisional: the later wins", provisional, reputation.Pending("a", time.Second, reputation.DefaultPolicy(), t0), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Newer(tt.mirrored, tt.cached); got != tt.want {
+				t.Errorf("Newer = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// A standby adopts what the leader writes; once it leads it writes what it publishes, starting
+// from what it adopted, and stops adopting.
+func TestFollowThenLead(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset()
+	leaderCache := reputation.NewCache()
+	leader := New(client, "kube-system", leaderCache, func() time.Duration { return time.Hour })
+	leader.Lead(ctx)
+
+	standbyCache := reputation.NewCache()
+	standby := New(client, "kube-system", standbyCache, func() time.Duration { return time.Hour })
+	if err := standby.Follow(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	trusted := verdict("reg/app:v1", reputation.TierTrusted, time.Now())
+	leaderCache.Publish("reg/app:v1", trusted)
+	alert := reputation.BehaviorEvent{Kind: reputation.BehaviorFalcoAlert, Rule: "shell", Priority: "Warning", At: time.Now()}
+	leader.RecordBehavior(alert, []string{"sha256:aa", "reg/app:v1"})
+	waitFor(t, "the standby to adopt the leader's verdict", func() bool {
+		v := standbyCache.Get("reg/app:v1")
+		return v != nil && v.Tier == reputation.TierTrusted
+	})
+	waitFor(t, "the behavior to reach the standby", func() bool {
+		standby.mu.Lock()
+		defer standby.mu.Unlock()
+		return len(standby.shards[ShardOf("sha256:aa")].Behavior) == 1
+	})
+
+	// The standby is elected: it hands back the behavior, and its own publications are written.
+	events := standby.Lead(ctx)
+	if len(events) != 1 || events[0].Event.Rule != "shell" {
+		t.Fatalf("Lead returned %+v, want the one alert", events)
+	}
+	untrusted := verdict("reg/app:v1", reputation.TierUntrusted, time.Now())
+	standbyCache.Publish("reg/app:v1", untrusted)
+	standbyCache.Publish("reg/other:v2", verdict("reg/other:v2", reputation.TierUnknown, time.Now()))
+	waitFor(t, "the new leader's verdicts in the cluster", func() bool {
+		s := readShard(t, client, ShardOf("reg/app:v1"))
+		o := readShard(t, client, ShardOf("reg/other:v2"))
+		return s != nil && o != nil && s.Verdicts["reg/app:v1"].Tier == reputation.TierUntrusted && o.Verdicts["reg/other:v2"] != nil
+	})
+	// It kept what it had adopted: the behavior is still in its shard.
+	if s := readShard(t, client, ShardOf("sha256:aa")); s == nil || len(s.Behavior) != 1 {
+		t.Errorf("the new leader's write dropped the adopted behavior: %+v", s)
+	}
+}
+
+// A ConfigMap that does not decode changes nothing: the standby keeps what it had.
+func TestFollowIgnoresAnUnreadableSnapshot(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	image := "reg/app:v1"
+	good, err := Encode(&Shard{Verdicts: map[string]*reputation.Verdict{image: verdict(image, reputation.TierTrusted, t0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ShardName(ShardOf(image)), Namespace: "kube-system",
+		Labels: map[string]string{ComponentLabel: componentValue}}, BinaryData: map[string][]byte{DataKey: good}}
+	client := fake.NewClientset(cm)
+	c := reputation.NewCache()
+	if err := New(client, "kube-system", c, func() time.Duration { return 0 }).Follow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Get(image); v == nil || v.Tier != reputation.TierTrusted {
+		t.Fatalf("not adopted at start: %+v", v)
+	}
+	cm.BinaryData[DataKey] = gz(t, `{"verdicts":{"`+image+`":{"image":"`+image+`","tier":"golden"}}}`)
+	if _, err := client.CoreV1().ConfigMaps("kube-system").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// A later, good shard: once it is adopted, the bad update before it has been handled too.
+	other := "reg/other:v1"
+	for ShardOf(other) == ShardOf(image) {
+		other += "0"
+	}
+	next, err := Encode(&Shard{Verdicts: map[string]*reputation.Verdict{other: verdict(other, reputation.TierUnknown, t0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().ConfigMaps("kube-system").Create(ctx, &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ShardName(ShardOf(other)),
+		Namespace: "kube-system", Labels: cm.Labels}, BinaryData: map[string][]byte{DataKey: next}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the later shard", func() bool { return c.Get(other) != nil })
+	if v := c.Get(image); v == nil || v.Tier != reputation.TierTrusted {
+		t.Errorf("after an unreadable update the verdict is %+v, want the trusted one kept", v)
+	}
+}
+
+func readShard(t *testing.T, client *fake.Clientset, i int) *Shard {
+	cm, err := client.CoreV1().ConfigMaps("kube-system").Get(context.Background(), ShardName(i), metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	s, err := Decode(cm.BinaryData[DataKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 5*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	seed, _ := Encode(&Shard{Verdicts: map[string]*reputation.Verdict{"a": verdict("a", reputation.TierTrusted, t0)},
+		Behavior: []Behavior{{Keys: []string{"k"}, Event: reputation.BehaviorEvent{Kind: "falco", At: t0}}}})
+	f.Add(seed)
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Decode(data)
+		if err != nil {
+			return
+		}
+		// Whatever decodes is usable as it is, and encodes again.
+		for image, v := range s.Verdicts {
+			if v == nil || v.Image != image {
+				t.Fatalf("accepted verdict %q: %+v", image, v)
+			}
+		}
+		if _, err := Encode(s); err != nil {
+			t.Fatalf("re-encoding an accepted shard: %v", err)
+		}
+	})
+}
