@@ -130,9 +130,14 @@ func componentConfig() (e Election, ok bool) {
 	return Election{Enabled: le.LeaderElect != nil && *le.LeaderElect, Lease: le.ResourceName}, true
 }
 
-// pollEvery is how often the configuration is looked for; app.Run publishes it right after the
-// plugins are built.
-const pollEvery = 10 * time.Millisecond
+// The configuration is looked for every pollEvery for pollFastFor, since app.Run publishes it
+// right after the plugins are built, then every pollSlowEvery: a plugin built without app.Run
+// never sees it.
+const (
+	pollEvery     = 10 * time.Millisecond
+	pollFastFor   = 10 * time.Second
+	pollSlowEvery = 5 * time.Second
+)
 
 // Elected returns a channel closed once this process schedules: at once when leader election
 // is off, else when the elector reports the lease as held. kube-scheduler exits when it loses
@@ -174,16 +179,19 @@ func Elected(ctx context.Context) <-chan struct{} {
 }
 
 func awaitConfig(ctx context.Context) (Election, error) {
-	tick := time.NewTicker(pollEvery)
-	defer tick.Stop()
+	start := time.Now()
 	for {
 		if e, ok := componentConfig(); ok {
 			return e, nil
 		}
+		delay := pollEvery
+		if time.Since(start) > pollFastFor {
+			delay = pollSlowEvery
+		}
 		select {
 		case <-ctx.Done():
 			return Election{}, ctx.Err()
-		case <-tick.C:
+		case <-time.After(delay):
 		}
 	}
 }

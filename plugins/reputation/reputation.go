@@ -124,11 +124,10 @@ func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *re
 	}
 	metrics.PolicyReloads.WithLabelValues("applied").Inc()
 	// A caller that brings its own engine (tests, benchmarks) owns it and leads.
-	elected := leadership.Elected(ctx)
+	elected := alreadyElected()
 	parts := &engineParts{engine: engine}
-	if engine != nil {
-		elected = alreadyElected()
-	} else {
+	if engine == nil {
+		elected = leadership.Elected(ctx)
 		if parts, err = newEngine(ctx, args, initial, h, elected); err != nil {
 			return nil, err
 		}
