@@ -2,10 +2,8 @@ package integration
 
 import (
 	"context"
-	"net/http"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -19,7 +17,6 @@ import (
 	"github.com/repute-dev/repute/plugins/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
-	"github.com/repute-dev/repute/test/oci"
 )
 
 // Two replicas of the real binary, as deploy/ runs them: one lease, the shipped RBAC, each its
@@ -30,22 +27,7 @@ import (
 // decision from before the failover.
 func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 	bin := schedulerBinary(t)
-	var slow atomic.Bool
-	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if slow.Load() {
-				time.Sleep(3 * time.Second)
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	image, err := oci.PushRandomImage(reg + "/team/api:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cosign.Sign("ops", image, false); err != nil {
-		t.Fatal(err)
-	}
+	image, pem, slow := signedImageOnSlowRegistry(t)
 
 	e := newEnv(t)
 	applyDeployBase(t, e, false, "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")

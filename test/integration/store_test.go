@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/component-base/metrics/legacyregistry"
@@ -26,22 +27,7 @@ import (
 // verification is still waiting on a slow registry: no cold start turns a trusted image unknown.
 // Every placement is in the store.
 func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
-	var slow atomic.Bool
-	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if slow.Load() {
-				time.Sleep(3 * time.Second)
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	image, err := oci.PushRandomImage(reg + "/team/api:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cosign.Sign("ops", image, false); err != nil {
-		t.Fatal(err)
-	}
+	image, pem, slow := signedImageOnSlowRegistry(t)
 
 	e := newEnv(t)
 	poolOf := map[string]string{}
@@ -210,4 +196,28 @@ func gaugeValue(t *testing.T, name string) float64 {
 	}
 	t.Fatalf("no gauge %s", name)
 	return 0
+}
+
+// signedImageOnSlowRegistry pushes an image signed with the key "ops" to a loopback registry
+// whose every answer takes 3 s once slow is set: longer than the verdictWait the tests use, so
+// no fresh evaluation can place a pod in time.
+func signedImageOnSlowRegistry(t *testing.T) (image name.Digest, opsPEM string, slow *atomic.Bool) {
+	t.Helper()
+	slow = &atomic.Bool{}
+	reg, cosign, opsPEM, _ := signingRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if slow.Load() {
+				time.Sleep(3 * time.Second)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	image, err := oci.PushRandomImage(reg + "/team/api:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cosign.Sign("ops", image, false); err != nil {
+		t.Fatal(err)
+	}
+	return image, opsPEM, slow
 }
