@@ -179,13 +179,17 @@ func Elected(ctx context.Context) <-chan struct{} {
 }
 
 func awaitConfig(ctx context.Context) (Election, error) {
-	start := time.Now()
+	start, warned := time.Now(), false
 	for {
 		if e, ok := componentConfig(); ok {
 			return e, nil
 		}
 		delay := pollEvery
 		if time.Since(start) > pollFastFor {
+			if !warned {
+				warned = true
+				klog.FromContext(ctx).Error(nil, "kube-scheduler has not published its configuration (configz): this replica stands by until it does; run the plugin through kube-scheduler's app")
+			}
 			delay = pollSlowEvery
 		}
 		select {
