@@ -253,18 +253,22 @@ func (l *BehaviorLedger) Record(e BehaviorEvent, keys ...string) {
 		if key == "" || slices.Contains(keys[:i], key) || slices.ContainsFunc(l.events[key], e.same) {
 			continue
 		}
-		list := append(l.events[key], &e)
-		same := 0
-		for j := len(list) - 1; j >= 0; j-- {
-			if list[j].Kind == e.Kind && list[j].Rule == e.Rule {
-				if same++; same > MaxEventsPerRule {
-					list = slices.Delete(list, j, j+1)
-					break
-				}
+		l.events[key] = KeepNewestPerRule(append(l.events[key], &e), func(o *BehaviorEvent) bool { return o.Kind == e.Kind && o.Rule == e.Rule })
+	}
+}
+
+// KeepNewestPerRule bounds a list to which one event was just appended: when more than
+// MaxEventsPerRule of its entries are of the new event's rule (sameRule), the oldest of them goes.
+func KeepNewestPerRule[T any](list []T, sameRule func(T) bool) []T {
+	same := 0
+	for j := len(list) - 1; j >= 0; j-- {
+		if sameRule(list[j]) {
+			if same++; same > MaxEventsPerRule {
+				return slices.Delete(list, j, j+1)
 			}
 		}
-		l.events[key] = list
 	}
+	return list
 }
 
 // Observations returns the events filed under any of the keys, each once, with their ages at now.

@@ -276,7 +276,11 @@ func (m *Mirror) RecordBehavior(e reputation.BehaviorEvent, keys []string) {
 		cutoff := time.Now().Add(-maxAge)
 		s.Behavior = slices.DeleteFunc(s.Behavior, func(b Behavior) bool { return b.Event.At.Before(cutoff) })
 	}
-	s.Behavior = append(s.Behavior, Behavior{Keys: slices.Clone(keys), Event: e})
+	// The ledger's own bound per image and rule, so a noisy rule cannot grow a shard past what a
+	// ConfigMap holds.
+	s.Behavior = reputation.KeepNewestPerRule(append(s.Behavior, Behavior{Keys: slices.Clone(keys), Event: e}), func(b Behavior) bool {
+		return b.Keys[0] == keys[0] && b.Event.Kind == e.Kind && b.Event.Rule == e.Rule
+	})
 	m.markDirty(i)
 }
 

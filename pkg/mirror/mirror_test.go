@@ -161,6 +161,37 @@ func TestFollowThenLead(t *testing.T) {
 	}
 }
 
+// A noisy rule keeps only its newest MaxEventsPerRule events per image, as the ledger does; other
+// rules and images keep theirs.
+func TestRecordBehaviorIsBoundedLikeTheLedger(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m := New(fake.NewClientset(), "kube-system", reputation.NewCache(), func() time.Duration { return 0 })
+	m.Lead(ctx)
+	keys := []string{"sha256:aa", "reg/app:v1"}
+	now := time.Now()
+	for n := range reputation.MaxEventsPerRule + 5 {
+		m.RecordBehavior(reputation.BehaviorEvent{Kind: reputation.BehaviorFalcoAlert, Rule: "noisy", At: now.Add(time.Duration(n) * time.Millisecond)}, keys)
+	}
+	m.RecordBehavior(reputation.BehaviorEvent{Kind: reputation.BehaviorFalcoAlert, Rule: "rare", At: now}, keys)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	count := map[string]int{}
+	var oldestNoisy time.Time
+	for _, b := range m.shards[ShardOf(keys[0])].Behavior {
+		count[b.Event.Rule]++
+		if b.Event.Rule == "noisy" && (oldestNoisy.IsZero() || b.Event.At.Before(oldestNoisy)) {
+			oldestNoisy = b.Event.At
+		}
+	}
+	if count["noisy"] != reputation.MaxEventsPerRule || count["rare"] != 1 {
+		t.Errorf("kept %v, want %d noisy and 1 rare", count, reputation.MaxEventsPerRule)
+	}
+	if want := now.Add(5 * time.Millisecond); !oldestNoisy.Equal(want) {
+		t.Errorf("oldest noisy event kept is %s, want the newest %d (from %s)", oldestNoisy, reputation.MaxEventsPerRule, want)
+	}
+}
+
 // A ConfigMap that does not decode changes nothing: the standby keeps what it had.
 func TestFollowIgnoresAnUnreadableSnapshot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
