@@ -21,7 +21,7 @@ build:
 	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	$(GO) build -o $(BIN)/reputectl ./cmd/reputectl
 	ln -sf reputectl $(BIN)/kubectl-repute
-	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-demo ./cmd/repute-demo
+	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-demo ./test/cmd/repute-demo
 
 ## tools: the cosign CLI the signature tests sign with (one cold build, about 10 minutes)
 tools: $(COSIGN)
@@ -36,11 +36,11 @@ test: $(COSIGN)
 
 ## demo: the README's first command
 demo: $(COSIGN)
-	COSIGN=$(COSIGN) $(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo
+	COSIGN=$(COSIGN) $(GO) run -ldflags "$(K8S_LDFLAGS)" ./test/cmd/repute-demo
 
 ## demo-keep: the demo, left running with a kubeconfig for kubectl
 demo-keep: $(COSIGN)
-	COSIGN=$(COSIGN) $(GO) run -ldflags "$(K8S_LDFLAGS)" ./cmd/repute-demo -keep
+	COSIGN=$(COSIGN) $(GO) run -ldflags "$(K8S_LDFLAGS)" ./test/cmd/repute-demo -keep
 
 ## bench: per-call plugin benchmarks and full scheduling-cycle ratios against the default profile
 BENCH ?= .

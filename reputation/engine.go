@@ -351,7 +351,7 @@ func (e *Engine) Simulate(proposed *Policy, adjust func(ev *Evidence)) (out []Si
 // SameOutcome reports whether two verdicts place and explain an image alike: same score, tier,
 // deciding rule and contributions, however their observation texts differ (ages move on).
 func SameOutcome(a, b *Verdict) bool {
-	if a == nil || b == nil || a.Score != b.Score || a.Tier != b.Tier || a.DecidedBy != b.DecidedBy ||
+	if a == nil || b == nil || a.Score != b.Score || a.Tier != b.Tier || a.DecidedBy != b.DecidedBy || a.Decision != b.Decision ||
 		a.PolicyVersion != b.PolicyVersion || len(a.Contributions) != len(b.Contributions) {
 		return false
 	}

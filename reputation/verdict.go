@@ -89,6 +89,24 @@ type Contribution struct {
 	Finding string `json:"finding,omitempty"`
 }
 
+// Decision says, as a type, what settled a verdict's tier; DecidedBy says it in words.
+type Decision string
+
+const (
+	// DecidedByScore: the score against a threshold, so a close call may flip back.
+	DecidedByScore Decision = "Score"
+	// DecidedByRule: a hard rule (an origin rule's tier, an alert, a tampered signature, a
+	// denylisted vulnerability), whatever the score.
+	DecidedByRule Decision = "Rule"
+	// DecidedBySignatureRequirement: trusted by score or rule, but held at unknown because
+	// signature.requireForTrusted found no verified signature.
+	DecidedBySignatureRequirement Decision = "SignatureRequired"
+	// DecidedUnassessable: the image cannot be evaluated at all.
+	DecidedUnassessable Decision = "Unassessable"
+	// DecidedProvisionally: evaluation had not finished in time.
+	DecidedProvisionally Decision = "Provisional"
+)
+
 // Verdict is the explained result of weighing one image's evidence under one policy.
 type Verdict struct {
 	// Image is the canonical reference; Key is what the verdict is indexed by (digest when known).
@@ -97,7 +115,9 @@ type Verdict struct {
 	Score int    `json:"score"`
 	Tier  Tier   `json:"tier"`
 	// DecidedBy says which rule settled the tier: a hard rule, or the score against a threshold.
-	DecidedBy     string         `json:"decidedBy"`
+	DecidedBy string `json:"decidedBy"`
+	// Decision is DecidedBy's kind, for code that acts on it.
+	Decision      Decision       `json:"decision,omitempty"`
 	Contributions []Contribution `json:"contributions"`
 	PolicyVersion string         `json:"policyVersion"`
 	EvaluatedAt   time.Time      `json:"evaluatedAt"`
@@ -269,22 +289,22 @@ func Evaluate(p *Policy, ev *Evidence, now time.Time) *Verdict {
 			if ev.Signature != nil {
 				state = string(ev.Signature.State)
 			}
-			v.Tier = TierUnknown
+			v.Tier, v.Decision = TierUnknown, DecidedBySignatureRequirement
 			v.DecidedBy = fmt.Sprintf("signature.requireForTrusted: signature %s, so not trusted (%s)", state, v.DecidedBy)
 		}
 	}()
 	switch {
 	case hard != nil:
-		v.Tier = hard.Tier
+		v.Tier, v.Decision = hard.Tier, DecidedByRule
 		v.DecidedBy = fmt.Sprintf("%s → %s", hard.Rule, hard.Tier)
 	case v.Score >= p.TrustedAtOrAbove:
-		v.Tier = TierTrusted
+		v.Tier, v.Decision = TierTrusted, DecidedByScore
 		v.DecidedBy = fmt.Sprintf("score %d ≥ trusted threshold %d", v.Score, p.TrustedAtOrAbove)
 	case v.Score < p.UntrustedBelow:
-		v.Tier = TierUntrusted
+		v.Tier, v.Decision = TierUntrusted, DecidedByScore
 		v.DecidedBy = fmt.Sprintf("score %d < untrusted threshold %d", v.Score, p.UntrustedBelow)
 	default:
-		v.Tier = TierUnknown
+		v.Tier, v.Decision = TierUnknown, DecidedByScore
 		v.DecidedBy = fmt.Sprintf("score %d between thresholds %d and %d", v.Score, p.UntrustedBelow, p.TrustedAtOrAbove)
 	}
 	return v
@@ -299,6 +319,7 @@ func Unassessable(image string, err error, p *Policy, now time.Time) *Verdict {
 		Score:         0,
 		Tier:          TierUntrusted,
 		DecidedBy:     "image cannot be assessed: " + err.Error(),
+		Decision:      DecidedUnassessable,
 		PolicyVersion: p.Version(),
 		EvaluatedAt:   now,
 	}
@@ -313,6 +334,7 @@ func Pending(image string, waited time.Duration, p *Policy, now time.Time) *Verd
 		Score:         p.BaseScore,
 		Tier:          TierUnknown,
 		DecidedBy:     fmt.Sprintf("evaluation not finished after %s: placed as unknown until assessed", waited),
+		Decision:      DecidedProvisionally,
 		PolicyVersion: p.Version(),
 		EvaluatedAt:   now,
 		Provisional:   true,

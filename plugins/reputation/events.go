@@ -10,6 +10,7 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/util"
 
+	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -36,7 +37,7 @@ func (pl *Reputation) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.P
 		return fwk.Queue, err
 	}
 	s := pl.stateFor(pod)
-	if s.missing > 0 {
+	if s.Missing > 0 {
 		// An image with no verdict (e.g. an ephemeral container added while the pod waited):
 		// ask for it and let PreEnqueue hold the pod until it arrives.
 		pl.requestMissing(pod)
@@ -44,7 +45,7 @@ func (pl *Reputation) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.P
 		return fwk.Queue, nil
 	}
 	if !pl.admits(logger, newNode, pod, s) {
-		logger.V(5).Info("node change does not admit the pod to its reputation pool", "pod", klog.KObj(pod), "node", klog.KObj(newNode), "tier", s.tier)
+		logger.V(5).Info("node change does not admit the pod to its reputation pool", "pod", klog.KObj(pod), "node", klog.KObj(newNode), "tier", s.Tier)
 		return fwk.QueueSkip, nil
 	}
 	if oldNode != nil && pl.admits(logger, oldNode, pod, s) {
@@ -72,7 +73,7 @@ func (pl *Reputation) onVerdict(image string, old, updated *reputation.Verdict) 
 		pods = pl.unscheduledUsing(image, pods)
 	}
 	if len(pods) > 0 {
-		pl.handle.Activate(klog.Background(), pods)
+		pl.profile.Activate(pods)
 	}
 }
 
@@ -86,9 +87,7 @@ func (pl *Reputation) unscheduledUsing(image string, into map[string]*v1.Pod) ma
 		if pod.Spec.NodeName != "" || pod.Spec.SchedulerName != pl.handle.ProfileName() {
 			continue
 		}
-		uses := false
-		forEachImage(pod, func(i string) { uses = uses || i == image })
-		if uses {
+		if placement.Uses(pod, image) {
 			if into == nil {
 				into = map[string]*v1.Pod{}
 			}

@@ -6,29 +6,21 @@ package reputation
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 	utilfeature "k8s.io/apiserver/pkg/util/feature"
-	"k8s.io/client-go/dynamic"
 	v1helper "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
-	"github.com/repute-dev/repute/pkg/leadership"
-	"github.com/repute-dev/repute/pkg/metrics"
-	"github.com/repute-dev/repute/pkg/mirror"
-	rpolicy "github.com/repute-dev/repute/pkg/policy"
-	"github.com/repute-dev/repute/pkg/sources/behavior"
-	"github.com/repute-dev/repute/pkg/sources/signature"
-	"github.com/repute-dev/repute/pkg/sources/trivy"
+	"github.com/repute-dev/repute/pkg/placement"
+	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation"
-	"github.com/repute-dev/repute/reputation/store"
 )
 
 const (
@@ -44,39 +36,28 @@ const (
 	ErrReasonUntoleratedTaint = "node(s) had untolerated taint(s)"
 	// ErrReasonWaitingForVerdict gates a pod whose images have no verdict yet.
 	ErrReasonWaitingForVerdict = "waiting for the reputation of the pod's images"
+	// ErrReasonRuntimeStarting gates every pod while Repute reads its store, snapshot and policy.
+	ErrReasonRuntimeStarting = "waiting for Repute to start"
+	// ErrReasonRuntimeFailed gates every pod when Repute could not start; the error follows.
+	ErrReasonRuntimeFailed = "Repute could not start"
 )
 
 // Reputation places pods on the node pool of their least trusted image's tier, and applies
-// node taints as TaintToleration does, except that a pod tolerates its own pool's taint.
+// node taints as TaintToleration does, except that a pod tolerates its own pool's taint. It is
+// one profile's view of the runtime its scheduler shares: verdicts come from there, pools are
+// its own.
 type Reputation struct {
 	handle    fwk.Handle
+	runtime   *reputeruntime.Runtime
+	profile   *placement.Profile
 	poolKey   string
 	pools     map[reputation.Tier]config.PoolSpec
 	nodePools *nodePools
 	verdicts  *reputation.Cache
-	engine    *reputation.Engine
-	waiting   *waitingPods
-	// pullSecrets learns which pods pull which images, so signature checks of private images
-	// use their pull secrets; nil when no signature is checked.
-	pullSecrets *signature.PullSecrets
-	// store records each placement; nil when no store is configured or it could not open
-	// (storeErr says why).
-	store    *store.Store
-	storeErr error
-	// signatures is the signature source, reconfigured when the policy's keys change;
-	// signaturePolicy is the signature part of the policy in force.
-	signatures      *signature.Source
-	signaturePolicy config.SignaturePolicy
-	policyMu        sync.Mutex // serializes policy changes
-	policyName      string
-	// policyFollower follows the ReputationPolicy named policyName; nil without one.
-	policyFollower *rpolicy.Follower
-	// policyOrigin says where the policy in force came from, for the store; under policyMu.
-	policyOrigin policyOrigin
-	// elected is closed once this replica schedules; until then it stands by and writes nothing.
-	elected <-chan struct{}
-	// storeSpec is the store's retention, run by the leader.
-	storeSpec config.StoreSpec
+	// waiting holds pods gated for an image's verdict, by image; starting, pods gated until
+	// the runtime is ready.
+	waiting  *waitingPods
+	starting *waitingPods
 	// untrusted are the untrusted pool's restrictions beyond placement.
 	untrusted untrustedRules
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
@@ -93,95 +74,62 @@ var (
 	_ fwk.PostBindPlugin    = &Reputation{}
 )
 
-// New validates the (already defaulted) args, builds the engine that fills the verdict cache
-// and starts it with the scheduler's context.
+// New asserts and validates its (already defaulted) args, gets its scheduler's runtime, and
+// builds this profile's state. It does no I/O and never blocks: the runtime reads what it needs
+// in the background, and pods wait in PreEnqueue until it is ready.
 func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
-	return newPlugin(ctx, obj, h, nil)
+	return NewFactory(reputeruntime.Options{})(ctx, obj, h)
 }
 
 // NewWithEngine returns a plugin factory whose plugins read verdicts from the given engine
 // instead of building their own; benchmarks and tests use it to control the cache. The engine
-// is started with the scheduler's context, like the default one.
-func NewWithEngine(engine *reputation.Engine) func(context.Context, runtime.Object, fwk.Handle) (fwk.Plugin, error) {
-	return func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
-		return newPlugin(ctx, obj, h, engine)
-	}
+// is run with the scheduler's context, like the default one.
+func NewWithEngine(engine *reputation.Engine) frameworkruntime.PluginFactory {
+	return NewFactory(reputeruntime.Options{Engine: engine})
 }
 
-func newPlugin(ctx context.Context, obj runtime.Object, h fwk.Handle, engine *reputation.Engine) (fwk.Plugin, error) {
-	args, ok := obj.(*config.ReputationArgs)
-	if !ok {
-		return nil, fmt.Errorf("want args to be of type ReputationArgs, got %T", obj)
-	}
-	if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
-		return nil, fmt.Errorf("invalid ReputationArgs: %w", errs.ToAggregate())
-	}
-	metrics.Register()
-	initial, follower, err := initialPolicy(ctx, args, h)
-	if err != nil {
-		metrics.PolicyReloads.WithLabelValues("invalid").Inc()
-		return nil, err
-	}
-	metrics.PolicyReloads.WithLabelValues("applied").Inc()
-	// A caller that brings its own engine (tests, benchmarks) owns it and leads.
-	elected := alreadyElected()
-	parts := &engineParts{engine: engine}
-	if engine == nil {
-		elected = leadership.Elected(ctx)
-		if parts, err = newEngine(ctx, args, initial, h, elected); err != nil {
+// NewFactory returns a plugin factory whose runtime is built with opts.
+func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
+	return func(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+		args, ok := obj.(*config.ReputationArgs)
+		if !ok {
+			return nil, fmt.Errorf("want args to be of type ReputationArgs, got %T", obj)
+		}
+		if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
+			return nil, fmt.Errorf("invalid ReputationArgs: %w", errs.ToAggregate())
+		}
+		rt, err := reputeruntime.For(ctx, h, args, opts)
+		if err != nil {
+			return nil, fmt.Errorf("profile %q: %w", h.ProfileName(), err)
+		}
+		pl := &Reputation{
+			handle:                         h,
+			runtime:                        rt,
+			poolKey:                        args.PoolLabelKey,
+			verdicts:                       rt.Verdicts(),
+			waiting:                        newWaitingPods(),
+			starting:                       newWaitingPods(),
+			untrusted:                      newUntrustedRules(args.Untrusted),
+			enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
+		}
+		pl.profile = placement.NewProfile(h.ProfileName(), args, h.EventRecorder(), func(pods map[string]*v1.Pod) { h.Activate(klog.Background(), pods) })
+		pl.pools = pl.profile.Pools
+		pl.nodePools = newNodePools(pl.poolKey, pl.pools)
+		if f := h.SharedInformerFactory(); f != nil {
+			if _, err := f.Core().V1().Nodes().Informer().AddEventHandler(pl.nodePools.eventHandler()); err != nil {
+				return nil, fmt.Errorf("watching nodes: %w", err)
+			}
+		}
+		if err := rt.AddProfile(pl.profile); err != nil {
 			return nil, err
 		}
-		engine = parts.engine
+		pl.verdicts.Subscribe(pl.onVerdict)
+		rt.WhenReady(pl.activateStarting)
+		klog.FromContext(ctx).Info("Reputation plugin ready", "profile", h.ProfileName(), "poolLabelKey", pl.poolKey,
+			"trustedPool", pl.pools[reputation.TierTrusted].Name, "unknownPool", pl.pools[reputation.TierUnknown].Name,
+			"untrustedPool", pl.pools[reputation.TierUntrusted].Name)
+		return pl, nil
 	}
-	pl := &Reputation{
-		handle:                         h,
-		poolKey:                        args.PoolLabelKey,
-		pools:                          map[reputation.Tier]config.PoolSpec{},
-		verdicts:                       engine.Cache(),
-		engine:                         engine,
-		waiting:                        newWaitingPods(),
-		pullSecrets:                    parts.pullSecrets,
-		signatures:                     parts.signatures,
-		store:                          parts.store,
-		storeErr:                       parts.storeErr,
-		signaturePolicy:                initial.compiled.Spec.Signature,
-		policyName:                     args.PolicyName,
-		policyOrigin:                   initial.origin,
-		policyFollower:                 follower,
-		elected:                        elected,
-		storeSpec:                      args.Store,
-		untrusted:                      newUntrustedRules(args.Untrusted),
-		enableTaintComparisonOperators: utilfeature.DefaultFeatureGate.Enabled(features.TaintTolerationComparisonOperators),
-	}
-	for _, t := range reputation.Tiers {
-		pl.pools[t] = *args.Pools.PoolFor(t)
-	}
-	pl.nodePools = newNodePools(pl.poolKey, pl.pools)
-	if _, err := h.SharedInformerFactory().Core().V1().Nodes().Informer().AddEventHandler(pl.nodePools.eventHandler()); err != nil {
-		return nil, fmt.Errorf("watching nodes: %w", err)
-	}
-	pl.verdicts.Subscribe(pl.onVerdict)
-	if err := pl.serveAudit(ctx, args.Audit); err != nil {
-		return nil, err
-	}
-	var m *mover
-	if args.Replacement.Mode != config.ReplacementNone || args.Replacement.Upward != config.ReplacementNone {
-		if h.ClientSet() != nil {
-			m = newMover(pl, args.Replacement)
-			pl.verdicts.Subscribe(m.onVerdict)
-		}
-	}
-	go pl.lead(ctx, parts, m)
-	if follower != nil {
-		follower.Standby = pl.standingBy
-		follower.Apply = pl.applyPolicy
-		follower.Refused = func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }
-		go follower.Run(ctx)
-	}
-	klog.FromContext(ctx).Info("Reputation plugin ready", "poolLabelKey", pl.poolKey, "policyVersion", engine.Policy().Version(),
-		"trustedPool", pl.pools[reputation.TierTrusted].Name, "unknownPool", pl.pools[reputation.TierUnknown].Name,
-		"untrustedPool", pl.pools[reputation.TierUntrusted].Name)
-	return pl, nil
 }
 
 // Name returns the plugin name.
@@ -190,7 +138,7 @@ func (pl *Reputation) Name() string { return Name }
 // podState is what PreFilter learns about a pod; it is never changed afterwards, so Clone
 // returns it as is.
 type podState struct {
-	placement
+	placement.Placement
 	pool config.PoolSpec
 	// poolClass is the class of nodes in the pod's pool.
 	poolClass poolClass
@@ -198,92 +146,62 @@ type podState struct {
 
 func (s *podState) Clone() fwk.StateData { return s }
 
-// placement is a pod's tier and why: the least trusted of its images decides.
-type placement struct {
-	tier reputation.Tier
-	// score is the lowest image score; verdict is the verdict of the image that decided the tier.
-	score   int
-	image   string
-	verdict *reputation.Verdict
-	// missing counts images that have no verdict yet.
-	missing int
-}
-
-// Reason explains the placement in one line.
-func (p placement) Reason() string {
-	if p.verdict == nil {
-		return fmt.Sprintf("%d image(s) without a verdict", p.missing)
-	}
-	return fmt.Sprintf("%s: %s", p.image, p.verdict.Reason())
-}
-
-// resolve reads the verdict of every image the pod uses. Images without a verdict make the pod
-// unknown: only evidence that was assessed can make a pod trusted.
-func (pl *Reputation) resolve(pod *v1.Pod) placement { return resolveWith(pod, pl.verdicts.Get) }
-
-// resolveWith places a pod by the verdicts verdictOf gives (the cache's, or a simulation's).
-func resolveWith(pod *v1.Pod, verdictOf func(image string) *reputation.Verdict) placement {
-	p := placement{tier: reputation.TierTrusted, score: 100}
-	forEachImage(pod, func(image string) {
-		v := verdictOf(image)
-		if v == nil {
-			p.missing++
-			p.tier = reputation.Worse(p.tier, reputation.TierUnknown)
-			return
-		}
-		if p.verdict == nil || reputation.LessTrusted(v.Tier, p.verdict.Tier) || (v.Tier == p.verdict.Tier && v.Score < p.verdict.Score) {
-			p.image, p.verdict = image, v
-		}
-		p.tier = reputation.Worse(p.tier, v.Tier)
-		p.score = min(p.score, v.Score)
-	})
-	return p
-}
-
-// forEachImage visits every image a pod runs or mounts: init, regular and ephemeral
-// containers, and image volumes. Any of them can carry code onto the node.
-func forEachImage(pod *v1.Pod, visit func(image string)) {
-	for i := range pod.Spec.InitContainers {
-		visit(pod.Spec.InitContainers[i].Image)
-	}
-	for i := range pod.Spec.Containers {
-		visit(pod.Spec.Containers[i].Image)
-	}
-	for i := range pod.Spec.EphemeralContainers {
-		visit(pod.Spec.EphemeralContainers[i].Image)
-	}
-	for i := range pod.Spec.Volumes {
-		if img := pod.Spec.Volumes[i].Image; img != nil {
-			visit(img.Reference)
-		}
-	}
-}
+// resolve reads the verdict of every image the pod uses.
+func (pl *Reputation) resolve(pod *v1.Pod) placement.Placement { return pl.runtime.Place(pod) }
 
 // PreEnqueue holds a pod back until each of its images has a verdict. The engine publishes a
 // verdict (a provisional unknown one, at worst) within the configured wait, and the pod is
-// activated as soon as the last one arrives.
+// activated as soon as the last one arrives. Until the runtime has started (the cache warmed
+// from the store and the snapshot, the policy in force read), every pod waits for that.
 func (pl *Reputation) PreEnqueue(ctx context.Context, pod *v1.Pod) *fwk.Status {
+	if st := pl.waitForRuntime(pod); st != nil {
+		return st
+	}
 	if pl.requestMissing(pod) {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
 	}
 	return nil
 }
 
-// requestMissing asks the engine for every image of the pod that has no verdict, remembers the
+// waitForRuntime gates a pod until the runtime is ready; the runtime activates it then.
+func (pl *Reputation) waitForRuntime(pod *v1.Pod) *fwk.Status {
+	if pl.runtime.Ready() {
+		return nil
+	}
+	pl.starting.add("", pod)
+	// Checked again after noting the pod: the runtime may have become ready (and activated the
+	// pods it knew of) in between.
+	if pl.runtime.Ready() {
+		return nil
+	}
+	if err := pl.runtime.StartErr(); err != nil {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonRuntimeFailed+": "+err.Error())
+	}
+	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonRuntimeStarting)
+}
+
+func (pl *Reputation) activateStarting() {
+	if pods := pl.starting.take(""); len(pods) > 0 {
+		pl.profile.Activate(pods)
+	}
+}
+
+// requestMissing asks the runtime for every image of the pod that has no verdict, remembers the
 // pod as waiting for them, and reports whether there were any.
 func (pl *Reputation) requestMissing(pod *v1.Pod) bool {
-	missing := false
-	forEachImage(pod, func(image string) {
-		if pl.pullSecrets != nil {
-			pl.pullSecrets.Note(pod, image)
-		}
+	if !pl.runtime.Request(pod) {
+		return false
+	}
+	placement.ForEachImage(pod, func(image string) {
 		if pl.verdicts.Get(image) == nil {
-			missing = true
 			pl.waiting.add(image, pod)
-			pl.engine.Request(image)
 		}
 	})
-	return missing
+	// A verdict published between the request and the note would have found no waiter.
+	if pl.runtime.Place(pod).Missing == 0 {
+		return false
+	}
+	return true
 }
 
 // PreFilter resolves the pod's tier once per cycle, from memory only. A pod can reach it with
@@ -293,10 +211,13 @@ func (pl *Reputation) requestMissing(pod *v1.Pod) bool {
 // activates it again.
 func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, _ []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	s := pl.stateFor(pod)
-	if s.missing > 0 && pl.requestMissing(pod) {
+	if st := pl.waitForRuntime(pod); st != nil {
+		return nil, st
+	}
+	if s.Missing > 0 && pl.requestMissing(pod) {
 		return nil, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonWaitingForVerdict)
 	}
-	if st := pl.untrusted.limitsStatus(pod, s.tier); st != nil {
+	if st := pl.untrusted.limitsStatus(pod, s.Tier); st != nil {
 		return nil, st
 	}
 	cycleState.Write(stateKey, s)
@@ -305,7 +226,7 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 
 func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
 	p := pl.resolve(pod)
-	return &podState{placement: p, pool: pl.pools[p.tier], poolClass: classOfTier(p.tier)}
+	return &podState{Placement: p, pool: pl.pools[p.Tier], poolClass: classOfTier(p.Tier)}
 }
 
 // PreFilterExtensions returns nil: adding or removing pods never changes a node's pool.
@@ -333,7 +254,7 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)
 	}
-	if s.tier == reputation.TierUntrusted && pl.untrusted.onNodes() {
+	if s.Tier == reputation.TierUntrusted && pl.untrusted.onNodes() {
 		return pl.untrusted.admitsOnNode(pod, nodeInfo)
 	}
 	return nil
@@ -406,112 +327,14 @@ func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, p
 	s := pl.readState(cycleState, pod)
 	reason := s.Reason()
 	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, "Placed", "Scheduling",
-		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.tier, s.score, reason)
-	metrics.PodsPlaced.WithLabelValues(string(s.tier)).Inc()
-	if pl.store != nil {
-		pl.store.RecordDecision(decisionOf(pod, nodeName, s.pool.Name, s.placement, reason, pl.engine.Policy().Version()))
-	}
+		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.Tier, s.Score, reason)
+	pl.runtime.RecordPlacement(pod, nodeName, s.pool.Name, s.Placement)
 }
 
 // SignPod lets pods with the same tier and tolerations share scheduling results when batching.
 func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	return []fwk.SignFragment{
-		{Key: "repute.dev/Reputation.Tier()", Value: string(pl.resolve(pod).tier)},
+		{Key: "repute.dev/Reputation.Tier()", Value: string(pl.resolve(pod).Tier)},
 		{Key: fwk.TolerationsSignerName, Value: fwk.TolerationsSigner(pod)},
 	}, nil
-}
-
-// newEngine wires the evidence sources: signatures first (they resolve tags to digests), then
-// vulnerability reports, read from the cluster when Trivy Operator's CRDs are served, then
-// runtime behavior from pod status and, when configured, the Falco alert endpoint.
-// engineParts is what newEngine builds besides the engine that the plugin also uses.
-type engineParts struct {
-	engine      *reputation.Engine
-	pullSecrets *signature.PullSecrets
-	signatures  *signature.Source
-	store       *store.Store
-	// storeErr says why a configured store is missing: it could not be opened.
-	storeErr error
-	// ledger holds runtime behavior; mirror, when configured, the snapshot standbys follow.
-	ledger *reputation.BehaviorLedger
-	mirror *mirror.Mirror
-}
-
-func newEngine(ctx context.Context, args *config.ReputationArgs, initial startPolicy, h fwk.Handle, elected <-chan struct{}) (*engineParts, error) {
-	policy := initial.compiled.Policy
-	var sources []reputation.EvidenceSource
-	sigSource, err := signature.NewSource(initial.compiled.Spec.Signature, args.Evaluation)
-	if err != nil {
-		return nil, err
-	}
-	var pullSecrets *signature.PullSecrets
-	if sigSource != nil {
-		if client := h.ClientSet(); client != nil {
-			pullSecrets = signature.NewPullSecrets(client)
-			sigSource.Credentials = pullSecrets
-		}
-		sources = append(sources, sigSource)
-	}
-	reports := trivy.NewIndex()
-	sources = append(sources, &trivy.Source{Index: reports})
-	ledger := reputation.NewBehaviorLedger()
-	reverifyAfter := args.Evaluation.ReverifyAfter.Duration
-	if reverifyAfter == 0 {
-		reverifyAfter = -1 // the engine's "never"
-	}
-	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy, Sources: sources, Wait: args.VerdictWait.Duration,
-		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}},
-		Workers:      int(args.Evaluation.Workers), ReverifyAfter: reverifyAfter,
-		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
-		OnEvaluated: metrics.Evaluated})
-	engine.Cache().Subscribe(metrics.VerdictChanged)
-	pods := h.SharedInformerFactory().Core().V1().Pods()
-	if cfg := h.KubeConfig(); cfg != nil {
-		dyn, err := dynamic.NewForConfig(cfg)
-		if err != nil {
-			return nil, err
-		}
-		reportChanged := func(r trivy.Report) {
-			engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
-		}
-		if trivy.Watch(ctx, h.ClientSet().Discovery(), dyn, reports, reportChanged) {
-			if err := trivy.WatchPods(pods.Informer(), reports, reportChanged); err != nil {
-				return nil, fmt.Errorf("watching pods for vulnerability reports: %w", err)
-			}
-		}
-	}
-	// A standby records no behavior: the leader sees the same pods and alerts, and mirrors them.
-	recorder := &behavior.Recorder{Ledger: ledger, Standby: func() bool { return !leadership.Leading(elected) },
-		Rescore: func(keys []string) {
-			engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
-		}}
-	st, storeErr := openStore(ctx, args, policy, engine, ledger, elected)
-	var verdictMirror *mirror.Mirror
-	if ns := args.Mirror.Namespace; ns != "" && h.ClientSet() != nil {
-		verdictMirror, err = followMirror(ctx, h.ClientSet(), ns, engine)
-		if err != nil {
-			return nil, err
-		}
-	}
-	recorder.Persist = func(e reputation.BehaviorEvent, keys []string) {
-		if st != nil {
-			st.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
-		}
-		if verdictMirror != nil {
-			verdictMirror.RecordBehavior(e, keys)
-		}
-	}
-	if err := behavior.WatchPods(pods.Informer(), recorder); err != nil {
-		return nil, fmt.Errorf("watching pod status: %w", err)
-	}
-	if f := args.Falco; f.BindAddress != "" {
-		lister := pods.Lister()
-		getPod := func(namespace, name string) (*v1.Pod, error) { return lister.Pods(namespace).Get(name) }
-		if _, err := behavior.Serve(ctx, behavior.ServerOptions{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
-			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes}, getPod, recorder); err != nil {
-			return nil, err
-		}
-	}
-	return &engineParts{engine: engine, pullSecrets: pullSecrets, signatures: sigSource, store: st, storeErr: storeErr,
-		ledger: ledger, mirror: verdictMirror}, nil
 }

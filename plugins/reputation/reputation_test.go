@@ -8,15 +8,24 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/defaultbinder"
+	"k8s.io/kubernetes/pkg/scheduler/framework/plugins/queuesort"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+	schedmetrics "k8s.io/kubernetes/pkg/scheduler/metrics"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
+	tf "k8s.io/kubernetes/pkg/scheduler/testing/framework"
 
 	"k8s.io/utils/ptr"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -43,9 +52,15 @@ func testArgs() *config.ReputationArgs {
 	return &args
 }
 
-// newTestPlugin builds the plugin around a cache filled synchronously by the real evaluation,
-// without a scheduler: for unit tests of the extension points.
+// newTestPlugin builds the plugin around a cache filled synchronously by the real evaluation:
+// for unit tests of the extension points. The engine does not run.
 func newTestPlugin(t testing.TB, args *config.ReputationArgs, images ...string) *Reputation {
+	t.Helper()
+	return newPluginWith(t, args, testEngine(t, args, images...), reputeruntime.Options{Elected: make(chan struct{})}, nil)
+}
+
+// testEngine is an engine with no evidence sources whose cache holds the images' verdicts.
+func testEngine(t testing.TB, args *config.ReputationArgs, images ...string) *reputation.Engine {
 	t.Helper()
 	policy, err := reputation.NewPolicy(config.Policy(&args.Policy))
 	if err != nil {
@@ -55,11 +70,39 @@ func newTestPlugin(t testing.TB, args *config.ReputationArgs, images ...string) 
 	for _, img := range images {
 		engine.Cache().Publish(img, engine.Evaluate(context.Background(), img))
 	}
-	pl := &Reputation{poolKey: args.PoolLabelKey, pools: map[reputation.Tier]config.PoolSpec{}, verdicts: engine.Cache(), engine: engine, waiting: newWaitingPods()}
-	for _, tier := range reputation.Tiers {
-		pl.pools[tier] = *args.Pools.PoolFor(tier)
+	return engine
+}
+
+// newPluginWith builds the plugin through its real factory (New's), in a framework over a fake
+// clientset; activator, when set, receives the pods the plugin activates.
+func newPluginWith(t testing.TB, args *config.ReputationArgs, engine *reputation.Engine, opts reputeruntime.Options, activator fwk.PodActivator) *Reputation {
+	t.Helper()
+	schedmetrics.Register() // the framework records into kube-scheduler's metrics
+	client := fake.NewClientset()
+	frameworkOpts := []frameworkruntime.Option{
+		frameworkruntime.WithClientSet(client),
+		frameworkruntime.WithInformerFactory(informers.NewSharedInformerFactory(client, 0)),
 	}
-	pl.nodePools = newNodePools(pl.poolKey, pl.pools)
+	if activator != nil {
+		frameworkOpts = append(frameworkOpts, frameworkruntime.WithPodActivator(activator))
+	}
+	opts.Engine = engine
+	var pl *Reputation
+	factory := func(ctx context.Context, _ runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
+		p, err := NewFactory(opts)(ctx, args, h)
+		if err == nil {
+			pl = p.(*Reputation)
+		}
+		return p, err
+	}
+	_, err := tf.NewFramework(t.Context(), []tf.RegisterPluginFunc{
+		tf.RegisterQueueSortPlugin(queuesort.Name, queuesort.New),
+		tf.RegisterBindPlugin(defaultbinder.Name, defaultbinder.New),
+		tf.RegisterPluginAsExtensions(Name, factory, "PreEnqueue", "PreFilter", "Filter", "Score"),
+	}, "repute-scheduler", frameworkOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return pl
 }
 
@@ -105,8 +148,8 @@ func TestPreFilterWorstTierWins(t *testing.T) {
 				t.Fatalf("PreFilter: %v", st)
 			}
 			s := pl.readState(cs, tt.pod)
-			if s.tier != tt.wantTier || s.image != tt.wantImage || s.score != tt.wantScore {
-				t.Errorf("state = tier %s image %s score %d, want %s %s %d", s.tier, s.image, s.score, tt.wantTier, tt.wantImage, tt.wantScore)
+			if s.Tier != tt.wantTier || s.Image != tt.wantImage || s.Score != tt.wantScore {
+				t.Errorf("state = tier %s image %s score %d, want %s %s %d", s.Tier, s.Image, s.Score, tt.wantTier, tt.wantImage, tt.wantScore)
 			}
 			if s.pool.Name != string(tt.wantTier) {
 				t.Errorf("pool = %s, want %s", s.pool.Name, tt.wantTier)
@@ -128,8 +171,8 @@ func TestPreFilterWaitsForMissingVerdicts(t *testing.T) {
 	if waiting := pl.waiting.take("registry.internal/new:1"); len(waiting) != 1 {
 		t.Errorf("pod not recorded as waiting for the missing verdict: %v", waiting)
 	}
-	if st := pl.readState(cs, pod); st.tier != reputation.TierUnknown || st.missing != 1 {
-		t.Errorf("recomputed state = tier %s, missing %d; want unknown, 1", st.tier, st.missing)
+	if st := pl.readState(cs, pod); st.Tier != reputation.TierUnknown || st.Missing != 1 {
+		t.Errorf("recomputed state = tier %s, missing %d; want unknown, 1", st.Tier, st.Missing)
 	}
 }
 
@@ -275,10 +318,8 @@ func TestNodeChangeQueueingHint(t *testing.T) {
 	}
 }
 
-// fakeActivator records activations; it is the only part of the handle onVerdict uses for
-// gated pods.
+// fakeActivator records activations.
 type fakeActivator struct {
-	fwk.Handle
 	mu        sync.Mutex
 	activated map[string]*v1.Pod
 }
@@ -298,10 +339,9 @@ func (f *fakeActivator) names() []string {
 }
 
 func TestPreEnqueueGatesUntilVerdictThenActivates(t *testing.T) {
-	pl := newTestPlugin(t, testArgs(), trustedImage)
 	act := &fakeActivator{activated: map[string]*v1.Pod{}}
-	pl.handle = act
-	pl.verdicts.Subscribe(pl.onVerdict)
+	// The engine runs (this replica leads), so the missing verdict arrives by itself.
+	pl := newPluginWith(t, testArgs(), testEngine(t, testArgs(), trustedImage), reputeruntime.Options{}, act)
 
 	ready := st.MakePod().Namespace("ns").Name("ready").Container(trustedImage).Obj()
 	if s := pl.PreEnqueue(context.Background(), ready); !s.IsSuccess() {
@@ -313,9 +353,6 @@ func TestPreEnqueueGatesUntilVerdictThenActivates(t *testing.T) {
 	if s.Code() != fwk.UnschedulableAndUnresolvable || s.Message() != ErrReasonWaitingForVerdict {
 		t.Fatalf("PreEnqueue = %v, want gated waiting for verdict", s)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go pl.engine.Run(ctx)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(act.names()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)

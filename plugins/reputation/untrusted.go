@@ -98,7 +98,7 @@ func (r untrustedRules) limitsStatus(pod *v1.Pod, tier reputation.Tier) *fwk.Sta
 // isSchedulableAfterPodLeft requeues an untrusted pod, held by a node rule, when a pod leaves
 // a node: that node may now take it.
 func (pl *Reputation) isSchedulableAfterPodLeft(logger klog.Logger, pod *v1.Pod, _, _ interface{}) (fwk.QueueingHint, error) {
-	if !pl.untrusted.onNodes() || pl.stateFor(pod).tier != reputation.TierUntrusted {
+	if !pl.untrusted.onNodes() || pl.stateFor(pod).Tier != reputation.TierUntrusted {
 		return fwk.QueueSkip, nil
 	}
 	logger.V(5).Info("a pod left a node; the untrusted pod may fit there now", "pod", klog.KObj(pod))

@@ -41,9 +41,11 @@ func TestUntrustedNodeRules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			args := testArgs()
 			args.Untrusted = tt.rules
+			if args.Untrusted.Isolation == "" {
+				args.Untrusted.Isolation = config.UntrustedIsolationNone // as defaulted
+			}
 			args.Pools.Untrusted.Name = "untrusted"
 			pl := newTestPlugin(t, args, untrustedImage)
-			pl.untrusted = newUntrustedRules(tt.rules)
 			pod := st.MakePod().Name("new").Namespace("team-a").UID("new").Container(tt.podImage).Obj()
 			cs := framework.NewCycleState()
 			if _, s := pl.PreFilter(context.Background(), cs, pod, nil); !s.IsSuccess() {

@@ -87,7 +87,10 @@ type SchedulerConfig struct {
 	// ignores --kubeconfig, so it has to be in the file.
 	Kubeconfig    string
 	SchedulerName string
-	PoolLabelKey  string
+	// MoreProfiles are the schedulerNames of further profiles that enable Reputation with
+	// the same args.
+	MoreProfiles []string
+	PoolLabelKey string
 	// LeaderElect turns on leader election with the lease <LeaseNamespace>/<LeaseName>; the
 	// lease name defaults to SchedulerName.
 	LeaderElect               bool
@@ -153,7 +156,8 @@ leaderElection:
   retryPeriod: {{.RetryPeriod}}
 {{- end}}
 profiles:
-- schedulerName: {{.SchedulerName}}
+{{- range $name := .SchedulerNames}}
+- schedulerName: {{$name}}
   plugins:
     multiPoint:
       enabled:
@@ -168,6 +172,9 @@ profiles:
   pluginConfig:
   - name: Reputation
     args:
+{{- template "args" $}}
+{{- end}}
+{{define "args"}}
       poolLabelKey: {{.PoolLabelKey}}
       policy:
         origin:
@@ -225,7 +232,7 @@ profiles:
 {{- if .ExtraArgs}}
 {{.ExtraArgs}}
 {{- end}}
-`))
+{{end}}`))
 
 // Render returns the configuration file text.
 func (c SchedulerConfig) Render() string {
@@ -233,8 +240,9 @@ func (c SchedulerConfig) Render() string {
 	// kube-scheduler's validation wants renewDeadline < leaseDuration and retryPeriod×1.2 below it.
 	data := struct {
 		SchedulerConfig
+		SchedulerNames             []string
 		RenewDeadline, RetryPeriod time.Duration
-	}{c, c.LeaseDuration * 2 / 3, c.LeaseDuration / 6}
+	}{c, append([]string{c.SchedulerName}, c.MoreProfiles...), c.LeaseDuration * 2 / 3, c.LeaseDuration / 6}
 	if err := schedulerConfigTemplate.Execute(&b, data); err != nil {
 		panic(err) // the template is fixed and the inputs are plain strings
 	}

@@ -10,13 +10,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/component-base/configz"
+	"k8s.io/klog/v2"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 	"k8s.io/kubernetes/pkg/scheduler"
 	"k8s.io/kubernetes/pkg/scheduler/apis/config/latest"
+	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
 	"k8s.io/kubernetes/pkg/scheduler/profile"
 
 	_ "github.com/repute-dev/repute/pkg/apis/config/scheme"
+	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/plugins/reputation"
 )
 
@@ -25,6 +28,12 @@ import (
 // the signal handling that NewSchedulerCommand installs once per process. The returned stop
 // cancels it and waits for it to exit.
 func StartReputeScheduler(ctx context.Context, schedulerConfigYAML string) (stop func(), err error) {
+	return StartReputeSchedulerWith(ctx, schedulerConfigYAML, reputation.New)
+}
+
+// StartReputeSchedulerWith is StartReputeScheduler with another factory for the Reputation
+// plugin, e.g. one that times New.
+func StartReputeSchedulerWith(ctx context.Context, schedulerConfigYAML string, factory frameworkruntime.PluginFactory) (stop func(), err error) {
 	dir, err := os.MkdirTemp("", "repute-scheduler-")
 	if err != nil {
 		return nil, err
@@ -45,7 +54,7 @@ func StartReputeScheduler(ctx context.Context, schedulerConfigYAML string) (stop
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	cc, sched, err := app.Setup(ctx, opts, app.WithPlugin(reputation.Name, reputation.New))
+	cc, sched, err := app.Setup(ctx, opts, app.WithPlugin(reputation.Name, factory))
 	if err != nil {
 		cancel()
 		os.RemoveAll(dir)
@@ -65,6 +74,28 @@ func StartReputeScheduler(ctx context.Context, schedulerConfigYAML string) (stop
 	}, nil
 }
 
+// StartEmbeddedReputeScheduler builds a Repute scheduler with scheduler.New, as programs that
+// embed kube-scheduler do (scheduler_perf among them): no app.Run, so no configz and no leader
+// election; the plugin is told it leads. Several can run in one process, beside one started by
+// StartReputeScheduler.
+func StartEmbeddedReputeScheduler(ctx context.Context, client kubernetes.Interface, schedulerConfigYAML string) (stop func(), err error) {
+	dir, err := os.MkdirTemp("", "repute-embedded-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	configFile := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(configFile, []byte(schedulerConfigYAML), 0o600); err != nil {
+		return nil, err
+	}
+	cfg, err := options.LoadConfigFromFile(klog.FromContext(ctx), configFile)
+	if err != nil {
+		return nil, err
+	}
+	registry := frameworkruntime.Registry{reputation.Name: reputation.NewFactory(reputeruntime.Options{Elected: reputeruntime.WithoutElection()})}
+	return runScheduler(ctx, client, scheduler.WithProfiles(cfg.Profiles...), scheduler.WithFrameworkOutOfTreeRegistry(registry))
+}
+
 // StartDefaultScheduler runs a stock kube-scheduler with the default profile (schedulerName
 // default-scheduler) in this process: the scheduler every other workload in a cluster uses.
 func StartDefaultScheduler(ctx context.Context, client kubernetes.Interface) (stop func(), err error) {
@@ -72,11 +103,15 @@ func StartDefaultScheduler(ctx context.Context, client kubernetes.Interface) (st
 	if err != nil {
 		return nil, err
 	}
+	return runScheduler(ctx, client, scheduler.WithProfiles(cfg.Profiles...))
+}
+
+// runScheduler builds a scheduler with scheduler.New, starts its informers and runs it.
+func runScheduler(ctx context.Context, client kubernetes.Interface, opts ...scheduler.Option) (stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: client.EventsV1()})
 	informers := scheduler.NewInformerFactory(client, 0, nil)
-	sched, err := scheduler.New(ctx, client, informers, nil, profile.NewRecorderFactory(broadcaster),
-		scheduler.WithProfiles(cfg.Profiles...))
+	sched, err := scheduler.New(ctx, client, informers, nil, profile.NewRecorderFactory(broadcaster), opts...)
 	if err != nil {
 		cancel()
 		return nil, err

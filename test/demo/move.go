@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/repute-dev/repute/pkg/mover"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
 )
@@ -67,7 +68,7 @@ func showMove(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer,
 	if err != nil {
 		return fmt.Errorf("storefront was not moved: %w", err)
 	}
-	evicted, err := eventNote(ctx, cp, old.Name, "Evicted")
+	evicted, err := eventNote(ctx, cp, old.Name, mover.ReasonEvicted)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/repute-dev/repute/pkg/mirror"
-	"github.com/repute-dev/repute/plugins/reputation"
+	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
 )
@@ -112,13 +112,13 @@ func (e *env) waitLeader(pod string, timeout time.Duration) {
 	if err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		return e.isLeader(pod), nil
 	}); err != nil {
-		e.t.Fatalf("%s never labelled %s=true: %v", pod, reputation.LeaderLabel, err)
+		e.t.Fatalf("%s never labelled %s=true: %v", pod, reputeruntime.LeaderLabel, err)
 	}
 }
 
 func (e *env) isLeader(pod string) bool {
 	p, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, pod, metav1.GetOptions{})
-	return err == nil && p.Labels[reputation.LeaderLabel] == "true"
+	return err == nil && p.Labels[reputeruntime.LeaderLabel] == "true"
 }
 
 // waitSnapshot waits until the snapshot in kube-system holds the image's verdict with the tier.

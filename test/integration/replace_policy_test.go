@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/repute-dev/repute/pkg/mover"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
 )
@@ -109,7 +110,7 @@ func TestPodDisruptionBudgetBlocksTheMove(t *testing.T) {
 	if now := e.podsOf("guarded"); len(now) != 2 || !slices.ContainsFunc(now, func(p v1.Pod) bool { return p.Name == pods[0].Name }) {
 		t.Errorf("pods after the blocked evictions: %v; want the original two still there", podNames(now))
 	}
-	if n := len(e.eventsOf("Evicted")); n != 0 {
+	if n := len(e.eventsOf(mover.ReasonEvicted)); n != 0 {
 		t.Errorf("%d pods were evicted despite the PodDisruptionBudget", n)
 	}
 }
@@ -143,14 +144,14 @@ signature: {requireForTrusted: false}`
 		time.Sleep(300 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
-	if n := len(e.eventsOf("Evicted")); n != 0 {
+	if n := len(e.eventsOf(mover.ReasonEvicted)); n != 0 {
 		t.Fatalf("oscillating evidence evicted %d pods", n)
 	}
 
 	// A decided change: registry.internal weighs nothing (score 50, unknown by 19 points).
 	updateSpec(t, e, name, policy(0, 70))
 	e.waitReplacedOn("web", 3, e.prefix+"unknown", pods)
-	times := e.eventsOf("Evicted")
+	times := e.eventsOf(mover.ReasonEvicted)
 	if len(times) != len(pods) {
 		t.Fatalf("%d evictions, want %d", len(times), len(pods))
 	}
@@ -165,7 +166,7 @@ signature: {requireForTrusted: false}`
 	// Back up: trusted again, but moving up is a separate setting (upward), None by default.
 	updateSpec(t, e, name, policy(30, 70))
 	time.Sleep(2 * time.Second)
-	if n := len(e.eventsOf("Evicted")); n != len(pods) {
+	if n := len(e.eventsOf(mover.ReasonEvicted)); n != len(pods) {
 		t.Errorf("%d evictions after the tier rose, want still %d: upward moves are off by default", n, len(pods))
 	}
 }
@@ -194,7 +195,7 @@ signature: {requireForTrusted: false}`
 	}
 	updateSpec(t, e, name, policy(30)) // score 80: trusted, 10 points past the threshold
 	e.waitReplacedOn("api", 1, e.prefix+"trusted", pods)
-	if note := e.waitEvent(pods[0].Name, "Evicted", bindTimeout); !strings.Contains(note, "its tier is now trusted") {
+	if note := e.waitEvent(pods[0].Name, mover.ReasonEvicted, bindTimeout); !strings.Contains(note, "its tier is now trusted") {
 		t.Errorf("Evicted event %q", note)
 	}
 }

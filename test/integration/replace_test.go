@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
+	"github.com/repute-dev/repute/pkg/mover"
 	reputationplugin "github.com/repute-dev/repute/plugins/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
@@ -106,7 +107,7 @@ func TestCriticalAlertMovesADeploymentToTheUntrustedPool(t *testing.T) {
 
 	// Both pods are replaced, and the replacements land in the untrusted pool.
 	e.waitReplacedOn("shop", 2, untrustedNode, first)
-	note := e.waitEvent(first[0].Name, "Evicted", bindTimeout)
+	note := e.waitEvent(first[0].Name, mover.ReasonEvicted, bindTimeout)
 	if !strings.Contains(note, "runs in pool trusted on "+trustedNode+" but its tier is now untrusted") || !strings.Contains(note, "Terminal shell in container") {
 		t.Errorf("Evicted event %q does not explain the move", note)
 	}
@@ -136,7 +137,7 @@ func TestCriticalAlertMovesADeploymentToTheUntrustedPool(t *testing.T) {
 	for _, d := range decisions {
 		actions[d.Pod] = d.Action
 	}
-	if actions[first[0].Name] != reputationplugin.ActionEvicted || actions[first[1].Name] != reputationplugin.ActionEvicted || actions["bare"] != reputationplugin.ActionReported {
+	if actions[first[0].Name] != mover.ActionEvicted || actions[first[1].Name] != mover.ActionEvicted || actions["bare"] != mover.ActionReported {
 		t.Errorf("recorded actions %v; want both shop pods evicted and bare reported", actions)
 	}
 }

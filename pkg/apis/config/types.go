@@ -69,6 +69,12 @@ type ReplacementSpec struct {
 	SettleFor metav1.Duration
 	// EvictUnowned also evicts pods no controller would recreate; by default they are reported.
 	EvictUnowned bool
+	// MaxEvictionsPerNodePerMinute and MaxEvictionsPerNamespacePerMinute bound evictions from
+	// one node and from one namespace within any minute; 0 means no bound beyond
+	// EvictionsPerMinute.
+	MaxEvictionsPerNodePerMinute, MaxEvictionsPerNamespacePerMinute int32
+	// ProtectedPriority: pods at or above this priority are reported, never evicted.
+	ProtectedPriority int32
 }
 
 // UntrustedIsolation says whom untrusted pods may share a node with.

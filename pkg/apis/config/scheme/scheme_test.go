@@ -72,7 +72,7 @@ func TestDecodeDefaults(t *testing.T) {
 		Store:     config.StoreSpec{MaxAge: metav1.Duration{Duration: 90 * 24 * time.Hour}, MaxHistoryPerImage: 1000, MaxDecisions: 1000000},
 		Untrusted: config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationNone},
 		Replacement: config.ReplacementSpec{Mode: config.ReplacementReport, Upward: config.ReplacementNone, EvictionsPerMinute: 30,
-			MaxConcurrentEvictions: 5, Margin: 5, SettleFor: metav1.Duration{Duration: 2 * time.Minute}},
+			MaxConcurrentEvictions: 5, Margin: 5, SettleFor: metav1.Duration{Duration: 2 * time.Minute}, ProtectedPriority: 2000000000},
 		Evaluation: config.EvaluationSpec{Workers: 4, ReverifyAfter: metav1.Duration{Duration: time.Hour},
 			RetryAfter: metav1.Duration{Duration: 30 * time.Second}, MaxRetryAfter: metav1.Duration{Duration: 10 * time.Minute},
 			RegistryTimeout: metav1.Duration{Duration: 5 * time.Second}, RegistryBackoff: metav1.Duration{Duration: 5 * time.Second},

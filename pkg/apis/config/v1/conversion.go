@@ -32,7 +32,9 @@ func Convert_v1_ReputationArgs_To_config_ReputationArgs(in *ReputationArgs, out 
 	if r := in.Replacement; r != nil {
 		out.Replacement = config.ReplacementSpec{Mode: config.ReplacementMode(r.Mode), Upward: config.ReplacementMode(r.Upward),
 			EvictionsPerMinute: ptr.Deref(r.EvictionsPerMinute, 0), MaxConcurrentEvictions: ptr.Deref(r.MaxConcurrentEvictions, 0),
-			Margin: ptr.Deref(r.Margin, 0), SettleFor: ptr.Deref(r.SettleFor, metav1.Duration{}), EvictUnowned: r.EvictUnowned}
+			Margin: ptr.Deref(r.Margin, 0), SettleFor: ptr.Deref(r.SettleFor, metav1.Duration{}), EvictUnowned: r.EvictUnowned,
+			MaxEvictionsPerNodePerMinute: r.MaxEvictionsPerNodePerMinute, MaxEvictionsPerNamespacePerMinute: r.MaxEvictionsPerNamespacePerMinute,
+			ProtectedPriority: ptr.Deref(r.ProtectedPriority, 0)}
 	}
 	if u := in.Untrusted; u != nil {
 		out.Untrusted = config.UntrustedPoolSpec{Isolation: config.UntrustedIsolation(u.Isolation), MaxPodsPerNode: u.MaxPodsPerNode, RequireLimits: u.RequireLimits}
@@ -152,7 +154,10 @@ func Convert_config_ReputationArgs_To_v1_ReputationArgs(in *config.ReputationArg
 		Mirror: ptr.To(MirrorSpec(in.Mirror)),
 		Replacement: &ReplacementSpec{Mode: string(in.Replacement.Mode), Upward: string(in.Replacement.Upward),
 			EvictionsPerMinute: ptr.To(in.Replacement.EvictionsPerMinute), MaxConcurrentEvictions: ptr.To(in.Replacement.MaxConcurrentEvictions),
-			Margin: ptr.To(in.Replacement.Margin), SettleFor: ptr.To(in.Replacement.SettleFor), EvictUnowned: in.Replacement.EvictUnowned},
+			Margin: ptr.To(in.Replacement.Margin), SettleFor: ptr.To(in.Replacement.SettleFor), EvictUnowned: in.Replacement.EvictUnowned,
+			MaxEvictionsPerNodePerMinute:      in.Replacement.MaxEvictionsPerNodePerMinute,
+			MaxEvictionsPerNamespacePerMinute: in.Replacement.MaxEvictionsPerNamespacePerMinute,
+			ProtectedPriority:                 ptr.To(in.Replacement.ProtectedPriority)},
 		Untrusted: &UntrustedPoolSpec{Isolation: string(in.Untrusted.Isolation), MaxPodsPerNode: in.Untrusted.MaxPodsPerNode,
 			RequireLimits: in.Untrusted.RequireLimits},
 		Store: &StoreSpec{Path: in.Store.Path, MaxAge: ptr.To(in.Store.MaxAge),
@@ -194,6 +199,7 @@ func (in *ReputationArgs) DeepCopyObject() runtime.Object {
 	if r := in.Replacement; r != nil {
 		c := *r
 		c.EvictionsPerMinute, c.MaxConcurrentEvictions, c.Margin, c.SettleFor = copyPtr(r.EvictionsPerMinute), copyPtr(r.MaxConcurrentEvictions), copyPtr(r.Margin), copyPtr(r.SettleFor)
+		c.ProtectedPriority = copyPtr(r.ProtectedPriority)
 		out.Replacement = &c
 	}
 	if st := in.Store; st != nil {

@@ -15,6 +15,9 @@ const (
 	DefaultVerdictWait  = 5 * time.Second
 	// DefaultFalcoMaxBodyBytes caps an alert request body: 1 MiB holds hundreds of alerts.
 	DefaultFalcoMaxBodyBytes = 1 << 20
+	// DefaultProtectedPriority is Kubernetes' SystemCriticalPriority: the priority of
+	// system-cluster-critical, below system-node-critical.
+	DefaultProtectedPriority = 2000000000
 
 	DefaultStoreMaxAge        = 90 * 24 * time.Hour
 	DefaultMaxHistoryPerImage = 1000
@@ -62,6 +65,9 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	}
 	if r.SettleFor == nil {
 		r.SettleFor = &metav1.Duration{Duration: 2 * time.Minute}
+	}
+	if r.ProtectedPriority == nil {
+		r.ProtectedPriority = ptr.To[int32](DefaultProtectedPriority)
 	}
 	if obj.Untrusted == nil {
 		obj.Untrusted = &UntrustedPoolSpec{}

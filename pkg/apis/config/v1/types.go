@@ -61,6 +61,15 @@ type ReplacementSpec struct {
 	// EvictUnowned also evicts pods no controller would recreate (they would be lost); by
 	// default they are only reported.
 	EvictUnowned bool `json:"evictUnowned,omitempty"`
+	// MaxEvictionsPerNodePerMinute bounds evictions from one node within any minute, so one
+	// node is never drained at once. 0, the default, means no bound beyond evictionsPerMinute.
+	MaxEvictionsPerNodePerMinute int32 `json:"maxEvictionsPerNodePerMinute,omitempty"`
+	// MaxEvictionsPerNamespacePerMinute bounds evictions from one namespace within any minute.
+	// 0, the default, means no bound beyond evictionsPerMinute.
+	MaxEvictionsPerNamespacePerMinute int32 `json:"maxEvictionsPerNamespacePerMinute,omitempty"`
+	// ProtectedPriority: pods at or above this priority are reported, never evicted. Default
+	// 2000000000 (system-cluster-critical and system-node-critical).
+	ProtectedPriority *int32 `json:"protectedPriority,omitempty"`
 }
 
 // UntrustedPoolSpec restricts untrusted pods beyond the pool they are placed in.

@@ -90,6 +90,12 @@ func validateReplacement(path *field.Path, r *config.ReplacementSpec) field.Erro
 	if r.SettleFor.Duration < 0 {
 		errs = append(errs, field.Invalid(path.Child("settleFor"), r.SettleFor.Duration.String(), "must not be negative"))
 	}
+	if r.MaxEvictionsPerNodePerMinute < 0 {
+		errs = append(errs, field.Invalid(path.Child("maxEvictionsPerNodePerMinute"), r.MaxEvictionsPerNodePerMinute, "must not be negative"))
+	}
+	if r.MaxEvictionsPerNamespacePerMinute < 0 {
+		errs = append(errs, field.Invalid(path.Child("maxEvictionsPerNamespacePerMinute"), r.MaxEvictionsPerNamespacePerMinute, "must not be negative"))
+	}
 	return errs
 }
 

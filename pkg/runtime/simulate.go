@@ -1,31 +1,31 @@
-package reputation
+package runtime
 
 import (
 	"context"
 	"slices"
 	"strings"
 
-	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/placement"
 	rpolicy "github.com/repute-dev/repute/pkg/policy"
 	"github.com/repute-dev/repute/reputation"
 )
 
 // simulate answers "what would this policy change?" from the evidence in memory: every image
 // re-weighed under the proposed policy (signatures of keys it no longer trusts withdrawn, as
-// applying it would), and every pod of this profile, running or pending, whose tier would
+// applying it would), and every pod of Repute's profiles, running or pending, whose tier would
 // change. Nothing is applied; no registry is contacted.
-func (pl *Reputation) simulate(_ context.Context, proposed *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
+func (rt *Runtime) simulate(_ context.Context, proposed *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
 	c, errs := rpolicy.Compile(&proposed.Spec)
 	if len(errs) > 0 {
 		return nil, apierrors.NewInvalid(audit.ReputationPolicyKind, proposed.Name, errs)
 	}
-	current := pl.engine.Policy()
-	sims, notGathered := pl.engine.Simulate(c.Policy, reputation.WithdrawSignatures(reputation.RevokedKeys(current, c.Policy)))
+	current := rt.engine.Policy()
+	sims, notGathered := rt.engine.Simulate(c.Policy, reputation.WithdrawSignatures(reputation.RevokedKeys(current, c.Policy)))
 	out := &audit.Simulation{CurrentVersion: current.Version(), ProposedVersion: c.Policy.Version(),
 		Images: []audit.ImageChange{}, Pods: []audit.PodChange{}, NotSimulated: notGathered}
 	slices.Sort(out.NotSimulated)
@@ -41,20 +41,20 @@ func (pl *Reputation) simulate(_ context.Context, proposed *v1alpha1.ReputationP
 	}
 	slices.SortFunc(out.Images, func(a, b audit.ImageChange) int { return strings.Compare(a.Ref, b.Ref) })
 
-	pods, err := pl.handle.SharedInformerFactory().Core().V1().Pods().Lister().List(labels.Everything())
+	pods, err := rt.informers.Core().V1().Pods().Lister().List(labels.Everything())
 	if err != nil {
 		return nil, err
 	}
 	for _, pod := range pods {
-		if pod.Spec.SchedulerName != pl.handle.ProfileName() || pod.DeletionTimestamp != nil || isTerminal(pod.Status.Phase) {
+		if rt.Profile(pod.Spec.SchedulerName) == nil || pod.DeletionTimestamp != nil || placement.IsTerminal(pod) {
 			continue
 		}
-		now, then := resolveWith(pod, pl.verdictsFrom(before)), resolveWith(pod, pl.verdictsFrom(after))
-		if now.tier == then.tier {
+		now, then := placement.Resolve(pod, rt.verdictsFrom(before)), placement.Resolve(pod, rt.verdictsFrom(after))
+		if now.Tier == then.Tier {
 			continue
 		}
 		change := audit.PodChange{Namespace: pod.Namespace, Name: pod.Name, Phase: "Pending", Node: pod.Spec.NodeName,
-			Before: now.tier, After: then.tier, Image: then.image}
+			Before: now.Tier, After: then.Tier, Image: then.Image}
 		if pod.Spec.NodeName != "" {
 			change.Phase = "Running"
 		}
@@ -75,12 +75,12 @@ func (pl *Reputation) simulate(_ context.Context, proposed *v1alpha1.ReputationP
 
 // verdictsFrom reads a simulation's verdicts; an image that could not be simulated keeps its
 // current verdict, on both sides.
-func (pl *Reputation) verdictsFrom(simulated map[string]*reputation.Verdict) func(string) *reputation.Verdict {
+func (rt *Runtime) verdictsFrom(simulated map[string]*reputation.Verdict) func(string) *reputation.Verdict {
 	return func(image string) *reputation.Verdict {
 		if v, ok := simulated[image]; ok {
 			return v
 		}
-		return pl.verdicts.Get(image)
+		return rt.verdicts.Get(image)
 	}
 }
 
@@ -93,6 +93,3 @@ func addedKeys(current, proposed *reputation.Policy) []string {
 	slices.Sort(added)
 	return added
 }
-
-// isTerminal says a pod has finished and holds no place in any pool.
-func isTerminal(phase v1.PodPhase) bool { return phase == v1.PodSucceeded || phase == v1.PodFailed }

@@ -1,4 +1,4 @@
-package reputation
+package runtime
 
 import (
 	"context"
@@ -11,9 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
-	"github.com/repute-dev/repute/pkg/apis/config"
-	"github.com/repute-dev/repute/pkg/leadership"
 	"github.com/repute-dev/repute/pkg/metrics"
+	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 )
@@ -21,24 +20,25 @@ import (
 // pruneEvery is how often the store's retention runs.
 const pruneEvery = time.Hour
 
-// openStore opens the configured store and, before the first pod is scheduled, warms the
-// verdict cache and the behavior ledger from it: an image known before a restart is known after
-// it, and what lowered its trust still does. Once this replica leads, every verdict change is
-// recorded. A store that cannot be opened is reported loudly (log, metric, and the error
-// returned for the audit API's readiness) and scheduling goes on from memory; the file is left
-// as it is.
-func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputation.Policy, engine *reputation.Engine, ledger *reputation.BehaviorLedger, elected <-chan struct{}) (*store.Store, error) {
-	if args.Store.Path == "" {
-		return nil, nil
+// openStore opens the configured store and, before the runtime is ready, warms the verdict
+// cache and the behavior ledger from it: an image known before a restart is known after it,
+// and what lowered its trust still does. Once this replica leads, every verdict change is
+// recorded. A store that cannot be opened is reported loudly (log, metric, and the audit API's
+// readiness) and scheduling goes on from memory; the file is left as it is.
+func (rt *Runtime) openStore(ctx context.Context) {
+	path := rt.args.Store.Path
+	if path == "" {
+		return
 	}
-	logger := klog.FromContext(ctx).WithValues("store", args.Store.Path)
-	st, err := store.Open(args.Store.Path, store.Options{OnCommit: metrics.StoreCommitted, OnDrop: metrics.StoreDropped, OnError: func(err error) {
+	logger := klog.FromContext(ctx).WithValues("store", path)
+	st, err := store.Open(path, store.Options{OnCommit: metrics.StoreCommitted, OnDrop: metrics.StoreDropped, OnError: func(err error) {
 		logger.Error(err, "Reputation store degraded: decisions are not being recorded")
 	}})
 	if err != nil {
 		metrics.StoreDegraded.Set(1)
 		logger.Error(err, "Reputation store unavailable: scheduling goes on from memory and nothing is recorded")
-		return nil, fmt.Errorf("store %s could not be opened: %w", args.Store.Path, err)
+		rt.storeErr = fmt.Errorf("store %s could not be opened: %w", path, err)
+		return
 	}
 	go func() {
 		<-ctx.Done()
@@ -50,7 +50,7 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 	// Behavior first, so that the verdicts re-evaluated below still carry it. Penalties older
 	// than ten half-lives weigh under 0.1%.
 	since := time.Time{}
-	if hl := policy.Behavior.HalfLife; hl > 0 {
+	if hl := rt.Policy().Behavior.HalfLife; hl > 0 {
 		since = time.Now().Add(-10 * hl)
 	}
 	events, err := st.Behavior(since)
@@ -58,25 +58,35 @@ func openStore(ctx context.Context, args *config.ReputationArgs, policy *reputat
 		logger.Error(err, "Reading runtime behavior from the store")
 	}
 	for _, r := range events {
-		ledger.Record(r.Event, r.Keys...)
+		rt.ledger.Record(r.Event, r.Keys...)
 	}
 	verdicts, err := st.Verdicts()
 	if err != nil {
 		logger.Error(err, "Reading verdicts from the store: the cache starts cold")
 	}
 	for image, v := range verdicts {
-		engine.Cache().Publish(image, v)
+		rt.verdicts.Publish(image, v)
 	}
 	// Stored verdicts stand until their evidence is gathered again, in the background.
-	engine.Reevaluate(func(string, *reputation.Verdict) bool { return true })
+	rt.engine.Reevaluate(func(string, *reputation.Verdict) bool { return true })
 	logger.Info("Verdict cache warmed from the store", "verdicts", len(verdicts), "behaviorEvents", len(events))
 
-	engine.Cache().Subscribe(func(image string, old, v *reputation.Verdict) {
-		if (old == nil || !reputation.SameOutcome(old, v)) && leadership.Leading(elected) {
+	rt.verdicts.Subscribe(func(image string, old, v *reputation.Verdict) {
+		if (old == nil || !reputation.SameOutcome(old, v)) && rt.Leading() {
 			st.RecordVerdict(image, v)
 		}
 	})
-	return st, nil
+	rt.store = st
+}
+
+// persistBehavior keeps a runtime event beyond a restart (store) and a failover (mirror).
+func (rt *Runtime) persistBehavior(e reputation.BehaviorEvent, keys []string) {
+	if rt.store != nil {
+		rt.store.RecordBehavior(store.BehaviorRecord{Keys: keys, Event: e})
+	}
+	if rt.mirror != nil {
+		rt.mirror.RecordBehavior(e, keys)
+	}
 }
 
 // catchUp records, in a newly elected leader's store, every verdict it holds that its store does
@@ -118,10 +128,12 @@ func recordPolicy(ctx context.Context, st *store.Store, policy *reputation.Polic
 	}
 }
 
-func pruneLoop(ctx context.Context, st *store.Store, spec config.StoreSpec, logger klog.Logger) {
+func (rt *Runtime) pruneLoop(ctx context.Context) {
+	spec := rt.args.Store
+	logger := klog.FromContext(ctx).WithValues("store", spec.Path)
 	retention := store.Retention{MaxAge: spec.MaxAge.Duration, MaxHistoryPerImage: int(spec.MaxHistoryPerImage), MaxDecisions: int(spec.MaxDecisions)}
 	wait.UntilWithContext(ctx, func(context.Context) {
-		if n, err := st.Prune(retention); err != nil {
+		if n, err := rt.store.Prune(retention); err != nil {
 			logger.Error(err, "Pruning the reputation store")
 		} else if n > 0 {
 			logger.V(2).Info("Pruned the reputation store", "records", n)
@@ -129,18 +141,37 @@ func pruneLoop(ctx context.Context, st *store.Store, spec config.StoreSpec, logg
 	}, pruneEvery)
 }
 
-// decisionOf is the record of one placement.
-func decisionOf(pod *v1.Pod, node, pool string, p placement, reason, policyVersion string) store.Decision {
+// RecordPlacement files a placement with the decisions auditors read, and counts it.
+func (rt *Runtime) RecordPlacement(pod *v1.Pod, node, pool string, p placement.Placement) {
+	metrics.PodsPlaced.WithLabelValues(string(p.Tier)).Inc()
+	if rt.store != nil {
+		rt.store.RecordDecision(rt.decisionOf(pod, node, pool, p, p.Reason()))
+	}
+}
+
+// recordAction files what the mover did about a misplaced pod, so reputectl decisions shows it.
+func (rt *Runtime) recordAction(pod *v1.Pod, node *v1.Node, profile *placement.Profile, p placement.Placement, action, reason string) {
+	metrics.PodsMoved.WithLabelValues(action).Inc()
+	if rt.store == nil {
+		return
+	}
+	d := rt.decisionOf(pod, node.Name, profile.PoolName(node), p, reason)
+	d.Action = action
+	rt.store.RecordDecision(d)
+}
+
+// decisionOf is the record of one placement or action.
+func (rt *Runtime) decisionOf(pod *v1.Pod, node, pool string, p placement.Placement, reason string) store.Decision {
 	d := store.Decision{
 		Time: time.Now(), Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), Node: node, Pool: pool,
-		Tier: p.tier, Score: p.score, PolicyVersion: policyVersion, Reason: reason,
+		Tier: p.Tier, Score: p.Score, PolicyVersion: rt.Policy().Version(), Reason: reason,
 	}
-	if p.verdict != nil {
-		d.PolicyVersion = p.verdict.PolicyVersion
+	if p.Verdict != nil {
+		d.PolicyVersion = p.Verdict.PolicyVersion
 	}
 	if c := metav1.GetControllerOf(pod); c != nil {
 		d.Owner = c.Kind + "/" + c.Name
 	}
-	forEachImage(pod, func(image string) { d.Images = append(d.Images, image) })
+	placement.ForEachImage(pod, func(image string) { d.Images = append(d.Images, image) })
 	return d
 }

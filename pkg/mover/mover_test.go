@@ -1,0 +1,294 @@
+package mover
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
+	testingclock "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/placement"
+	"github.com/repute-dev/repute/reputation"
+)
+
+const (
+	poolKey   = "repute.dev/pool"
+	scheduler = "repute-scheduler"
+)
+
+// fixture is a mover over listers filled by hand, a fake clientset that records evictions, and
+// a fake clock: tests drive handle directly, with no goroutine and no sleep.
+type fixture struct {
+	t       *testing.T
+	mover   *Mover
+	client  *fake.Clientset
+	clock   *testingclock.FakeClock
+	events  *events.FakeRecorder
+	pods    cache.Indexer
+	tiers   map[string]*reputation.Verdict // pod name → the verdict that places it
+	records []string                       // "<pod> <action>"
+}
+
+func newFixture(t *testing.T, spec config.ReplacementSpec, nodes ...*v1.Node) *fixture {
+	f := &fixture{t: t, client: fake.NewClientset(), clock: testingclock.NewFakeClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)),
+		events: events.NewFakeRecorder(100), pods: cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+		tiers: map[string]*reputation.Verdict{}}
+	nodeIndex := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, n := range nodes {
+		if err := nodeIndex.Add(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	profile := &placement.Profile{Name: scheduler, PoolKey: poolKey, Events: f.events, Pools: map[reputation.Tier]config.PoolSpec{
+		reputation.TierTrusted: {Name: "trusted"}, reputation.TierUnknown: {Name: "unknown"}, reputation.TierUntrusted: {Name: "untrusted"}}}
+	policy := reputation.DefaultPolicy()
+	f.mover = New(Options{Spec: spec, Client: f.client, Clock: f.clock,
+		Pods: corelisters.NewPodLister(f.pods), Nodes: corelisters.NewNodeLister(nodeIndex),
+		Place: func(pod *v1.Pod) placement.Placement {
+			v := f.tiers[pod.Name]
+			return placement.Placement{Tier: v.Tier, Score: v.Score, Image: "img", Verdict: v}
+		},
+		Policy: func() *reputation.Policy { return policy },
+		Profile: func(name string) *placement.Profile {
+			if name == scheduler {
+				return profile
+			}
+			return nil
+		},
+		Record: func(pod *v1.Pod, _ *v1.Node, _ *placement.Profile, _ placement.Placement, action, _ string) {
+			f.records = append(f.records, pod.Name+" "+action)
+		},
+		Leading: func() bool { return true }})
+	return f
+}
+
+func node(name, pool string) *v1.Node {
+	return &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{poolKey: pool}}}
+}
+
+// runningPod is a pod on a node, labelled with its tier already, owned by a ReplicaSet unless
+// mutated otherwise.
+func (f *fixture) runningPod(name, nodeName string, v *reputation.Verdict, mutate ...func(*v1.Pod)) *v1.Pod {
+	p := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", UID: types.UID(name), Labels: map[string]string{placement.TierLabel: string(v.Tier)},
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "rs", Controller: ptr.To(true)}}},
+		Spec:   v1.PodSpec{NodeName: nodeName, SchedulerName: scheduler},
+		Status: v1.PodStatus{Phase: v1.PodRunning},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	if err := f.pods.Add(p); err != nil {
+		f.t.Fatal(err)
+	}
+	// The clientset holds it too, so that its eviction finds it.
+	if err := f.client.Tracker().Add(p); err != nil {
+		f.t.Fatal(err)
+	}
+	f.tiers[name] = v
+	return p
+}
+
+// evictions returns the evictions the mover asked for, by pod name.
+func (f *fixture) evictions() map[string]*policyv1.Eviction {
+	out := map[string]*policyv1.Eviction{}
+	for _, a := range f.client.Actions() {
+		if c, ok := a.(clienttesting.CreateAction); ok && c.GetSubresource() == "eviction" {
+			e := c.GetObject().(*policyv1.Eviction)
+			out[e.Name] = e
+		}
+	}
+	return out
+}
+
+func (f *fixture) eventsSeen() string {
+	var out []string
+	for {
+		select {
+		case e := <-f.events.Events:
+			out = append(out, e)
+		default:
+			return strings.Join(out, "\n")
+		}
+	}
+}
+
+func evictSpec() config.ReplacementSpec {
+	return config.ReplacementSpec{Mode: config.ReplacementEvict, Upward: config.ReplacementNone, EvictionsPerMinute: 600,
+		MaxConcurrentEvictions: 1, Margin: 5, SettleFor: metav1.Duration{Duration: 2 * time.Minute}, ProtectedPriority: 2000000000}
+}
+
+var untrustedByRule = &reputation.Verdict{Tier: reputation.TierUntrusted, Score: 30, Decision: reputation.DecidedByRule, DecidedBy: "behavior.untrustedPriority"}
+
+func TestWhatIsNeverEvicted(t *testing.T) {
+	tests := []struct {
+		name       string
+		mutate     func(*v1.Pod)
+		wantReason string
+	}{
+		{"DaemonSet pod", func(p *v1.Pod) { p.OwnerReferences[0].Kind = "DaemonSet" }, "a DaemonSet pod"},
+		{"static pod", func(p *v1.Pod) {
+			p.Annotations = map[string]string{v1.MirrorPodAnnotationKey: "x"}
+			p.OwnerReferences[0].Kind = "Node"
+		}, "a static pod"},
+		{"system-critical priority", func(p *v1.Pod) { p.Spec.Priority = ptr.To[int32](2000001000) }, "priority 2000001000 is at or above replacement.protectedPriority"},
+		{"no controller", func(p *v1.Pod) { p.OwnerReferences = nil }, "no controller would recreate it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, evictSpec(), node("t1", "trusted"))
+			f.runningPod("p", "t1", untrustedByRule, tt.mutate)
+			if retry, after := f.mover.handle(context.Background(), "ns/p"); retry || after != 0 {
+				t.Errorf("handle = retry %v, after %s; want done", retry, after)
+			}
+			if ev := f.evictions(); len(ev) != 0 {
+				t.Fatalf("evicted %v, want nothing evicted", ev)
+			}
+			seen := f.eventsSeen()
+			if !strings.Contains(seen, "Warning "+ReasonMisplaced) || !strings.Contains(seen, "not evicted: "+tt.wantReason) {
+				t.Errorf("events = %q, want a Misplaced event saying %q", seen, tt.wantReason)
+			}
+			if len(f.records) != 1 || f.records[0] != "p "+ActionReported {
+				t.Errorf("records = %v, want one reported", f.records)
+			}
+		})
+	}
+}
+
+func TestEvictionCarriesItsReason(t *testing.T) {
+	f := newFixture(t, evictSpec(), node("t1", "trusted"))
+	f.runningPod("p", "t1", untrustedByRule)
+	f.mover.handle(context.Background(), "ns/p")
+	e := f.evictions()["p"]
+	if e == nil {
+		t.Fatal("the misplaced pod was not evicted")
+	}
+	if got := e.Annotations[AnnotationTier]; got != "untrusted" {
+		t.Errorf("%s = %q, want untrusted", AnnotationTier, got)
+	}
+	if got := e.Annotations[AnnotationReason]; !strings.Contains(got, "runs in pool trusted on t1 but its tier is now untrusted") {
+		t.Errorf("%s = %q, want the reason", AnnotationReason, got)
+	}
+	if e.DeleteOptions == nil || e.DeleteOptions.Preconditions == nil || *e.DeleteOptions.Preconditions.UID != "p" {
+		t.Errorf("eviction %+v does not pin the pod's UID", e.DeleteOptions)
+	}
+	seen := f.eventsSeen()
+	if !strings.Contains(seen, "Warning "+ReasonEvicted+" evicted: ") || strings.Contains(seen, " Evicted ") {
+		t.Errorf("events = %q, want %s and never the kubelet's Evicted", seen, ReasonEvicted)
+	}
+	// Seen again before the informer shows it terminating: not evicted twice.
+	f.client.ClearActions()
+	f.mover.handle(context.Background(), "ns/p")
+	if ev := f.evictions(); len(ev) != 0 {
+		t.Errorf("evicted again: %v", ev)
+	}
+}
+
+func TestPerNodeAndPerNamespaceLimits(t *testing.T) {
+	tests := []struct {
+		name  string
+		limit func(*config.ReplacementSpec)
+		nodes [3]string // the three pods' nodes
+		// wantFirst are the pods evicted at once; the others wait for the window.
+		wantFirst int
+	}{
+		{"per node", func(s *config.ReplacementSpec) { s.MaxEvictionsPerNodePerMinute = 1 }, [3]string{"t1", "t1", "t2"}, 2},
+		{"per namespace", func(s *config.ReplacementSpec) { s.MaxEvictionsPerNamespacePerMinute = 2 }, [3]string{"t1", "t2", "t3"}, 2},
+		{"no limit", func(*config.ReplacementSpec) {}, [3]string{"t1", "t1", "t1"}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := evictSpec()
+			tt.limit(&spec)
+			f := newFixture(t, spec, node("t1", "trusted"), node("t2", "trusted"), node("t3", "trusted"))
+			var waits []time.Duration
+			for i, n := range tt.nodes {
+				name := string(rune('a' + i))
+				f.runningPod(name, n, untrustedByRule)
+				if _, after := f.mover.handle(context.Background(), "ns/"+name); after > 0 {
+					waits = append(waits, after)
+				}
+			}
+			if got := len(f.evictions()); got != tt.wantFirst {
+				t.Fatalf("evicted %d at once, want %d", got, tt.wantFirst)
+			}
+			for _, w := range waits {
+				if w <= 0 || w > limitWindow {
+					t.Errorf("deferred by %s, want within the %s window", w, limitWindow)
+				}
+			}
+			f.clock.Step(limitWindow)
+			for i := range tt.nodes {
+				f.mover.handle(context.Background(), "ns/"+string(rune('a'+i)))
+			}
+			if got := len(f.evictions()); got != 3 {
+				t.Errorf("after the window, %d evicted; want all 3", got)
+			}
+		})
+	}
+}
+
+func TestCloseCallsSettleFirst(t *testing.T) {
+	// Default thresholds: trusted at 70, untrusted below 30. 28 is 1 point inside untrusted.
+	closeCall := &reputation.Verdict{Tier: reputation.TierUntrusted, Score: 28, Decision: reputation.DecidedByScore, DecidedBy: "score 28 < untrusted threshold 30"}
+	f := newFixture(t, evictSpec(), node("t1", "trusted"))
+	f.runningPod("p", "t1", closeCall)
+	_, after := f.mover.handle(context.Background(), "ns/p")
+	if after != 2*time.Minute {
+		t.Fatalf("a close call waits %s, want settleFor (2m)", after)
+	}
+	f.clock.Step(time.Minute)
+	if _, after = f.mover.handle(context.Background(), "ns/p"); after != time.Minute || len(f.evictions()) != 0 {
+		t.Fatalf("halfway: wait %s, evictions %v; want 1m more and none", after, f.evictions())
+	}
+	f.clock.Step(time.Minute)
+	f.mover.handle(context.Background(), "ns/p")
+	if f.evictions()["p"] == nil {
+		t.Error("a close call that held for settleFor was not evicted")
+	}
+}
+
+func TestDistance(t *testing.T) {
+	p := reputation.DefaultPolicy() // trusted ≥ 70, untrusted < 30
+	tests := []struct {
+		tier  reputation.Tier
+		score int
+		want  int
+	}{
+		{reputation.TierTrusted, 70, 0},
+		{reputation.TierTrusted, 90, 20},
+		{reputation.TierUntrusted, 29, 0},
+		{reputation.TierUntrusted, 10, 19},
+		{reputation.TierUnknown, 31, 1},
+		{reputation.TierUnknown, 68, 1},
+		{reputation.TierUnknown, 50, 19},
+		{reputation.TierUnknown, 69, 0},
+	}
+	for _, tt := range tests {
+		if got := Distance(p, &reputation.Verdict{Tier: tt.tier, Score: tt.score}); got != tt.want {
+			t.Errorf("Distance(%s, %d) = %d, want %d", tt.tier, tt.score, got, tt.want)
+		}
+	}
+}
+
+func TestStandbyMovesNothing(t *testing.T) {
+	f := newFixture(t, evictSpec(), node("t1", "trusted"))
+	f.mover.opts.Leading = func() bool { return false }
+	f.runningPod("p", "t1", untrustedByRule)
+	f.mover.OnVerdict("img", &reputation.Verdict{Tier: reputation.TierTrusted, Score: 90}, untrustedByRule)
+	if n := f.mover.queue.Len(); n != 0 {
+		t.Errorf("a standby queued %d pods, want none", n)
+	}
+}

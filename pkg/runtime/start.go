@@ -1,0 +1,209 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/sources/behavior"
+	"github.com/repute-dev/repute/pkg/sources/trivy"
+	"github.com/repute-dev/repute/reputation"
+)
+
+// LeaderLabel marks the replica that leads, so that the Services for Falco alerts and the audit
+// API reach it and not a standby. The scheduler sets it on its own pod (named by the POD_NAME and
+// POD_NAMESPACE environment variables) when elected, and clears it when it starts.
+const LeaderLabel = "repute.dev/leader"
+
+// mirrorSyncTimeout bounds how long a starting replica waits for the snapshot before it starts
+// cold; the leader it stands by for keeps scheduling meanwhile.
+const mirrorSyncTimeout = 30 * time.Second
+
+// start does, in the background, everything that reads the network or the disk before the first
+// pod is placed: the ReputationPolicy in force, the store and the snapshot that warm the cache,
+// the vulnerability reports, and the endpoints. Then the runtime is ready, and once this replica
+// leads it takes over and starts the leader-only work.
+func (rt *Runtime) start(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	if !rt.ownsEngine {
+		rt.lead(ctx)
+		return
+	}
+	rt.markLeader(ctx, false)
+	rt.readInitialPolicy(ctx)
+	rt.openStore(ctx)
+	var wg sync.WaitGroup
+	if rt.mirror != nil {
+		wg.Go(func() { rt.followMirror(ctx) })
+	}
+	wg.Go(func() { rt.watchReports(ctx) })
+	wg.Wait()
+	if err := rt.serve(ctx); err != nil {
+		rt.failStart(ctx, err)
+		return
+	}
+	if rt.follower != nil {
+		go rt.follower.Run(ctx)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	rt.markReady()
+	logger.Info("Repute runtime ready", "policyVersion", rt.Policy().Version(), "verdicts", rt.verdicts.Len())
+	rt.lead(ctx)
+}
+
+// followMirror reads the verdict snapshot into the cache, and keeps following it while this
+// replica stands by. Only the wait for its first listing is bounded.
+func (rt *Runtime) followMirror(ctx context.Context) {
+	syncCtx, cancel := context.WithTimeout(ctx, mirrorSyncTimeout)
+	defer cancel()
+	synced := make(chan error, 1)
+	go func() { synced <- rt.mirror.Follow(ctx) }()
+	select {
+	case err := <-synced:
+		if err != nil && ctx.Err() == nil {
+			klog.FromContext(ctx).Error(err, "The verdict snapshot could not be read: this replica starts cold", "namespace", rt.args.Mirror.Namespace)
+		}
+	case <-syncCtx.Done():
+		klog.FromContext(ctx).Error(syncCtx.Err(), "The verdict snapshot could not be read in time: this replica starts cold and keeps trying", "namespace", rt.args.Mirror.Namespace)
+	}
+}
+
+// watchReports reads Trivy Operator's reports, when its CRDs are served, and re-evaluates the
+// images a changed report is about.
+func (rt *Runtime) watchReports(ctx context.Context) {
+	if rt.kubeConfig == nil || rt.client == nil || rt.informers == nil {
+		return
+	}
+	dyn, err := dynamic.NewForConfig(rt.kubeConfig)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Vulnerability reports cannot be read; dependency evidence is off")
+		return
+	}
+	changed := func(r trivy.Report) {
+		rt.engine.Reevaluate(func(_ string, v *reputation.Verdict) bool { return trivy.Matches(r, v) })
+	}
+	if trivy.Watch(ctx, rt.client.Discovery(), dyn, rt.reports, changed) {
+		if err := trivy.WatchPods(rt.informers.Core().V1().Pods().Informer(), rt.reports, changed); err != nil {
+			klog.FromContext(ctx).Error(err, "Watching pods for vulnerability reports")
+		}
+	}
+}
+
+// serve opens the Falco alert endpoint and the audit API, when configured.
+func (rt *Runtime) serve(ctx context.Context) error {
+	if f := rt.args.Falco; f.BindAddress != "" && rt.informers != nil {
+		lister := rt.informers.Core().V1().Pods().Lister()
+		getPod := func(namespace, name string) (*v1.Pod, error) { return lister.Pods(namespace).Get(name) }
+		if _, err := behavior.Serve(ctx, behavior.ServerOptions{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
+			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes}, getPod, rt.recorder); err != nil {
+			return err
+		}
+	}
+	return rt.serveAudit(ctx)
+}
+
+// serveAudit starts the audit API in the scheduler process: the store is one bbolt file that
+// only one process can open for writing, and a sidecar could not read it while the scheduler
+// holds it. Current verdicts come from the live cache, simulations from the evidence in
+// memory, the rest from the store.
+func (rt *Runtime) serveAudit(ctx context.Context) error {
+	spec := rt.args.Audit
+	if spec.BindAddress == "" || rt.client == nil {
+		return nil
+	}
+	authn, authz, err := audit.Delegated(ctx, rt.client)
+	if err != nil {
+		return err
+	}
+	srv := &audit.Server{Images: rt.verdicts.Snapshot, Authenticator: authn, Authorizer: authz, Simulate: rt.simulate}
+	switch {
+	case rt.store != nil:
+		srv.Records, srv.Ready = rt.store, rt.store.Err
+	case rt.storeErr != nil:
+		storeErr := rt.storeErr
+		srv.Ready = func() error { return storeErr }
+	}
+	if _, err := audit.Serve(ctx, audit.ServeOptions{BindAddress: spec.BindAddress, TLSCertFile: spec.TLSCertFile, TLSKeyFile: spec.TLSKeyFile}, srv); err != nil {
+		return fmt.Errorf("audit API: %w", err)
+	}
+	return nil
+}
+
+// lead waits until this replica is elected and then takes over, in an order that keeps what the
+// previous leader knew: the behavior the snapshot carries goes into the ledger before any image
+// is evaluated again, so a re-evaluation cannot forget an alert. The verdicts themselves are
+// already in the cache, so the first pods are placed by them while evidence is gathered again.
+// Then the leader-only work starts, through RunWhenLeading.
+func (rt *Runtime) lead(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-rt.elected:
+	}
+	rt.takeOver(ctx)
+	// An engine brought by the caller runs with the scheduler's context too.
+	rt.RunWhenLeading(ctx, rt.engine.Run)
+	if rt.mover != nil {
+		rt.RunWhenLeading(ctx, rt.mover.Run)
+	}
+	if rt.store != nil {
+		rt.RunWhenLeading(ctx, rt.pruneLoop)
+	}
+	close(rt.tookOver)
+	if rt.follower != nil {
+		rt.follower.Resync() // its status was left to the previous leader
+	}
+	rt.markLeader(ctx, true)
+}
+
+func (rt *Runtime) takeOver(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	if rt.mirror != nil {
+		events := rt.mirror.Lead(ctx)
+		for _, b := range events {
+			rt.ledger.Record(b.Event, b.Keys...)
+		}
+		logger.Info("Took over the verdict snapshot", "verdicts", rt.verdicts.Len(), "behaviorEvents", len(events))
+	}
+	if rt.store != nil {
+		if n, err := catchUp(rt.store, rt.verdicts); err != nil {
+			logger.Error(err, "Recording the verdicts adopted while standing by")
+		} else if n > 0 {
+			logger.Info("Recorded the verdicts adopted while standing by", "verdicts", n)
+		}
+		rt.policyMu.Lock()
+		recordPolicy(ctx, rt.store, rt.engine.Policy(), rt.policyOrigin)
+		rt.policyMu.Unlock()
+	}
+	if rt.store != nil || rt.mirror != nil {
+		// Verdicts learnt from disk or the snapshot stand until their evidence is gathered again.
+		rt.engine.Reevaluate(func(string, *reputation.Verdict) bool { return true })
+	}
+}
+
+// markLeader sets or clears LeaderLabel on this replica's own pod, when it knows its pod.
+func (rt *Runtime) markLeader(ctx context.Context, leading bool) {
+	name, namespace := os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
+	if name == "" || namespace == "" || rt.client == nil {
+		return
+	}
+	value := "null"
+	if leading {
+		value = `"true"`
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, LeaderLabel, value)
+	if _, err := rt.client.CoreV1().Pods(namespace).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "repute-scheduler"}); err != nil {
+		klog.FromContext(ctx).Error(err, "Labelling this replica's pod; the Services for alerts and audit may not reach the leader", "pod", klog.KRef(namespace, name), "leading", leading)
+	}
+}
