@@ -60,7 +60,7 @@ func (pl *Reputation) admits(logger klog.Logger, node *v1.Node, pod *v1.Pod, s *
 	if !pl.inPool(node, s) {
 		return false
 	}
-	_, untolerated := pl.untoleratedTaint(klog.NewContext(context.Background(), logger), node, pod, s.pool.Name)
+	_, untolerated := pl.untoleratedTaint(klog.NewContext(context.Background(), logger), node, pod, s.taints)
 	return !untolerated
 }
 

@@ -58,6 +58,8 @@ type Reputation struct {
 	// the runtime is ready.
 	waiting  *waitingPods
 	starting *waitingPods
+	// taintFilters are the taints Filter applies, by tier: built once, so Filter allocates nothing.
+	taintFilters map[reputation.Tier]taintFilter
 	// untrusted are the untrusted pool's restrictions beyond placement.
 	untrusted untrustedRules
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
@@ -115,6 +117,10 @@ func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
 		pl.profile = placement.NewProfile(h.ProfileName(), args, h.EventRecorder(), func(pods map[string]*v1.Pod) { h.Activate(klog.Background(), pods) })
 		pl.pools = pl.profile.Pools
 		pl.nodePools = newNodePools(pl.poolKey, pl.pools)
+		pl.taintFilters = map[reputation.Tier]taintFilter{}
+		for tier, pool := range pl.pools {
+			pl.taintFilters[tier] = newTaintFilter(pl.poolKey, pool.Name)
+		}
 		if f := h.SharedInformerFactory(); f != nil {
 			if _, err := f.Core().V1().Nodes().Informer().AddEventHandler(pl.nodePools.eventHandler()); err != nil {
 				return nil, fmt.Errorf("watching nodes: %w", err)
@@ -140,8 +146,9 @@ func (pl *Reputation) Name() string { return Name }
 type podState struct {
 	placement.Placement
 	pool config.PoolSpec
-	// poolClass is the class of nodes in the pod's pool.
+	// poolClass is the class of nodes in the pod's pool; taints tells the taints that apply.
 	poolClass poolClass
+	taints    taintFilter
 }
 
 func (s *podState) Clone() fwk.StateData { return s }
@@ -226,7 +233,7 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 
 func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
 	p := pl.resolve(pod)
-	return &podState{Placement: p, pool: pl.pools[p.Tier], poolClass: classOfTier(p.Tier)}
+	return &podState{Placement: p, pool: pl.pools[p.Tier], poolClass: classOfTier(p.Tier), taints: pl.taintFilters[p.Tier]}
 }
 
 // PreFilterExtensions returns nil: adding or removing pods never changes a node's pool.
@@ -250,7 +257,7 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 	if !pl.inPool(node, s) {
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool)
 	}
-	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.pool.Name); untolerated {
+	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.taints); untolerated {
 		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
 		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)
 	}
@@ -271,23 +278,28 @@ func (pl *Reputation) inPool(node *v1.Node, s *podState) bool {
 	}
 }
 
-// untoleratedTaint is TaintToleration's Filter check with one exception: the taint that marks
-// the pod's own pool is implicitly tolerated, so workloads need no tolerations in their manifests.
-func (pl *Reputation) untoleratedTaint(ctx context.Context, node *v1.Node, pod *v1.Pod, pool string) (*v1.Taint, bool) {
+// untoleratedTaint is TaintToleration's Filter check, through the same helper, with one
+// exception: the taint that marks the pod's own pool is implicitly tolerated, so workloads need
+// no tolerations in their manifests. The helper copies the taints its filter keeps, so it is
+// called only when a node has a taint that counts: most carry no taint but their pool's.
+func (pl *Reputation) untoleratedTaint(ctx context.Context, node *v1.Node, pod *v1.Pod, counts taintFilter) (v1.Taint, bool) {
 	for i := range node.Spec.Taints {
-		taint := &node.Spec.Taints[i]
-		if taint.Effect != v1.TaintEffectNoSchedule && taint.Effect != v1.TaintEffectNoExecute {
-			continue
-		}
-		if taint.Key == pl.poolKey && taint.Value == pool {
-			continue
-		}
-		// The logger is looked up only here: most nodes carry no taint but their pool's.
-		if !v1helper.TolerationsTolerateTaint(klog.FromContext(ctx), pod.Spec.Tolerations, taint, pl.enableTaintComparisonOperators) {
-			return taint, true
+		if counts(&node.Spec.Taints[i]) {
+			return v1helper.FindMatchingUntoleratedTaint(klog.FromContext(ctx), node.Spec.Taints, pod.Spec.Tolerations, counts, pl.enableTaintComparisonOperators)
 		}
 	}
-	return nil, false
+	return v1.Taint{}, false
+}
+
+// taintFilter tells the taints Filter applies to a pod of one tier.
+type taintFilter = func(*v1.Taint) bool
+
+// newTaintFilter is the filter for a tier's pods: NoSchedule and NoExecute taints, as
+// TaintToleration applies them, except the tier's own pool taint.
+func newTaintFilter(poolKey, pool string) taintFilter {
+	return func(t *v1.Taint) bool {
+		return (t.Effect == v1.TaintEffectNoSchedule || t.Effect == v1.TaintEffectNoExecute) && (t.Key != poolKey || t.Value != pool)
+	}
 }
 
 // Score ranks nodes inside the pool by how full they are: Pack prefers the fullest node (trusted

@@ -9,37 +9,49 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"k8s.io/client-go/util/flowcontrol"
+	"k8s.io/utils/clock"
 )
 
 // RegistryBackoff keeps a failing registry from being asked again for every one of its images:
 // after a failure its images fail fast, without a request, for a delay that doubles with each
-// consecutive failure. The first request after the delay probes the registry again.
+// consecutive failure (client-go's flowcontrol.Backoff keeps the delays). The first request
+// after the delay probes the registry again.
 type RegistryBackoff struct {
-	Initial, Max time.Duration
-	Now          func() time.Time
+	backoff *flowcontrol.Backoff
+	clock   clock.Clock
 
-	mu    sync.Mutex
-	state map[string]*registryState
+	mu sync.Mutex
+	// failures says why each registry is held back, for as long as it is: hosts come from image
+	// references anyone can write, so entries are dropped once their backoff has passed.
+	failures map[string]registryFailure
 }
 
-type registryState struct {
-	failures int
-	until    time.Time
-	lastErr  string
+type registryFailure struct {
+	at      time.Time
+	inARow  int
+	lastErr string
+}
+
+// maxTrackedRegistries bounds the failures kept before expired ones are swept.
+const maxTrackedRegistries = 1024
+
+// NewRegistryBackoff starts at initial and doubles up to max, on clk.
+func NewRegistryBackoff(initial, max time.Duration, clk clock.Clock) *RegistryBackoff {
+	return &RegistryBackoff{backoff: flowcontrol.NewFakeBackOff(initial, max, clk), clock: clk, failures: map[string]registryFailure{}}
 }
 
 // Allow reports whether the registry may be asked now, and if not, why.
 func (b *RegistryBackoff) Allow(registry string) (bool, string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	st := b.state[registry]
-	if st == nil {
+	now := b.clock.Now()
+	if !b.backoff.IsInBackOffSinceUpdate(registry, now) {
 		return true, ""
 	}
-	if wait := st.until.Sub(b.now()); wait > 0 {
-		return false, fmt.Sprintf("registry %s backing off for %s after %d failures in a row (last: %s)", registry, wait.Round(time.Millisecond), st.failures, st.lastErr)
-	}
-	return true, ""
+	b.mu.Lock()
+	f := b.failures[registry]
+	b.mu.Unlock()
+	wait := f.at.Add(b.backoff.Get(registry)).Sub(now)
+	return false, fmt.Sprintf("registry %s backing off for %s after %d failures in a row (last: %s)", registry, wait.Round(time.Millisecond), f.inARow, f.lastErr)
 }
 
 // Record notes the outcome of asking the registry: a failure extends the backoff, anything
@@ -48,27 +60,22 @@ func (b *RegistryBackoff) Record(registry string, failed bool, detail string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !failed {
-		delete(b.state, registry)
+		b.backoff.Reset(registry)
+		delete(b.failures, registry)
 		return
 	}
-	if b.state == nil {
-		b.state = map[string]*registryState{}
+	now := b.clock.Now()
+	b.backoff.Next(registry, now)
+	f := b.failures[registry]
+	b.failures[registry] = registryFailure{at: now, inARow: f.inARow + 1, lastErr: detail}
+	if len(b.failures) > maxTrackedRegistries {
+		b.backoff.GC()
+		for r := range b.failures {
+			if !b.backoff.IsInBackOffSinceUpdate(r, now) {
+				delete(b.failures, r)
+			}
+		}
 	}
-	st := b.state[registry]
-	if st == nil {
-		st = &registryState{}
-		b.state[registry] = st
-	}
-	st.failures++
-	st.lastErr = detail
-	st.until = b.now().Add(min(b.Initial<<min(st.failures-1, 20), b.Max))
-}
-
-func (b *RegistryBackoff) now() time.Time {
-	if b.Now != nil {
-		return b.Now()
-	}
-	return time.Now()
 }
 
 // isUnreachable tells a registry that is down or overloaded (no answer, a timeout, 5xx, 429)

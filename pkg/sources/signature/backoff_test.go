@@ -2,6 +2,7 @@ package signature
 
 import (
 	"context"
+	"fmt"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,14 +17,15 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/reputation"
 )
 
 func TestRegistryBackoffDoublesAndResets(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
-	b := &RegistryBackoff{Initial: time.Second, Max: 5 * time.Second, Now: func() time.Time { return now }}
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	b := NewRegistryBackoff(time.Second, 5*time.Second, clk)
 	steps := []struct {
 		advance     time.Duration
 		record      *bool // nil: only ask
@@ -42,7 +44,7 @@ func TestRegistryBackoffDoublesAndResets(t *testing.T) {
 		{0, nil, true},
 	}
 	for i, s := range steps {
-		now = now.Add(s.advance)
+		clk.Step(s.advance)
 		if s.record != nil {
 			b.Record("r.example", *s.record, "connection refused")
 		}
@@ -52,6 +54,27 @@ func TestRegistryBackoffDoublesAndResets(t *testing.T) {
 		if ok, _ := b.Allow("other.example"); !ok {
 			t.Fatalf("step %d: another registry was held back", i)
 		}
+	}
+}
+
+// Registry hosts come from image references anyone can write: a flood of failing hosts leaves
+// no more than the bound behind once their backoff has passed.
+func TestRegistryBackoffForgetsPassedFailures(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	b := NewRegistryBackoff(time.Second, 5*time.Second, clk)
+	for i := range 3 * maxTrackedRegistries {
+		b.Record(fmt.Sprintf("r%d.example", i), true, "connection refused")
+	}
+	clk.Step(11 * time.Second) // past twice the maximum: flowcontrol.Backoff's expiry
+	b.Record("last.example", true, "connection refused")
+	if n := len(b.failures); n > maxTrackedRegistries {
+		t.Errorf("%d failures kept after the flood's backoff passed, want at most %d", n, maxTrackedRegistries)
+	}
+	if ok, why := b.Allow("last.example"); ok || !strings.Contains(why, "1 failures in a row") {
+		t.Errorf("the newest failure: allowed %v (%q), want held back", ok, why)
+	}
+	if ok, _ := b.Allow("r0.example"); !ok {
+		t.Error("a registry whose backoff passed is still held back")
 	}
 }
 

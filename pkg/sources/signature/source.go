@@ -3,6 +3,7 @@ package signature
 import (
 	"context"
 	"errors"
+	"k8s.io/utils/clock"
 	"sync/atomic"
 	"time"
 
@@ -124,7 +125,7 @@ func NewSource(policy config.SignaturePolicy, eval config.EvaluationSpec) (*Sour
 		return nil, err
 	}
 	src := &Source{Verifier: verifier, Timeout: eval.RegistryTimeout.Duration, RegistryTimeouts: map[string]time.Duration{},
-		Backoff: &RegistryBackoff{Initial: eval.RegistryBackoff.Duration, Max: eval.MaxRegistryBackoff.Duration}}
+		Backoff: NewRegistryBackoff(eval.RegistryBackoff.Duration, eval.MaxRegistryBackoff.Duration, clock.RealClock{})}
 	for host, d := range eval.RegistryTimeouts {
 		src.RegistryTimeouts[host] = d.Duration
 	}
