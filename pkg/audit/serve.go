@@ -68,13 +68,13 @@ type ServeOptions struct {
 
 // Serve serves the API over TLS until ctx ends and returns the bound address.
 func Serve(ctx context.Context, opts ServeOptions, s *Server) (net.Addr, error) {
-	cert, selfSigned, err := serving.ServingCertificate(opts.TLSCertFile, opts.TLSKeyFile)
+	// Client certificates are asked for, not required: the authenticator verifies them against
+	// the cluster's client CA, which can rotate, and bearer-token callers send none.
+	tlsConfig, selfSigned, err := serving.DynamicTLS(ctx, "audit API", serving.TLSOptions{CertFile: opts.TLSCertFile, KeyFile: opts.TLSKeyFile,
+		ClientAuth: tls.RequestClientCert})
 	if err != nil {
 		return nil, fmt.Errorf("audit API certificate: %w", err)
 	}
-	// Client certificates are asked for, not required: the authenticator verifies them against
-	// the cluster's client CA, which can rotate, and bearer-token callers send none.
-	tlsConfig := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
 	addr, err := serving.Listen(ctx, "audit API", opts.BindAddress, tlsConfig, s)
 	if err != nil {
 		return nil, err

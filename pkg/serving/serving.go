@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/klog/v2"
 )
@@ -44,22 +45,68 @@ func Listen(ctx context.Context, name, bindAddress string, tlsConfig *tls.Config
 	return ln.Addr(), nil
 }
 
-// ServingCertificate loads the certificate and key files, or, when both are empty, makes a
-// self-signed certificate for this process, as kube-scheduler does for its secure port. Clients
-// then need the certificate itself to verify the server; production should mount a real one.
-func ServingCertificate(certFile, keyFile string) (cert tls.Certificate, selfSigned bool, err error) {
-	if certFile != "" || keyFile != "" {
-		cert, err = tls.LoadX509KeyPair(certFile, keyFile)
-		return cert, false, err
+// TLSOptions say where an endpoint's certificate, key and client CA are; all optional.
+type TLSOptions struct {
+	CertFile, KeyFile string
+	// ClientCAFile, when set, verifies client certificates against these CAs; ClientAuth says
+	// whether one is asked for or required.
+	ClientCAFile string
+	ClientAuth   tls.ClientAuthType
+}
+
+// DynamicTLS returns a TLS configuration whose serving certificate and client CA are re-read
+// when their files change (watched, and checked every minute), through k8s.io/apiserver's
+// dynamiccertificates as kube-apiserver serves its own: a new connection sees a rotated
+// certificate with no restart. Without certificate files it serves a self-signed certificate
+// for this process, as kube-scheduler does for its secure port; clients then need that
+// certificate itself to verify the server, so production should mount a real one. Files that
+// cannot be read at start are an error; later, a bad rotation keeps the previous certificate.
+func DynamicTLS(ctx context.Context, name string, opts TLSOptions) (cfg *tls.Config, selfSigned bool, err error) {
+	var servingCert dynamiccertificates.CertKeyContentProvider
+	if opts.CertFile != "" || opts.KeyFile != "" {
+		files, err := dynamiccertificates.NewDynamicServingContentFromFiles(name, opts.CertFile, opts.KeyFile)
+		if err != nil {
+			return nil, false, err
+		}
+		go files.Run(ctx, 1)
+		servingCert = files
+	} else {
+		selfSigned = true
+		if servingCert, err = selfSignedCertificate(name); err != nil {
+			return nil, true, err
+		}
 	}
+	var clientCA dynamiccertificates.CAContentProvider
+	if opts.ClientCAFile != "" {
+		file, err := dynamiccertificates.NewDynamicCAContentFromFile(name+" client CA", opts.ClientCAFile)
+		if err != nil {
+			return nil, selfSigned, err
+		}
+		go file.Run(ctx, 1)
+		clientCA = file
+	}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: opts.ClientAuth}
+	controller := dynamiccertificates.NewDynamicServingCertificateController(base, clientCA, servingCert, nil, nil)
+	servingCert.AddListener(controller)
+	if clientCA != nil {
+		clientCA.AddListener(controller)
+	}
+	if err := controller.RunOnce(); err != nil {
+		return nil, selfSigned, err
+	}
+	go controller.Run(1, ctx.Done())
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: controller.GetConfigForClient}, selfSigned, nil
+}
+
+// selfSignedCertificate makes a certificate for this host and loopback.
+func selfSignedCertificate(name string) (dynamiccertificates.CertKeyContentProvider, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "localhost"
 	}
 	certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey(host, []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback}, []string{"localhost"})
 	if err != nil {
-		return cert, true, err
+		return nil, err
 	}
-	cert, err = tls.X509KeyPair(certPEM, keyPEM)
-	return cert, true, err
+	return dynamiccertificates.NewStaticCertKeyContent(name+" (self-signed)", certPEM, keyPEM)
 }

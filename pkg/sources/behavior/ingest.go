@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -266,26 +265,17 @@ func Serve(ctx context.Context, opts ServerOptions, pods PodGetter, rec *Recorde
 	}
 	var tlsConfig *tls.Config
 	if opts.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(opts.TLSCertFile, opts.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("falco endpoint TLS: %w", err)
-		}
-		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tlsOpts := serving.TLSOptions{CertFile: opts.TLSCertFile, KeyFile: opts.TLSKeyFile}
 		if opts.ClientCAFile != "" {
-			pem, err := os.ReadFile(opts.ClientCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("falco endpoint client CA: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("falco endpoint client CA %s: no PEM certificates", opts.ClientCAFile)
-			}
-			tlsConfig.ClientCAs = pool
-			tlsConfig.ClientAuth = tls.VerifyClientCertIfGiven
+			tlsOpts.ClientCAFile, tlsOpts.ClientAuth = opts.ClientCAFile, tls.VerifyClientCertIfGiven
 			if opts.TokenFile == "" {
-				tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
+				tlsOpts.ClientAuth = tls.RequireAndVerifyClientCert
 			}
 			checks = append(checks, func(r *http.Request) bool { return r.TLS != nil && len(r.TLS.VerifiedChains) > 0 })
+		}
+		var err error
+		if tlsConfig, _, err = serving.DynamicTLS(ctx, "falco endpoint", tlsOpts); err != nil {
+			return nil, fmt.Errorf("falco endpoint TLS: %w", err)
 		}
 	}
 	if len(checks) == 0 {
