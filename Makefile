@@ -55,7 +55,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMatchOrigin$$' -fuzztime $(FUZZTIME) ./reputation/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeArgs$$' -fuzztime $(FUZZTIME) ./pkg/apis/config/scheme/
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckBundle$$' -fuzztime $(FUZZTIME) ./pkg/sources/signature/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseDockerConfig$$' -fuzztime $(FUZZTIME) ./pkg/sources/signature/
+	$(GO) test -run '^$$' -fuzz '^FuzzKeychainOf$$' -fuzztime $(FUZZTIME) ./pkg/sources/signature/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./pkg/sources/trivy/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAlerts$$' -fuzztime $(FUZZTIME) ./pkg/sources/behavior/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./pkg/audit/

@@ -67,6 +67,7 @@ replace k8s.io/streaming => k8s.io/streaming v0.37.1
 require (
 	github.com/google/go-cmp v0.7.0
 	github.com/google/go-containerregistry v0.22.1
+	github.com/google/go-containerregistry/pkg/authn/kubernetes v0.0.0-20260224031529-85f2bf5f7303
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2
 	github.com/sigstore/sigstore v1.10.11
 	github.com/spf13/cobra v1.10.2

@@ -3,13 +3,16 @@ package signature
 import (
 	"context"
 	"encoding/base64"
-	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/kubernetes/fake"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/repute-dev/repute/reputation"
 )
@@ -18,79 +21,77 @@ func basicAuth(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 }
 
-func TestParseDockerConfig(t *testing.T) {
+// Which secret entries apply to which images: the kubelet's rules, as go-containerregistry's
+// Kubernetes keychain implements them.
+func TestPullSecretMatchesAsTheKubelet(t *testing.T) {
 	tests := []struct {
-		name    string
-		data    string
-		legacy  bool
-		want    []RegistryCredential
-		wantErr string
+		key, image string
+		want       bool
 	}{
-		{name: "auth field", data: `{"auths":{"registry.corp.example:5000":{"auth":"` + basicAuth("ci", "s3:cret") + `"}}}`,
-			want: []RegistryCredential{{Host: "registry.corp.example:5000", Auth: authn.AuthConfig{Username: "ci", Password: "s3:cret"}}}},
-		{name: "username and password, Docker Hub's URL", data: `{"auths":{"https://index.docker.io/v1/":{"username":"u","password":"p"}}}`,
-			want: []RegistryCredential{{Host: "docker.io", Auth: authn.AuthConfig{Username: "u", Password: "p"}}}},
-		{name: "wildcard host and path prefix", data: `{"auths":{"*.corp.example/team":{"identitytoken":"tok"}}}`,
-			want: []RegistryCredential{{Host: "*.corp.example", PathPrefix: "team", Auth: authn.AuthConfig{IdentityToken: "tok"}}}},
-		{name: "legacy .dockercfg", legacy: true, data: `{"quay.io":{"auth":"` + basicAuth("robot", "x") + `"}}`,
-			want: []RegistryCredential{{Host: "quay.io", Auth: authn.AuthConfig{Username: "robot", Password: "x"}}}},
-		{name: "no auths", data: `{}`},
-		{name: "not JSON", data: `{"auths":`, wantErr: ".dockerconfigjson: unexpected end"},
-		{name: "auth not base64", data: `{"auths":{"r.example":{"auth":"%%%"}}}`, wantErr: `auths["r.example"].auth: not base64`},
-		{name: "auth without colon", data: `{"auths":{"r.example":{"auth":"` + base64.StdEncoding.EncodeToString([]byte("nocolon")) + `"}}}`, wantErr: "not user:password"},
-		{name: "entry without credentials", data: `{"auths":{"r.example":{}}}`, wantErr: "no credentials"},
-		{name: "bad wildcard", data: `{"auths":{"[.example":{"username":"u","password":"p"}}}`, wantErr: "bad wildcard"},
-		{name: "empty host", data: `{"auths":{"https:///team":{"username":"u","password":"p"}}}`, wantErr: "not a registry host"},
+		{"registry.corp.example", "registry.corp.example/team/api:v1", true},
+		{"registry.corp.example", "registry.corp.example:5000/team/api:v1", false}, // ports must agree
+		{"registry.corp.example:5000", "registry.corp.example:5000/team/api:v1", true},
+		{"https://registry.corp.example:5000/v2/", "registry.corp.example:5000/team/api:v1", true},
+		{"*.corp.example", "registry.corp.example/team/api:v1", true},
+		{"*.corp.example", "a.b.corp.example/team/api:v1", false}, // one label per wildcard
+		{"*.corp.example", "evil.example/corp.example/api:v1", false},
+		{"registry.corp.example/team", "registry.corp.example/team/api:v1", true},
+		{"registry.corp.example/team", "registry.corp.example/other/api:v1", false},
+		{"https://index.docker.io/v1/", "nginx", true},
+		{"quay.io", "nginx", false},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseDockerConfig([]byte(tt.data), tt.legacy)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("error %v, want %q", err, tt.wantErr)
-				}
-				return
-			}
+		t.Run(tt.key+" "+tt.image, func(t *testing.T) {
+			client := fake.NewClientset(dockerSecret("team", "creds", tt.key, "u", "p"))
+			ps := NewPullSecrets(client)
+			pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "api"}, Spec: v1.PodSpec{
+				ImagePullSecrets: []v1.LocalObjectReference{{Name: "creds"}}}}
+			ps.Note(pod, tt.image)
+			ref, err := reputation.ParseImageRef(tt.image)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != len(tt.want) {
-				t.Fatalf("got %+v, want %+v", got, tt.want)
-			}
-			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Errorf("entry %d = %+v, want %+v", i, got[i], tt.want[i])
-				}
+			got := ps.For(context.Background(), ref)
+			if matched := len(got) == 1 && got[0] == (authn.AuthConfig{Username: "u", Password: "p"}); matched != tt.want {
+				t.Errorf("credentials = %+v, want matched %v", got, tt.want)
 			}
 		})
 	}
 }
 
-func TestRegistryCredentialMatches(t *testing.T) {
-	tests := []struct {
-		host, prefix, image string
-		want                bool
-	}{
-		{"registry.corp.example", "", "registry.corp.example/team/api:v1", true},
-		{"registry.corp.example", "", "registry.corp.example:5000/team/api:v1", false}, // ports must agree
-		{"registry.corp.example:5000", "", "registry.corp.example:5000/team/api:v1", true},
-		{"*.corp.example", "", "registry.corp.example/team/api:v1", true},
-		{"*.corp.example", "", "a.b.corp.example/team/api:v1", false}, // one label per wildcard
-		{"*.corp.example", "", "evil.example/corp.example/api:v1", false},
-		{"registry.corp.example", "team", "registry.corp.example/team/api:v1", true},
-		{"registry.corp.example", "team", "registry.corp.example/teamster/api:v1", false},
-		{"docker.io", "", "nginx", true},
-		{"quay.io", "", "nginx", false},
+// Secrets and service accounts are read once per TTL, however many images ask.
+func TestPullSecretReadsAreCached(t *testing.T) {
+	client := fake.NewClientset(dockerSecret("team", "creds", "registry.corp.example", "u", "p"))
+	ps := NewPullSecrets(client)
+	clk := testingclock.NewFakeClock(time.Unix(1_800_000_000, 0))
+	ps.reads = utilcache.NewLRUExpireCacheWithClock(maxCachedReads, clk)
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team"}, Spec: v1.PodSpec{ImagePullSecrets: []v1.LocalObjectReference{{Name: "creds"}}}}
+	ref, err := reputation.ParseImageRef("registry.corp.example/team/api:v1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		ref, err := reputation.ParseImageRef(tt.image)
-		if err != nil {
-			t.Fatal(err)
+	ps.Note(pod, ref.String())
+	secretReads := func() int {
+		n := 0
+		for _, a := range client.Actions() {
+			if a.GetVerb() == "get" && a.GetResource().Resource == "secrets" {
+				n++
+			}
 		}
-		c := RegistryCredential{Host: tt.host, PathPrefix: tt.prefix}
-		if got := c.Matches(ref); got != tt.want {
-			t.Errorf("%s/%s matches %s = %v, want %v", tt.host, tt.prefix, tt.image, got, tt.want)
+		return n
+	}
+	for range 3 {
+		if got := ps.For(context.Background(), ref); len(got) != 1 {
+			t.Fatalf("credentials = %+v, want one", got)
 		}
+	}
+	if n := secretReads(); n != 1 {
+		t.Errorf("secret read %d times within the TTL, want once", n)
+	}
+	clk.Step(time.Minute + time.Second)
+	ps.For(context.Background(), ref)
+	if n := secretReads(); n != 2 {
+		t.Errorf("secret read %d times after the TTL, want twice", n)
 	}
 }
 
@@ -145,22 +146,32 @@ func TestPullSecretsFor(t *testing.T) {
 	}
 }
 
-// FuzzParseDockerConfig: any payload parses or fails with a reason; what parses has a host
-// and some credential.
-func FuzzParseDockerConfig(f *testing.F) {
+// FuzzKeychainOf: any pull secret payload is read or refused with an error, and credentials it
+// yields for an image are never empty.
+func FuzzKeychainOf(f *testing.F) {
 	f.Add([]byte(`{"auths":{"registry.corp.example:5000":{"auth":"`+basicAuth("ci", "x")+`"}}}`), false)
 	f.Add([]byte(`{"auths":{"https://index.docker.io/v1/":{"username":"u","password":"p"}}}`), false)
 	f.Add([]byte(`{"quay.io":{"identitytoken":"t"}}`), true)
 	f.Add([]byte(`{"auths":{"*.x/[":{"auth":"%%"}}}`), false)
+	repo, err := name.NewRepository("registry.corp.example:5000/team/api")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte, legacy bool) {
-		creds, err := ParseDockerConfig(data, legacy)
+		secret := &v1.Secret{Type: v1.SecretTypeDockerConfigJson, Data: map[string][]byte{v1.DockerConfigJsonKey: data}}
+		if legacy {
+			secret = &v1.Secret{Type: v1.SecretTypeDockercfg, Data: map[string][]byte{v1.DockerConfigKey: data}}
+		}
+		kc, err := KeychainOf(context.Background(), secret)
 		if err != nil {
 			return
 		}
-		for _, c := range creds {
-			if c.Host == "" || c.Auth == (authn.AuthConfig{}) {
-				t.Fatalf("accepted an entry without host or credentials: %+v", c)
-			}
+		auth, err := kc.Resolve(repo)
+		if err != nil || auth == authn.Anonymous {
+			return
+		}
+		if _, err := auth.Authorization(); err != nil {
+			t.Fatalf("a resolved credential has no authorization: %v", err)
 		}
 	})
 }
