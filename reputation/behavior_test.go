@@ -1,7 +1,6 @@
 package reputation
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -120,43 +119,6 @@ func TestBehaviorLedger(t *testing.T) {
 	got := l.Observations(now, "sha256:aaa")
 	if len(got) != MaxEventsPerRule+1 {
 		t.Fatalf("kept %d events, want %d of the repeated rule plus the other rule's one", len(got), MaxEventsPerRule+1)
-	}
-}
-
-func TestEngineRescoresFromMemoryWithoutIO(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	registry := &countingSource{}
-	ledger := NewBehaviorLedger()
-	e := NewEngine(EngineOptions{Policy: behaviorPolicy(t), Sources: []EvidenceSource{registry},
-		LocalSources: []EvidenceSource{&BehaviorSource{Ledger: ledger}}, RescoreEvery: -1})
-	go e.Run(ctx)
-	image := "registry.internal/team/app@" + testDigest
-	other := "registry.internal/team/other@" + testDigest2
-	e.Request(image)
-	e.Request(other)
-	waitFor(t, "first verdicts", func() bool { return e.Cache().Get(image) != nil && e.Cache().Get(other) != nil })
-	if got := e.Cache().Get(image).Tier; got != TierTrusted {
-		t.Fatalf("before the alert: %s, want trusted", got)
-	}
-	calls := registry.calls.Load()
-
-	ledger.Record(BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "Terminal shell in container", Priority: "Critical", At: time.Now()}, testDigest)
-	concerns := func(_ string, ev *Evidence) bool { return ev.Image.Digest == testDigest }
-	if n := e.Rescore(concerns); n != 1 {
-		t.Fatalf("rescore changed %d verdicts, want 1", n)
-	}
-	if v := e.Cache().Get(image); v.Tier != TierUntrusted || !strings.Contains(v.DecidedBy, "Terminal shell in container") {
-		t.Fatalf("after the alert: %s %q, want untrusted naming the rule", v.Tier, v.DecidedBy)
-	}
-	if v := e.Cache().Get(other); v.Tier != TierTrusted {
-		t.Fatalf("another digest was hit: %s", v.Tier)
-	}
-	if n := e.Rescore(concerns); n != 0 {
-		t.Fatalf("a second rescore with nothing new changed %d verdicts, want 0 (no needless pod retries)", n)
-	}
-	if got := registry.calls.Load(); got != calls {
-		t.Fatalf("rescoring gathered remote evidence %d times; it must work from memory", got-calls)
 	}
 }
 

@@ -340,3 +340,19 @@ func Pending(image string, waited time.Duration, p *Policy, now time.Time) *Verd
 		Provisional:   true,
 	}
 }
+
+// SameOutcome reports whether two verdicts place and explain an image alike: same score, tier,
+// deciding rule and contributions, however their observation texts differ (ages move on).
+func SameOutcome(a, b *Verdict) bool {
+	if a == nil || b == nil || a.Score != b.Score || a.Tier != b.Tier || a.DecidedBy != b.DecidedBy || a.Decision != b.Decision ||
+		a.PolicyVersion != b.PolicyVersion || len(a.Contributions) != len(b.Contributions) {
+		return false
+	}
+	for i, c := range a.Contributions {
+		d := b.Contributions[i]
+		if c.Signal != d.Signal || c.Rule != d.Rule || c.Points != d.Points || c.Tier != d.Tier || c.Finding != d.Finding {
+			return false
+		}
+	}
+	return true
+}

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/reputation"
@@ -50,6 +51,9 @@ const (
 	// FlushAfter batches the writes of verdicts that change together.
 	FlushAfter = 100 * time.Millisecond
 )
+
+// A failed write is retried after retryAfter, doubling up to maxRetryAfter; tests shorten them.
+var retryAfter, maxRetryAfter = time.Second, time.Minute
 
 // ShardName is the ConfigMap that holds shard i.
 func ShardName(i int) string { return fmt.Sprintf("%s%02d", NamePrefix, i) }
@@ -139,15 +143,17 @@ type Mirror struct {
 
 	mu      sync.Mutex
 	shards  [Shards]*Shard
-	dirty   [Shards]bool
 	leading bool
-	wake    chan struct{}
+	// queue holds the shards to write, each once however often it changed.
+	queue workqueue.TypedRateLimitingInterface[int]
 }
 
 // New returns a mirror of cache in namespace. behaviorMaxAge says how long a runtime event is
 // kept (0: for ever).
 func New(client kubernetes.Interface, namespace string, cache *reputation.Cache, behaviorMaxAge func() time.Duration) *Mirror {
-	m := &Mirror{client: client, namespace: namespace, cache: cache, behaviorMaxAge: behaviorMaxAge, wake: make(chan struct{}, 1)}
+	m := &Mirror{client: client, namespace: namespace, cache: cache, behaviorMaxAge: behaviorMaxAge,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.NewTypedItemExponentialFailureRateLimiter[int](retryAfter, maxRetryAfter),
+			workqueue.TypedRateLimitingQueueConfig[int]{Name: "repute_mirror"})}
 	for i := range m.shards {
 		m.shards[i] = &Shard{Verdicts: map[string]*reputation.Verdict{}}
 	}
@@ -245,7 +251,7 @@ func (m *Mirror) Lead(ctx context.Context) []Behavior {
 		events = append(events, s.Behavior...)
 	}
 	m.mu.Unlock()
-	go m.flushLoop(ctx)
+	go m.writeLoop(ctx)
 	return events
 }
 
@@ -284,61 +290,37 @@ func (m *Mirror) RecordBehavior(e reputation.BehaviorEvent, keys []string) {
 	m.markDirty(i)
 }
 
-// markDirty queues shard i for writing; m.mu is held.
-func (m *Mirror) markDirty(i int) {
-	m.dirty[i] = true
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
-}
+// markDirty queues shard i for writing after FlushAfter: the changes of that time, to any
+// image of the shard, become one write.
+func (m *Mirror) markDirty(i int) { m.queue.AddAfter(i, FlushAfter) }
 
-// flushLoop writes dirty shards, batching the changes of FlushAfter into one write per shard.
-// A failed write is retried with the next change or after a second, whichever comes first.
-func (m *Mirror) flushLoop(ctx context.Context) {
+// writeLoop writes queued shards, one at a time. A failed write is retried through the queue's
+// rate limiter, backing off exponentially; a change meanwhile is folded into the retry.
+func (m *Mirror) writeLoop(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithValues("namespace", m.namespace)
-	retry := time.NewTicker(time.Second)
-	defer retry.Stop()
+	go func() {
+		<-ctx.Done()
+		m.queue.ShutDown()
+	}()
 	for {
-		select {
-		case <-ctx.Done():
+		i, shutdown := m.queue.Get()
+		if shutdown {
 			return
-		case <-m.wake:
-		case <-retry.C:
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(FlushAfter):
-		}
-		for i, data := range m.takeDirty() {
-			if err := m.write(ctx, i, data); err != nil {
-				logger.Error(err, "Writing the verdict snapshot; retrying", "configMap", ShardName(i))
-				m.mu.Lock()
-				m.dirty[i] = true
-				m.mu.Unlock()
-			}
-		}
-	}
-}
-
-// takeDirty encodes the dirty shards and marks them clean.
-func (m *Mirror) takeDirty() map[int][]byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := map[int][]byte{}
-	for i, dirty := range m.dirty {
-		if !dirty {
-			continue
-		}
+		m.mu.Lock()
 		data, err := Encode(m.shards[i])
-		if err != nil {
-			continue // a verdict is plain data; this cannot fail short of a bug, and then retrying is no help
+		m.mu.Unlock()
+		if err == nil {
+			err = m.write(ctx, i, data)
 		}
-		out[i] = data
-		m.dirty[i] = false
+		if err != nil && ctx.Err() == nil {
+			logger.Error(err, "Writing the verdict snapshot; retrying", "configMap", ShardName(i), "retries", m.queue.NumRequeues(i))
+			m.queue.AddRateLimited(i)
+		} else {
+			m.queue.Forget(i)
+		}
+		m.queue.Done(i)
 	}
-	return out
 }
 
 // write replaces shard i in the cluster. Only the leader writes, so its state wins any conflict.

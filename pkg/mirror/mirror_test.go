@@ -5,17 +5,22 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/repute-dev/repute/reputation"
 )
@@ -158,6 +163,34 @@ func TestFollowThenLead(t *testing.T) {
 	// It kept what it had adopted: the behavior is still in its shard.
 	if s := readShard(t, client, ShardOf("sha256:aa")); s == nil || len(s.Behavior) != 1 {
 		t.Errorf("the new leader's write dropped the adopted behavior: %+v", s)
+	}
+}
+
+// A write the apiserver refuses is retried, with backoff, until it lands; changes made
+// meanwhile are in it.
+func TestFailedWritesAreRetried(t *testing.T) {
+	retryAfter, maxRetryAfter = time.Millisecond, 10*time.Millisecond
+	t.Cleanup(func() { retryAfter, maxRetryAfter = time.Second, time.Minute })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset()
+	var refused atomic.Int32
+	client.PrependReactor("create", "configmaps", func(clienttesting.Action) (bool, runtime.Object, error) {
+		if refused.Add(1) <= 3 {
+			return true, nil, apierrors.NewInternalError(errors.New("etcd is busy"))
+		}
+		return false, nil, nil
+	})
+	cache := reputation.NewCache()
+	m := New(client, "kube-system", cache, func() time.Duration { return time.Hour })
+	m.Lead(ctx)
+	cache.Publish("reg/app:v1", verdict("reg/app:v1", reputation.TierTrusted, time.Now()))
+	waitFor(t, "the shard written after three refusals", func() bool {
+		s := readShard(t, client, ShardOf("reg/app:v1"))
+		return s != nil && s.Verdicts["reg/app:v1"] != nil
+	})
+	if n := refused.Load(); n < 4 {
+		t.Errorf("%d create attempts, want the three refused and one more", n)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
@@ -47,23 +48,22 @@ type Follower struct {
 	mu      sync.Mutex
 	handled int64 // the newest generation acted on
 	status  v1alpha1.ReputationPolicyStatus
-	// changed wakes Run; one pending wake-up coalesces a burst.
-	changed chan struct{}
-	once    sync.Once
+	// work holds the one object's name when it needs a look: a burst of changes is one look,
+	// and a status write that fails is retried through the queue's rate limiter.
+	work workqueue.TypedRateLimitingInterface[string]
+	once sync.Once
 }
 
-func (f *Follower) wakeups() chan struct{} {
-	f.once.Do(func() { f.changed = make(chan struct{}, 1) })
-	return f.changed
+func (f *Follower) queue() workqueue.TypedRateLimitingInterface[string] {
+	f.once.Do(func() {
+		f.work = workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "repute_policy"})
+	})
+	return f.work
 }
 
 // Resync has Run look at the object again, e.g. to report its status once this replica leads.
-func (f *Follower) Resync() {
-	select {
-	case f.wakeups() <- struct{}{}:
-	default:
-	}
-}
+func (f *Follower) Resync() { f.queue().Add(f.Name) }
 
 // Initial reads the policy once, before scheduling starts, so that the first pod is placed
 // under it. ok is false when it does not exist or fails its checks (the caller keeps its
@@ -108,28 +108,38 @@ func (f *Follower) Run(ctx context.Context) {
 	})
 	informer := factory.ForResource(v1alpha1.Resource).Informer()
 	// One object, handled in order.
-	changed := f.wakeups()
+	queue := f.queue()
 	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { f.Resync() },
 		UpdateFunc: func(any, any) { f.Resync() },
 	})
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	go func() {
+		<-ctx.Done()
+		queue.ShutDown()
+	}()
 	for {
-		select {
-		case <-ctx.Done():
+		name, shutdown := queue.Get()
+		if shutdown {
 			return
-		case <-changed:
 		}
-		obj, exists, err := informer.GetStore().GetByKey(f.Name)
-		if err != nil || !exists {
-			continue
+		var err error
+		if obj, exists, _ := informer.GetStore().GetByKey(name); exists {
+			err = f.handle(ctx, logger, obj.(*unstructured.Unstructured))
 		}
-		f.handle(ctx, logger, obj.(*unstructured.Unstructured))
+		if err != nil && ctx.Err() == nil {
+			logger.Error(err, "Updating ReputationPolicy status; retrying", "retries", queue.NumRequeues(name))
+			queue.AddRateLimited(name)
+		} else {
+			queue.Forget(name)
+		}
+		queue.Done(name)
 	}
 }
 
-func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstructured.Unstructured) {
+// handle acts on a new generation and reports its status; the error is the status write's.
+func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstructured.Unstructured) error {
 	gen := obj.GetGeneration()
 	f.mu.Lock()
 	done := gen <= f.handled
@@ -138,11 +148,9 @@ func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstruct
 		f.act(ctx, logger, obj, gen)
 	}
 	if f.Standby != nil && f.Standby() {
-		return
+		return nil
 	}
-	if err := f.writeStatus(ctx, obj); err != nil {
-		logger.Error(err, "Updating ReputationPolicy status")
-	}
+	return f.writeStatus(ctx, obj)
 }
 
 // act compiles and applies one generation and remembers the status it earned.

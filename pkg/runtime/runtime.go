@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/pkg/leadership"
 	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/pkg/mirror"
@@ -51,7 +52,7 @@ type Handle interface {
 type Options struct {
 	// Engine, when set, is used instead of one built from the args. Its owner (a benchmark, a
 	// test) fills its cache; the runtime neither runs nor re-evaluates it.
-	Engine *reputation.Engine
+	Engine *engine.Engine
 	// Elected, when set, replaces kube-scheduler's leader election: the runtime leads once it
 	// is closed. With Engine set and Elected nil, the runtime leads at once.
 	Elected <-chan struct{}
@@ -65,7 +66,7 @@ type Runtime struct {
 	informers  informers.SharedInformerFactory
 	ownsEngine bool
 
-	engine      *reputation.Engine
+	engine      *engine.Engine
 	verdicts    *reputation.Cache
 	signatures  *signature.Source
 	pullSecrets *signature.PullSecrets
@@ -228,7 +229,7 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 
 // buildEngine wires the evidence sources: signatures first (they resolve tags to digests), then
 // vulnerability reports, then runtime behavior from memory.
-func (rt *Runtime) buildEngine(p *reputation.Policy) (*reputation.Engine, error) {
+func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 	args := rt.args
 	var sources []reputation.EvidenceSource
 	sigSource, err := signature.NewSource(args.Policy.Signature, args.Evaluation)
@@ -245,7 +246,7 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*reputation.Engine, error)
 	if reverifyAfter == 0 {
 		reverifyAfter = -1 // the engine's "never"
 	}
-	return reputation.NewEngine(reputation.EngineOptions{Policy: p, Sources: sources, Wait: args.VerdictWait.Duration,
+	return engine.New(engine.Options{Policy: p, Sources: sources, Wait: args.VerdictWait.Duration,
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: rt.ledger}},
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: reverifyAfter,
 		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/pkg/placement"
 	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation"
@@ -86,8 +87,8 @@ func New(ctx context.Context, obj runtime.Object, h fwk.Handle) (fwk.Plugin, err
 // NewWithEngine returns a plugin factory whose plugins read verdicts from the given engine
 // instead of building their own; benchmarks and tests use it to control the cache. The engine
 // is run with the scheduler's context, like the default one.
-func NewWithEngine(engine *reputation.Engine) frameworkruntime.PluginFactory {
-	return NewFactory(reputeruntime.Options{Engine: engine})
+func NewWithEngine(eng *engine.Engine) frameworkruntime.PluginFactory {
+	return NewFactory(reputeruntime.Options{Engine: eng})
 }
 
 // NewFactory returns a plugin factory whose runtime is built with opts.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/engine"
 	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation"
 )
@@ -60,22 +61,22 @@ func newTestPlugin(t testing.TB, args *config.ReputationArgs, images ...string) 
 }
 
 // testEngine is an engine with no evidence sources whose cache holds the images' verdicts.
-func testEngine(t testing.TB, args *config.ReputationArgs, images ...string) *reputation.Engine {
+func testEngine(t testing.TB, args *config.ReputationArgs, images ...string) *engine.Engine {
 	t.Helper()
 	policy, err := reputation.NewPolicy(config.Policy(&args.Policy))
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := reputation.NewEngine(reputation.EngineOptions{Policy: policy})
+	eng := engine.New(engine.Options{Policy: policy})
 	for _, img := range images {
-		engine.Cache().Publish(img, engine.Evaluate(context.Background(), img))
+		eng.Cache().Publish(img, eng.Evaluate(context.Background(), img))
 	}
-	return engine
+	return eng
 }
 
 // newPluginWith builds the plugin through its real factory (New's), in a framework over a fake
 // clientset; activator, when set, receives the pods the plugin activates.
-func newPluginWith(t testing.TB, args *config.ReputationArgs, engine *reputation.Engine, opts reputeruntime.Options, activator fwk.PodActivator) *Reputation {
+func newPluginWith(t testing.TB, args *config.ReputationArgs, eng *engine.Engine, opts reputeruntime.Options, activator fwk.PodActivator) *Reputation {
 	t.Helper()
 	schedmetrics.Register() // the framework records into kube-scheduler's metrics
 	client := fake.NewClientset()
@@ -86,7 +87,7 @@ func newPluginWith(t testing.TB, args *config.ReputationArgs, engine *reputation
 	if activator != nil {
 		frameworkOpts = append(frameworkOpts, frameworkruntime.WithPodActivator(activator))
 	}
-	opts.Engine = engine
+	opts.Engine = eng
 	var pl *Reputation
 	factory := func(ctx context.Context, _ runtime.Object, h fwk.Handle) (fwk.Plugin, error) {
 		p, err := NewFactory(opts)(ctx, args, h)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/plugins/reputation"
 	domain "github.com/repute-dev/repute/reputation"
 )
@@ -94,19 +95,19 @@ func profile(b *testing.B, withReputation bool) *schedconfig.KubeSchedulerProfil
 // newFramework builds the real framework over a snapshot of the cluster.
 func newFramework(b *testing.B, ctx context.Context, prof *schedconfig.KubeSchedulerProfile, nodes []*v1.Node, pods []*v1.Pod) (framework.Framework, []fwk.NodeInfo) {
 	// Only the Reputation profile instantiates the plugin; the default profile never reads engine.
-	var engine *domain.Engine
+	var eng *engine.Engine
 	if a, ok := prof.PluginConfig[len(prof.PluginConfig)-1].Args.(*config.ReputationArgs); ok {
 		pol, err := domain.NewPolicy(config.Policy(&a.Policy))
 		if err != nil {
 			b.Fatal(err)
 		}
-		engine = domain.NewEngine(domain.EngineOptions{Policy: pol})
+		eng = engine.New(engine.Options{Policy: pol})
 		// The verdict is in the cache, as it is for every pod after its first cycle.
-		engine.Cache().Publish(trustedImage, engine.Evaluate(ctx, trustedImage))
+		eng.Cache().Publish(trustedImage, eng.Evaluate(ctx, trustedImage))
 	}
 	schedmetrics.Register()
 	registry := plugins.NewInTreeRegistry()
-	if err := registry.Register(reputation.Name, reputation.NewWithEngine(engine)); err != nil {
+	if err := registry.Register(reputation.Name, reputation.NewWithEngine(eng)); err != nil {
 		b.Fatal(err)
 	}
 	// Nodes reach the framework through the informer, as in the scheduler, so plugins that

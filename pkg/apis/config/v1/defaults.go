@@ -15,6 +15,12 @@ const (
 	DefaultVerdictWait  = 5 * time.Second
 	// DefaultFalcoMaxBodyBytes caps an alert request body: 1 MiB holds hundreds of alerts.
 	DefaultFalcoMaxBodyBytes = 1 << 20
+	// DefaultReverifyAfter is how long a complete verdict stands before its evidence is
+	// gathered again; DefaultRetryAfter the first delay before missing evidence is sought
+	// again, doubling up to DefaultMaxRetryAfter.
+	DefaultReverifyAfter = time.Hour
+	DefaultRetryAfter    = 30 * time.Second
+	DefaultMaxRetryAfter = 10 * time.Minute
 	// DefaultProtectedPriority is Kubernetes' SystemCriticalPriority: the priority of
 	// system-cluster-critical, below system-node-critical.
 	DefaultProtectedPriority = 2000000000
@@ -188,9 +194,9 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 		field **metav1.Duration
 		value time.Duration
 	}{
-		{&ev.ReverifyAfter, reputation.DefaultReverifyAfter},
-		{&ev.RetryAfter, reputation.DefaultRetryAfter},
-		{&ev.MaxRetryAfter, reputation.DefaultMaxRetryAfter},
+		{&ev.ReverifyAfter, DefaultReverifyAfter},
+		{&ev.RetryAfter, DefaultRetryAfter},
+		{&ev.MaxRetryAfter, DefaultMaxRetryAfter},
 		{&ev.RegistryTimeout, DefaultRegistryTimeout},
 		{&ev.RegistryBackoff, DefaultRegistryBackoff},
 		{&ev.MaxRegistryBackoff, DefaultMaxRegistryBackoff},

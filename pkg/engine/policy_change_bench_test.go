@@ -1,9 +1,11 @@
-package reputation
+package engine
 
 import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/repute-dev/repute/reputation"
 )
 
 // engineWithEvidence is an engine holding gathered evidence and verdicts for n signed images,
@@ -11,16 +13,16 @@ import (
 func engineWithEvidence(b *testing.B, n int) *Engine {
 	b.Helper()
 	p := keyedPolicy(&testing.T{}, 30, "aa")
-	e := NewEngine(EngineOptions{Policy: p, LocalSources: []EvidenceSource{&BehaviorSource{Ledger: NewBehaviorLedger()}}})
+	e := New(Options{Policy: p, LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: reputation.NewBehaviorLedger()}}})
 	now := time.Now()
 	for i := range n {
 		image := fmt.Sprintf("registry.internal/team/app-%05d@sha256:%064x", i, i)
-		ref, err := ParseImageRef(image)
+		ref, err := reputation.ParseImageRef(image)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ev := &Evidence{Image: ref, Signature: &SignatureEvidence{State: SignatureVerified, Key: "ops"}}
-		e.publish(image, ev, Evaluate(p, ev, now))
+		ev := &reputation.Evidence{Image: ref, Signature: &reputation.SignatureEvidence{State: reputation.SignatureVerified, Key: "ops"}}
+		e.publish(image, ev, reputation.Evaluate(p, ev, now))
 	}
 	return e
 }
@@ -30,7 +32,7 @@ func engineWithEvidence(b *testing.B, n int) *Engine {
 func BenchmarkPolicyChange(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		e := engineWithEvidence(b, n)
-		policies := []*Policy{keyedPolicy(&testing.T{}, 5, "aa"), keyedPolicy(&testing.T{}, 30, "aa")}
+		policies := []*reputation.Policy{keyedPolicy(&testing.T{}, 5, "aa"), keyedPolicy(&testing.T{}, 30, "aa")}
 		b.Run(fmt.Sprintf("Reweigh/images=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {

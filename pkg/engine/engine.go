@@ -1,0 +1,341 @@
+// Package engine evaluates images in the background and publishes their verdicts into the
+// verdict cache the scheduling cycle reads. Its queue is client-go's typed rate-limiting
+// workqueue: each image is queued once however many pods ask, an image whose evidence could
+// not all be gathered is retried with exponential backoff, and a complete verdict is gathered
+// again after ReverifyAfter through AddAfter. Its clock is k8s.io/utils/clock, so tests drive
+// time. It lives in pkg/ because the domain package, reputation, imports no client-go; what it
+// weighs (policy, evidence, verdicts) stays there.
+package engine
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/reputation"
+)
+
+// Options configure an Engine. Zero values take the defaults below.
+type Options struct {
+	Policy *reputation.Policy
+	Cache  *reputation.Cache
+	// Sources add evidence beyond what the reference itself says (origin needs none).
+	Sources []reputation.EvidenceSource
+	// LocalSources read evidence kept in memory (runtime behavior). They run after Sources at
+	// every evaluation, and alone when Rescore re-weighs an image without I/O.
+	LocalSources []reputation.EvidenceSource
+	// RescoreEvery is how often images with runtime behavior are rescored from memory, so that
+	// decaying penalties lift on time. Negative: never.
+	RescoreEvery time.Duration
+	// Workers bounds how many images are evaluated at once.
+	Workers int
+	// Wait bounds how long a pod waits for its images' first verdicts. Past it a provisional
+	// unknown verdict is published, so pods are placed (never as trusted) while evaluation goes
+	// on. Zero: no provisional verdict.
+	Wait time.Duration
+	// RetryAfter is the first delay before an image whose evidence could not all be gathered
+	// (a registry down, say) is evaluated again; it doubles up to MaxRetryAfter.
+	RetryAfter, MaxRetryAfter time.Duration
+	// ReverifyAfter is how long a complete verdict stands before its evidence is gathered
+	// again: signatures and keys change. Negative: never.
+	ReverifyAfter time.Duration
+	// Clock is the engine's time; tests pass a fake one.
+	Clock clock.WithTickerAndDelayedExecution
+	// QueueName names the queue in the workqueue metrics (depth, latency, retries).
+	QueueName string
+	// OnEvaluated is told of every evaluation a worker completes, for metrics: the evidence
+	// (nil for a reference that does not parse), the verdict, the time it took, and whether
+	// some evidence could not be gathered.
+	OnEvaluated func(ev *reputation.Evidence, v *reputation.Verdict, elapsed time.Duration, incomplete bool)
+}
+
+// Defaults for what Options leave zero and the args do not say; the args' own defaults are
+// in pkg/apis/config/v1, which this package reads for the rest.
+const (
+	DefaultRescoreEvery = time.Minute
+	DefaultQueueName    = "repute_evaluation"
+)
+
+// Engine evaluates each image once, in the background, and publishes verdicts into the cache.
+type Engine struct {
+	opts   Options
+	policy atomic.Pointer[reputation.Policy] // swapped whole by SetPolicy
+
+	queue workqueue.TypedRateLimitingInterface[string]
+	// requested holds images asked for by pods and not yet published: the workqueue would
+	// queue an image again if asked while a worker holds it, and a pod's request is answered by
+	// the evaluation already under way.
+	requested sync.Map
+
+	// publishMu orders publications of verdicts, so that a rescore from memory never replaces a
+	// verdict built from newer evidence; evidence holds what each published verdict was built on.
+	publishMu sync.Mutex
+	evidence  map[string]*reputation.Evidence
+}
+
+// New builds an engine; Run starts its workers. Requests made before Run wait in the queue.
+func New(opts Options) *Engine {
+	if opts.Policy == nil {
+		opts.Policy = reputation.DefaultPolicy()
+	}
+	if opts.Cache == nil {
+		opts.Cache = reputation.NewCache()
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = configv1.DefaultWorkers
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = configv1.DefaultRetryAfter
+	}
+	if opts.MaxRetryAfter < opts.RetryAfter {
+		opts.MaxRetryAfter = max(configv1.DefaultMaxRetryAfter, opts.RetryAfter)
+	}
+	if opts.ReverifyAfter == 0 {
+		opts.ReverifyAfter = configv1.DefaultReverifyAfter
+	}
+	if opts.RescoreEvery == 0 {
+		opts.RescoreEvery = DefaultRescoreEvery
+	}
+	if opts.QueueName == "" {
+		opts.QueueName = DefaultQueueName
+	}
+	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryAfter, opts.MaxRetryAfter),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock})}
+	e.policy.Store(opts.Policy)
+	return e
+}
+
+// Cache is the cache the engine publishes into.
+func (e *Engine) Cache() *reputation.Cache { return e.opts.Cache }
+
+// Policy is the policy in force.
+func (e *Engine) Policy() *reputation.Policy { return e.policy.Load() }
+
+// SetPolicy puts a policy in force for every evaluation from now on. Verdicts already published
+// stand until Reweigh or a re-evaluation replaces them.
+func (e *Engine) SetPolicy(p *reputation.Policy) { e.policy.Store(p) }
+
+// Request asks for a verdict on an image as spelled in a pod spec. It never blocks and does no
+// I/O, so it is safe to call from the scheduler's queue. Repeated requests are coalesced.
+func (e *Engine) Request(image string) {
+	if e.opts.Cache.Get(image) != nil {
+		return
+	}
+	if _, asked := e.requested.LoadOrStore(image, struct{}{}); asked {
+		return
+	}
+	// Checked again: a worker publishes before it forgets the request, so an image neither
+	// requested nor cached here has truly not been evaluated.
+	if e.opts.Cache.Get(image) != nil {
+		e.requested.Delete(image)
+		return
+	}
+	e.queue.Add(image)
+	if e.opts.Wait > 0 {
+		// Dated by the request, not read from the clock when the timer fires: a fake clock runs
+		// timers while it holds its own lock.
+		due := e.opts.Clock.Now().Add(e.opts.Wait)
+		e.opts.Clock.AfterFunc(e.opts.Wait, func() {
+			e.opts.Cache.PublishIfAbsent(image, reputation.Pending(image, e.opts.Wait, e.Policy(), due))
+		})
+	}
+}
+
+// Reevaluate queues every image whose current verdict matches, e.g. when a vulnerability report
+// about its digest arrives. The current verdicts stand until the new ones are published.
+func (e *Engine) Reevaluate(match func(image string, v *reputation.Verdict) bool) int {
+	n := 0
+	for image, v := range e.opts.Cache.Snapshot() {
+		if match(image, v) {
+			e.queue.Add(image)
+			n++
+		}
+	}
+	return n
+}
+
+// Run evaluates queued images until ctx is done; then the queue shuts down, and nothing is
+// evaluated again.
+func (e *Engine) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	if e.opts.RescoreEvery > 0 {
+		wg.Go(func() {
+			tick := e.opts.Clock.NewTicker(e.opts.RescoreEvery)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C():
+					e.Rescore(func(_ string, ev *reputation.Evidence) bool { return len(ev.Behavior) > 0 })
+				}
+			}
+		})
+	}
+	for range e.opts.Workers {
+		wg.Go(func() {
+			for e.processNext(ctx) {
+			}
+		})
+	}
+	<-ctx.Done()
+	e.queue.ShutDown()
+	wg.Wait()
+}
+
+// processNext evaluates one image. The next evaluation is scheduled before the verdict is
+// published, so whoever sees the verdict can rely on it: soon, with backoff, when evidence was
+// missing; after ReverifyAfter when it was complete. The verdict stands until then.
+func (e *Engine) processNext(ctx context.Context) bool {
+	image, shutdown := e.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer e.queue.Done(image)
+	start := e.opts.Clock.Now()
+	ev, v, incomplete := e.evaluate(ctx, image)
+	elapsed := e.opts.Clock.Since(start)
+	switch {
+	case ctx.Err() != nil:
+	case incomplete:
+		e.queue.AddRateLimited(image)
+	default:
+		e.queue.Forget(image)
+		if e.opts.ReverifyAfter > 0 {
+			e.queue.AddAfter(image, e.opts.ReverifyAfter)
+		}
+	}
+	if e.opts.OnEvaluated != nil {
+		e.opts.OnEvaluated(ev, v, elapsed, incomplete)
+	}
+	e.publish(image, ev, v)
+	e.requested.Delete(image)
+	return true
+}
+
+// publish records the evidence a verdict was built on and publishes the verdict.
+func (e *Engine) publish(image string, ev *reputation.Evidence, v *reputation.Verdict) {
+	e.publishMu.Lock()
+	defer e.publishMu.Unlock()
+	if ev != nil {
+		e.evidence[image] = ev
+	}
+	e.opts.Cache.Publish(image, v)
+}
+
+// Rescore re-weighs, from memory, every image whose last gathered evidence matches: the local
+// sources are read again and the verdict republished if its outcome changed. No registry or
+// report is consulted, so a Falco alert re-tiers an image in microseconds whatever the state of
+// the registry. Images not yet evaluated are left to their evaluation, which reads the local
+// sources too. It returns how many verdicts changed.
+func (e *Engine) Rescore(match func(image string, ev *reputation.Evidence) bool) int {
+	return e.reweigh(match, nil)
+}
+
+// Reweigh re-weighs every image from the evidence already gathered, under the policy in force
+// (after SetPolicy), and republishes the verdicts whose outcome changed; no I/O. adjust, when
+// set, may first withdraw evidence the new policy no longer accepts (a signature by a key that
+// is no longer trusted) from a copy. It returns how many verdicts changed.
+func (e *Engine) Reweigh(adjust func(ev *reputation.Evidence)) int {
+	return e.reweigh(func(string, *reputation.Evidence) bool { return true }, adjust)
+}
+
+func (e *Engine) reweigh(match func(image string, ev *reputation.Evidence) bool, adjust func(ev *reputation.Evidence)) int {
+	changed := 0
+	for image, old := range e.opts.Cache.Snapshot() {
+		e.publishMu.Lock()
+		last := e.evidence[image]
+		if last == nil || !match(image, last) {
+			e.publishMu.Unlock()
+			continue
+		}
+		ev := e.reread(last, adjust)
+		v := reputation.Evaluate(e.Policy(), ev, e.opts.Clock.Now())
+		e.evidence[image] = ev
+		if !reputation.SameOutcome(old, v) {
+			e.opts.Cache.Publish(image, v)
+			changed++
+		}
+		e.publishMu.Unlock()
+	}
+	return changed
+}
+
+// reread copies gathered evidence, applies adjust, and reads the local sources again.
+func (e *Engine) reread(last *reputation.Evidence, adjust func(ev *reputation.Evidence)) *reputation.Evidence {
+	ev := *last
+	if adjust != nil {
+		adjust(&ev)
+	}
+	ctx := context.Background() // local sources do no I/O
+	for _, src := range e.opts.LocalSources {
+		_ = src.Collect(ctx, &ev) // in-memory reads do not fail
+	}
+	return &ev
+}
+
+// Simulation is one image's verdict now and under a proposed policy.
+type Simulation struct {
+	Image         string
+	Before, After *reputation.Verdict
+}
+
+// Simulate weighs every image's gathered evidence under a proposed policy and returns each
+// image's current and proposed verdicts, changing nothing. Images whose evidence has not been
+// gathered since the scheduler started (verdicts warmed from the store) cannot be weighed and
+// are returned in notGathered. adjust is as for Reweigh.
+func (e *Engine) Simulate(proposed *reputation.Policy, adjust func(ev *reputation.Evidence)) (out []Simulation, notGathered []string) {
+	for image, before := range e.opts.Cache.Snapshot() {
+		e.publishMu.Lock()
+		last := e.evidence[image]
+		var ev *reputation.Evidence
+		if last != nil {
+			ev = e.reread(last, adjust)
+		}
+		e.publishMu.Unlock()
+		if ev == nil {
+			notGathered = append(notGathered, image)
+			continue
+		}
+		out = append(out, Simulation{Image: image, Before: before, After: reputation.Evaluate(proposed, ev, e.opts.Clock.Now())})
+	}
+	return out, notGathered
+}
+
+// Evaluate gathers evidence for one image and weighs it under the current policy.
+func (e *Engine) Evaluate(ctx context.Context, image string) *reputation.Verdict {
+	_, v, _ := e.evaluate(ctx, image)
+	return v
+}
+
+// evaluate also returns the evidence (nil when the reference does not parse) and reports
+// whether some of it could not be gathered.
+func (e *Engine) evaluate(ctx context.Context, image string) (_ *reputation.Evidence, _ *reputation.Verdict, incomplete bool) {
+	ref, err := reputation.ParseImageRef(image)
+	if err != nil {
+		// Re-reading the same string cannot make it parse: no retry.
+		return nil, reputation.Unassessable(image, err, e.Policy(), e.opts.Clock.Now()), false
+	}
+	ev := &reputation.Evidence{Image: ref}
+	for _, src := range e.opts.Sources {
+		// A source that fails leaves its evidence missing (missing evidence never raises trust)
+		// and the image is evaluated again later.
+		if err := src.Collect(ctx, ev); err != nil {
+			incomplete = true
+		}
+	}
+	for _, src := range e.opts.LocalSources {
+		_ = src.Collect(ctx, ev)
+	}
+	return ev, reputation.Evaluate(e.Policy(), ev, e.opts.Clock.Now()), incomplete
+}
