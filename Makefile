@@ -13,7 +13,7 @@ PKGS := ./...
 COSIGN_VERSION ?= v3.1.3
 COSIGN := $(CURDIR)/$(BIN)/tools/cosign
 
-.PHONY: all build tools test demo demo-keep bench fuzz verify clean
+.PHONY: all build tools test demo demo-keep bench fuzz verify codegen clean
 all: build
 
 ## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
@@ -46,7 +46,7 @@ demo-keep: $(COSIGN)
 BENCH ?= .
 BENCHTIME ?= 1s
 bench:
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) ./plugins/... ./reputation/... ./test/bench/...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCHTIME) ./plugins/... ./reputation/... ./pkg/engine/... ./test/bench/...
 
 ## fuzz: each fuzz target for FUZZTIME (seed corpora also run in make test)
 FUZZTIME ?= 30s
@@ -62,8 +62,15 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzReadPolicy$$' -fuzztime $(FUZZTIME) ./pkg/reputectl/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/mirror/
 
-## verify: gofmt, go vet, and go mod tidy leaves no diff
+## codegen: regenerate deepcopy, defaults and conversions (k8s.io/code-generator) and the CRD (controller-gen)
+codegen:
+	GO=$(GO) hack/update-codegen.sh
+
+## verify: gofmt, go vet, go mod tidy leaves no diff, and generated files are current
 verify:
+	@hack/update-codegen.sh >/dev/null; \
+	if ! git diff --quiet -- pkg/apis deploy/crds || [ -n "$$(git ls-files --others --exclude-standard pkg/apis deploy/crds)" ]; then \
+	  git status --short -- pkg/apis deploy/crds; echo "generated files are stale: run make codegen and commit"; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	@cp go.mod /tmp/repute-go.mod.bak; cp go.sum /tmp/repute-go.sum.bak; \

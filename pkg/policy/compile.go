@@ -3,14 +3,13 @@
 package policy
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
-	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -22,41 +21,39 @@ type Compiled struct {
 	Policy *reputation.Policy
 }
 
-// Compile defaults a policy spec exactly as the scheduler args are defaulted, then runs every
-// check the scheduler runs, keys included. Errors name their field under spec.
-func Compile(spec *configv1.PolicySpec) (*Compiled, field.ErrorList) {
+// Compile defaults a policy spec exactly as the scheduler args' policy block is defaulted (it
+// is the same type), then runs every check the scheduler runs, keys included. Errors name their
+// field under spec. This is the one way from a versioned policy to the domain's: the internal
+// spec, then config.Policy.
+func Compile(spec *v1alpha1.PolicySpec) (*Compiled, field.ErrorList) {
 	specPath := field.NewPath("spec")
-	// Defaulting fills nested pointers: work on a copy.
-	var copied configv1.PolicySpec
+	rp := &v1alpha1.ReputationPolicy{}
 	if spec != nil {
-		b, err := json.Marshal(spec)
-		if err == nil {
-			err = json.Unmarshal(b, &copied)
-		}
-		if err != nil {
-			return nil, field.ErrorList{field.InternalError(specPath, err)}
-		}
+		rp.Spec = *spec.DeepCopy() // defaulting fills fields in: work on a copy
 	}
-	args := &configv1.ReputationArgs{Policy: &copied}
-	configv1.SetDefaults_ReputationArgs(args)
-	var internal config.ReputationArgs
-	configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(args, &internal)
-	if errs := validation.ValidatePolicy(specPath, &internal.Policy); len(errs) > 0 {
+	v1alpha1.SetObjectDefaults_ReputationPolicy(rp)
+	var internal config.PolicySpec
+	if err := v1alpha1.Convert_v1alpha1_PolicySpec_To_config_PolicySpec(&rp.Spec, &internal, nil); err != nil {
+		return nil, field.ErrorList{field.InternalError(specPath, err)}
+	}
+	if errs := validation.ValidatePolicy(specPath, &internal); len(errs) > 0 {
 		return nil, errs
 	}
-	p, err := reputation.NewPolicy(config.Policy(&internal.Policy))
+	p, err := reputation.NewPolicy(config.Policy(&internal))
 	if err != nil {
 		return nil, field.ErrorList{field.Invalid(specPath, "", err.Error())}
 	}
-	return &Compiled{Spec: internal.Policy, Policy: p}, nil
+	return &Compiled{Spec: internal, Policy: p}, nil
 }
 
 // Versioned is the policy as a ReputationPolicy's spec spells it, every default filled in: the
 // form the store records, whatever the policy came from, so versions compare and diff alike.
-func (c *Compiled) Versioned() *configv1.PolicySpec {
-	var v1 configv1.ReputationArgs
-	configv1.Convert_config_ReputationArgs_To_v1_ReputationArgs(&config.ReputationArgs{Policy: c.Spec}, &v1)
-	return v1.Policy
+func (c *Compiled) Versioned() *v1alpha1.PolicySpec {
+	var out v1alpha1.PolicySpec
+	if err := v1alpha1.Convert_config_PolicySpec_To_v1alpha1_PolicySpec(&c.Spec, &out, nil); err != nil {
+		panic(err) // generated field-by-field copies of plain data: no error path
+	}
+	return &out
 }
 
 // Describe is a one-line account of what a policy change did, for status and logs.

@@ -10,7 +10,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	rpolicy "github.com/repute-dev/repute/pkg/policy"
 	"github.com/repute-dev/repute/reputation/store"
 )
@@ -67,7 +67,7 @@ func TestPolicyDiffAgainstThePolicyInForce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, errs := rpolicy.Compile(&configv1.PolicySpec{})
+	c, errs := rpolicy.Compile(&v1alpha1.PolicySpec{})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}

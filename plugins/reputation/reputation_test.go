@@ -25,6 +25,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/engine"
 	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation"
@@ -40,8 +41,8 @@ const (
 // testArgs are defaulted args with the issue's example origin rules.
 func testArgs() *config.ReputationArgs {
 	v1args := &configv1.ReputationArgs{}
-	configv1.SetDefaults_ReputationArgs(v1args)
-	v1args.Policy.Origin.Rules = []configv1.OriginRule{
+	configv1.SetObjectDefaults_ReputationArgs(v1args)
+	v1args.Policy.Origin.Rules = []v1alpha1.OriginRule{
 		{Pattern: "registry.internal/*", Tier: "trusted"},
 		{Pattern: "docker.io/*", Tier: "unknown"},
 		{Pattern: "*", Tier: "untrusted"},
@@ -49,7 +50,9 @@ func testArgs() *config.ReputationArgs {
 	// These tests are about placement; origin alone decides the tier here.
 	v1args.Policy.Signature.RequireForTrusted = ptr.To(false)
 	var args config.ReputationArgs
-	configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, &args)
+	if err := configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, &args, nil); err != nil {
+		panic(err)
+	}
 	return &args
 }
 

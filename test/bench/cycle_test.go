@@ -31,6 +31,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/plugins/reputation"
 	domain "github.com/repute-dev/repute/reputation"
@@ -82,11 +83,13 @@ func profile(b *testing.B, withReputation bool) *schedconfig.KubeSchedulerProfil
 		p.Plugins.MultiPoint.Enabled = append(p.Plugins.MultiPoint.Enabled, schedconfig.Plugin{Name: reputation.Name, Weight: 3})
 		p.Plugins.Filter.Disabled = append(p.Plugins.Filter.Disabled, schedconfig.Plugin{Name: names.TaintToleration})
 		v1args := &configv1.ReputationArgs{}
-		configv1.SetDefaults_ReputationArgs(v1args)
-		v1args.Policy.Origin.Rules = []configv1.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"}}
+		configv1.SetObjectDefaults_ReputationArgs(v1args)
+		v1args.Policy.Origin.Rules = []v1alpha1.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"}}
 		v1args.Policy.Signature.RequireForTrusted = ptr.To(false) // the cycle reads a verdict; how it was reached does not matter
 		args := &config.ReputationArgs{}
-		configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, args)
+		if err := configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, args, nil); err != nil {
+			panic(err)
+		}
 		p.PluginConfig = append(p.PluginConfig, schedconfig.PluginConfig{Name: reputation.Name, Args: args})
 	}
 	return &p

@@ -14,7 +14,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 )
 
@@ -252,15 +251,14 @@ func (c SchedulerConfig) Render() string {
 // RenderPolicy returns this configuration's policy as a ReputationPolicy manifest: the same
 // origin rules, keys and signature requirement the scheduler configuration renders.
 func (c SchedulerConfig) RenderPolicy(name string) string {
-	spec := configv1.PolicySpec{
-		Origin:    &configv1.OriginPolicy{},
-		Signature: &configv1.SignaturePolicy{RequireForTrusted: ptr.To(c.RequireSignature)},
+	spec := v1alpha1.PolicySpec{
+		Signature: v1alpha1.SignaturePolicy{RequireForTrusted: ptr.To(c.RequireSignature)},
 	}
 	for _, r := range c.OriginRules {
-		spec.Origin.Rules = append(spec.Origin.Rules, configv1.OriginRule{Pattern: r.Pattern, Tier: r.Tier, Weight: int32(r.Weight)})
+		spec.Origin.Rules = append(spec.Origin.Rules, v1alpha1.OriginRule{Pattern: r.Pattern, Tier: r.Tier, Weight: int32(r.Weight)})
 	}
 	for _, k := range c.SigningKeys {
-		spec.Signature.Keys = append(spec.Signature.Keys, configv1.SigningKey{Name: k.Name, PublicKey: k.PEM, Repositories: k.Repositories})
+		spec.Signature.Keys = append(spec.Signature.Keys, v1alpha1.SigningKey{Name: k.Name, PublicKey: k.PEM, Repositories: k.Repositories})
 	}
 	obj := map[string]any{
 		"apiVersion": v1alpha1.Group + "/" + v1alpha1.Version, "kind": v1alpha1.Kind,

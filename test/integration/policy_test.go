@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,79 @@ func TestReputationPolicySchemaRefusesMistakes(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `unknown field "spec.baseScroe"`) {
 		t.Errorf("strict create with a typo: %v, want unknown field spec.baseScroe", err)
 	}
+}
+
+// Every field of the ReputationPolicy schema the apiserver serves (OpenAPI v3, what kubectl
+// explain reads) has a description: the CRD is generated from the API's doc comments.
+func TestServedReputationPolicySchemaDescribesEveryField(t *testing.T) {
+	root := servedSchema(t, "apis/"+v1alpha1.Group+"/"+v1alpha1.Version, "dev.repute.v1alpha1.ReputationPolicy")
+	var undescribed []string
+	fields := 0
+	var walk func(path string, schema map[string]any)
+	walk = func(path string, schema map[string]any) {
+		props, _ := schema["properties"].(map[string]any)
+		for name, p := range props {
+			prop, _ := p.(map[string]any)
+			fieldPath := path + "." + name
+			if path == "" && name == "metadata" {
+				continue // ObjectMeta, described by Kubernetes
+			}
+			fields++
+			if d, _ := prop["description"].(string); strings.TrimSpace(d) == "" {
+				undescribed = append(undescribed, fieldPath)
+			}
+			walk(fieldPath, prop)
+		}
+		if items, ok := schema["items"].(map[string]any); ok {
+			walk(path+"[]", items)
+		}
+		if values, ok := schema["additionalProperties"].(map[string]any); ok {
+			walk(path+"{}", values)
+		}
+	}
+	walk("", root)
+	if fields < 40 {
+		t.Fatalf("walked %d fields; the served schema is not the policy's", fields)
+	}
+	if len(undescribed) > 0 {
+		sort.Strings(undescribed)
+		t.Errorf("%d of %d fields have no description:\n%s", len(undescribed), fields, strings.Join(undescribed, "\n"))
+	}
+}
+
+// servedSchema reads one component schema from the apiserver's OpenAPI v3 document for a group
+// version, waiting for the CRD's to be published.
+func servedSchema(t *testing.T, groupVersionPath, component string) map[string]any {
+	t.Helper()
+	var schema map[string]any
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		paths, err := cluster.Client.Discovery().OpenAPIV3().Paths()
+		if err != nil {
+			return false, nil
+		}
+		gv, ok := paths[groupVersionPath]
+		if !ok {
+			return false, nil
+		}
+		data, err := gv.Schema("application/json")
+		if err != nil {
+			return false, nil
+		}
+		var doc struct {
+			Components struct {
+				Schemas map[string]map[string]any `json:"schemas"`
+			} `json:"components"`
+		}
+		if err := json.Unmarshal(data, &doc); err != nil {
+			return false, err
+		}
+		schema = doc.Components.Schemas[component]
+		return schema != nil, nil
+	})
+	if err != nil {
+		t.Fatalf("OpenAPI v3 schema %s of %s not served: %v", component, groupVersionPath, err)
+	}
+	return schema
 }
 
 // Editing the ReputationPolicy the scheduler follows takes effect without a restart: images

@@ -9,6 +9,8 @@ import (
 
 // ReputationArgs configures the Reputation plugin. The type name must be the plugin name plus
 // "Args": kube-scheduler finds the type for a pluginConfig entry by that name.
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 type ReputationArgs struct {
 	metav1.TypeMeta
 

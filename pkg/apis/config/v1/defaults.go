@@ -34,8 +34,11 @@ const (
 	DefaultMaxRegistryBackoff = 5 * time.Minute
 )
 
-// SetDefaults_ReputationArgs fills every field the operator left unset. This is the only place
-// defaults live.
+// Defaults, one function per type: the generated SetObjectDefaults_ReputationArgs calls each for
+// its part of the args, the policy's (in repute.dev/v1alpha1) included. Zero means what the
+// field's comment says it means (0s: never; 0: no bound); only an unset field is defaulted.
+
+// SetDefaults_ReputationArgs defaults the top-level fields.
 func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	if obj.PoolLabelKey == nil {
 		obj.PoolLabelKey = ptr.To(DefaultPoolLabelKey)
@@ -43,182 +46,98 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 	if obj.VerdictWait == nil {
 		obj.VerdictWait = &metav1.Duration{Duration: DefaultVerdictWait}
 	}
-	if obj.Pools == nil {
-		obj.Pools = &TierPools{}
-	}
-	obj.Pools.Trusted = defaultPool(obj.Pools.Trusted, reputation.TierTrusted, "Pack")
-	obj.Pools.Unknown = defaultPool(obj.Pools.Unknown, reputation.TierUnknown, "Spread")
-	obj.Pools.Untrusted = defaultPool(obj.Pools.Untrusted, reputation.TierUntrusted, "Spread")
-
-	if obj.Replacement == nil {
-		obj.Replacement = &ReplacementSpec{}
-	}
-	r := obj.Replacement
-	if r.Mode == "" {
-		r.Mode = "Report"
-	}
-	if r.Upward == "" {
-		r.Upward = "None"
-	}
-	if r.EvictionsPerMinute == nil {
-		r.EvictionsPerMinute = ptr.To[int32](30)
-	}
-	if r.MaxConcurrentEvictions == nil {
-		r.MaxConcurrentEvictions = ptr.To[int32](5)
-	}
-	if r.Margin == nil {
-		r.Margin = ptr.To[int32](5)
-	}
-	if r.SettleFor == nil {
-		r.SettleFor = &metav1.Duration{Duration: 2 * time.Minute}
-	}
-	if r.ProtectedPriority == nil {
-		r.ProtectedPriority = ptr.To[int32](DefaultProtectedPriority)
-	}
-	if obj.Untrusted == nil {
-		obj.Untrusted = &UntrustedPoolSpec{}
-	}
-	if obj.Untrusted.Isolation == "" {
-		obj.Untrusted.Isolation = "None"
-	}
-	if obj.Policy == nil {
-		obj.Policy = &PolicySpec{}
-	}
-	p := obj.Policy
-	if p.BaseScore == nil {
-		p.BaseScore = ptr.To[int32](reputation.DefaultBaseScore)
-	}
-	if p.Thresholds == nil {
-		p.Thresholds = &Thresholds{}
-	}
-	if p.Thresholds.Trusted == nil {
-		p.Thresholds.Trusted = ptr.To[int32](reputation.DefaultTrustedAtOrAbove)
-	}
-	if p.Thresholds.Untrusted == nil {
-		p.Thresholds.Untrusted = ptr.To[int32](reputation.DefaultUntrustedBelow)
-	}
-	if p.Origin == nil {
-		p.Origin = &OriginPolicy{}
-	}
-	if p.Origin.MutableTagPenalty == nil {
-		p.Origin.MutableTagPenalty = ptr.To[int32](reputation.DefaultMutableTagPenalty)
-	}
-	if p.Signature == nil {
-		p.Signature = &SignaturePolicy{}
-	}
-	sig := p.Signature
-	if sig.VerifiedWeight == nil {
-		sig.VerifiedWeight = ptr.To[int32](reputation.DefaultVerifiedWeight)
-	}
-	if sig.UnverifiedWeight == nil {
-		sig.UnverifiedWeight = ptr.To[int32](reputation.DefaultUnverifiedWeight)
-	}
-	if sig.AbsentWeight == nil {
-		sig.AbsentWeight = ptr.To[int32](reputation.DefaultAbsentWeight)
-	}
-	if sig.RequireForTrusted == nil {
-		sig.RequireForTrusted = ptr.To(true)
-	}
-	if sig.CheckIdentity == nil {
-		sig.CheckIdentity = ptr.To(false)
-	}
-	if p.Dependencies == nil {
-		p.Dependencies = &DependencyPolicy{}
-	}
-	deps := p.Dependencies
-	if deps.CriticalWeight == nil {
-		deps.CriticalWeight = ptr.To[int32](reputation.DefaultCriticalWeight)
-	}
-	if deps.HighWeight == nil {
-		deps.HighWeight = ptr.To[int32](reputation.DefaultHighWeight)
-	}
-	if deps.MaxCritical == nil {
-		deps.MaxCritical = ptr.To[int32](reputation.DefaultMaxCritical)
-	}
-	if deps.StaleAfter == nil {
-		deps.StaleAfter = &metav1.Duration{Duration: reputation.DefaultStaleAfter}
-	}
-	if p.Behavior == nil {
-		p.Behavior = &BehaviorPolicy{}
-	}
-	b := p.Behavior
-	if b.HalfLife == nil {
-		b.HalfLife = &metav1.Duration{Duration: reputation.DefaultBehaviorHalfLife}
-	}
-	for prio, w := range reputation.DefaultPriorityWeights() {
-		if _, set := b.PriorityWeights[prio]; !set {
-			if b.PriorityWeights == nil {
-				b.PriorityWeights = map[string]int32{}
-			}
-			b.PriorityWeights[prio] = int32(w)
-		}
-	}
-	if b.UntrustedPriority == nil {
-		b.UntrustedPriority = ptr.To(reputation.DefaultUntrustedPriority)
-	}
-	if b.CrashLoopWeight == nil {
-		b.CrashLoopWeight = ptr.To[int32](reputation.DefaultCrashLoopWeight)
-	}
-	if b.OOMKillWeight == nil {
-		b.OOMKillWeight = ptr.To[int32](reputation.DefaultOOMKillWeight)
-	}
-	if b.RestartWeight == nil {
-		b.RestartWeight = ptr.To[int32](reputation.DefaultRestartWeight)
-	}
-	if obj.Falco == nil {
-		obj.Falco = &FalcoIngest{}
-	}
-	if obj.Falco.MaxBodyBytes == nil {
-		obj.Falco.MaxBodyBytes = ptr.To[int64](DefaultFalcoMaxBodyBytes)
-	}
-	if obj.Store == nil {
-		obj.Store = &StoreSpec{}
-	}
-	if obj.Store.MaxAge == nil {
-		obj.Store.MaxAge = &metav1.Duration{Duration: DefaultStoreMaxAge}
-	}
-	if obj.Store.MaxHistoryPerImage == nil {
-		obj.Store.MaxHistoryPerImage = ptr.To[int32](DefaultMaxHistoryPerImage)
-	}
-	if obj.Store.MaxDecisions == nil {
-		obj.Store.MaxDecisions = ptr.To[int32](DefaultMaxDecisions)
-	}
-	if obj.Evaluation == nil {
-		obj.Evaluation = &EvaluationSpec{}
-	}
-	ev := obj.Evaluation
-	if ev.Workers == nil {
-		ev.Workers = ptr.To[int32](DefaultWorkers)
-	}
-	for _, d := range []struct {
-		field **metav1.Duration
-		value time.Duration
-	}{
-		{&ev.ReverifyAfter, DefaultReverifyAfter},
-		{&ev.RetryAfter, DefaultRetryAfter},
-		{&ev.MaxRetryAfter, DefaultMaxRetryAfter},
-		{&ev.RegistryTimeout, DefaultRegistryTimeout},
-		{&ev.RegistryBackoff, DefaultRegistryBackoff},
-		{&ev.MaxRegistryBackoff, DefaultMaxRegistryBackoff},
-	} {
-		if *d.field == nil {
-			*d.field = &metav1.Duration{Duration: d.value}
-		}
-	}
 }
 
-func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) *PoolSpec {
-	if in == nil {
-		in = &PoolSpec{}
-	}
+// SetDefaults_TierPools names each tier's pool after the tier: trusted pods are packed, the
+// others spread.
+func SetDefaults_TierPools(obj *TierPools) {
+	defaultPool(&obj.Trusted, reputation.TierTrusted, "Pack")
+	defaultPool(&obj.Unknown, reputation.TierUnknown, "Spread")
+	defaultPool(&obj.Untrusted, reputation.TierUntrusted, "Spread")
+}
+
+func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) {
 	if in.Name == nil {
 		in.Name = ptr.To(string(tier))
 	}
 	if in.AllowUnpooledNodes == nil {
 		in.AllowUnpooledNodes = ptr.To(false)
 	}
-	if in.Placement == nil {
-		in.Placement = ptr.To(placement)
+	if in.Placement == "" {
+		in.Placement = placement
 	}
-	return in
+}
+
+// SetDefaults_ReplacementSpec reports misplaced pods, and bounds evictions.
+func SetDefaults_ReplacementSpec(obj *ReplacementSpec) {
+	if obj.Mode == "" {
+		obj.Mode = "Report"
+	}
+	if obj.Upward == "" {
+		obj.Upward = "None"
+	}
+	if obj.EvictionsPerMinute == nil {
+		obj.EvictionsPerMinute = ptr.To[int32](30)
+	}
+	if obj.MaxConcurrentEvictions == nil {
+		obj.MaxConcurrentEvictions = ptr.To[int32](5)
+	}
+	if obj.Margin == nil {
+		obj.Margin = ptr.To[int32](5)
+	}
+	if obj.SettleFor == nil {
+		obj.SettleFor = &metav1.Duration{Duration: 2 * time.Minute}
+	}
+	if obj.ProtectedPriority == nil {
+		obj.ProtectedPriority = ptr.To[int32](DefaultProtectedPriority)
+	}
+}
+
+// SetDefaults_UntrustedPoolSpec lets untrusted pods share their pool's nodes.
+func SetDefaults_UntrustedPoolSpec(obj *UntrustedPoolSpec) {
+	if obj.Isolation == "" {
+		obj.Isolation = "None"
+	}
+}
+
+// SetDefaults_FalcoIngest bounds an alert request.
+func SetDefaults_FalcoIngest(obj *FalcoIngest) {
+	if obj.MaxBodyBytes == nil {
+		obj.MaxBodyBytes = ptr.To[int64](DefaultFalcoMaxBodyBytes)
+	}
+}
+
+// SetDefaults_StoreSpec bounds what the store keeps.
+func SetDefaults_StoreSpec(obj *StoreSpec) {
+	if obj.MaxAge == nil {
+		obj.MaxAge = &metav1.Duration{Duration: DefaultStoreMaxAge}
+	}
+	if obj.MaxHistoryPerImage == nil {
+		obj.MaxHistoryPerImage = ptr.To[int32](DefaultMaxHistoryPerImage)
+	}
+	if obj.MaxDecisions == nil {
+		obj.MaxDecisions = ptr.To[int32](DefaultMaxDecisions)
+	}
+}
+
+// SetDefaults_EvaluationSpec tunes the engine.
+func SetDefaults_EvaluationSpec(obj *EvaluationSpec) {
+	if obj.Workers == nil {
+		obj.Workers = ptr.To[int32](DefaultWorkers)
+	}
+	for _, d := range []struct {
+		field **metav1.Duration
+		value time.Duration
+	}{
+		{&obj.ReverifyAfter, DefaultReverifyAfter},
+		{&obj.RetryAfter, DefaultRetryAfter},
+		{&obj.MaxRetryAfter, DefaultMaxRetryAfter},
+		{&obj.RegistryTimeout, DefaultRegistryTimeout},
+		{&obj.RegistryBackoff, DefaultRegistryBackoff},
+		{&obj.MaxRegistryBackoff, DefaultMaxRegistryBackoff},
+	} {
+		if *d.field == nil {
+			*d.field = &metav1.Duration{Duration: d.value}
+		}
+	}
 }

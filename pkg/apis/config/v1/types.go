@@ -1,22 +1,24 @@
-// Package v1 holds the versioned ReputationArgs, as written in a KubeSchedulerConfiguration
-// (apiVersion kubescheduler.config.k8s.io/v1). Pointer fields tell "unset" from zero so that
-// defaults apply only where the operator said nothing.
 package v1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 )
 
 // ReputationArgs configures the Reputation plugin.
+//
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 type ReputationArgs struct {
 	metav1.TypeMeta `json:",inline"`
 
 	// PoolLabelKey is the node label (and taint key) naming a node's pool. Default repute.dev/pool.
 	PoolLabelKey *string `json:"poolLabelKey,omitempty"`
 	// Pools says where each tier's pods go.
-	Pools *TierPools `json:"pools,omitempty"`
-	// Policy weighs evidence into a score and a tier.
-	Policy *PolicySpec `json:"policy,omitempty"`
+	Pools TierPools `json:"pools,omitempty"`
+	// Policy weighs evidence into a score and a tier: a ReputationPolicy's spec
+	// (repute.dev/v1alpha1), so the two never drift apart.
+	Policy v1alpha1.PolicySpec `json:"policy,omitempty"`
 	// PolicyName names the cluster-scoped ReputationPolicy (repute.dev/v1alpha1) to follow:
 	// edits to it are put in force without a restart. Until it has been read (or while it does
 	// not exist) policy is in force.
@@ -24,21 +26,21 @@ type ReputationArgs struct {
 	// VerdictWait bounds how long a pod waits for its images' first verdicts. Default 5s.
 	VerdictWait *metav1.Duration `json:"verdictWait,omitempty"`
 	// Falco configures the endpoint that takes Falco alerts. Off unless bindAddress is set.
-	Falco *FalcoIngest `json:"falco,omitempty"`
+	Falco FalcoIngest `json:"falco,omitempty"`
 	// Evaluation tunes the engine that gathers and weighs evidence in the background.
-	Evaluation *EvaluationSpec `json:"evaluation,omitempty"`
+	Evaluation EvaluationSpec `json:"evaluation,omitempty"`
 	// Store is the durable record auditors read: verdicts and their history, placement
 	// decisions, policy versions and runtime behavior. Off unless path is set.
-	Store *StoreSpec `json:"store,omitempty"`
+	Store StoreSpec `json:"store,omitempty"`
 	// Audit serves the read-only audit API (what reputectl reads). Off unless bindAddress is set.
-	Audit *AuditAPI `json:"audit,omitempty"`
+	Audit AuditAPI `json:"audit,omitempty"`
 	// Mirror keeps a snapshot of the verdicts, and the runtime behavior behind them, in
 	// ConfigMaps, so that a standby replica is warm when it is elected. Off unless namespace is set.
-	Mirror *MirrorSpec `json:"mirror,omitempty"`
+	Mirror MirrorSpec `json:"mirror,omitempty"`
 	// Untrusted restricts untrusted pods beyond placement: node sharing, pods per node, limits.
-	Untrusted *UntrustedPoolSpec `json:"untrusted,omitempty"`
+	Untrusted UntrustedPoolSpec `json:"untrusted,omitempty"`
 	// Replacement moves running pods whose tier no longer matches their node's pool.
-	Replacement *ReplacementSpec `json:"replacement,omitempty"`
+	Replacement ReplacementSpec `json:"replacement,omitempty"`
 }
 
 // ReplacementSpec configures moving running pods when their tier changes.
@@ -160,9 +162,9 @@ type FalcoIngest struct {
 
 // TierPools names the pool of each tier.
 type TierPools struct {
-	Trusted   *PoolSpec `json:"trusted,omitempty"`
-	Unknown   *PoolSpec `json:"unknown,omitempty"`
-	Untrusted *PoolSpec `json:"untrusted,omitempty"`
+	Trusted   PoolSpec `json:"trusted,omitempty"`
+	Unknown   PoolSpec `json:"unknown,omitempty"`
+	Untrusted PoolSpec `json:"untrusted,omitempty"`
 }
 
 // PoolSpec describes one tier's pool.
@@ -173,112 +175,5 @@ type PoolSpec struct {
 	// isolation first.
 	AllowUnpooledNodes *bool `json:"allowUnpooledNodes,omitempty"`
 	// Placement is Pack or Spread. Default Pack for trusted, Spread otherwise.
-	Placement *string `json:"placement,omitempty"`
-}
-
-// PolicySpec is the trust policy.
-type PolicySpec struct {
-	// BaseScore is every image's starting score. Default 50.
-	BaseScore *int32 `json:"baseScore,omitempty"`
-	// Thresholds split the score into tiers.
-	Thresholds *Thresholds `json:"thresholds,omitempty"`
-	// Origin weighs where images come from.
-	Origin *OriginPolicy `json:"origin,omitempty"`
-	// Signature weighs cosign signatures.
-	Signature *SignaturePolicy `json:"signature,omitempty"`
-	// Dependencies weighs vulnerability reports.
-	Dependencies *DependencyPolicy `json:"dependencies,omitempty"`
-	// Behavior weighs runtime behavior: Falco alerts, crash loops, OOM kills and restarts.
-	Behavior *BehaviorPolicy `json:"behavior,omitempty"`
-}
-
-// BehaviorPolicy weighs runtime behavior. Every weight is ≤ 0: behavior only ever lowers a
-// reputation, and penalties halve every halfLife, so an image recovers only with time.
-type BehaviorPolicy struct {
-	// HalfLife is how long a penalty takes to halve. Default 24h; 0s: never fades.
-	HalfLife *metav1.Duration `json:"halfLife,omitempty"`
-	// PriorityWeights are the penalties of one Falco alert by priority (Emergency, Alert,
-	// Critical, Error, Warning, Notice, Informational, Debug). Priorities left out keep their
-	// defaults: -100, -80, -60, -30, -10, -2, 0, 0.
-	PriorityWeights map[string]int32 `json:"priorityWeights,omitempty"`
-	// UntrustedPriority: an alert at or above this priority makes the image untrusted for one
-	// half-life, whatever its score. Default Critical; "" never.
-	UntrustedPriority *string `json:"untrustedPriority,omitempty"`
-	// CrashLoopWeight applies when a container enters CrashLoopBackOff. Default -15.
-	CrashLoopWeight *int32 `json:"crashLoopWeight,omitempty"`
-	// OOMKillWeight applies when a container is OOM-killed. Default -10.
-	OOMKillWeight *int32 `json:"oomKillWeight,omitempty"`
-	// RestartWeight applies per container restart (at most 5 counted per status update). Default -2.
-	RestartWeight *int32 `json:"restartWeight,omitempty"`
-}
-
-// DependencyPolicy weighs Trivy Operator VulnerabilityReports and ClusterVulnerabilityReports,
-// read from the cluster when their CRDs are installed.
-type DependencyPolicy struct {
-	// CriticalWeight (≤ 0) applies per critical vulnerability. Default -20.
-	CriticalWeight *int32 `json:"criticalWeight,omitempty"`
-	// HighWeight (≤ 0) applies per high vulnerability. Default -5.
-	HighWeight *int32 `json:"highWeight,omitempty"`
-	// MaxCritical: more critical vulnerabilities make the image untrusted. Default 0.
-	MaxCritical *int32 `json:"maxCritical,omitempty"`
-	// DenyVulnerabilities (IDs such as CVE-2021-44228) and DenyPackages make an image listing
-	// any of them untrusted.
-	DenyVulnerabilities []string `json:"denyVulnerabilities,omitempty"`
-	DenyPackages        []string `json:"denyPackages,omitempty"`
-	// StaleAfter: an older report counts as none. Default 168h.
-	StaleAfter *metav1.Duration `json:"staleAfter,omitempty"`
-}
-
-// SignaturePolicy weighs cosign signatures, verified offline against the operator's keys.
-type SignaturePolicy struct {
-	// VerifiedWeight is added for a signature by a trusted key over this digest. Default 30.
-	VerifiedWeight *int32 `json:"verifiedWeight,omitempty"`
-	// UnverifiedWeight (≤ 0) applies when signatures exist but none verifies. Default -10.
-	UnverifiedWeight *int32 `json:"unverifiedWeight,omitempty"`
-	// AbsentWeight (≤ 0) applies to unsigned images. Default 0.
-	AbsentWeight *int32 `json:"absentWeight,omitempty"`
-	// RequireForTrusted keeps images without a verified signature out of the trusted tier.
-	// Default true.
-	RequireForTrusted *bool `json:"requireForTrusted,omitempty"`
-	// CheckIdentity also requires the docker-reference a signature names (legacy format; cosign
-	// v3 bundles name none) to be the image's repository: a copy mirrored elsewhere then counts
-	// as unverified. Default false.
-	CheckIdentity *bool `json:"checkIdentity,omitempty"`
-	// Keys are the trusted public keys. With none, signatures are not checked (and, with
-	// requireForTrusted, nothing is trusted).
-	Keys []SigningKey `json:"keys,omitempty"`
-}
-
-// SigningKey is one trusted public key.
-type SigningKey struct {
-	Name string `json:"name"`
-	// PublicKey is the PEM text, as `cosign generate-key-pair` writes it to cosign.pub.
-	PublicKey string `json:"publicKey"`
-	// Repositories are the "registry/repository" globs (origin-rule syntax) this key vouches
-	// for. Only images in them are checked against it; none means every image.
-	Repositories []string `json:"repositories,omitempty"`
-}
-
-// Thresholds split the 0–100 score into tiers.
-type Thresholds struct {
-	// Trusted is the lowest trusted score. Default 70.
-	Trusted *int32 `json:"trusted,omitempty"`
-	// Untrusted: scores below it are untrusted. Default 30.
-	Untrusted *int32 `json:"untrusted,omitempty"`
-}
-
-// OriginPolicy weighs where images come from.
-type OriginPolicy struct {
-	// Rules are tried in order; the first match decides.
-	Rules []OriginRule `json:"rules,omitempty"`
-	// MutableTagPenalty is subtracted for references not pinned by digest. Default 10.
-	MutableTagPenalty *int32 `json:"mutableTagPenalty,omitempty"`
-}
-
-// OriginRule maps "<registry glob>/<repository glob>" to a weight or a hard tier.
-type OriginRule struct {
-	Pattern string `json:"pattern"`
-	Weight  int32  `json:"weight,omitempty"`
-	// Tier, when set (trusted, unknown, untrusted), decides the tier outright.
-	Tier string `json:"tier,omitempty"`
+	Placement string `json:"placement,omitempty"`
 }
