@@ -17,11 +17,14 @@ import (
 
 	_ "github.com/repute-dev/repute/pkg/apis/config/scheme"
 	"github.com/repute-dev/repute/pkg/leadership"
+	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/plugins/reputation"
 )
 
 func main() {
 	leadership.Install()
-	command := app.NewSchedulerCommand(app.WithPlugin(reputation.Name, reputation.New))
+	// What Repute cannot start with (an endpoint that cannot listen) stops the binary, loudly.
+	factory := reputation.NewFactory(reputeruntime.Options{OnStartFailure: reputeruntime.ExitProcess})
+	command := app.NewSchedulerCommand(app.WithPlugin(reputation.Name, factory))
 	os.Exit(cli.Run(command))
 }

@@ -20,7 +20,9 @@ import (
 	"github.com/repute-dev/repute/reputation"
 )
 
-// Options configure an Engine. Zero values take the defaults below.
+// Options configure an Engine. A zero duration turns its mechanism off, as a zero duration in
+// the args does; zero Workers or RetryAfter, which would stop evaluation, take the args'
+// defaults.
 type Options struct {
 	Policy *reputation.Policy
 	Cache  *reputation.Cache
@@ -30,7 +32,7 @@ type Options struct {
 	// every evaluation, and alone when Rescore re-weighs an image without I/O.
 	LocalSources []reputation.EvidenceSource
 	// RescoreEvery is how often images with runtime behavior are rescored from memory, so that
-	// decaying penalties lift on time. Negative: never.
+	// decaying penalties lift on time (DefaultRescoreEvery in the scheduler). Zero: never.
 	RescoreEvery time.Duration
 	// Workers bounds how many images are evaluated at once.
 	Workers int
@@ -42,7 +44,7 @@ type Options struct {
 	// (a registry down, say) is evaluated again; it doubles up to MaxRetryAfter.
 	RetryAfter, MaxRetryAfter time.Duration
 	// ReverifyAfter is how long a complete verdict stands before its evidence is gathered
-	// again: signatures and keys change. Negative: never.
+	// again: signatures and keys change. Zero: never.
 	ReverifyAfter time.Duration
 	// Clock is the engine's time; tests pass a fake one.
 	Clock clock.WithTickerAndDelayedExecution
@@ -54,8 +56,8 @@ type Options struct {
 	OnEvaluated func(ev *reputation.Evidence, v *reputation.Verdict, elapsed time.Duration, incomplete bool)
 }
 
-// Defaults for what Options leave zero and the args do not say; the args' own defaults are
-// in pkg/apis/config/v1, which this package reads for the rest.
+// DefaultRescoreEvery is how often the scheduler rescores images with runtime behavior; the
+// args do not set it. DefaultQueueName names the queue when Options do not.
 const (
 	DefaultRescoreEvery = time.Minute
 	DefaultQueueName    = "repute_evaluation"
@@ -97,12 +99,6 @@ func New(opts Options) *Engine {
 	}
 	if opts.MaxRetryAfter < opts.RetryAfter {
 		opts.MaxRetryAfter = max(configv1.DefaultMaxRetryAfter, opts.RetryAfter)
-	}
-	if opts.ReverifyAfter == 0 {
-		opts.ReverifyAfter = configv1.DefaultReverifyAfter
-	}
-	if opts.RescoreEvery == 0 {
-		opts.RescoreEvery = DefaultRescoreEvery
 	}
 	if opts.QueueName == "" {
 		opts.QueueName = DefaultQueueName

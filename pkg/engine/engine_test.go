@@ -271,7 +271,7 @@ func TestEngineRescoresFromMemoryWithoutIO(t *testing.T) {
 	p := *examplePolicy(t)
 	p.Behavior = reputation.DefaultBehaviorPolicy()
 	e := start(t, Options{Policy: mustPolicy(t, p), Sources: []reputation.EvidenceSource{registry},
-		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}}, RescoreEvery: -1})
+		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: ledger}}})
 	image := "registry.internal/team/app@" + testDigest
 	other := "registry.internal/team/other@" + testDigest2
 	e.Request(image)
@@ -305,7 +305,7 @@ func TestEngineRescoresFromMemoryWithoutIO(t *testing.T) {
 // evaluated runs an engine over the images until each has a verdict built from evidence.
 func evaluated(t *testing.T, p *reputation.Policy, images ...string) *running {
 	t.Helper()
-	e := start(t, Options{Policy: p, Sources: []reputation.EvidenceSource{&flakySource{}}, Workers: 2, ReverifyAfter: -1})
+	e := start(t, Options{Policy: p, Sources: []reputation.EvidenceSource{&flakySource{}}, Workers: 2})
 	for _, img := range images {
 		e.Request(img)
 	}

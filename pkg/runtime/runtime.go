@@ -56,6 +56,17 @@ type Options struct {
 	// Elected, when set, replaces kube-scheduler's leader election: the runtime leads once it
 	// is closed. With Engine set and Elected nil, the runtime leads at once.
 	Elected <-chan struct{}
+	// OnStartFailure is told when the runtime cannot start (an endpoint that cannot listen, a
+	// certificate that cannot be read). Without it, pods of Repute's profiles wait, and say why;
+	// the scheduler binary exits instead (ExitProcess), as it did when New failed.
+	OnStartFailure func(error)
+}
+
+// ExitProcess is an OnStartFailure that stops the process with the error, so that a Pod's
+// restarts and logs say what is wrong.
+func ExitProcess(err error) {
+	klog.ErrorS(err, "Repute could not start")
+	klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 }
 
 // Runtime is the process-wide part of Repute for one scheduler.
@@ -93,10 +104,11 @@ type Runtime struct {
 
 	// ready is closed once Start has warmed the cache and opened the endpoints; startErr, set
 	// before, says why it never will be.
-	ready    chan struct{}
-	startErr error
-	readyMu  sync.Mutex
-	onReady  []func()
+	ready          chan struct{}
+	startErr       error
+	onStartFailure func(error)
+	readyMu        sync.Mutex
+	onReady        []func()
 	// elected is closed when this replica schedules; tookOver once it has taken over from the
 	// previous leader, which is when leader-only work starts.
 	elected  <-chan struct{}
@@ -176,7 +188,7 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 		reports:         trivy.NewIndex(),
 		ledger:          reputation.NewBehaviorLedger(),
 	}
-	rt.elected = opts.Elected
+	rt.elected, rt.onStartFailure = opts.Elected, opts.OnStartFailure
 	if opts.Engine != nil {
 		rt.engine = opts.Engine
 		if rt.elected == nil {
@@ -242,13 +254,9 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		sigSource.Credentials = rt.pullSecrets
 	}
 	sources = append(sources, sigSource, &trivy.Source{Index: rt.reports})
-	reverifyAfter := args.Evaluation.ReverifyAfter.Duration
-	if reverifyAfter == 0 {
-		reverifyAfter = -1 // the engine's "never"
-	}
 	return engine.New(engine.Options{Policy: p, Sources: sources, Wait: args.VerdictWait.Duration,
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: rt.ledger}},
-		Workers:      int(args.Evaluation.Workers), ReverifyAfter: reverifyAfter,
+		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
 		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
 		OnEvaluated: metrics.Evaluated}), nil
 }
@@ -357,6 +365,10 @@ func (rt *Runtime) failStart(ctx context.Context, err error) {
 	rt.readyMu.Lock()
 	rt.startErr = err
 	rt.readyMu.Unlock()
+	if rt.onStartFailure != nil {
+		rt.onStartFailure(err)
+		return
+	}
 	klog.FromContext(ctx).Error(err, "Repute could not start: pods of its profiles wait until the scheduler is restarted with this fixed")
 }
 

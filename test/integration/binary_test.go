@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -219,6 +220,32 @@ func grepLines(text, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// What the runtime cannot start with stops the binary too, after New has returned: here the
+// Falco endpoint's address is taken.
+func TestBinaryExitsWhenAnEndpointCannotListen(t *testing.T) {
+	bin := schedulerBinary(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	e := newEnv(t)
+	cfg := e.config()
+	cfg.Falco = controlplane.FalcoArgs{BindAddress: taken.Addr().String(), TokenFile: filepath.Join(t.TempDir(), "token")}
+	_, stderr, exited := startBinary(t, bin, cfg.Render())
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("repute-scheduler exited 0")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("repute-scheduler kept running without its Falco endpoint")
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "address already in use") || !strings.Contains(msg, "Repute could not start") {
+		t.Errorf("stderr does not say why:\n%s", msg)
+	}
 }
 
 // Bad plugin args stop the binary at startup, with a message that names the field.

@@ -1,0 +1,111 @@
+package runtime
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
+	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/engine"
+	"github.com/repute-dev/repute/pkg/placement"
+)
+
+// handle is what a scheduler gives a profile: its clientset and its informer factory.
+type handle struct {
+	client    kubernetes.Interface
+	informers informers.SharedInformerFactory
+}
+
+func (h handle) ClientSet() kubernetes.Interface                        { return h.client }
+func (h handle) KubeConfig() *rest.Config                               { return nil }
+func (h handle) SharedInformerFactory() informers.SharedInformerFactory { return h.informers }
+
+func newHandle() handle {
+	client := fake.NewClientset()
+	return handle{client: client, informers: informers.NewSharedInformerFactory(client, 0)}
+}
+
+func defaultedArgs(t *testing.T) *config.ReputationArgs {
+	t.Helper()
+	v1args := &configv1.ReputationArgs{}
+	configv1.SetObjectDefaults_ReputationArgs(v1args)
+	var args config.ReputationArgs
+	if err := configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, &args, nil); err != nil {
+		t.Fatal(err)
+	}
+	return &args
+}
+
+// Profiles of one scheduler (one informer factory) share a runtime, and may differ only in
+// their pools; another scheduler in the process gets its own.
+func TestOneRuntimePerScheduler(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := Options{Engine: engine.New(engine.Options{}), Elected: make(chan struct{})}
+	scheduler := newHandle()
+	first, err := For(ctx, scheduler, defaultedArgs(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*config.ReputationArgs)
+		wantErr bool
+	}{
+		{"same args", func(*config.ReputationArgs) {}, false},
+		{"its own pools", func(a *config.ReputationArgs) {
+			a.PoolLabelKey, a.Pools.Trusted.Name = "example.com/pool", "gold"
+			a.Untrusted.MaxPodsPerNode = 3
+		}, false},
+		{"another store", func(a *config.ReputationArgs) { a.Store.Path = "/var/lib/other.db" }, true},
+		{"another policy", func(a *config.ReputationArgs) { a.Policy.BaseScore = 40 }, true},
+		{"another Falco endpoint", func(a *config.ReputationArgs) { a.Falco.BindAddress = ":9443" }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := defaultedArgs(t)
+			tt.mutate(args)
+			rt, err := For(ctx, scheduler, args, opts)
+			switch {
+			case tt.wantErr && (err == nil || !strings.Contains(err.Error(), "may differ only in poolLabelKey, pools and untrusted")):
+				t.Errorf("For = %v, want the profiles' disagreement named", err)
+			case !tt.wantErr && (err != nil || rt != first):
+				t.Errorf("For = %p, %v; want the scheduler's runtime %p", rt, err, first)
+			}
+		})
+	}
+	other, err := For(ctx, newHandle(), defaultedArgs(t), opts)
+	if err != nil || other == first {
+		t.Errorf("another scheduler got %p, %v; want a runtime of its own", other, err)
+	}
+	if !first.Ready() || first.Leading() {
+		t.Errorf("ready %v, leading %v; an engine brought by the caller is ready at once, and this one is not elected", first.Ready(), first.Leading())
+	}
+}
+
+func TestAProfileEnablesReputationOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rt, err := For(ctx, newHandle(), defaultedArgs(t), Options{Engine: engine.New(engine.Options{}), Elected: make(chan struct{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := placementProfile("repute-scheduler")
+	if err := rt.AddProfile(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.AddProfile(placementProfile("repute-scheduler")); err == nil {
+		t.Error("the same profile registered twice")
+	}
+	if rt.Profile("repute-scheduler") != p || rt.Profile("default-scheduler") != nil {
+		t.Error("profiles are not told apart by schedulerName")
+	}
+}
+
+func placementProfile(name string) *placement.Profile { return &placement.Profile{Name: name} }
