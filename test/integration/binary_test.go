@@ -235,16 +235,22 @@ func TestBinaryExitsWhenAnEndpointCannotListen(t *testing.T) {
 	cfg := e.config()
 	cfg.Falco = controlplane.FalcoArgs{BindAddress: taken.Addr().String(), TokenFile: filepath.Join(t.TempDir(), "token")}
 	_, stderr, exited := startBinary(t, bin, cfg.Render())
+	waitFailed(t, exited, 60*time.Second)
+	if msg := stderr.String(); !strings.Contains(msg, "address already in use") || !strings.Contains(msg, "Repute could not start") {
+		t.Errorf("stderr does not say why:\n%s", msg)
+	}
+}
+
+// waitFailed waits for the binary to exit with an error.
+func waitFailed(t *testing.T, exited <-chan error, timeout time.Duration) {
+	t.Helper()
 	select {
 	case err := <-exited:
 		if err == nil {
 			t.Fatal("repute-scheduler exited 0")
 		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("repute-scheduler kept running without its Falco endpoint")
-	}
-	if msg := stderr.String(); !strings.Contains(msg, "address already in use") || !strings.Contains(msg, "Repute could not start") {
-		t.Errorf("stderr does not say why:\n%s", msg)
+	case <-time.After(timeout):
+		t.Fatal("repute-scheduler kept running")
 	}
 }
 
@@ -269,14 +275,7 @@ func TestBinaryRejectsBadArgs(t *testing.T) {
 			cfg := e.config()
 			tt.mutate(&cfg)
 			_, stderr, exited := startBinary(t, bin, cfg.Render())
-			select {
-			case err := <-exited:
-				if err == nil {
-					t.Fatal("repute-scheduler exited 0")
-				}
-			case <-time.After(30 * time.Second):
-				t.Fatal("repute-scheduler kept running")
-			}
+			waitFailed(t, exited, 30*time.Second)
 			if msg := stderr.String(); !strings.Contains(msg, tt.wantStderr) {
 				t.Errorf("stderr does not contain %s:\n%s", tt.wantStderr, msg)
 			}

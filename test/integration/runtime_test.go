@@ -69,6 +69,18 @@ func countingSignedRegistry(t *testing.T) (images []string, opsPEM string, verif
 	}
 }
 
+// assertOneReadEach checks that each of n digests' signature tags was read exactly once.
+func assertOneReadEach(t *testing.T, reads map[string]int, n int) {
+	t.Helper()
+	total := 0
+	for _, r := range reads {
+		total += r
+	}
+	if len(reads) != n || total != n {
+		t.Errorf("signature tag reads = %v (%d in all), want one for each of the %d digests", reads, total, n)
+	}
+}
+
 // Two profiles of one scheduler that both enable Reputation share one runtime: both place pods
 // by the same verdicts, each digest is verified once for both (counted at the registry), one
 // store records both profiles' placements, and one Falco endpoint listens.
@@ -111,14 +123,7 @@ func TestTwoProfilesShareOneRuntime(t *testing.T) {
 			t.Fatalf("%s on %s, want the trusted node: both profiles place by the same verdicts", n, got)
 		}
 	}
-	reads := verifications()
-	total := 0
-	for _, n := range reads {
-		total += n
-	}
-	if len(reads) != len(images) || total != len(images) {
-		t.Errorf("signature tag reads = %v (%d in all), want one per digest for both profiles", reads, total)
-	}
+	assertOneReadEach(t, verifications(), len(images))
 	if code, _, err := falco.Post(e.ctx, "wrong-token", []byte("[]")); err != nil || code != http.StatusUnauthorized {
 		t.Errorf("the one Falco endpoint answered %d, %v; want 401 to a wrong token", code, err)
 	}

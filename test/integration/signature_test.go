@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,33 +105,7 @@ func TestSignaturesDecideTrust(t *testing.T) {
 // image once, however many pods use it. Every verification reads the image's legacy ".sig" tag
 // exactly once, so the registry's count of those reads is the count of verifications.
 func TestEachImageIsVerifiedOnce(t *testing.T) {
-	var mu sync.Mutex
-	sigReads := map[string]int{}
-	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, ".sig") {
-				mu.Lock()
-				sigReads[r.URL.Path]++
-				mu.Unlock()
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
-	var images []string
-	for i := range 5 {
-		d, err := oci.PushRandomImage(fmt.Sprintf("%s/shared/app-%d:v1", reg, i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cosign.Sign("ops", d, false); err != nil {
-			t.Fatal(err)
-		}
-		images = append(images, d.String())
-	}
-	mu.Lock()
-	clear(sigReads) // signing itself may read the tags
-	mu.Unlock()
-
+	images, pem, verifications := countingSignedRegistry(t)
 	e := newEnv(t)
 	trustedNode := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 250 })
 	cfg := e.config()
@@ -153,15 +126,7 @@ func TestEachImageIsVerifiedOnce(t *testing.T) {
 			t.Fatalf("shared-%03d on %s, want the trusted node", i, got)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	total := 0
-	for _, n := range sigReads {
-		total += n
-	}
-	if len(sigReads) != 5 || total != 5 {
-		t.Errorf("signature tag reads = %v (%d in all), want one for each of the 5 digests", sigReads, total)
-	}
+	assertOneReadEach(t, verifications(), len(images))
 }
 
 // A private registry: signatures are read with the pod's imagePullSecrets or its service
