@@ -1,6 +1,7 @@
 package reputation
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -238,5 +239,36 @@ func TestDependencyEvidence(t *testing.T) {
 				t.Errorf("got %s %d %q; want %s %d containing %q", v.Tier, v.Score, v.DecidedBy, tt.wantTier, tt.wantScore, tt.wantDecidedBy)
 			}
 		})
+	}
+}
+
+// Every verdict says by type what decided it, so code acts on the kind, never on the words.
+func TestVerdictDecisionKinds(t *testing.T) {
+	p := examplePolicy(t)
+	signed := *p
+	signed.Signature.RequireForTrusted = true
+	now := time.Now()
+	evidence := func(image string) *Evidence {
+		ref, err := ParseImageRef(image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Evidence{Image: ref}
+	}
+	tests := []struct {
+		name    string
+		verdict *Verdict
+		want    Decision
+	}{
+		{"an origin rule's tier", Evaluate(p, evidence("quay.io/evil/miner:latest"), now), DecidedByRule},
+		{"the score", Evaluate(p, evidence("registry.corp.example/team/app:v1"), now), DecidedByScore},
+		{"trusted by rule, but unsigned", Evaluate(mustPolicy(t, signed), evidence("registry.internal/app@"+testDigest), now), DecidedBySignatureRequirement},
+		{"a reference that does not parse", Unassessable("Not/A:Valid:Ref", errors.New("bad"), p, now), DecidedUnassessable},
+		{"evaluation not finished", Pending("registry.internal/app:v1", time.Second, p, now), DecidedProvisionally},
+	}
+	for _, tt := range tests {
+		if tt.verdict.Decision != tt.want {
+			t.Errorf("%s: decision %q (%s), want %q", tt.name, tt.verdict.Decision, tt.verdict.DecidedBy, tt.want)
+		}
 	}
 }
