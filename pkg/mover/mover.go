@@ -136,13 +136,30 @@ func (m *Mover) Run(ctx context.Context) {
 	}
 }
 
-// resync forgets evictions the informer has long since seen, and queues every running pod.
+// resync forgets evictions the informer has long since seen and pods that are gone, and queues
+// every running pod.
 func (m *Mover) resync() {
 	now := m.opts.Clock.Now()
+	live := map[types.UID]bool{}
+	if pods, err := m.opts.Pods.List(labels.Everything()); err == nil {
+		for _, pod := range pods {
+			live[pod.UID] = true
+		}
+	}
 	m.mu.Lock()
 	for uid, at := range m.evicted {
 		if now.Sub(at) > ResyncEvery {
 			delete(m.evicted, uid)
+		}
+	}
+	for uid := range m.closeSince {
+		if !live[uid] {
+			delete(m.closeSince, uid)
+		}
+	}
+	for uid := range m.reported {
+		if !live[uid] {
+			delete(m.reported, uid)
 		}
 	}
 	m.mu.Unlock()

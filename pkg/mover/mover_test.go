@@ -292,3 +292,20 @@ func TestStandbyMovesNothing(t *testing.T) {
 		t.Errorf("a standby queued %d pods, want none", n)
 	}
 }
+
+// What the mover remembers of a pod goes with the pod.
+func TestResyncForgetsPodsThatAreGone(t *testing.T) {
+	f := newFixture(t, evictSpec(), node("t1", "trusted"))
+	p := f.runningPod("p", "t1", untrustedByRule, func(p *v1.Pod) { p.OwnerReferences = nil }) // reported, not evicted
+	f.mover.handle(context.Background(), "ns/p")
+	if len(f.mover.reported) != 1 {
+		t.Fatalf("reported = %v, want the pod", f.mover.reported)
+	}
+	if err := f.pods.Delete(p); err != nil {
+		t.Fatal(err)
+	}
+	f.mover.resync()
+	if len(f.mover.reported) != 0 || len(f.mover.closeSince) != 0 {
+		t.Errorf("after the pod left: reported %v, closeSince %v", f.mover.reported, f.mover.closeSince)
+	}
+}
