@@ -16,8 +16,11 @@ git worktree add --detach "$tree" "$base" >/dev/null
 
 # Each side runs the packages it has: benchmarks are matched by name, wherever they moved.
 run() { # run <dir> <file>
-  (cd "$1" && $GO test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$COUNT" \
-    $(cd "$1" && $GO list ./plugins/... ./reputation/... ./pkg/engine/... ./test/bench/... 2>/dev/null)) > "$out/$2"
+  local pkgs=()
+  for p in plugins reputation pkg/engine test/bench; do
+    [ -d "$1/$p" ] && pkgs+=("./$p/...")
+  done
+  (cd "$1" && $GO test -run '^$' -bench . -benchmem -benchtime "$BENCHTIME" -count "$COUNT" "${pkgs[@]}") > "$out/$2"
 }
 run "$tree" base-1.txt
 run "$PWD" tree-1.txt

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -104,7 +105,10 @@ type Runtime struct {
 
 	// ready is closed once Start has warmed the cache and opened the endpoints; startErr, set
 	// before, says why it never will be.
-	ready          chan struct{}
+	ready chan struct{}
+	// isReady is set just before ready is closed: the scheduling path reads the flag, cheaper
+	// than a channel.
+	isReady        atomic.Bool
 	startErr       error
 	onStartFailure func(error)
 	readyMu        sync.Mutex
@@ -182,7 +186,7 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 	}
 	rt := &Runtime{
 		args: args.DeepCopy(), client: h.ClientSet(), kubeConfig: h.KubeConfig(), informers: h.SharedInformerFactory(),
-		profiles: map[string]*placement.Profile{}, ready: make(chan struct{}), tookOver: make(chan struct{}),
+		profiles: map[string]*placement.Profile{}, tookOver: make(chan struct{}),
 		signaturePolicy: args.Policy.Signature,
 		policyOrigin:    policyOrigin{source: "plugin args", spec: (&rpolicy.Compiled{Spec: args.Policy, Policy: p}).Versioned()},
 		reports:         trivy.NewIndex(),
@@ -322,14 +326,7 @@ func (rt *Runtime) Profile(schedulerName string) *placement.Profile {
 
 // Ready reports whether the runtime has started: the cache is warmed from the store and the
 // snapshot, the policy in force is read, and the endpoints listen.
-func (rt *Runtime) Ready() bool {
-	select {
-	case <-rt.ready:
-		return true
-	default:
-		return false
-	}
-}
+func (rt *Runtime) Ready() bool { return rt.isReady.Load() }
 
 // StartErr says why the runtime could not start, or nil.
 func (rt *Runtime) StartErr() error {
@@ -352,7 +349,7 @@ func (rt *Runtime) WhenReady(f func()) {
 
 func (rt *Runtime) markReady() {
 	rt.readyMu.Lock()
-	close(rt.ready)
+	rt.isReady.Store(true)
 	callbacks := rt.onReady
 	rt.onReady = nil
 	rt.readyMu.Unlock()

@@ -59,8 +59,10 @@ type Reputation struct {
 	// the runtime is ready.
 	waiting  *waitingPods
 	starting *waitingPods
-	// taintFilters are the taints Filter applies, by tier: built once, so Filter allocates nothing.
-	taintFilters map[reputation.Tier]taintFilter
+	// byTier is each tier's pool, its node class and the taints Filter applies, indexed by
+	// the tier's class: built once, so PreFilter looks them up without hashing and Filter
+	// allocates nothing.
+	byTier [3]tierPool // trusted, unknown, untrusted: reputation.Tiers
 	// untrusted are the untrusted pool's restrictions beyond placement.
 	untrusted untrustedRules
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
@@ -118,9 +120,9 @@ func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
 		pl.profile = placement.NewProfile(h.ProfileName(), args, h.EventRecorder(), func(pods map[string]*v1.Pod) { h.Activate(klog.Background(), pods) })
 		pl.pools = pl.profile.Pools
 		pl.nodePools = newNodePools(pl.poolKey, pl.pools)
-		pl.taintFilters = map[reputation.Tier]taintFilter{}
-		for tier, pool := range pl.pools {
-			pl.taintFilters[tier] = newTaintFilter(pl.poolKey, pool.Name)
+		for _, tier := range reputation.Tiers {
+			pool := pl.pools[tier]
+			pl.byTier[classOfTier(tier)] = tierPool{pool: pool, class: classOfTier(tier), taints: &taintFilter{poolKey: pl.poolKey, pool: pool.Name}}
 		}
 		if f := h.SharedInformerFactory(); f != nil {
 			if _, err := f.Core().V1().Nodes().Informer().AddEventHandler(pl.nodePools.eventHandler()); err != nil {
@@ -132,7 +134,7 @@ func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
 		}
 		pl.verdicts.Subscribe(pl.onVerdict)
 		rt.WhenReady(pl.activateStarting)
-		klog.FromContext(ctx).Info("Reputation plugin ready", "profile", h.ProfileName(), "poolLabelKey", pl.poolKey,
+		klog.FromContext(ctx).V(2).Info("Reputation plugin ready", "profile", h.ProfileName(), "poolLabelKey", pl.poolKey,
 			"trustedPool", pl.pools[reputation.TierTrusted].Name, "unknownPool", pl.pools[reputation.TierUnknown].Name,
 			"untrustedPool", pl.pools[reputation.TierUntrusted].Name)
 		return pl, nil
@@ -146,10 +148,23 @@ func (pl *Reputation) Name() string { return Name }
 // returns it as is.
 type podState struct {
 	placement.Placement
-	pool config.PoolSpec
-	// poolClass is the class of nodes in the pod's pool; taints tells the taints that apply.
-	poolClass poolClass
-	taints    taintFilter
+	tierPool
+}
+
+// tierPool is what placing a pod of one tier needs: its pool, the class of nodes in it, and
+// the taints that apply to it there.
+type tierPool struct {
+	pool   config.PoolSpec
+	class  poolClass
+	taints *taintFilter
+}
+
+// tierPoolOf is a tier's pool; a tier Repute does not know has none, and no node admits it.
+func (pl *Reputation) tierPoolOf(t reputation.Tier) tierPool {
+	if c := classOfTier(t); c >= 0 {
+		return pl.byTier[c]
+	}
+	return tierPool{class: noPool, taints: &taintFilter{}}
 }
 
 func (s *podState) Clone() fwk.StateData { return s }
@@ -234,7 +249,7 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 
 func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
 	p := pl.resolve(pod)
-	return &podState{Placement: p, pool: pl.pools[p.Tier], poolClass: classOfTier(p.Tier), taints: pl.taintFilters[p.Tier]}
+	return &podState{Placement: p, tierPool: pl.tierPoolOf(p.Tier)}
 }
 
 // PreFilterExtensions returns nil: adding or removing pods never changes a node's pool.
@@ -270,7 +285,7 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 
 func (pl *Reputation) inPool(node *v1.Node, s *podState) bool {
 	switch pl.nodePools.classOf(node) {
-	case s.poolClass:
+	case s.class:
 		return true
 	case unpooled:
 		return s.pool.AllowUnpooledNodes
@@ -283,24 +298,22 @@ func (pl *Reputation) inPool(node *v1.Node, s *podState) bool {
 // exception: the taint that marks the pod's own pool is implicitly tolerated, so workloads need
 // no tolerations in their manifests. The helper copies the taints its filter keeps, so it is
 // called only when a node has a taint that counts: most carry no taint but their pool's.
-func (pl *Reputation) untoleratedTaint(ctx context.Context, node *v1.Node, pod *v1.Pod, counts taintFilter) (v1.Taint, bool) {
+func (pl *Reputation) untoleratedTaint(ctx context.Context, node *v1.Node, pod *v1.Pod, counts *taintFilter) (v1.Taint, bool) {
 	for i := range node.Spec.Taints {
-		if counts(&node.Spec.Taints[i]) {
-			return v1helper.FindMatchingUntoleratedTaint(klog.FromContext(ctx), node.Spec.Taints, pod.Spec.Tolerations, counts, pl.enableTaintComparisonOperators)
+		if counts.applies(&node.Spec.Taints[i]) {
+			return v1helper.FindMatchingUntoleratedTaint(klog.FromContext(ctx), node.Spec.Taints, pod.Spec.Tolerations, counts.applies, pl.enableTaintComparisonOperators)
 		}
 	}
 	return v1.Taint{}, false
 }
 
-// taintFilter tells the taints Filter applies to a pod of one tier.
-type taintFilter = func(*v1.Taint) bool
+// taintFilter tells the taints Filter applies to a pod of one tier: NoSchedule and NoExecute
+// taints, as TaintToleration applies them, except the tier's own pool taint. A value with a
+// method rather than a closure, so the common check is a direct, inlined call.
+type taintFilter struct{ poolKey, pool string }
 
-// newTaintFilter is the filter for a tier's pods: NoSchedule and NoExecute taints, as
-// TaintToleration applies them, except the tier's own pool taint.
-func newTaintFilter(poolKey, pool string) taintFilter {
-	return func(t *v1.Taint) bool {
-		return (t.Effect == v1.TaintEffectNoSchedule || t.Effect == v1.TaintEffectNoExecute) && (t.Key != poolKey || t.Value != pool)
-	}
+func (f *taintFilter) applies(t *v1.Taint) bool {
+	return (t.Effect == v1.TaintEffectNoSchedule || t.Effect == v1.TaintEffectNoExecute) && (t.Key != f.poolKey || t.Value != f.pool)
 }
 
 // Score ranks nodes inside the pool by how full they are: Pack prefers the fullest node (trusted
