@@ -41,11 +41,8 @@ func ParseImageRef(s string) (ImageRef, error) {
 		return ImageRef{}, fmt.Errorf("invalid image reference %q: %w", s, err)
 	}
 	out := ImageRef{
-		Registry:   ref.Context().RegistryStr(),
+		Registry:   canonicalRegistry(ref.Context().RegistryStr()),
 		Repository: ref.Context().RepositoryStr(),
-	}
-	if out.Registry == name.DefaultRegistry {
-		out.Registry = dockerHub
 	}
 	switch r := ref.(type) {
 	case name.Digest:
@@ -59,7 +56,29 @@ func ParseImageRef(s string) (ImageRef, error) {
 	case name.Tag:
 		out.Tag = r.TagStr()
 	}
+	// Rules, keys and verdicts see only the canonical form, so it must itself be a reference:
+	// one that is not (a name too long once Docker Hub's library/ is added, say) is refused
+	// rather than matched in a form nothing pulls.
+	again, err := name.ParseReference(out.String())
+	if err != nil {
+		return ImageRef{}, fmt.Errorf("invalid image reference %q: its canonical form %q is not a reference: %w", s, out.String(), err)
+	}
+	if canonicalRegistry(again.Context().RegistryStr()) != out.Registry || again.Context().RepositoryStr() != out.Repository {
+		return ImageRef{}, fmt.Errorf("invalid image reference %q: its canonical form %q names another repository", s, out.String())
+	}
 	return out, nil
+}
+
+// canonicalRegistry spells a registry host one way, as the container runtime reaches it: hosts
+// are case-insensitive, 443 is HTTPS's default port, and Docker Hub has several names. Without
+// this, QUAY.IO/evil/miner or quay.io:443/evil/miner would escape a rule for quay.io/*.
+func canonicalRegistry(host string) string {
+	host = strings.TrimSuffix(strings.ToLower(host), ":443")
+	switch host {
+	case name.DefaultRegistry, "registry-1.docker.io":
+		return dockerHub
+	}
+	return host
 }
 
 func lastSegment(s string) string {

@@ -24,6 +24,19 @@ func TestParseImageRef(t *testing.T) {
 		{in: "registry.internal/team/app:v2@" + testDigest, wantName: "registry.internal/team/app", wantTag: "v2", wantDigest: testDigest, wantKey: "registry.internal/team/app@" + testDigest},
 		{in: "localhost:5000/app:dev", wantName: "localhost:5000/app", wantTag: "dev", wantKey: "localhost:5000/app:dev"},
 		{in: "127.0.0.1:5000/app@" + testDigest, wantName: "127.0.0.1:5000/app", wantDigest: testDigest, wantKey: "127.0.0.1:5000/app@" + testDigest},
+		// One image, every spelling a runtime pulls it by: one canonical form.
+		{in: "library/nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "docker.io/library/nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "index.docker.io/library/nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "registry-1.docker.io/library/nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "DOCKER.IO/library/nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "docker.io:443/library/nginx:1.27", wantName: "docker.io/library/nginx", wantTag: "1.27", wantKey: "docker.io/library/nginx:1.27"},
+		{in: "nginx:1.27@" + testDigest, wantName: "docker.io/library/nginx", wantTag: "1.27", wantDigest: testDigest, wantKey: "docker.io/library/nginx@" + testDigest},
+		{in: "QUAY.IO/evil/miner", wantName: "quay.io/evil/miner", wantTag: "latest", wantKey: "quay.io/evil/miner:latest"},
+		{in: "quay.io:443/evil/miner", wantName: "quay.io/evil/miner", wantTag: "latest", wantKey: "quay.io/evil/miner:latest"},
+		{in: "Quay.Io:443/evil/miner@" + testDigest, wantName: "quay.io/evil/miner", wantDigest: testDigest, wantKey: "quay.io/evil/miner@" + testDigest},
+		{in: "registry.internal:5000/team/app:v1", wantName: "registry.internal:5000/team/app", wantTag: "v1", wantKey: "registry.internal:5000/team/app:v1"},
+		{in: strings.Repeat("a", 250), wantErr: "canonical form"}, // library/ pushes it past 255
 		{in: "", wantErr: "empty"},
 		{in: "UPPER/case", wantErr: "invalid image reference"},
 		{in: "nginx@sha256:short", wantErr: "invalid image reference"},
@@ -56,7 +69,7 @@ func TestParseImageRef(t *testing.T) {
 // FuzzParseImageRef checks that any input either parses into a reference that parses again to
 // the same key, or fails with an error; it must never panic.
 func FuzzParseImageRef(f *testing.F) {
-	for _, s := range []string{"nginx", "nginx:1.27", "registry.internal/team/app@" + testDigest, "localhost:5000/a/b/c:t", "a/b:c:d", "@", ":", "x@sha256:"} {
+	for _, s := range []string{"nginx", "nginx:1.27", "QUAY.IO:443/evil/miner", strings.Repeat("a", 250), "registry.internal/team/app@" + testDigest, "localhost:5000/a/b/c:t", "a/b:c:d", "@", ":", "x@sha256:"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -71,8 +84,11 @@ func FuzzParseImageRef(f *testing.F) {
 		if err != nil {
 			t.Fatalf("canonical form %q of %q does not parse: %v", ref.String(), s, err)
 		}
-		if again.Key() != ref.Key() {
-			t.Fatalf("key changed on reparse: %q → %q", ref.Key(), again.Key())
+		if again != ref || again.String() != ref.String() {
+			t.Fatalf("canonical form does not round-trip: %+v → %+v", ref, again)
+		}
+		if ref.Registry != strings.ToLower(ref.Registry) || strings.HasSuffix(ref.Registry, ":443") {
+			t.Fatalf("registry %q is not canonical", ref.Registry)
 		}
 	})
 }

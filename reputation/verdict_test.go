@@ -272,3 +272,18 @@ func TestVerdictDecisionKinds(t *testing.T) {
 		}
 	}
 }
+
+// A deny rule holds for every spelling the runtime pulls the same image by.
+func TestOriginRulesSeeOneSpelling(t *testing.T) {
+	p := mustPolicy(t, Policy{BaseScore: 50, TrustedAtOrAbove: 70, UntrustedBelow: 30,
+		Origin: OriginPolicy{Rules: []OriginRule{{Pattern: "quay.io/evil/*", Tier: TierUntrusted}, {Pattern: "*", Weight: 30}}}})
+	for _, image := range []string{"quay.io/evil/miner", "QUAY.IO/evil/miner", "quay.io:443/evil/miner", "Quay.IO:443/evil/miner:latest"} {
+		ref, err := ParseImageRef(image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := Evaluate(p, &Evidence{Image: ref}, time.Now()); v.Tier != TierUntrusted {
+			t.Errorf("%s: %s (%s), want untrusted by quay.io/evil/*", image, v.Tier, v.DecidedBy)
+		}
+	}
+}
