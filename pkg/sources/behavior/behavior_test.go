@@ -358,6 +358,29 @@ func TestTokenFileFollowsTheSecret(t *testing.T) {
 	if tf.Valid(bearer("first-token-0123456789")) || !tf.Valid(bearer("second-token-0123456789")) {
 		t.Fatal("a rotated Secret must replace the token")
 	}
+	// Revoking the Secret revokes the token: emptied, shortened or deleted, the file refuses
+	// even the token it used to hold.
+	for _, revoke := range []struct {
+		name string
+		do   func() error
+	}{
+		{"emptied", func() error { return os.WriteFile(path, nil, 0o600) }},
+		{"shortened", func() error { return os.WriteFile(path, []byte("short"), 0o600) }},
+		{"deleted", func() error { return os.Remove(path) }},
+	} {
+		if err := os.WriteFile(path, []byte("second-token-0123456789"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if !tf.Valid(bearer("second-token-0123456789")) {
+			t.Fatalf("%s: the token was not accepted before its revocation", revoke.name)
+		}
+		if err := revoke.do(); err != nil {
+			t.Fatal(err)
+		}
+		if tf.Valid(bearer("second-token-0123456789")) {
+			t.Errorf("token file %s: the revoked token is still accepted", revoke.name)
+		}
+	}
 	// A missing or guessable token refuses everyone, and the scheduler keeps running; the token
 	// is picked up when the Secret appears.
 	for _, tt := range []struct{ name, content, wantErr string }{

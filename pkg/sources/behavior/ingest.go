@@ -188,7 +188,9 @@ type TokenFile struct {
 	mu      sync.Mutex
 	token   []byte
 	checked time.Time
+	// modTime and size are the file's when token was read from it.
 	modTime time.Time
+	size    int64
 }
 
 // NewTokenFile reads the token once. A missing or unusable file does not stop the scheduler,
@@ -199,15 +201,20 @@ func NewTokenFile(path string) (*TokenFile, error) {
 	return t, t.load(time.Now())
 }
 
+// load reads the token. A file that is gone, unreadable, emptied or shortened revokes the
+// token it held: revoking a Secret must revoke the access it gave, so a failed read never keeps
+// the previous token.
 func (t *TokenFile) load(now time.Time) error {
 	t.checked = now
 	fi, err := os.Stat(t.Path)
 	if err != nil {
+		t.token, t.modTime = nil, time.Time{}
 		return fmt.Errorf("falco token file: %w", err)
 	}
-	if fi.ModTime().Equal(t.modTime) && t.token != nil {
+	if fi.ModTime().Equal(t.modTime) && fi.Size() == t.size && t.token != nil {
 		return nil
 	}
+	t.token, t.modTime = nil, time.Time{}
 	b, err := os.ReadFile(t.Path)
 	if err != nil {
 		return fmt.Errorf("falco token file: %w", err)
@@ -216,7 +223,7 @@ func (t *TokenFile) load(now time.Time) error {
 	if len(tok) < minTokenLength {
 		return fmt.Errorf("falco token file %s: token shorter than %d characters", t.Path, minTokenLength)
 	}
-	t.token, t.modTime = tok, fi.ModTime()
+	t.token, t.modTime, t.size = tok, fi.ModTime(), fi.Size()
 	return nil
 }
 
@@ -232,7 +239,7 @@ func (t *TokenFile) Valid(r *http.Request) bool {
 	t.mu.Lock()
 	if now := time.Now(); now.Sub(t.checked) > t.reloadEvery {
 		if err := t.load(now); err != nil {
-			klog.ErrorS(err, "Falco token not (re)loaded", "usingPrevious", t.token != nil)
+			klog.ErrorS(err, "Falco token not (re)loaded: every alert is refused until the file holds a token")
 		}
 	}
 	token := t.token
