@@ -70,6 +70,12 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 	t.Cleanup(func() {
 		_ = e.client.NodeV1().RuntimeClasses().Delete(context.Background(), runtimeClass.Name, metav1.DeleteOptions{})
 	})
+	// A pod from before the namespace opted in: another scheduler, a pool toleration, a finalizer.
+	legacy := e.pod("legacy", trustedImage)
+	legacy.Spec.SchedulerName = "default-scheduler"
+	legacy.Finalizers = []string{"example.com/hold"}
+	legacy.Spec.Tolerations = []v1.Toleration{{Key: "repute.dev/pool", Operator: v1.TolerationOpEqual, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}
+	e.create(legacy)
 	ns, err := e.client.CoreV1().Namespaces().Get(e.ctx, e.ns, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -190,6 +196,36 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 	claiming := pod("claims-trust", func(p *v1.Pod) { p.Labels = map[string]string{reputationplugin.TierLabel: "trusted"} })
 	if _, err := editor.CoreV1().Pods(e.ns).Create(e.ctx, claiming, metav1.CreateOptions{}); err == nil || !strings.Contains(err.Error(), "repute.dev rule tierLabel") {
 		t.Errorf("an editor created a pod with its own tier label: %v; want a refusal naming repute.dev rule tierLabel", err)
+	}
+
+	// Nor may anyone with the pod verbs change what a placed pod runs: its images, or an
+	// ephemeral container added to it.
+	if bound, err = e.client.CoreV1().Pods(e.ns).Get(e.ctx, "through-repute", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	swapped := bound.DeepCopy()
+	swapped.Spec.Containers[0].Image = "registry.internal/team/never-seen:v1"
+	if _, err := editor.CoreV1().Pods(e.ns).Update(e.ctx, swapped, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "repute.dev rule images") {
+		t.Errorf("an editor swapped a placed pod's image: %v; want a refusal naming repute.dev rule images", err)
+	}
+	if bound, err = e.client.CoreV1().Pods(e.ns).Get(e.ctx, "through-repute", metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	debugged := bound.DeepCopy()
+	debugged.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+		Name: "debugger", Image: "registry.internal/team/never-seen:v1", TerminationMessagePolicy: v1.TerminationMessageReadFile}}}
+	if _, err := e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, bound.Name, debugged, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "repute.dev rule images") {
+		t.Errorf("an ephemeral container was added to a placed pod: %v; want a refusal naming repute.dev rule images", err)
+	}
+
+	// The pod from before the opt-in can still have its finalizer removed, and so be deleted.
+	old, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "legacy", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Finalizers = nil
+	if _, err := e.client.CoreV1().Pods(e.ns).Update(e.ctx, old, metav1.UpdateOptions{}); err != nil {
+		t.Errorf("removing the finalizer of a pod that predates the opt-in was refused: %v", err)
 	}
 
 	// A pod of a namespace that did not opt in is left alone.
