@@ -67,7 +67,10 @@ type Options struct {
 	Pods   corelisters.PodLister
 	Nodes  corelisters.NodeLister
 	// Place is a pod's placement by the verdicts in force; Policy is the policy in force.
-	Place  func(pod *v1.Pod) placement.Placement
+	Place func(pod *v1.Pod) placement.Placement
+	// RequestMissing asks for the verdicts of a pod's images that have none (an image swapped
+	// in, an ephemeral container added after placement) and returns those images.
+	RequestMissing func(pod *v1.Pod) []string
 	Policy func() *reputation.Policy
 	// Profile is the Repute profile of a schedulerName, nil for other schedulers' pods.
 	Profile func(schedulerName string) *placement.Profile
@@ -94,6 +97,8 @@ type Mover struct {
 	evicted map[types.UID]time.Time
 	// recent holds the times of evictions within limitWindow, by "node/<name>" and "ns/<name>".
 	recent map[string][]time.Time
+	// awaiting holds, by image, the running pods that wait for its first verdict.
+	awaiting map[string]map[string]bool
 }
 
 // New builds a mover; nothing runs until Run.
@@ -112,8 +117,12 @@ func New(opts Options) *Mover {
 		reported:   map[types.UID]string{},
 		evicted:    map[types.UID]time.Time{},
 		recent:     map[string][]time.Time{},
+		awaiting:   map[string]map[string]bool{},
 	}
 }
+
+// Enqueue has the mover look at a running pod now, e.g. when its images changed.
+func (m *Mover) Enqueue(pod *v1.Pod) { m.queue.Add(pod.Namespace + "/" + pod.Name) }
 
 // Run starts the workers and the periodic resync, until ctx ends.
 func (m *Mover) Run(ctx context.Context) {
@@ -179,10 +188,21 @@ func (m *Mover) enqueueRunning(match func(*v1.Pod) bool) {
 	}
 }
 
-// OnVerdict queues every running pod that uses an image whose verdict changed.
+// OnVerdict queues every running pod that uses an image whose verdict changed, and the pods
+// that waited for an image's first verdict.
 func (m *Mover) OnVerdict(image string, old, updated *reputation.Verdict) {
+	if old == nil {
+		m.mu.Lock()
+		waiting := m.awaiting[image]
+		delete(m.awaiting, image)
+		m.mu.Unlock()
+		for key := range waiting {
+			m.queue.Add(key)
+		}
+		return
+	}
 	// A standby moves nothing; once elected, its first resync checks every pod.
-	if old == nil || (old.Tier == updated.Tier && old.Score == updated.Score) || !m.opts.Leading() {
+	if (old.Tier == updated.Tier && old.Score == updated.Score) || !m.opts.Leading() {
 		return
 	}
 	m.enqueueRunning(func(pod *v1.Pod) bool { return placement.Uses(pod, image) })
@@ -232,7 +252,11 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 		return false, 0
 	}
 	p := m.opts.Place(pod)
-	if p.Missing > 0 || p.Verdict == nil {
+	if p.Missing > 0 {
+		// An image that has no verdict (swapped in, or an ephemeral container added, after
+		// placement) makes the pod unknown at once, label included, while it is assessed.
+		m.await(pod)
+	} else if p.Verdict == nil {
 		return false, 0
 	}
 	// The label follows the tier at once, whatever happens to the pod: NetworkPolicies that
@@ -254,7 +278,7 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 	if mode == config.ReplacementNone {
 		return false, 0
 	}
-	if wait := m.settle(pod.UID, p.Verdict); wait > 0 {
+	if wait := m.settle(pod.UID, p); wait > 0 {
 		return false, wait
 	}
 	mp := misplaced{pod: pod, node: node, profile: profile, place: p,
@@ -379,8 +403,9 @@ func (m *Mover) noteEviction(pod *v1.Pod) {
 // denylisted CVE) acts at once; a tier decided by the score acts at once when the score is at
 // least margin past the threshold, and otherwise only once it has held for settleFor. It
 // returns how long to wait before looking again.
-func (m *Mover) settle(uid types.UID, v *reputation.Verdict) time.Duration {
-	if v.Decision != reputation.DecidedByScore || Distance(m.opts.Policy(), v) >= int(m.opts.Spec.Margin) {
+func (m *Mover) settle(uid types.UID, p placement.Placement) time.Duration {
+	v := p.Verdict
+	if p.Missing > 0 || v.Decision != reputation.DecidedByScore || Distance(m.opts.Policy(), v) >= int(m.opts.Spec.Margin) {
 		return 0
 	}
 	now := m.opts.Clock.Now()
@@ -404,6 +429,24 @@ func Distance(p *reputation.Policy, v *reputation.Verdict) int {
 		return p.UntrustedBelow - 1 - v.Score
 	default:
 		return min(v.Score-p.UntrustedBelow, p.TrustedAtOrAbove-1-v.Score)
+	}
+}
+
+// await asks for the verdicts a running pod lacks and has the mover look at it again when they
+// arrive.
+func (m *Mover) await(pod *v1.Pod) {
+	if m.opts.RequestMissing == nil {
+		return
+	}
+	missing := m.opts.RequestMissing(pod)
+	key := pod.Namespace + "/" + pod.Name
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, image := range missing {
+		if m.awaiting[image] == nil {
+			m.awaiting[image] = map[string]bool{}
+		}
+		m.awaiting[image][key] = true
 	}
 }
 

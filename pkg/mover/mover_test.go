@@ -39,6 +39,8 @@ type fixture struct {
 	pods    cache.Indexer
 	tiers   map[string]*reputation.Verdict // pod name → the verdict that places it
 	records []string                       // "<pod> <action>"
+	// requested are the pods whose missing verdicts were asked for.
+	requested []string
 }
 
 func newFixture(t *testing.T, spec config.ReplacementSpec, nodes ...*v1.Node) *fixture {
@@ -58,7 +60,17 @@ func newFixture(t *testing.T, spec config.ReplacementSpec, nodes ...*v1.Node) *f
 		Pods: corelisters.NewPodLister(f.pods), Nodes: corelisters.NewNodeLister(nodeIndex),
 		Place: func(pod *v1.Pod) placement.Placement {
 			v := f.tiers[pod.Name]
+			if v == nil { // its image has no verdict yet
+				return placement.Placement{Tier: reputation.TierUnknown, Score: 100, Missing: 1}
+			}
 			return placement.Placement{Tier: v.Tier, Score: v.Score, Image: "img", Verdict: v}
+		},
+		RequestMissing: func(pod *v1.Pod) []string {
+			if f.tiers[pod.Name] != nil {
+				return nil
+			}
+			f.requested = append(f.requested, pod.Name)
+			return []string{pod.Spec.Containers[0].Image}
 		},
 		Policy: func() *reputation.Policy { return policy },
 		Profile: func(name string) *placement.Profile {
@@ -307,5 +319,40 @@ func TestResyncForgetsPodsThatAreGone(t *testing.T) {
 	f.mover.resync()
 	if len(f.mover.reported) != 0 || len(f.mover.closeSince) != 0 {
 		t.Errorf("after the pod left: reported %v, closeSince %v", f.mover.reported, f.mover.closeSince)
+	}
+}
+
+// A pod whose image changed to one never assessed counts as unknown at once, label included,
+// while the verdict is asked for; its first verdict has the mover look again.
+func TestAnImageWithoutAVerdictMakesTheRunningPodUnknown(t *testing.T) {
+	spec := evictSpec()
+	spec.Mode = config.ReplacementReport
+	f := newFixture(t, spec, node("t1", "trusted"))
+	pod := f.runningPod("swapped", "t1", untrustedByRule, func(p *v1.Pod) {
+		p.Labels[placement.TierLabel] = "trusted"
+		p.Spec.Containers = []v1.Container{{Name: "app", Image: "quay.io/evil/never-seen:v1"}}
+	})
+	f.tiers[pod.Name] = nil // swapped in after placement: no verdict yet
+	if retry, _ := f.mover.handle(context.Background(), "ns/swapped"); retry {
+		t.Fatal("handle asked for a retry")
+	}
+	if len(f.requested) != 1 {
+		t.Errorf("verdicts requested for %v, want the swapped pod", f.requested)
+	}
+	var relabelled bool
+	for _, a := range f.client.Actions() {
+		if p, ok := a.(clienttesting.PatchAction); ok && strings.Contains(string(p.GetPatch()), `"repute.dev/tier":"unknown"`) {
+			relabelled = true
+		}
+	}
+	if !relabelled {
+		t.Errorf("the pod was not relabelled unknown: %v", f.client.Actions())
+	}
+	if seen := f.eventsSeen(); !strings.Contains(seen, ReasonMisplaced) || !strings.Contains(seen, "without a verdict") {
+		t.Errorf("events = %q, want Misplaced saying an image has no verdict", seen)
+	}
+	f.mover.OnVerdict("quay.io/evil/never-seen:v1", nil, untrustedByRule)
+	if n := f.mover.queue.Len(); n != 1 {
+		t.Errorf("the first verdict queued %d pods, want the one that waited for it", n)
 	}
 }

@@ -28,8 +28,11 @@ type Placement struct {
 
 // Reason explains the placement in one line.
 func (p Placement) Reason() string {
+	if p.Missing > 0 {
+		return fmt.Sprintf("%d image(s) without a verdict yet: unknown until assessed", p.Missing)
+	}
 	if p.Verdict == nil {
-		return fmt.Sprintf("%d image(s) without a verdict", p.Missing)
+		return "no image"
 	}
 	return fmt.Sprintf("%s: %s", p.Image, p.Verdict.Reason())
 }
@@ -78,6 +81,18 @@ func Uses(pod *v1.Pod, image string) bool {
 	uses := false
 	ForEachImage(pod, func(i string) { uses = uses || i == image })
 	return uses
+}
+
+// SameImages reports whether two versions of a pod run and mount the same images.
+func SameImages(a, b *v1.Pod) bool {
+	var images []string
+	ForEachImage(a, func(image string) { images = append(images, image) })
+	i, same := 0, true
+	ForEachImage(b, func(image string) {
+		same = same && i < len(images) && images[i] == image
+		i++
+	})
+	return same && i == len(images)
 }
 
 // IsTerminal says a pod has finished and holds no place in any pool.

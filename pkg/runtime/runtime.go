@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
@@ -237,8 +238,22 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 	if (r.Mode != config.ReplacementNone || r.Upward != config.ReplacementNone) && rt.client != nil && rt.informers != nil {
 		rt.mover = mover.New(mover.Options{Spec: r, Client: rt.client,
 			Pods: rt.informers.Core().V1().Pods().Lister(), Nodes: rt.informers.Core().V1().Nodes().Lister(),
-			Place: rt.Place, Policy: rt.engine.Policy, Profile: rt.Profile, Record: rt.recordAction, Leading: rt.Leading})
+			Place: rt.Place, RequestMissing: rt.RequestMissing, Policy: rt.engine.Policy, Profile: rt.Profile,
+			Record: rt.recordAction, Leading: rt.Leading})
 		rt.verdicts.Subscribe(rt.mover.OnVerdict)
+		// A running pod whose images change (kubectl set image, an ephemeral container) is
+		// looked at again at once, not at the next resync.
+		if _, err := rt.informers.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			UpdateFunc: func(oldObj, newObj any) {
+				old, okOld := oldObj.(*v1.Pod)
+				pod, okNew := newObj.(*v1.Pod)
+				if okOld && okNew && pod.Spec.NodeName != "" && !placement.SameImages(old, pod) && rt.Leading() {
+					rt.mover.Enqueue(pod)
+				}
+			},
+		}); err != nil {
+			return nil, fmt.Errorf("watching pods for image changes: %w", err)
+		}
 	}
 	return rt, nil
 }
@@ -290,14 +305,17 @@ func (rt *Runtime) Place(pod *v1.Pod) placement.Placement {
 // (for their pull secrets), and reports whether any was missing. Before the runtime is ready
 // nothing is asked: the engine's wait for a first verdict must not start while the cache is
 // still being warmed.
-func (rt *Runtime) Request(pod *v1.Pod) (missing bool) {
+func (rt *Runtime) Request(pod *v1.Pod) (missing bool) { return len(rt.RequestMissing(pod)) > 0 }
+
+// RequestMissing is Request, returning the images that have no verdict.
+func (rt *Runtime) RequestMissing(pod *v1.Pod) (missing []string) {
 	ready := rt.Ready()
 	placement.ForEachImage(pod, func(image string) {
 		if rt.pullSecrets != nil {
 			rt.pullSecrets.Note(pod, image)
 		}
 		if rt.verdicts.Get(image) == nil {
-			missing = true
+			missing = append(missing, image)
 			if ready {
 				rt.engine.Request(image)
 			}

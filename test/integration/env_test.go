@@ -193,6 +193,13 @@ func (e *env) waitFailedScheduling(name string, timeout time.Duration) string {
 // waitEvent returns the note of the first event with the given reason about a pod.
 func (e *env) waitEvent(name, reason string, timeout time.Duration) string {
 	e.t.Helper()
+	return e.waitEventSaying(name, reason, "", timeout)
+}
+
+// waitEventSaying returns the note of the first event with the reason whose note contains
+// saying.
+func (e *env) waitEventSaying(name, reason, saying string, timeout time.Duration) string {
+	e.t.Helper()
 	var msg string
 	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		evs, err := e.client.EventsV1().Events(e.ns).List(ctx, metav1.ListOptions{FieldSelector: "regarding.name=" + name})
@@ -200,7 +207,7 @@ func (e *env) waitEvent(name, reason string, timeout time.Duration) string {
 			return false, err
 		}
 		for _, ev := range evs.Items {
-			if ev.Reason == reason {
+			if ev.Reason == reason && strings.Contains(ev.Note, saying) {
 				msg = ev.Note
 				return true, nil
 			}
@@ -208,7 +215,7 @@ func (e *env) waitEvent(name, reason string, timeout time.Duration) string {
 		return false, nil
 	})
 	if err != nil {
-		e.t.Fatalf("no %s event for %s within %s: %v", reason, name, timeout, err)
+		e.t.Fatalf("no %s event saying %q for %s within %s: %v", reason, saying, name, timeout, err)
 	}
 	return msg
 }

@@ -1,0 +1,77 @@
+package integration
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/repute-dev/repute/pkg/mover"
+	"github.com/repute-dev/repute/pkg/placement"
+)
+
+// waitTier waits for a pod's tier label to read tier.
+func (e *env) waitTier(name, tier string, timeout time.Duration) {
+	e.t.Helper()
+	var got string
+	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		p, err := e.client.CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		got = p.Labels[placement.TierLabel]
+		return got == tier, nil
+	})
+	if err != nil {
+		e.t.Fatalf("pod %s is labelled %s=%q, want %q within %s", name, placement.TierLabel, got, tier, timeout)
+	}
+}
+
+// Outside namespaces that enforce the admission policy, anyone with the pod verbs can change
+// what a placed pod runs. Repute sees it at once: a pod that swapped its image for one never
+// assessed, or that got an ephemeral container, is re-tiered by the image it now runs (label
+// and Misplaced event), well before the mover's one-minute resync.
+func TestImageSwapsAfterPlacementAreRetiered(t *testing.T) {
+	e := newEnv(t)
+	trusted := e.node("trusted", "trusted")
+	e.node("untrusted", "untrusted")
+	e.startScheduler()
+	for _, name := range []string{"swapped", "debugged"} {
+		e.create(e.pod(name, trustedImage))
+		if got := e.waitBound(name, bindTimeout); got != trusted {
+			t.Fatalf("%s on %s, want %s", name, got, trusted)
+		}
+		e.waitTier(name, "trusted", bindTimeout)
+	}
+
+	swapped, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "swapped", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	swapped.Spec.Containers[0].Image = "quay.io/evil/swapped-in:v1" // never assessed
+	if _, err := e.client.CoreV1().Pods(e.ns).Update(e.ctx, swapped, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	debugged, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "debugged", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	debugged.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
+		Name: "debugger", Image: "quay.io/evil/debugger:v1", TerminationMessagePolicy: v1.TerminationMessageReadFile}}}
+	if _, err := e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, "debugged", debugged, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	const withinResync = 20 * time.Second // the mover's resync is a minute
+	for _, name := range []string{"swapped", "debugged"} {
+		e.waitTier(name, "untrusted", withinResync)
+		e.waitEventSaying(name, mover.ReasonMisplaced, "without a verdict yet", withinResync)
+		if note := e.waitEventSaying(name, mover.ReasonMisplaced, "its tier is now untrusted", withinResync); !strings.Contains(note, "quay.io/evil/") {
+			t.Errorf("%s: Misplaced event %q does not name the image", name, note)
+		}
+	}
+}
