@@ -71,7 +71,7 @@ type Options struct {
 	// RequestMissing asks for the verdicts of a pod's images that have none (an image swapped
 	// in, an ephemeral container added after placement) and returns those images.
 	RequestMissing func(pod *v1.Pod) []string
-	Policy func() *reputation.Policy
+	Policy         func() *reputation.Policy
 	// Profile is the Repute profile of a schedulerName, nil for other schedulers' pods.
 	Profile func(schedulerName string) *placement.Profile
 	// Record files an action with the placement decisions (store and metrics).
