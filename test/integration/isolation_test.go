@@ -13,6 +13,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -254,6 +255,51 @@ func TestNetworkPoliciesApply(t *testing.T) {
 		}
 		if _, err := e.client.NetworkingV1().NetworkPolicies(e.ns).Create(e.ctx, np, metav1.CreateOptions{FieldValidation: metav1.FieldValidationStrict}); err != nil {
 			t.Errorf("%s: %v", np.Name, err)
+		}
+	}
+	// Who reaches a trusted pod, by the peers of repute-trusted (no CNI runs here, so the rule is
+	// checked on the selectors the CNI would apply): trusted pods from anywhere, and pods of
+	// namespaces the operator lists; never unknown, untrusted or unlabelled pods.
+	admitted := func(podLabels, namespaceLabels map[string]string) bool {
+		for _, rule := range trusted.Spec.Ingress {
+			for _, peer := range rule.From {
+				nsOK, podOK := peer.NamespaceSelector == nil, peer.PodSelector == nil
+				if peer.NamespaceSelector != nil {
+					sel, err := metav1.LabelSelectorAsSelector(peer.NamespaceSelector)
+					if err != nil {
+						t.Fatal(err)
+					}
+					nsOK = sel.Matches(labels.Set(namespaceLabels))
+				}
+				if peer.PodSelector != nil {
+					sel, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+					if err != nil {
+						t.Fatal(err)
+					}
+					podOK = sel.Matches(labels.Set(podLabels))
+				}
+				if nsOK && podOK {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	tier := func(t string) map[string]string { return map[string]string{"repute.dev/tier": t} }
+	listed := map[string]string{"repute.dev/trusted-clients": "true"}
+	for _, tt := range []struct {
+		name           string
+		pod, namespace map[string]string
+		wantAdmitted   bool
+	}{
+		{"a trusted pod of another namespace", tier("trusted"), nil, true},
+		{"an unknown pod", tier("unknown"), nil, false},
+		{"an untrusted pod", tier("untrusted"), nil, false},
+		{"a pod Repute never placed", nil, nil, false},
+		{"any pod of a listed namespace", nil, listed, true},
+	} {
+		if got := admitted(tt.pod, tt.namespace); got != tt.wantAdmitted {
+			t.Errorf("repute-trusted admits %s: %v, want %v", tt.name, got, tt.wantAdmitted)
 		}
 	}
 }
