@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -46,7 +47,10 @@ type Follower struct {
 	Standby func() bool
 
 	mu      sync.Mutex
-	handled int64 // the newest generation acted on
+	// handled is the newest generation acted on, of the object with handledUID: an object
+	// deleted and created again under the same name starts at generation 1 again.
+	handled    int64
+	handledUID types.UID
 	status  v1alpha1.ReputationPolicyStatus
 	// work holds the one object's name when it needs a look: a burst of changes is one look,
 	// and a status write that fails is retried through the queue's rate limiter.
@@ -84,7 +88,7 @@ func (f *Follower) Initial(ctx context.Context) (c *Compiled, ok bool, err error
 	}
 	gen := obj.GetGeneration()
 	f.mu.Lock()
-	f.handled = gen
+	f.handled, f.handledUID = gen, obj.GetUID()
 	f.status = v1alpha1.ReputationPolicyStatus{ObservedGeneration: gen, PolicyVersion: c.Policy.Version()}
 	meta.SetStatusCondition(&f.status.Conditions, metav1.Condition{Type: v1alpha1.ConditionApplied, Status: metav1.ConditionTrue,
 		Reason: v1alpha1.ReasonApplied, ObservedGeneration: gen, Message: "in force since the scheduler started"})
@@ -142,7 +146,7 @@ func (f *Follower) Run(ctx context.Context) {
 func (f *Follower) handle(ctx context.Context, logger klog.Logger, obj *unstructured.Unstructured) error {
 	gen := obj.GetGeneration()
 	f.mu.Lock()
-	done := gen <= f.handled
+	done := obj.GetUID() == f.handledUID && gen <= f.handled
 	f.mu.Unlock()
 	if !done {
 		f.act(ctx, logger, obj, gen)
@@ -167,7 +171,11 @@ func (f *Follower) act(ctx context.Context, logger klog.Logger, obj *unstructure
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.handled = gen
+	if obj.GetUID() != f.handledUID {
+		// Another object under the name: what the old one earned says nothing of this one.
+		f.status.ObservedGeneration, f.status.Reweighed, f.status.TierChanges, f.status.Conditions = 0, 0, 0, nil
+	}
+	f.handled, f.handledUID = gen, obj.GetUID()
 	if len(errs) > 0 {
 		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonInvalid
 		cond.Message = fmt.Sprintf("generation %d not applied, policy %s stays in force: %v", gen, f.status.PolicyVersion, errs.ToAggregate())
@@ -190,8 +198,11 @@ func (f *Follower) act(ctx context.Context, logger klog.Logger, obj *unstructure
 // writeStatus records the status of the newest generation acted on, unless it is there already.
 func (f *Follower) writeStatus(ctx context.Context, obj *unstructured.Unstructured) error {
 	f.mu.Lock()
-	status := *f.status.DeepCopy()
+	status, uid := *f.status.DeepCopy(), f.handledUID
 	f.mu.Unlock()
+	if obj.GetUID() != uid {
+		return nil // not the object this status is about; its own event follows
+	}
 	var current v1alpha1.ReputationPolicy
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &current); err == nil &&
 		current.Status.ObservedGeneration == status.ObservedGeneration && current.Status.PolicyVersion == status.PolicyVersion &&
@@ -203,6 +214,9 @@ func (f *Follower) writeStatus(ctx context.Context, obj *unstructured.Unstructur
 		latest, err := ri.Get(ctx, f.Name, metav1.GetOptions{})
 		if err != nil {
 			return err
+		}
+		if latest.GetUID() != uid {
+			return nil // deleted and created again meanwhile: its own event follows
 		}
 		content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&status)
 		if err != nil {

@@ -75,3 +75,35 @@ func TestImageSwapsAfterPlacementAreRetiered(t *testing.T) {
 		}
 	}
 }
+
+// A ReputationPolicy deleted and created again under the same name is a new policy: it is put
+// in force from its first generation, and its status never claims what the old object earned.
+func TestRecreatedReputationPolicyIsFollowed(t *testing.T) {
+	e := newEnv(t)
+	e.node("unknown", "unknown")
+	untrusted := e.node("untrusted", "untrusted")
+	name := e.prefix + "policy"
+	e.createPolicy(name, `origin: {rules: [{pattern: "*", tier: untrusted}]}`)
+	updateSpec(t, e, name, `origin: {rules: [{pattern: "*", tier: untrusted, weight: -5}]}`) // generation 2
+	cfg := e.config()
+	cfg.PolicyName = name
+	t.Cleanup(mustStart(t, e, cfg))
+	waitPolicyStatus(t, e, name, 2, metav1.ConditionTrue)
+	e.create(e.pod("before", trustedImage))
+	if got := e.waitBound("before", bindTimeout); got != untrusted {
+		t.Fatalf("before on %s, want %s under the first policy", got, untrusted)
+	}
+
+	if err := policies(t).Delete(e.ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recreated := e.createPolicy(name, `origin: {rules: [{pattern: "*", tier: unknown}]}`) // generation 1
+	status := waitPolicyStatus(t, e, name, recreated.GetGeneration(), metav1.ConditionTrue)
+	if status.ObservedGeneration != 1 {
+		t.Errorf("status claims generation %d of a new object at generation 1", status.ObservedGeneration)
+	}
+	e.create(e.pod("after", trustedImage))
+	if got := e.waitBound("after", bindTimeout); got != e.prefix+"unknown" {
+		t.Errorf("after on %s, want the unknown pool under the recreated policy", got)
+	}
+}
