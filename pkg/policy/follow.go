@@ -46,12 +46,12 @@ type Follower struct {
 	// generation in force in memory, and the leader reports it.
 	Standby func() bool
 
-	mu      sync.Mutex
+	mu sync.Mutex
 	// handled is the newest generation acted on, of the object with handledUID: an object
 	// deleted and created again under the same name starts at generation 1 again.
 	handled    int64
 	handledUID types.UID
-	status  v1alpha1.ReputationPolicyStatus
+	status     v1alpha1.ReputationPolicyStatus
 	// work holds the one object's name when it needs a look: a burst of changes is one look,
 	// and a status write that fails is retried through the queue's rate limiter.
 	work workqueue.TypedRateLimitingInterface[string]
