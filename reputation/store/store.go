@@ -140,7 +140,7 @@ func Open(path string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("store %s: %w", path, err)
 		}
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: opts.ReadOnly})
+	db, err := openVerified(path, opts.ReadOnly)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", path, err)
 	}
@@ -155,6 +155,56 @@ func Open(path string, opts Options) (*Store, error) {
 		go s.writer()
 	}
 	return s, nil
+}
+
+// openVerified opens the file and reads all of it once, then runs bbolt's consistency check: a
+// corrupt file is an error here, never a panic on some later read. The way out is in the error.
+func openVerified(path string, readOnly bool) (db *bolt.DB, err error) {
+	corrupt := func(why any) error {
+		return fmt.Errorf("the file is corrupt (%v): move it aside to start a new store, or restore a backup (reputectl store restore)", why)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, corrupt(r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: readOnly})
+	if err != nil {
+		return nil, err
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		if err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return readAll(b) }); err != nil {
+			return err
+		}
+		// Drained whole: the check reads the transaction until it closes the channel.
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+	if err != nil {
+		db.Close()
+		return nil, corrupt(err)
+	}
+	return db, nil
+}
+
+// readAll reads every key and value of a bucket and its nested buckets.
+func readAll(b *bolt.Bucket) error {
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			if nested := b.Bucket(k); nested != nil {
+				return readAll(nested)
+			}
+		}
+		return nil
+	})
 }
 
 // migrations[v] brings a file at schema v to v+1.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -279,5 +280,68 @@ func TestRecordAfterCloseIsDropped(t *testing.T) {
 	}
 	if err := s.AppendDecisions(context.Background(), Decision{Pod: "late"}); err == nil {
 		t.Error("an acknowledged write succeeded after Close")
+	}
+}
+
+// A file whose pages are damaged (a disk error, a torn copy) opens with an error that says what
+// to do, for the scheduler and for reputectl alike; it never panics on a later read. Every page
+// after the two meta pages is damaged in turn.
+func TestCorruptFileIsAnErrorNotAPanic(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	st, err := Open(good, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		image := fmt.Sprintf("registry.internal/team/app-%03d:v1", i)
+		if err := st.AppendVerdict(context.Background(), image, &reputation.Verdict{Image: image, Tier: reputation.TierTrusted, Score: 90}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pageSize = 4096
+	refused := 0
+	for page := 2; page*pageSize < len(data); page++ {
+		damaged := bytes.Clone(data)
+		for i := page * pageSize; i < (page+1)*pageSize && i < len(damaged); i++ {
+			damaged[i] ^= 0xA5
+		}
+		path := filepath.Join(dir, fmt.Sprintf("damaged-%d.db", page))
+		if err := os.WriteFile(path, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("page %d damaged: panic %v", page, r)
+				}
+			}()
+			st, err := Open(path, Options{ReadOnly: true})
+			if err != nil {
+				refused++
+				if !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), "restore a backup") {
+					t.Errorf("page %d damaged: error %q does not say what is wrong and what to do", page, err)
+				}
+				return
+			}
+			// A damage the check cannot see must still read without panicking.
+			_, _ = st.Verdicts()
+			st.Close()
+		}()
+	}
+	if refused == 0 {
+		t.Fatal("no damaged file was refused")
+	}
+	var backup bytes.Buffer
+	backup.Write(data[:len(data)/2]) // a truncated backup
+	if err := Restore(&backup, filepath.Join(dir, "restored.db")); err == nil {
+		t.Error("Restore accepted a truncated backup")
 	}
 }
