@@ -10,9 +10,10 @@ import (
 // dockerHub is how operators spell Docker Hub in rules; go-containerregistry says index.docker.io.
 const dockerHub = "docker.io"
 
-// maxImageRefLen bounds what we try to parse; real references are far shorter, and a pod spec is
-// not a place to trust for sizes.
-const maxImageRefLen = 4096
+// MaxImageRefLen bounds what is parsed, stored and mirrored; real references are far shorter,
+// and a pod spec is not a place to trust for sizes. A longer one is refused with an error, and
+// its (untrusted) verdict stays in memory: never in the store's keys or a mirror shard.
+const MaxImageRefLen = 4096
 
 // ImageRef is a canonical image reference: Docker Hub short names are expanded
 // ("nginx" → "docker.io/library/nginx:latest") and the digest, when the reference pins one,
@@ -33,8 +34,8 @@ func ParseImageRef(s string) (ImageRef, error) {
 	if s == "" {
 		return ImageRef{}, fmt.Errorf("invalid image reference: empty")
 	}
-	if len(s) > maxImageRefLen {
-		return ImageRef{}, fmt.Errorf("invalid image reference: %d bytes, longer than %d", len(s), maxImageRefLen)
+	if len(s) > MaxImageRefLen {
+		return ImageRef{}, fmt.Errorf("invalid image reference: %d bytes, longer than %d", len(s), MaxImageRefLen)
 	}
 	ref, err := name.ParseReference(s)
 	if err != nil {

@@ -41,7 +41,7 @@ func TestParseImageRef(t *testing.T) {
 		{in: "UPPER/case", wantErr: "invalid image reference"},
 		{in: "nginx@sha256:short", wantErr: "invalid image reference"},
 		{in: "a/b:c:d", wantErr: "invalid image reference"},
-		{in: strings.Repeat("a", maxImageRefLen+1), wantErr: "longer than"},
+		{in: strings.Repeat("a", MaxImageRefLen+1), wantErr: "longer than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

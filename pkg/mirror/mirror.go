@@ -78,6 +78,13 @@ type Shard struct {
 	Behavior []Behavior                     `json:"behavior,omitempty"`
 }
 
+// spells reports whether image, as a pod spells it ("nginx:1.27"), is the canonical reference
+// a verdict names ("docker.io/library/nginx:1.27").
+func spells(image, canonical string) bool {
+	ref, err := reputation.ParseImageRef(image)
+	return err == nil && ref.String() == canonical
+}
+
 // Encode is a shard as stored: gzipped JSON.
 func Encode(s *Shard) ([]byte, error) {
 	var buf bytes.Buffer
@@ -115,7 +122,7 @@ func Decode(data []byte) (*Shard, error) {
 		switch {
 		case v == nil:
 			return nil, fmt.Errorf("verdicts[%q]: null", image)
-		case v.Image != image:
+		case v.Image != image && !spells(image, v.Image):
 			return nil, fmt.Errorf("verdicts[%q]: verdict is for image %q", image, v.Image)
 		case !slices.Contains(reputation.Tiers, v.Tier):
 			return nil, fmt.Errorf("verdicts[%q].tier: %q is not a tier", image, v.Tier)
@@ -213,6 +220,7 @@ func shardIndex(name string) (int, bool) {
 // adopt takes a shard as read from the cluster. While this replica leads, its own memory is
 // the newer state and the read is ignored.
 func (m *Mirror) adopt(i int, s *Shard) {
+	clampTimes(s, time.Now())
 	m.mu.Lock()
 	if m.leading {
 		m.mu.Unlock()
@@ -223,6 +231,24 @@ func (m *Mirror) adopt(i int, s *Shard) {
 	for image, v := range s.Verdicts {
 		if Newer(v, m.cache.Get(image)) {
 			m.cache.Publish(image, v)
+		}
+	}
+}
+
+// clampTimes dates nothing in a snapshot later than now: a verdict stamped in the future would
+// win every comparison with the evidence gathered after it, and an event from the future would
+// weigh at full strength for as long as it wished.
+func clampTimes(s *Shard, now time.Time) {
+	for image, v := range s.Verdicts {
+		if v.EvaluatedAt.After(now) {
+			c := *v
+			c.EvaluatedAt = now
+			s.Verdicts[image] = &c
+		}
+	}
+	for i := range s.Behavior {
+		if s.Behavior[i].Event.At.After(now) {
+			s.Behavior[i].Event.At = now
 		}
 	}
 }
@@ -256,6 +282,9 @@ func (m *Mirror) Lead(ctx context.Context) []Behavior {
 }
 
 func (m *Mirror) onVerdict(image string, _, v *reputation.Verdict) {
+	if len(image) > reputation.MaxImageRefLen {
+		return // a shard holding it could never be written
+	}
 	i := ShardOf(image)
 	m.mu.Lock()
 	defer m.mu.Unlock()

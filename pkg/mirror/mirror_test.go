@@ -338,3 +338,40 @@ func BenchmarkEncodeShard(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "bytes/shard")
 }
+
+// Snapshot bounds: a short-name image (filed as pods spell it, its verdict naming the canonical
+// reference) round-trips; an image too long to store never enters a shard; times from the
+// future are clamped when a standby adopts them.
+func TestSnapshotBounds(t *testing.T) {
+	short := &Shard{Verdicts: map[string]*reputation.Verdict{"nginx:1.27": verdict("docker.io/library/nginx:1.27", reputation.TierUnknown, time.Now())}}
+	data, err := Encode(short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(data); err != nil {
+		t.Errorf("a shard with a short-name image was refused: %v", err)
+	}
+
+	cache := reputation.NewCache()
+	m := New(fake.NewClientset(), "kube-system", cache, func() time.Duration { return time.Hour })
+	m.mu.Lock()
+	m.leading = true // as after Lead, without the writer
+	m.mu.Unlock()
+	long := "registry.example/" + strings.Repeat("a", reputation.MaxImageRefLen)
+	cache.Publish(long, verdict(long, reputation.TierUntrusted, time.Now()))
+	if s := m.shards[ShardOf(long)]; s.Verdicts[long] != nil {
+		t.Error("an image longer than MaxImageRefLen entered a shard")
+	}
+
+	standby := New(fake.NewClientset(), "kube-system", reputation.NewCache(), func() time.Duration { return time.Hour })
+	future := time.Now().Add(365 * 24 * time.Hour)
+	forged := &Shard{Verdicts: map[string]*reputation.Verdict{"reg/app:v1": verdict("reg/app:v1", reputation.TierTrusted, future)},
+		Behavior: []Behavior{{Keys: []string{"sha256:aa"}, Event: reputation.BehaviorEvent{Rule: "r", At: future}}}}
+	standby.adopt(ShardOf("reg/app:v1"), forged)
+	if v := standby.cache.Get("reg/app:v1"); v == nil || v.EvaluatedAt.After(time.Now()) {
+		t.Errorf("a verdict from the future was adopted as it was: %+v", v)
+	}
+	if forged.Behavior[0].Event.At.After(time.Now()) {
+		t.Error("an event from the future kept its time")
+	}
+}

@@ -445,6 +445,9 @@ func (s *Store) behaviorOp(r BehaviorRecord) op {
 
 // RecordVerdict queues an image's new verdict. It never waits.
 func (s *Store) RecordVerdict(image string, v *reputation.Verdict) bool {
+	if len(image) > reputation.MaxImageRefLen {
+		return s.drop() // as a key it would fail the whole batch it rides in
+	}
 	return s.enqueue(s.verdictOp(image, v))
 }
 
@@ -470,6 +473,9 @@ func (s *Store) AppendPolicy(ctx context.Context, p PolicyRecord) error {
 
 // AppendVerdict records a verdict and returns once it is durable.
 func (s *Store) AppendVerdict(ctx context.Context, image string, v *reputation.Verdict) error {
+	if len(image) > reputation.MaxImageRefLen {
+		return fmt.Errorf("image reference of %d bytes, longer than %d: not stored", len(image), reputation.MaxImageRefLen)
+	}
 	return s.wait(ctx, []op{s.verdictOp(image, v)})
 }
 

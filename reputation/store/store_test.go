@@ -345,3 +345,30 @@ func TestCorruptFileIsAnErrorNotAPanic(t *testing.T) {
 		t.Error("Restore accepted a truncated backup")
 	}
 }
+
+// An image reference too long to be a key never reaches the writer, so the records that share
+// its batch are kept.
+func TestOversizeImageDoesNotFailItsBatch(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "repute.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	huge := "registry.example/" + strings.Repeat("a", 40<<10)
+	for i := range 50 {
+		st.RecordDecision(Decision{Namespace: "ns", Pod: fmt.Sprintf("p%d", i), Time: time.Now()})
+		if i == 25 {
+			st.RecordVerdict(huge, &reputation.Verdict{Image: huge, Tier: reputation.TierUntrusted})
+		}
+	}
+	if err := st.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ds, _, err := st.Decisions(Page{}, nil)
+	if err != nil || len(ds) != 50 {
+		t.Errorf("%d decisions kept (%v), want all 50", len(ds), err)
+	}
+	if err := st.AppendVerdict(context.Background(), huge, &reputation.Verdict{Image: huge}); err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("AppendVerdict of an oversize image: %v, want a clear refusal", err)
+	}
+}

@@ -48,6 +48,9 @@ type puller struct {
 }
 
 const (
+	// MaxPullSecretsPerPod bounds the imagePullSecrets read for one pod; the rest are ignored
+	// (its service account's are read too, within the same bound).
+	MaxPullSecretsPerPod = 16
 	// maxPullersPerRepository bounds what is remembered of one repository's users.
 	maxPullersPerRepository = 16
 	// maxCachedReads bounds the Secrets and ServiceAccounts kept between reads.
@@ -66,8 +69,11 @@ func (p *PullSecrets) Note(pod *v1.Pod, image string) {
 		u.serviceAccount = "default"
 	}
 	if len(pod.Spec.ImagePullSecrets) > 0 {
-		names := make([]string, 0, len(pod.Spec.ImagePullSecrets))
-		for _, s := range pod.Spec.ImagePullSecrets {
+		// Each name costs a Secret read per evaluation: a pod listing thousands is read only
+		// as far as the bound.
+		secrets := pod.Spec.ImagePullSecrets[:min(len(pod.Spec.ImagePullSecrets), MaxPullSecretsPerPod)]
+		names := make([]string, 0, len(secrets))
+		for _, s := range secrets {
 			names = append(names, s.Name)
 		}
 		u.secrets = strings.Join(names, ",")
@@ -116,6 +122,7 @@ func (p *PullSecrets) For(ctx context.Context, ref reputation.ImageRef) []authn.
 			names = strings.Split(u.secrets, ",")
 		}
 		names = append(names, p.serviceAccountSecrets(ctx, u.namespace, u.serviceAccount)...)
+		names = names[:min(len(names), 2*MaxPullSecretsPerPod)]
 		for _, secret := range names {
 			keychain := p.keychain(ctx, u.namespace, secret)
 			if keychain == nil {

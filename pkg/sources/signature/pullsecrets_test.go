@@ -2,6 +2,7 @@ package signature
 
 import (
 	"context"
+	"fmt"
 	"encoding/base64"
 	"testing"
 	"time"
@@ -56,6 +57,31 @@ func TestPullSecretMatchesAsTheKubelet(t *testing.T) {
 				t.Errorf("credentials = %+v, want matched %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A pod listing thousands of pull secrets costs at most MaxPullSecretsPerPod Secret reads.
+func TestPullSecretsPerPodAreBounded(t *testing.T) {
+	client := fake.NewClientset()
+	ps := NewPullSecrets(client)
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team"}}
+	for i := range 2000 {
+		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, v1.LocalObjectReference{Name: fmt.Sprintf("s%d", i)})
+	}
+	ref, err := reputation.ParseImageRef("registry.corp.example/team/api:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.Note(pod, ref.String())
+	ps.For(context.Background(), ref)
+	reads := 0
+	for _, a := range client.Actions() {
+		if a.GetVerb() == "get" && a.GetResource().Resource == "secrets" {
+			reads++
+		}
+	}
+	if reads == 0 || reads > MaxPullSecretsPerPod {
+		t.Errorf("%d Secret reads for a pod listing 2000 pull secrets, want 1 to %d", reads, MaxPullSecretsPerPod)
 	}
 }
 
