@@ -2,8 +2,8 @@ package signature
 
 import (
 	"context"
-	"fmt"
 	"encoding/base64"
+	"fmt"
 	"testing"
 	"time"
 
