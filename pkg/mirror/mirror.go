@@ -147,6 +147,9 @@ type Mirror struct {
 	cache     *reputation.Cache
 	// behaviorMaxAge drops events from the snapshot once they weigh nothing.
 	behaviorMaxAge func() time.Duration
+	// Admit, when set, is what a standby may place by of a verdict it reads: the runtime caps
+	// verdicts decided under another policy, or too long ago.
+	Admit func(v *reputation.Verdict, now time.Time) *reputation.Verdict
 
 	mu      sync.Mutex
 	shards  [Shards]*Shard
@@ -228,8 +231,12 @@ func (m *Mirror) adopt(i int, s *Shard) {
 	}
 	m.shards[i] = s
 	m.mu.Unlock()
+	now := time.Now()
 	for image, v := range s.Verdicts {
 		if Newer(v, m.cache.Get(image)) {
+			if m.Admit != nil {
+				v = m.Admit(v, now)
+			}
 			m.cache.Publish(image, v)
 		}
 	}

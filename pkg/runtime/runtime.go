@@ -225,6 +225,7 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 	if ns := args.Mirror.Namespace; ns != "" && rt.client != nil {
 		maxAge := func() time.Duration { return 10 * rt.engine.Policy().Behavior.HalfLife }
 		rt.mirror = mirror.New(rt.client, ns, rt.verdicts, maxAge)
+		rt.mirror.Admit = rt.warm
 	}
 	if args.PolicyName != "" && rt.kubeConfig != nil {
 		client, err := dynamic.NewForConfig(rt.kubeConfig)

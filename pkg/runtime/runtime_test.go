@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -14,6 +15,7 @@ import (
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
 	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/pkg/placement"
+	"github.com/repute-dev/repute/reputation"
 )
 
 // handle is what a scheduler gives a profile: its clientset and its informer factory.
@@ -109,3 +111,38 @@ func TestAProfileEnablesReputationOnce(t *testing.T) {
 }
 
 func placementProfile(name string) *placement.Profile { return &placement.Profile{Name: name} }
+
+// A remembered verdict is placed by only while it was decided under the policy in force and
+// within the re-verification period; otherwise it is at most unknown. It never raises trust.
+func TestWarmVerdicts(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rt, err := For(ctx, newHandle(), defaultedArgs(t), Options{Engine: engine.New(engine.Options{}), Elected: make(chan struct{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	current := rt.Policy().Version()
+	verdict := func(tier reputation.Tier, policy string, age time.Duration) *reputation.Verdict {
+		return &reputation.Verdict{Image: "reg/app:v1", Tier: tier, Score: 90, PolicyVersion: policy, EvaluatedAt: now.Add(-age), DecidedBy: "score 90"}
+	}
+	tests := []struct {
+		name     string
+		in       *reputation.Verdict
+		wantTier reputation.Tier
+	}{
+		{"current policy, recent", verdict(reputation.TierTrusted, current, time.Minute), reputation.TierTrusted},
+		{"another policy (or key set)", verdict(reputation.TierTrusted, "p-older", time.Minute), reputation.TierUnknown},
+		{"older than the re-verification period", verdict(reputation.TierTrusted, current, 30*24*time.Hour), reputation.TierUnknown},
+		{"untrusted stays untrusted", verdict(reputation.TierUntrusted, "p-older", 30*24*time.Hour), reputation.TierUntrusted},
+	}
+	for _, tt := range tests {
+		got := rt.warm(tt.in, now)
+		if got.Tier != tt.wantTier {
+			t.Errorf("%s: warmed as %s (%s), want %s", tt.name, got.Tier, got.DecidedBy, tt.wantTier)
+		}
+		if got.Tier != tt.in.Tier && (!got.Provisional || !strings.Contains(got.DecidedBy, "remembered verdict")) {
+			t.Errorf("%s: a capped verdict must be provisional and say why: %+v", tt.name, got)
+		}
+	}
+}

@@ -64,8 +64,9 @@ func (rt *Runtime) openStore(ctx context.Context) {
 	if err != nil {
 		logger.Error(err, "Reading verdicts from the store: the cache starts cold")
 	}
+	now := time.Now()
 	for image, v := range verdicts {
-		rt.verdicts.Publish(image, v)
+		rt.verdicts.Publish(image, rt.warm(v, now))
 	}
 	// Stored verdicts stand until their evidence is gathered again, in the background.
 	rt.engine.Reevaluate(func(string, *reputation.Verdict) bool { return true })
@@ -77,6 +78,27 @@ func (rt *Runtime) openStore(ctx context.Context) {
 		}
 	})
 	rt.store = st
+}
+
+// warm is the verdict a warm start may place by: as decided while it was decided under the
+// policy in force (its version covers the trusted keys) and within the re-verification period;
+// otherwise at most unknown, provisionally, until the image is evaluated again. A warmed verdict
+// never raises trust: only a lower tier passes as it is.
+func (rt *Runtime) warm(v *reputation.Verdict, now time.Time) *reputation.Verdict {
+	reverify := rt.args.Evaluation.ReverifyAfter.Duration
+	current := rt.Policy().Version()
+	fresh := reverify <= 0 || now.Sub(v.EvaluatedAt) < reverify
+	if v.Provisional || (v.PolicyVersion == current && fresh) || reputation.LessTrusted(v.Tier, reputation.TierUnknown) || v.Tier == reputation.TierUnknown {
+		return v
+	}
+	why := fmt.Sprintf("decided %s ago", now.Sub(v.EvaluatedAt).Round(time.Second))
+	if v.PolicyVersion != current {
+		why = fmt.Sprintf("decided under policy %s, not %s", v.PolicyVersion, current)
+	}
+	capped := *v
+	capped.Tier, capped.Decision, capped.Provisional = reputation.TierUnknown, reputation.DecidedProvisionally, true
+	capped.DecidedBy = fmt.Sprintf("remembered verdict (%s: %s) %s: unknown until evaluated again", v.Tier, v.DecidedBy, why)
+	return &capped
 }
 
 // persistBehavior keeps a runtime event beyond a restart (store) and a failover (mirror).

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/mover"
 	"github.com/repute-dev/repute/pkg/placement"
+	"github.com/repute-dev/repute/test/controlplane"
 )
 
 // waitTier waits for a pod's tier label to read tier.
@@ -105,5 +107,49 @@ func TestRecreatedReputationPolicyIsFollowed(t *testing.T) {
 	e.create(e.pod("after", trustedImage))
 	if got := e.waitBound("after", bindTimeout); got != e.prefix+"unknown" {
 		t.Errorf("after on %s, want the unknown pool under the recreated policy", got)
+	}
+}
+
+// A verdict remembered by the store counts as decided only under the policy it was decided
+// under: restarted with another policy (here a changed origin weight) while the registry is
+// slow, the scheduler places the signed image as unknown, not trusted, until it is evaluated
+// again; the Placed event says why.
+func TestRememberedVerdictsUnderAnotherPolicyAreAtMostUnknown(t *testing.T) {
+	image, pem, slow := signedImageOnSlowRegistry(t)
+	e := newEnv(t)
+	poolOf := map[string]string{}
+	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
+		poolOf[e.node(pool, pool)] = pool
+	}
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg.StorePath, cfg.VerdictWait = filepath.Join(t.TempDir(), "repute.db"), "1s"
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.create(e.pod("before", image.String()))
+	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
+		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
+	}
+	e.waitEvent("before", "Placed", bindTimeout)
+	stop()
+
+	slow.Store(true) // the fresh verification waits on the registry
+	defer slow.Store(false)
+	cfg.OriginRules[0].Weight = 15 // another policy version; the image would still be trusted
+	stop, err = controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	e.create(e.pod("after", image.String()))
+	if got := poolOf[e.waitBound("after", bindTimeout)]; got != "unknown" {
+		t.Errorf("after the restart under another policy the signed image landed in pool %q, want unknown until evaluated again", got)
+	}
+	if note := e.waitEvent("after", "Placed", bindTimeout); !strings.Contains(note, "remembered verdict") {
+		t.Errorf("Placed event %q does not say the remembered verdict was capped", note)
 	}
 }
