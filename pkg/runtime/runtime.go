@@ -311,6 +311,7 @@ func (rt *Runtime) Request(pod *v1.Pod) (missing bool) { return len(rt.RequestMi
 // RequestMissing is Request, returning the images that have no verdict.
 func (rt *Runtime) RequestMissing(pod *v1.Pod) (missing []string) {
 	ready := rt.Ready()
+	noted := false
 	placement.ForEachImage(pod, func(image string) {
 		if rt.pullSecrets != nil {
 			rt.pullSecrets.Note(pod, image)
@@ -318,6 +319,11 @@ func (rt *Runtime) RequestMissing(pod *v1.Pod) (missing []string) {
 		if rt.verdicts.Get(image) == nil {
 			missing = append(missing, image)
 			if ready {
+				if !noted {
+					// Before the evaluation: the pod's namespace's reports count for it.
+					rt.reports.ObserveSpec(pod)
+					noted = true
+				}
 				rt.engine.Request(image)
 			}
 		}

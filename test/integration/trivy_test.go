@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/repute-dev/repute/pkg/sources/trivy"
@@ -51,6 +52,19 @@ func TestVulnerabilityReportsDecideTrust(t *testing.T) {
 	}
 	if note := e.waitEvent("vuln", "Placed", bindTimeout); !strings.Contains(note, "dependencies.maxCritical → untrusted") {
 		t.Errorf("Placed event %q does not name the rule", note)
+	}
+
+	// A forged report in another namespace (which runs no pod of the image), dated in the future
+	// and clean, hides nothing: re-evaluated with it, the image stays untrusted.
+	other := newEnv(t)
+	forged := evidence.VulnerabilityReport(other.ns, "forged", "registry.internal", "team/vuln", vulnDigest, 0, "CVE-2023-0001")
+	_ = unstructured.SetNestedField(forged.Object, "2099-01-01T00:00:00Z", "report", "updateTimestamp")
+	if _, err := dynamic.NewForConfigOrDie(cluster.Config).Resource(trivy.VulnerabilityReports).Namespace(other.ns).Create(e.ctx, forged, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.create(e.pod("vuln-again", "registry.internal/team/vuln@"+vulnDigest))
+	if got := e.waitBound("vuln-again", bindTimeout); got != untrusted {
+		t.Errorf("after a forged clean report elsewhere, the vulnerable image landed on %s, want %s", got, untrusted)
 	}
 
 	// A clean report leaves the image trusted: with no trusted node, it waits.

@@ -37,6 +37,8 @@ var (
 // Report is what Repute takes from one vulnerability report.
 type Report struct {
 	Name string
+	// Namespace is a VulnerabilityReport's namespace, empty for a ClusterVulnerabilityReport.
+	Namespace string
 	// Registry, Repository, Tag and Digest identify the scanned image (digest optional).
 	Registry, Repository, Tag, Digest string
 	// Workload is what Trivy Operator scanned, from the report's labels; without a digest, the
@@ -55,6 +57,7 @@ func ParseReport(obj map[string]any) (Report, error) {
 	var r Report
 	u := unstructured.Unstructured{Object: obj}
 	r.Name = u.GetKind() + " " + strings.TrimPrefix(u.GetNamespace()+"/"+u.GetName(), "/")
+	r.Namespace = u.GetNamespace()
 	str := func(path ...string) string {
 		s, _, _ := unstructured.NestedString(obj, path...)
 		return s
@@ -129,9 +132,9 @@ func workloadOf(u unstructured.Unstructured) Workload {
 	if w.Name == "" {
 		w.Name = u.GetAnnotations()[labelResourceName]
 	}
-	if w.Namespace == "" {
-		w.Namespace = u.GetNamespace()
-	}
+	// A report speaks for workloads of its own namespace only, whatever its labels claim:
+	// anyone who can write reports in one namespace must not file them against another's.
+	w.Namespace = u.GetNamespace()
 	if w.Kind == "" || w.Name == "" || w.Container == "" {
 		return Workload{}
 	}
@@ -194,51 +197,71 @@ func (r Report) Image() string {
 	return ref.Name()
 }
 
-// Index holds the newest report per image digest and per image name and tag. Reports without
-// a digest are also kept by workload, and filed under each digest the workload's pods run.
+// Index holds every report per image digest and per image name and tag; when several speak
+// for one image, the worst counts. Reports without a digest are also kept by workload, and filed
+// under each digest the workload's pods run. A namespaced report counts only for a digest that
+// pods of its own namespace run; a ClusterVulnerabilityReport (cluster-scoped, written by
+// Trivy Operator's own account) counts everywhere.
 type Index struct {
 	mu       sync.RWMutex
-	byDigest map[string]Report
-	byTag    map[string]Report // "registry/repository:tag"
+	byDigest map[string]map[string]Report // digest → report name → report
+	byTag    map[string]map[string]Report // "registry/repository:tag" → report name → report
 	// byWorkload holds reports that carry no digest; workloadDigests the digests each
-	// workload's pods were seen running, newest last.
-	byWorkload      map[Workload]Report
-	workloadDigests map[Workload][]string
-	now             func() time.Time
+	// workload's pods were seen running, newest last; namespaceDigests those of any pod of a
+	// namespace.
+	byWorkload       map[Workload]Report
+	workloadDigests  map[Workload][]string
+	namespaceDigests map[string][]string
+	now              func() time.Time
 }
 
-// maxDigestsPerWorkload bounds what a workload's rollouts leave behind.
-const maxDigestsPerWorkload = 8
+const (
+	// maxDigestsPerWorkload bounds what a workload's rollouts leave behind.
+	maxDigestsPerWorkload = 8
+	// maxDigestsPerNamespace bounds the digests remembered as running in one namespace.
+	maxDigestsPerNamespace = 1024
+	// maxIDsMerged bounds the vulnerability IDs and packages of reports merged for one image.
+	maxIDsMerged = 10000
+)
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
-	return &Index{byDigest: map[string]Report{}, byTag: map[string]Report{}, byWorkload: map[Workload]Report{},
-		workloadDigests: map[Workload][]string{}, now: time.Now}
+	return &Index{byDigest: map[string]map[string]Report{}, byTag: map[string]map[string]Report{}, byWorkload: map[Workload]Report{},
+		workloadDigests: map[Workload][]string{}, namespaceDigests: map[string][]string{}, now: time.Now}
 }
 
-// Put records a report unless a newer one for the same image is already there. It returns the
-// report as filed under each digest, for re-evaluating the images it concerns.
+// Put records a report, replacing the previous version of the same report. A report dated in
+// the future is dated now: its own timestamp must not make it outlast the others. It returns
+// the report as filed under each digest, for re-evaluating the images it concerns.
 func (ix *Index) Put(r Report) []Report {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if now := ix.now(); r.Updated.After(now) {
+		r.Updated = now
+	}
 	filed := []Report{r}
 	if r.Digest != "" {
-		ix.putDigest(r)
+		file(ix.byDigest, r.Digest, r)
 	} else if r.Workload != (Workload{}) {
-		if old, ok := ix.byWorkload[r.Workload]; !ok || !old.Updated.After(r.Updated) {
-			ix.byWorkload[r.Workload] = r
-			for _, d := range ix.workloadDigests[r.Workload] {
-				filed = append(filed, ix.putDigest(r.mappedTo(d)))
-			}
+		ix.byWorkload[r.Workload] = r
+		for _, d := range ix.workloadDigests[r.Workload] {
+			mapped := r.mappedTo(d)
+			file(ix.byDigest, d, mapped)
+			filed = append(filed, mapped)
 		}
 	}
 	if r.Tag != "" {
-		key := r.Image() + ":" + r.Tag
-		if old, ok := ix.byTag[key]; !ok || !old.Updated.After(r.Updated) {
-			ix.byTag[key] = r
-		}
+		file(ix.byTag, r.Image()+":"+r.Tag, r)
 	}
 	return filed
+}
+
+// file puts a report under a key, replacing its own previous version only.
+func file(into map[string]map[string]Report, key string, r Report) {
+	if into[key] == nil {
+		into[key] = map[string]Report{}
+	}
+	into[key][r.Name] = r
 }
 
 // mappedTo is the report filed under a digest the scanned workload's pods run.
@@ -248,20 +271,15 @@ func (r Report) mappedTo(digest string) Report {
 	return r
 }
 
-func (ix *Index) putDigest(r Report) Report {
-	if old, ok := ix.byDigest[r.Digest]; !ok || !old.Updated.After(r.Updated) {
-		ix.byDigest[r.Digest] = r
-	}
-	return r
-}
-
-// ObservePod learns from a pod's status which digests its workload runs. It returns the reports
-// newly filed under a digest this way.
+// ObservePod learns from a pod's status which digests its workload, and its namespace, run. It
+// returns the reports newly filed under a digest this way.
 func (ix *Index) ObservePod(pod *v1.Pod) []Report {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	ix.noteSpecDigests(pod)
 	var filed []Report
 	for w, d := range workloadsOf(pod) {
+		ix.noteNamespaceDigest(pod.Namespace, d)
 		known := ix.workloadDigests[w]
 		if slices.Contains(known, d) {
 			continue
@@ -271,13 +289,50 @@ func (ix *Index) ObservePod(pod *v1.Pod) []Report {
 		}
 		ix.workloadDigests[w] = append(known, d)
 		if r, ok := ix.byWorkload[w]; ok {
-			filed = append(filed, ix.putDigest(r.mappedTo(d)))
+			mapped := r.mappedTo(d)
+			file(ix.byDigest, d, mapped)
+			filed = append(filed, mapped)
 		}
 	}
 	return filed
 }
 
-// Delete forgets a report, wherever it was filed. It returns the report as it was filed.
+// ObserveSpec notes the digests a pod's spec pins as run in its namespace, before the kubelet
+// reports them: the scheduler calls it before a new image is evaluated, so the namespace's own
+// reports count for the pod's first placement.
+func (ix *Index) ObserveSpec(pod *v1.Pod) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.noteSpecDigests(pod)
+}
+
+func (ix *Index) noteSpecDigests(pod *v1.Pod) {
+	for _, c := range pod.Spec.Containers {
+		if _, d, ok := strings.Cut(c.Image, "@"); ok && strings.HasPrefix(d, "sha256:") {
+			ix.noteNamespaceDigest(pod.Namespace, d)
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if _, d, ok := strings.Cut(c.Image, "@"); ok && strings.HasPrefix(d, "sha256:") {
+			ix.noteNamespaceDigest(pod.Namespace, d)
+		}
+	}
+}
+
+// noteNamespaceDigest remembers that pods of the namespace run the digest; ix.mu is held.
+func (ix *Index) noteNamespaceDigest(namespace, digest string) {
+	running := ix.namespaceDigests[namespace]
+	if slices.Contains(running, digest) {
+		return
+	}
+	if len(running) >= maxDigestsPerNamespace {
+		running = running[1:]
+	}
+	ix.namespaceDigests[namespace] = append(running, digest)
+}
+
+// Delete forgets a report, wherever it was filed; other reports about the same image stay. It
+// returns the report as it was filed.
 func (ix *Index) Delete(r Report) []Report {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -290,33 +345,100 @@ func (ix *Index) Delete(r Report) []Report {
 		digests = ix.workloadDigests[r.Workload]
 	}
 	for _, d := range digests {
-		if old, ok := ix.byDigest[d]; ok && old.Name == r.Name {
-			delete(ix.byDigest, d)
+		if old, ok := ix.byDigest[d][r.Name]; ok {
+			unfile(ix.byDigest, d, r.Name)
 			filed = append(filed, old)
 		}
 	}
-	key := r.Image() + ":" + r.Tag
-	if old, ok := ix.byTag[key]; ok && old.Name == r.Name {
-		delete(ix.byTag, key)
-	}
+	unfile(ix.byTag, r.Image()+":"+r.Tag, r.Name)
 	return filed
 }
 
-// Lookup finds the report for an image: by digest first (the content scanned is the content
-// run), then by name and tag.
+func unfile(from map[string]map[string]Report, key, name string) {
+	delete(from[key], name)
+	if len(from[key]) == 0 {
+		delete(from, key)
+	}
+}
+
+// counts reports whether a report speaks for the digest: a cluster report always, a namespaced
+// one only when pods of its namespace run that digest.
+func (ix *Index) counts(r Report, digest string) bool {
+	return r.Namespace == "" || (digest != "" && slices.Contains(ix.namespaceDigests[r.Namespace], digest))
+}
+
+// Lookup finds what the reports say of an image: by digest first (the content scanned is the
+// content run), then by name and tag. When several reports count, the worst does: the most
+// vulnerabilities of each severity, every ID and package any of them lists, and the newest date.
 func (ix *Index) Lookup(ref reputation.ImageRef, resolvedDigest string) (Report, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	for _, d := range []string{ref.Digest, resolvedDigest} {
-		if r, ok := ix.byDigest[d]; ok && d != "" {
+		if d == "" {
+			continue
+		}
+		if r, ok := ix.worst(ix.byDigest[d], d); ok {
 			return r, true
 		}
 	}
 	if ref.Tag != "" {
-		r, ok := ix.byTag[ref.Name()+":"+ref.Tag]
-		return r, ok
+		digest := ref.Digest
+		if digest == "" {
+			digest = resolvedDigest
+		}
+		return ix.worst(ix.byTag[ref.Name()+":"+ref.Tag], digest)
 	}
 	return Report{}, false
+}
+
+// worst merges the reports that count for the digest.
+func (ix *Index) worst(reports map[string]Report, digest string) (Report, bool) {
+	names := make([]string, 0, len(reports))
+	for name, r := range reports {
+		if ix.counts(r, digest) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return Report{}, false
+	}
+	slices.Sort(names) // one merge order, so verdicts are reproducible
+	out := reports[names[0]]
+	out.IDs, out.Packages = slices.Clone(out.IDs), slices.Clone(out.Packages)
+	for _, name := range names[1:] {
+		r := reports[name]
+		if r.Critical > out.Critical || (r.Critical == out.Critical && r.High > out.High) {
+			out.Name, out.MappedVia = r.Name, r.MappedVia
+		}
+		out.Critical, out.High = max(out.Critical, r.Critical), max(out.High, r.High)
+		out.Medium, out.Low, out.Other = max(out.Medium, r.Medium), max(out.Low, r.Low), max(out.Other, r.Other)
+		out.IDs = mergeBounded(out.IDs, r.IDs)
+		out.Packages = mergeBounded(out.Packages, r.Packages)
+		if r.Updated.After(out.Updated) {
+			out.Updated = r.Updated
+		}
+	}
+	if len(names) > 1 {
+		out.Name = fmt.Sprintf("%s (the worst of %d reports)", out.Name, len(names))
+	}
+	return out, true
+}
+
+func mergeBounded(into, more []string) []string {
+	seen := make(map[string]bool, len(into))
+	for _, s := range into {
+		seen[s] = true
+	}
+	for _, s := range more {
+		if len(into) >= maxIDsMerged {
+			break
+		}
+		if !seen[s] {
+			seen[s] = true
+			into = append(into, s)
+		}
+	}
+	return into
 }
 
 // Source gives the engine dependency evidence from the index. Put it after the signature

@@ -3,6 +3,7 @@ package trivy
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,10 +84,11 @@ func TestIndexLookupAndSource(t *testing.T) {
 	}
 	ix := NewIndex()
 	ix.now = func() time.Time { return r.Updated.Add(time.Hour) }
+	ix.ObservePod(podOf("api-7d9f-x1", digest)) // pods of the report's namespace run the digest
 	ix.Put(r)
 	older := r
-	older.Critical, older.Updated = 0, r.Updated.Add(-time.Hour)
-	ix.Put(older) // an older report never replaces a newer one
+	older.Name, older.Critical, older.Updated = "VulnerabilityReport team/older-scan", 0, r.Updated.Add(-time.Hour)
+	ix.Put(older) // another report about the image: the worst counts
 	src := &Source{Index: ix}
 	tests := []struct {
 		name, image, resolved string
@@ -94,7 +96,8 @@ func TestIndexLookupAndSource(t *testing.T) {
 	}{
 		{"by digest in the reference", "registry.internal/team/api@" + digest, "", 2},
 		{"by the digest a tag resolved to", "registry.internal/team/api:other", digest, 2},
-		{"by name and tag", "registry.internal/team/api:v1", "", 2},
+		{"by name and tag, the digest resolved", "registry.internal/team/api:v1", digest, 2},
+		{"by name and tag alone: a namespace's report cannot speak for a tag", "registry.internal/team/api:v1", "", -1},
 		{"another image", "registry.internal/team/web:v1", "", -1},
 	}
 	for _, tt := range tests {
@@ -113,8 +116,9 @@ func TestIndexLookupAndSource(t *testing.T) {
 		})
 	}
 	ix.Delete(r)
+	ix.Delete(older)
 	ref, _ := reputation.ParseImageRef("registry.internal/team/api:v1")
-	if _, ok := ix.Lookup(ref, ""); ok {
+	if _, ok := ix.Lookup(ref, digest); ok {
 		t.Error("report still found after deletion")
 	}
 	if !Matches(r, &reputation.Verdict{Key: "registry.internal/team/api@" + digest}) || Matches(r, &reputation.Verdict{Key: "x/y:z", Image: "x/y:z"}) {
@@ -220,4 +224,58 @@ func FuzzParseReport(f *testing.F) {
 			t.Fatalf("accepted a partial workload: %+v", w)
 		}
 	})
+}
+
+// Reports are trust inputs anyone with report write in a namespace can forge. A forged report
+// cannot hide another's CVEs: the worst report counts, a future date is clamped, a report counts
+// only where pods of its own namespace run the digest, and deleting a forgery keeps the rest.
+func TestForgedReportsCannotHideVulnerabilities(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	real, err := ParseReport(sampleReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	forge := func(namespace string) Report {
+		obj := sampleReport()
+		md := obj["metadata"].(map[string]any)
+		md["name"], md["namespace"] = "forged", namespace
+		rep := obj["report"].(map[string]any)
+		rep["summary"] = map[string]any{"criticalCount": 0.0, "highCount": 0.0}
+		rep["vulnerabilities"] = []any{}
+		rep["updateTimestamp"] = "2099-01-01T00:00:00Z"
+		r, err := ParseReport(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	pinned, _ := reputation.ParseImageRef("registry.internal/team/api@" + digest)
+	for _, namespace := range []string{"attacker", "team"} {
+		t.Run("forged in "+namespace, func(t *testing.T) {
+			ix := NewIndex()
+			ix.now = func() time.Time { return now }
+			ix.ObservePod(podOf("api-7d9f-x1", digest))
+			ix.Put(real)
+			forged := forge(namespace)
+			ix.Put(forged)
+			got, ok := ix.Lookup(pinned, "")
+			if !ok || got.Critical != 2 || !slices.Contains(got.IDs, "CVE-2024-3094") || got.Updated.After(now) {
+				t.Errorf("with a forged report in %s: %+v, want the real 2 criticals and CVE-2024-3094, dated no later than now", namespace, got)
+			}
+			ix.Delete(forged)
+			if got, ok := ix.Lookup(pinned, ""); !ok || got.Critical != 2 {
+				t.Errorf("deleting the forgery dropped the real report: %+v %v", got, ok)
+			}
+		})
+	}
+	// Labels claiming another namespace's workload are not believed.
+	claims := workloadReport()
+	claims["metadata"].(map[string]any)["namespace"] = "attacker"
+	cr, err := ParseReport(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cr.Workload.Namespace != "attacker" {
+		t.Errorf("a report in attacker filed under workload %+v", cr.Workload)
+	}
 }
