@@ -124,6 +124,9 @@ type Verdict struct {
 	// Provisional marks the unknown verdict given while evaluation had not finished in time:
 	// any assessed verdict replaces it.
 	Provisional bool `json:"provisional,omitempty"`
+	// Incomplete marks a verdict built while some evidence could not be gathered (a registry
+	// down): running pods are not moved by it.
+	Incomplete bool `json:"incomplete,omitempty"`
 }
 
 // Reason is a one-line explanation fit for an event or a table cell: the deciding rule, then
@@ -345,7 +348,7 @@ func Pending(image string, waited time.Duration, p *Policy, now time.Time) *Verd
 // deciding rule and contributions, however their observation texts differ (ages move on).
 func SameOutcome(a, b *Verdict) bool {
 	if a == nil || b == nil || a.Score != b.Score || a.Tier != b.Tier || a.DecidedBy != b.DecidedBy || a.Decision != b.Decision ||
-		a.PolicyVersion != b.PolicyVersion || len(a.Contributions) != len(b.Contributions) {
+		a.PolicyVersion != b.PolicyVersion || a.Incomplete != b.Incomplete || len(a.Contributions) != len(b.Contributions) {
 		return false
 	}
 	for i, c := range a.Contributions {

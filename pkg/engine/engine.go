@@ -9,6 +9,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ type Options struct {
 	// ReverifyAfter is how long a complete verdict stands before its evidence is gathered
 	// again: signatures and keys change. Zero: never.
 	ReverifyAfter time.Duration
+	// MaxStaleness is how long an image's last verified signature evidence stands while its
+	// registry cannot be reached (stale-while-error). Zero: not at all.
+	MaxStaleness time.Duration
 	// Clock is the engine's time; tests pass a fake one.
 	Clock clock.WithTickerAndDelayedExecution
 	// QueueName names the queue in the workqueue metrics (depth, latency, retries).
@@ -78,6 +82,17 @@ type Engine struct {
 	// verdict built from newer evidence; evidence holds what each published verdict was built on.
 	publishMu sync.Mutex
 	evidence  map[string]*reputation.Evidence
+	// checked holds, under publishMu, each image's signature evidence from its last complete
+	// evaluation; failingSince when its evaluations began to fail.
+	checked      map[string]checkedSignature
+	failingSince map[string]time.Time
+}
+
+// checkedSignature is signature evidence gathered in full, and when.
+type checkedSignature struct {
+	signature      reputation.SignatureEvidence
+	resolvedDigest string
+	at             time.Time
 }
 
 // New builds an engine; Run starts its workers. Requests made before Run wait in the queue.
@@ -104,6 +119,7 @@ func New(opts Options) *Engine {
 		opts.QueueName = DefaultQueueName
 	}
 	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{},
+		checked: map[string]checkedSignature{}, failingSince: map[string]time.Time{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryAfter, opts.MaxRetryAfter),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock})}
@@ -201,6 +217,7 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	start := e.opts.Clock.Now()
 	ev, v, incomplete := e.evaluate(ctx, image)
 	elapsed := e.opts.Clock.Since(start)
+	ev, v = e.staleWhileError(image, ev, v, incomplete, start)
 	switch {
 	case ctx.Err() != nil:
 	case incomplete:
@@ -217,6 +234,42 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	e.publish(image, ev, v)
 	e.requested.Delete(image)
 	return true
+}
+
+// staleWhileError keeps what a complete evaluation verified while the registry cannot be
+// reached: an evaluation that failed to gather signature evidence (no answer, 5xx, timeout)
+// reuses the last checked signature for MaxStaleness, and its explanation says so. Past that
+// window the failure stands (the image is unknown, never invalid). Every verdict built from
+// incomplete evidence is marked so, for the mover to leave running pods alone.
+func (e *Engine) staleWhileError(image string, ev *reputation.Evidence, v *reputation.Verdict, incomplete bool, now time.Time) (*reputation.Evidence, *reputation.Verdict) {
+	e.publishMu.Lock()
+	defer e.publishMu.Unlock()
+	if !incomplete {
+		delete(e.failingSince, image)
+		if ev != nil && ev.Signature != nil {
+			e.checked[image] = checkedSignature{signature: *ev.Signature, resolvedDigest: ev.ResolvedDigest, at: now}
+		}
+		return ev, v
+	}
+	since, failing := e.failingSince[image]
+	if !failing {
+		since = now
+		e.failingSince[image] = since
+	}
+	last, ok := e.checked[image]
+	if ev != nil && ev.Signature != nil && ev.Signature.State == reputation.SignatureError && ok && now.Sub(last.at) <= e.opts.MaxStaleness {
+		stale := *ev
+		sig := last.signature
+		sig.Detail = fmt.Sprintf("%s (checked %s ago; registry unreachable since %s: %s)", sig.Detail,
+			now.Sub(last.at).Round(time.Second), since.UTC().Format(time.RFC3339), ev.Signature.Detail)
+		stale.Signature = &sig
+		if stale.ResolvedDigest == "" {
+			stale.ResolvedDigest = last.resolvedDigest
+		}
+		ev, v = &stale, reputation.Evaluate(e.Policy(), &stale, now)
+	}
+	v.Incomplete = true
+	return ev, v
 }
 
 // publish records the evidence a verdict was built on and publishes the verdict.

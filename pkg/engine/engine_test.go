@@ -395,3 +395,62 @@ func TestSimulateReportsImagesWithoutEvidence(t *testing.T) {
 		t.Errorf("simulations %v, not gathered %v", sims, notGathered)
 	}
 }
+
+// outageSource verifies the signature unless its registry is down.
+type outageSource struct{ down atomic.Bool }
+
+func (s *outageSource) Name() string { return "registry" }
+func (s *outageSource) Collect(_ context.Context, ev *reputation.Evidence) error {
+	if s.down.Load() {
+		ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureError, Detail: "dial tcp: connection refused"}
+		return errors.New("registry unreachable")
+	}
+	ev.Signature = &reputation.SignatureEvidence{State: reputation.SignatureVerified, Key: "ops", Detail: "signed by ops"}
+	return nil
+}
+
+// Stale-while-error: a registry outage keeps the last verified signature for MaxStaleness, says
+// so, and marks the verdict incomplete; past the window the image is unknown, never invalid;
+// when the registry answers again the verdict is whole again.
+func TestRegistryOutageKeepsTheLastVerifiedSignatureForAWhile(t *testing.T) {
+	src := &outageSource{}
+	e := start(t, Options{Policy: signedPolicy(t), Sources: []reputation.EvidenceSource{src},
+		ReverifyAfter: time.Hour, RetryAfter: time.Minute, MaxRetryAfter: time.Minute, MaxStaleness: 3 * time.Hour})
+	const image = "registry.internal/app@" + testDigest
+	e.Request(image)
+	if v := e.next(t, "the verified verdict"); v.Tier != reputation.TierTrusted || v.Incomplete {
+		t.Fatalf("first verdict %s incomplete=%v, want trusted and complete", v.Tier, v.Incomplete)
+	}
+	src.down.Store(true)
+	e.clock.Step(time.Hour) // the re-verification finds the registry down
+	v := e.next(t, "the re-verification during the outage")
+	if v.Tier != reputation.TierTrusted || !v.Incomplete || !strings.Contains(v.Reason(), "verified") {
+		t.Fatalf("during the outage: %s incomplete=%v (%s), want the last verified signature to stand", v.Tier, v.Incomplete, v.Reason())
+	}
+	var detail string
+	for _, c := range v.Contributions {
+		if c.Signal == reputation.SignalSignature {
+			detail = c.Observed
+		}
+	}
+	if !strings.Contains(detail, "checked 1h0m0s ago; registry unreachable since") {
+		t.Errorf("the explanation %q does not say the signature is an hour old and the registry down", detail)
+	}
+	// Retried every minute; past three hours since the last check, the outage counts.
+	var after *reputation.Verdict
+	for range 3 * 60 {
+		e.clock.Step(time.Minute)
+		after = e.next(t, "a retry")
+		if after.Tier != reputation.TierTrusted {
+			break
+		}
+	}
+	if after.Tier != reputation.TierUnknown || !after.Incomplete {
+		t.Fatalf("past the window: %s incomplete=%v (%s), want unknown (never untrusted), incomplete", after.Tier, after.Incomplete, after.Reason())
+	}
+	src.down.Store(false)
+	e.clock.Step(time.Minute)
+	if v := e.next(t, "the verdict once the registry answers"); v.Tier != reputation.TierTrusted || v.Incomplete {
+		t.Errorf("after the outage: %s incomplete=%v, want trusted and complete", v.Tier, v.Incomplete)
+	}
+}

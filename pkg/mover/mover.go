@@ -201,8 +201,9 @@ func (m *Mover) OnVerdict(image string, old, updated *reputation.Verdict) {
 		}
 		return
 	}
-	// A standby moves nothing; once elected, its first resync checks every pod.
-	if (old.Tier == updated.Tier && old.Score == updated.Score) || !m.opts.Leading() {
+	// A standby moves nothing; once elected, its first resync checks every pod. A verdict built
+	// while evidence could not be gathered (a registry down) moves nothing either.
+	if (old.Tier == updated.Tier && old.Score == updated.Score) || updated.Incomplete || !m.opts.Leading() {
 		return
 	}
 	m.enqueueRunning(func(pod *v1.Pod) bool { return placement.Uses(pod, image) })
@@ -256,7 +257,8 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 		// An image that has no verdict (swapped in, or an ephemeral container added, after
 		// placement) makes the pod unknown at once, label included, while it is assessed.
 		m.await(pod)
-	} else if p.Verdict == nil {
+	} else if p.Verdict == nil || p.Verdict.Incomplete {
+		// An outage is not evidence: the pod stays where it is, as it is labelled.
 		return false, 0
 	}
 	// The label follows the tier at once, whatever happens to the pod: NetworkPolicies that

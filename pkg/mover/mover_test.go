@@ -356,3 +356,22 @@ func TestAnImageWithoutAVerdictMakesTheRunningPodUnknown(t *testing.T) {
 		t.Errorf("the first verdict queued %d pods, want the one that waited for it", n)
 	}
 }
+
+// A registry outage is not evidence: a verdict built while evidence could not be gathered never
+// relabels, reports or evicts a running pod.
+func TestAnOutageMovesNothing(t *testing.T) {
+	f := newFixture(t, evictSpec(), node("t1", "trusted"))
+	outage := &reputation.Verdict{Tier: reputation.TierUnknown, Score: 50, Decision: reputation.DecidedByScore, Incomplete: true}
+	f.runningPod("p", "t1", outage, func(p *v1.Pod) { p.Labels[placement.TierLabel] = "trusted" })
+	f.mover.OnVerdict("img", &reputation.Verdict{Tier: reputation.TierTrusted, Score: 90}, outage)
+	if n := f.mover.queue.Len(); n != 0 {
+		t.Errorf("an incomplete verdict queued %d pods", n)
+	}
+	f.mover.handle(context.Background(), "ns/p")
+	if actions := f.client.Actions(); len(actions) != 0 {
+		t.Errorf("the mover acted on an incomplete verdict: %v", actions)
+	}
+	if seen := f.eventsSeen(); seen != "" {
+		t.Errorf("events %q on an incomplete verdict", seen)
+	}
+}

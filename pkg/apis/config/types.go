@@ -138,6 +138,9 @@ type EvaluationSpec struct {
 	// RegistryBackoff: after a registry fails (unreachable, 5xx, 429), its images fail fast
 	// for this long, doubling with each failure up to MaxRegistryBackoff.
 	RegistryBackoff, MaxRegistryBackoff metav1.Duration
+	// MaxStaleness is how long an image's last verified signature stands while its registry
+	// cannot be reached; 0 not at all.
+	MaxStaleness metav1.Duration
 }
 
 // FalcoIngest is the authenticated HTTP endpoint for Falco and falcosidekick alerts.

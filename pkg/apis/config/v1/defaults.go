@@ -21,6 +21,8 @@ const (
 	DefaultReverifyAfter = time.Hour
 	DefaultRetryAfter    = 30 * time.Second
 	DefaultMaxRetryAfter = 10 * time.Minute
+	// DefaultMaxStaleness is how long a verified signature stands while its registry is down.
+	DefaultMaxStaleness = 24 * time.Hour
 	// DefaultProtectedPriority is Kubernetes' SystemCriticalPriority: the priority of
 	// system-cluster-critical, below system-node-critical.
 	DefaultProtectedPriority = 2000000000
@@ -135,6 +137,7 @@ func SetDefaults_EvaluationSpec(obj *EvaluationSpec) {
 		{&obj.RegistryTimeout, DefaultRegistryTimeout},
 		{&obj.RegistryBackoff, DefaultRegistryBackoff},
 		{&obj.MaxRegistryBackoff, DefaultMaxRegistryBackoff},
+		{&obj.MaxStaleness, DefaultMaxStaleness},
 	} {
 		if *d.field == nil {
 			*d.field = &metav1.Duration{Duration: d.value}

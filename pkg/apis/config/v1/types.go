@@ -120,6 +120,11 @@ type EvaluationSpec struct {
 	// Defaults 5s and 5m.
 	RegistryBackoff    *metav1.Duration `json:"registryBackoff,omitempty"`
 	MaxRegistryBackoff *metav1.Duration `json:"maxRegistryBackoff,omitempty"`
+	// MaxStaleness: while an image's registry cannot be reached (no answer, 5xx, timeout), its
+	// last verified signature stands for this long, and the explanation says so; past it the
+	// image is unknown (never invalid). An outage never moves running pods. Default 24h; 0s: a
+	// failed re-verification counts at once.
+	MaxStaleness *metav1.Duration `json:"maxStaleness,omitempty"`
 }
 
 // MirrorSpec says where the verdict snapshot lives: ConfigMaps repute-verdicts-00 … -15. The

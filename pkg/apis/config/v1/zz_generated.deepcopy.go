@@ -71,6 +71,11 @@ func (in *EvaluationSpec) DeepCopyInto(out *EvaluationSpec) {
 		*out = new(metav1.Duration)
 		**out = **in
 	}
+	if in.MaxStaleness != nil {
+		in, out := &in.MaxStaleness, &out.MaxStaleness
+		*out = new(metav1.Duration)
+		**out = **in
+	}
 	return
 }
 

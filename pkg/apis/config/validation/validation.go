@@ -157,6 +157,7 @@ func validateEvaluation(path *field.Path, ev *config.EvaluationSpec) field.Error
 	}
 	positive("registryBackoff", ev.RegistryBackoff, 100*time.Millisecond)
 	positive("maxRegistryBackoff", ev.MaxRegistryBackoff, ev.RegistryBackoff.Duration)
+	positive("maxStaleness", ev.MaxStaleness, 0)
 	return errs
 }
 
