@@ -48,8 +48,12 @@ type Options struct {
 	// again: signatures and keys change. Zero: never.
 	ReverifyAfter time.Duration
 	// MaxStaleness is how long an image's last verified signature evidence stands while its
-	// registry cannot be reached (stale-while-error). Zero: not at all.
+	// registry cannot be reached (stale-while-error). Zero: not at all. Never for a tag: what a
+	// tag points at cannot be known while the registry is down.
 	MaxStaleness time.Duration
+	// TagTTL is how long a verdict on an image named by a tag stands before the tag is
+	// resolved again: tags move. Zero: as long as ReverifyAfter.
+	TagTTL time.Duration
 	// Clock is the engine's time; tests pass a fake one.
 	Clock clock.WithTickerAndDelayedExecution
 	// QueueName names the queue in the workqueue metrics (depth, latency, retries).
@@ -224,8 +228,8 @@ func (e *Engine) processNext(ctx context.Context) bool {
 		e.queue.AddRateLimited(image)
 	default:
 		e.queue.Forget(image)
-		if e.opts.ReverifyAfter > 0 {
-			e.queue.AddAfter(image, e.opts.ReverifyAfter)
+		if again := e.reverifyAfter(ev); again > 0 {
+			e.queue.AddAfter(image, again)
 		}
 	}
 	if e.opts.OnEvaluated != nil {
@@ -234,6 +238,15 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	e.publish(image, ev, v)
 	e.requested.Delete(image)
 	return true
+}
+
+// reverifyAfter is when a complete verdict's evidence is gathered again: a tag sooner.
+func (e *Engine) reverifyAfter(ev *reputation.Evidence) time.Duration {
+	again := e.opts.ReverifyAfter
+	if ev != nil && ev.Image.Digest == "" && e.opts.TagTTL > 0 && (again <= 0 || e.opts.TagTTL < again) {
+		again = e.opts.TagTTL
+	}
+	return again
 }
 
 // staleWhileError keeps what a complete evaluation verified while the registry cannot be
@@ -257,7 +270,7 @@ func (e *Engine) staleWhileError(image string, ev *reputation.Evidence, v *reput
 		e.failingSince[image] = since
 	}
 	last, ok := e.checked[image]
-	if ev != nil && ev.Signature != nil && ev.Signature.State == reputation.SignatureError && ok && now.Sub(last.at) <= e.opts.MaxStaleness {
+	if ev != nil && ev.Image.Digest != "" && ev.Signature != nil && ev.Signature.State == reputation.SignatureError && ok && now.Sub(last.at) <= e.opts.MaxStaleness {
 		stale := *ev
 		sig := last.signature
 		sig.Detail = fmt.Sprintf("%s (checked %s ago; registry unreachable since %s: %s)", sig.Detail,

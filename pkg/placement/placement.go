@@ -6,6 +6,7 @@ package placement
 
 import (
 	"fmt"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
@@ -41,7 +42,7 @@ func (p Placement) Reason() string {
 // without a verdict make the pod unknown: only evidence that was assessed can make it trusted.
 func Resolve(pod *v1.Pod, verdictOf func(image string) *reputation.Verdict) Placement {
 	p := Placement{Tier: reputation.TierTrusted, Score: 100}
-	ForEachImage(pod, func(image string) {
+	ForEachAssessedImage(pod, func(image string) {
 		v := verdictOf(image)
 		if v == nil {
 			p.Missing++
@@ -76,19 +77,70 @@ func ForEachImage(pod *v1.Pod, visit func(image string)) {
 	}
 }
 
-// Uses reports whether the pod runs or mounts the image, as spelled.
+// ForEachAssessedImage visits every image whose verdict counts for the pod: those its spec
+// names (ForEachImage) and, for each container whose spec names a tag, the digest the kubelet
+// reports it pulled, as "<name>@<digest>": a tag may have moved between the verification and
+// the pull, and what runs is what counts. A pod not yet running has only its spec's.
+func ForEachAssessedImage(pod *v1.Pod, visit func(image string)) {
+	ForEachImage(pod, visit)
+	forEachPulledDigest(pod, pod.Status.InitContainerStatuses, visit)
+	forEachPulledDigest(pod, pod.Status.ContainerStatuses, visit)
+	forEachPulledDigest(pod, pod.Status.EphemeralContainerStatuses, visit)
+}
+
+func forEachPulledDigest(pod *v1.Pod, statuses []v1.ContainerStatus, visit func(image string)) {
+	for i := range statuses {
+		st := &statuses[i]
+		digest := reputation.DigestOfImageID(st.ImageID)
+		if digest == "" {
+			continue
+		}
+		spec := specImage(pod, st.Name)
+		if spec == "" || strings.Contains(spec, "@") {
+			continue // pinned: the kubelet pulls that digest
+		}
+		name := spec
+		if colon := strings.LastIndex(spec, ":"); colon > strings.LastIndex(spec, "/") {
+			name = spec[:colon]
+		}
+		visit(name + "@" + digest)
+	}
+}
+
+// specImage is the image a container of the pod is spelled with in its spec.
+func specImage(pod *v1.Pod, container string) string {
+	for i := range pod.Spec.InitContainers {
+		if pod.Spec.InitContainers[i].Name == container {
+			return pod.Spec.InitContainers[i].Image
+		}
+	}
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == container {
+			return pod.Spec.Containers[i].Image
+		}
+	}
+	for i := range pod.Spec.EphemeralContainers {
+		if pod.Spec.EphemeralContainers[i].Name == container {
+			return pod.Spec.EphemeralContainers[i].Image
+		}
+	}
+	return ""
+}
+
+// Uses reports whether the pod's verdict depends on the image, as spelled.
 func Uses(pod *v1.Pod, image string) bool {
 	uses := false
-	ForEachImage(pod, func(i string) { uses = uses || i == image })
+	ForEachAssessedImage(pod, func(i string) { uses = uses || i == image })
 	return uses
 }
 
-// SameImages reports whether two versions of a pod run and mount the same images.
+// SameImages reports whether two versions of a pod run and mount the same images, the digests
+// the kubelet pulled included.
 func SameImages(a, b *v1.Pod) bool {
 	var images []string
-	ForEachImage(a, func(image string) { images = append(images, image) })
+	ForEachAssessedImage(a, func(image string) { images = append(images, image) })
 	i, same := 0, true
-	ForEachImage(b, func(image string) {
+	ForEachAssessedImage(b, func(image string) {
 		same = same && i < len(images) && images[i] == image
 		i++
 	})

@@ -277,7 +277,7 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 	return engine.New(engine.Options{Policy: p, Sources: sources, Wait: args.VerdictWait.Duration,
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: rt.ledger}},
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
-		MaxStaleness: args.Evaluation.MaxStaleness.Duration,
+		MaxStaleness: args.Evaluation.MaxStaleness.Duration, TagTTL: args.Evaluation.TagTTL.Duration,
 		RetryAfter:   args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
 		OnEvaluated: metrics.Evaluated}), nil
 }
@@ -313,7 +313,7 @@ func (rt *Runtime) Request(pod *v1.Pod) (missing bool) { return len(rt.RequestMi
 func (rt *Runtime) RequestMissing(pod *v1.Pod) (missing []string) {
 	ready := rt.Ready()
 	noted := false
-	placement.ForEachImage(pod, func(image string) {
+	placement.ForEachAssessedImage(pod, func(image string) {
 		if rt.pullSecrets != nil {
 			rt.pullSecrets.Note(pod, image)
 		}

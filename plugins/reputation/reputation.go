@@ -215,7 +215,7 @@ func (pl *Reputation) requestMissing(pod *v1.Pod) bool {
 	if !pl.runtime.Request(pod) {
 		return false
 	}
-	placement.ForEachImage(pod, func(image string) {
+	placement.ForEachAssessedImage(pod, func(image string) {
 		if pl.verdicts.Get(image) == nil {
 			pl.waiting.add(image, pod)
 		}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/repute-dev/repute/pkg/mover"
 	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/oci"
 )
 
 // waitTier waits for a pod's tier label to read tier.
@@ -151,5 +153,61 @@ func TestRememberedVerdictsUnderAnotherPolicyAreAtMostUnknown(t *testing.T) {
 	}
 	if note := e.waitEvent("after", "Placed", bindTimeout); !strings.Contains(note, "remembered verdict") {
 		t.Errorf("Placed event %q does not say the remembered verdict was capped", note)
+	}
+}
+
+// A tag that moves is followed: a running pod whose kubelet pulled another digest than the one
+// verified is re-tiered by the digest that runs, and a new pod of the tag is placed by what the
+// tag points at now, once evaluation.tagTTL has passed. The tag really moves, on the loopback
+// registry: a signed image first, an unsigned one pushed over it.
+func TestMovedTagsAreFollowed(t *testing.T) {
+	reg, cosign, pem, _ := signingRegistry(t, nil)
+	signed, err := oci.PushRandomImage(reg + "/team/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cosign.Sign("ops", signed, false); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	trusted, unknown := e.node("trusted", "trusted"), e.node("unknown", "unknown")
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg.ExtraArgs = "      evaluation:\n        tagTTL: 1s"
+	t.Cleanup(mustStart(t, e, cfg))
+	tagged := reg + "/team/app:v1"
+	e.create(e.pod("first", tagged))
+	if got := e.waitBound("first", bindTimeout); got != trusted {
+		t.Fatalf("the signed tag landed on %s, want %s", got, trusted)
+	}
+
+	moved, err := oci.PushRandomImage(tagged) // the tag now names an unsigned image
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kubelet pulls the moved tag (a restart, a new node): the pod runs what was never verified.
+	first, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "first", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Status.Phase = v1.PodRunning
+	first.Status.ContainerStatuses = []v1.ContainerStatus{{Name: first.Spec.Containers[0].Name, Image: tagged, ImageID: moved.String(), Ready: true,
+		State: v1.ContainerState{Running: &v1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
+	if _, err := e.client.CoreV1().Pods(e.ns).UpdateStatus(e.ctx, first, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTier("first", "unknown", 20*time.Second)
+	e.waitEventSaying("first", mover.ReasonMisplaced, "its tier is now unknown", 20*time.Second)
+
+	// New pods of the tag: once its verdict has been resolved again, they go to the unknown pool.
+	err = wait.PollUntilContextTimeout(e.ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		name := fmt.Sprintf("later-%d", time.Now().UnixNano())
+		e.create(e.pod(name, tagged))
+		return e.waitBound(name, bindTimeout) == unknown, nil
+	})
+	if err != nil {
+		t.Errorf("new pods of the moved tag were still placed by its old verdict: %v", err)
 	}
 }

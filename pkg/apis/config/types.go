@@ -141,6 +141,9 @@ type EvaluationSpec struct {
 	// MaxStaleness is how long an image's last verified signature stands while its registry
 	// cannot be reached; 0 not at all.
 	MaxStaleness metav1.Duration
+	// TagTTL is how long a verdict on an image named by a tag stands before the tag is
+	// resolved again; 0: as long as ReverifyAfter.
+	TagTTL metav1.Duration
 }
 
 // FalcoIngest is the authenticated HTTP endpoint for Falco and falcosidekick alerts.

@@ -94,6 +94,7 @@ func (in *EvaluationSpec) DeepCopyInto(out *EvaluationSpec) {
 	out.RegistryBackoff = in.RegistryBackoff
 	out.MaxRegistryBackoff = in.MaxRegistryBackoff
 	out.MaxStaleness = in.MaxStaleness
+	out.TagTTL = in.TagTTL
 	return
 }
 

@@ -76,7 +76,7 @@ func TestDecodeDefaults(t *testing.T) {
 		Evaluation: config.EvaluationSpec{Workers: 4, ReverifyAfter: metav1.Duration{Duration: time.Hour},
 			RetryAfter: metav1.Duration{Duration: 30 * time.Second}, MaxRetryAfter: metav1.Duration{Duration: 10 * time.Minute},
 			RegistryTimeout: metav1.Duration{Duration: 5 * time.Second}, RegistryBackoff: metav1.Duration{Duration: 5 * time.Second},
-			MaxRegistryBackoff: metav1.Duration{Duration: 5 * time.Minute}, MaxStaleness: metav1.Duration{Duration: 24 * time.Hour}},
+			MaxRegistryBackoff: metav1.Duration{Duration: 5 * time.Minute}, MaxStaleness: metav1.Duration{Duration: 24 * time.Hour}, TagTTL: metav1.Duration{Duration: 5 * time.Minute}},
 	}
 	want.VerdictWait.Duration = 5 * time.Second
 	got.TypeMeta = want.TypeMeta

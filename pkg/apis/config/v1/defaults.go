@@ -23,6 +23,8 @@ const (
 	DefaultMaxRetryAfter = 10 * time.Minute
 	// DefaultMaxStaleness is how long a verified signature stands while its registry is down.
 	DefaultMaxStaleness = 24 * time.Hour
+	// DefaultTagTTL is how long a tag's verdict stands before the tag is resolved again.
+	DefaultTagTTL = 5 * time.Minute
 	// DefaultProtectedPriority is Kubernetes' SystemCriticalPriority: the priority of
 	// system-cluster-critical, below system-node-critical.
 	DefaultProtectedPriority = 2000000000
@@ -138,6 +140,7 @@ func SetDefaults_EvaluationSpec(obj *EvaluationSpec) {
 		{&obj.RegistryBackoff, DefaultRegistryBackoff},
 		{&obj.MaxRegistryBackoff, DefaultMaxRegistryBackoff},
 		{&obj.MaxStaleness, DefaultMaxStaleness},
+		{&obj.TagTTL, DefaultTagTTL},
 	} {
 		if *d.field == nil {
 			*d.field = &metav1.Duration{Duration: d.value}

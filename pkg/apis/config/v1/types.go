@@ -125,6 +125,10 @@ type EvaluationSpec struct {
 	// image is unknown (never invalid). An outage never moves running pods. Default 24h; 0s: a
 	// failed re-verification counts at once.
 	MaxStaleness *metav1.Duration `json:"maxStaleness,omitempty"`
+	// TagTTL: a verdict on an image named by a tag stands this long before the tag is resolved
+	// again (tags move; pin digests to avoid the lookups). Default 5m; 0s: as long as
+	// reverifyAfter.
+	TagTTL *metav1.Duration `json:"tagTTL,omitempty"`
 }
 
 // MirrorSpec says where the verdict snapshot lives: ConfigMaps repute-verdicts-00 … -15. The

@@ -171,6 +171,9 @@ func autoConvert_v1_EvaluationSpec_To_config_EvaluationSpec(in *EvaluationSpec, 
 	if err := metav1.Convert_Pointer_v1_Duration_To_v1_Duration(&in.MaxStaleness, &out.MaxStaleness, s); err != nil {
 		return err
 	}
+	if err := metav1.Convert_Pointer_v1_Duration_To_v1_Duration(&in.TagTTL, &out.TagTTL, s); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -203,6 +206,9 @@ func autoConvert_config_EvaluationSpec_To_v1_EvaluationSpec(in *config.Evaluatio
 		return err
 	}
 	if err := metav1.Convert_v1_Duration_To_Pointer_v1_Duration(&in.MaxStaleness, &out.MaxStaleness, s); err != nil {
+		return err
+	}
+	if err := metav1.Convert_v1_Duration_To_Pointer_v1_Duration(&in.TagTTL, &out.TagTTL, s); err != nil {
 		return err
 	}
 	return nil

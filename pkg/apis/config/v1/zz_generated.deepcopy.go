@@ -76,6 +76,11 @@ func (in *EvaluationSpec) DeepCopyInto(out *EvaluationSpec) {
 		*out = new(metav1.Duration)
 		**out = **in
 	}
+	if in.TagTTL != nil {
+		in, out := &in.TagTTL, &out.TagTTL
+		*out = new(metav1.Duration)
+		**out = **in
+	}
 	return
 }
 

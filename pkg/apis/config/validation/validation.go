@@ -158,6 +158,9 @@ func validateEvaluation(path *field.Path, ev *config.EvaluationSpec) field.Error
 	positive("registryBackoff", ev.RegistryBackoff, 100*time.Millisecond)
 	positive("maxRegistryBackoff", ev.MaxRegistryBackoff, ev.RegistryBackoff.Duration)
 	positive("maxStaleness", ev.MaxStaleness, 0)
+	if ev.TagTTL.Duration != 0 {
+		positive("tagTTL", ev.TagTTL, time.Second)
+	}
 	return errs
 }
 

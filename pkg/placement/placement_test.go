@@ -1,0 +1,45 @@
+package placement
+
+import (
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/repute-dev/repute/reputation"
+)
+
+const pulled = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+// What runs is what counts: a container whose spec names a tag is placed by the digest the
+// kubelet reports it pulled too, so a tag moved between verification and pull is caught.
+func TestResolveCountsTheDigestThatRuns(t *testing.T) {
+	verdicts := map[string]*reputation.Verdict{
+		"reg.example/team/app:v1":           {Tier: reputation.TierTrusted, Score: 90},
+		"reg.example/team/app@" + pulled:    {Tier: reputation.TierUnknown, Score: 50},
+		"reg.example/team/pinned@" + pulled: {Tier: reputation.TierTrusted, Score: 90},
+	}
+	tests := []struct {
+		name     string
+		spec     string
+		imageID  string
+		wantTier reputation.Tier
+		wantMiss int
+	}{
+		{"not running yet", "reg.example/team/app:v1", "", reputation.TierTrusted, 0},
+		{"the tag moved before the pull", "reg.example/team/app:v1", "reg.example/team/app@" + pulled, reputation.TierUnknown, 0},
+		{"pinned: the digest is what was verified", "reg.example/team/pinned@" + pulled, "reg.example/team/pinned@" + pulled, reputation.TierTrusted, 0},
+		{"a pulled digest never assessed", "reg.example/team/app:v1", "docker-pullable://reg.example/team/app@sha256:" + "c" + pulled[8:], reputation.TierUnknown, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := &v1.Pod{Spec: v1.PodSpec{Containers: []v1.Container{{Name: "app", Image: tt.spec}}}}
+			if tt.imageID != "" {
+				pod.Status.ContainerStatuses = []v1.ContainerStatus{{Name: "app", ImageID: tt.imageID}}
+			}
+			p := Resolve(pod, func(image string) *reputation.Verdict { return verdicts[image] })
+			if p.Tier != tt.wantTier || p.Missing != tt.wantMiss {
+				t.Errorf("tier %s, missing %d; want %s, %d", p.Tier, p.Missing, tt.wantTier, tt.wantMiss)
+			}
+		})
+	}
+}
