@@ -278,7 +278,7 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: rt.ledger}},
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
 		MaxStaleness: args.Evaluation.MaxStaleness.Duration, TagTTL: args.Evaluation.TagTTL.Duration,
-		RetryAfter:   args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
+		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
 		OnEvaluated: metrics.Evaluated}), nil
 }
 
