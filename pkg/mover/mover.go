@@ -269,6 +269,11 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 			return true, 0
 		}
 	}
+	if p.Missing > 0 {
+		// Labelled unknown, the pod is isolated as unknown now; whether it moves is for the
+		// verdict to say, when it arrives (not for a guess that might evict it needlessly).
+		return false, 0
+	}
 	if profile.Belongs(p.Tier, node) {
 		m.forget(pod.UID)
 		return false, 0
