@@ -58,6 +58,9 @@ type BehaviorEvent struct {
 	Priority string
 	// Where says where it was seen, e.g. "pod team/api-7d9 container app".
 	Where string
+	// Namespace is the namespace of the pod it was seen in, for the per-namespace bound on
+	// pod-status penalties.
+	Namespace string `json:",omitempty"`
 	At    time.Time
 }
 
@@ -85,6 +88,11 @@ type BehaviorPolicy struct {
 	UntrustedPriority string
 	// CrashLoopWeight, OOMKillWeight and RestartWeight are the penalties for pod-status events.
 	CrashLoopWeight, OOMKillWeight, RestartWeight int
+	// MaxPodStatusPenaltyPerNamespace bounds how many points the pod-status events of one
+	// namespace's pods may take from an image, in all: a tenant decides whether its own pods
+	// crash, and must not make a shared image untrusted for everyone. Falco alerts are not
+	// bounded: they are authenticated and say what the image did.
+	MaxPodStatusPenaltyPerNamespace int
 }
 
 // Default behavior weights.
@@ -94,6 +102,9 @@ const (
 	DefaultCrashLoopWeight   = -15
 	DefaultOOMKillWeight     = -10
 	DefaultRestartWeight     = -2
+	// DefaultMaxPodStatusPenaltyPerNamespace: by its pods' status alone, one namespace can take
+	// a verified image (score 90 by default) to the trusted threshold (70), not below it.
+	DefaultMaxPodStatusPenaltyPerNamespace = 20
 )
 
 // DefaultPriorityWeights are the Falco alert penalties by priority.
@@ -138,6 +149,8 @@ func assessBehavior(p *Policy, ev *Evidence) []Contribution {
 	}
 	var order []string
 	groups := map[string]*group{}
+	// left is what each namespace's pod-status events may still take, in points.
+	left := map[string]float64{}
 	for _, o := range ev.Behavior {
 		key := string(o.Kind) + "\x00" + o.Rule + "\x00" + o.Priority
 		g := groups[key]
@@ -150,7 +163,16 @@ func assessBehavior(p *Policy, ev *Evidence) []Contribution {
 			g.first = o
 		}
 		g.count++
-		g.penalty += bp.decayed(bp.weight(o.BehaviorEvent), o.Age)
+		penalty := bp.decayed(bp.weight(o.BehaviorEvent), o.Age)
+		if o.Kind != BehaviorFalcoAlert {
+			budget, seen := left[o.Namespace]
+			if !seen {
+				budget = float64(bp.MaxPodStatusPenaltyPerNamespace)
+			}
+			penalty = max(penalty, -budget)
+			left[o.Namespace] = budget + penalty
+		}
+		g.penalty += penalty
 		if o.Kind == BehaviorFalcoAlert && bp.UntrustedPriority != "" && severity(o.Priority) <= severity(bp.UntrustedPriority) &&
 			(bp.HalfLife == 0 || o.Age < bp.HalfLife) && g.hardUntrustedBy == nil {
 			g.hardUntrustedBy = &o
@@ -221,6 +243,9 @@ func (bp *BehaviorPolicy) validate() []FieldError {
 		if f.w < -100 || f.w > 0 {
 			errs = append(errs, FieldError{f.field, f.w, "must be between -100 and 0"})
 		}
+	}
+	if m := bp.MaxPodStatusPenaltyPerNamespace; m < 0 || m > 100 {
+		errs = append(errs, FieldError{"behavior.maxPodStatusPenaltyPerNamespace", m, "must be between 0 and 100"})
 	}
 	slices.SortFunc(errs, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })
 	return errs
@@ -327,5 +352,7 @@ func DefaultBehaviorPolicy() BehaviorPolicy {
 		CrashLoopWeight:   DefaultCrashLoopWeight,
 		OOMKillWeight:     DefaultOOMKillWeight,
 		RestartWeight:     DefaultRestartWeight,
+
+		MaxPodStatusPenaltyPerNamespace: DefaultMaxPodStatusPenaltyPerNamespace,
 	}
 }

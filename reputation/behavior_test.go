@@ -132,3 +132,36 @@ func mustRef(t testing.TB, image string) ImageRef {
 	}
 	return ref
 }
+
+// One namespace's pod status can take at most MaxPodStatusPenaltyPerNamespace points from an
+// image, however many of its pods crash; another namespace has its own bound; Falco alerts are
+// not bounded.
+func TestPodStatusPenaltiesAreBoundedPerNamespace(t *testing.T) {
+	p := behaviorPolicy(t)
+	crash := func(ns string) BehaviorObservation {
+		return BehaviorObservation{BehaviorEvent: BehaviorEvent{Kind: BehaviorCrashLoop, Rule: "CrashLoopBackOff", Namespace: ns, Where: "pod " + ns + "/x"}}
+	}
+	alert := BehaviorObservation{BehaviorEvent: BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "Read sensitive file", Priority: "Warning", Namespace: "a"}}
+	total := func(obs ...BehaviorObservation) int {
+		sum := 0
+		for _, c := range assessBehavior(p, &Evidence{Behavior: obs}) {
+			sum += c.Points
+		}
+		return sum
+	}
+	tests := []struct {
+		name string
+		obs  []BehaviorObservation
+		want int
+	}{
+		{"one crash loop", []BehaviorObservation{crash("a")}, DefaultCrashLoopWeight},
+		{"five crash loops in one namespace", []BehaviorObservation{crash("a"), crash("a"), crash("a"), crash("a"), crash("a")}, -DefaultMaxPodStatusPenaltyPerNamespace},
+		{"two namespaces, each bounded", []BehaviorObservation{crash("a"), crash("a"), crash("a"), crash("b"), crash("b"), crash("b")}, -2 * DefaultMaxPodStatusPenaltyPerNamespace},
+		{"Falco alerts are not bounded", []BehaviorObservation{crash("a"), crash("a"), alert, alert, alert}, -DefaultMaxPodStatusPenaltyPerNamespace + 3*DefaultPriorityWeights()["Warning"]},
+	}
+	for _, tt := range tests {
+		if got := total(tt.obs...); got != tt.want {
+			t.Errorf("%s: %d points, want %d", tt.name, got, tt.want)
+		}
+	}
+}

@@ -218,7 +218,10 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 		},
 		Persist: rt.persistBehavior}
 	if rt.client != nil && rt.informers != nil {
-		if err := behavior.WatchPods(rt.informers.Core().V1().Pods().Informer(), rt.recorder); err != nil {
+		// Pod status counts only from pods Repute placed: another scheduler's pods are no
+		// evidence about the images Repute vouches for, and are anyone's to make crash.
+		placedByRepute := func(pod *v1.Pod) bool { return rt.Profile(pod.Spec.SchedulerName) != nil }
+		if err := behavior.WatchPods(rt.informers.Core().V1().Pods().Informer(), rt.recorder, placedByRepute); err != nil {
 			return nil, fmt.Errorf("watching pod status: %w", err)
 		}
 	}

@@ -165,3 +165,58 @@ func TestCrashLoopLowersTheImage(t *testing.T) {
 		t.Errorf("score after the crash loop %d, want it below %d (%s)", after, before, note)
 	}
 }
+
+// Pod status is a tenant's to make bad: one namespace's crash-looping pods take at most
+// policy.behavior.maxPodStatusPenaltyPerNamespace (20) points from a shared image, so five of
+// them leave a 90-point image trusted; and pods another scheduler placed count for nothing.
+func TestPodStatusPenaltiesAreBoundedAndScoped(t *testing.T) {
+	e := newEnv(t)
+	trusted := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 50 })
+	e.node("unknown", "unknown")
+	e.node("untrusted", "untrusted")
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "registry.internal/*", Weight: 40}} // 90: trusted by score
+	t.Cleanup(mustStart(t, e, cfg))
+	const (
+		shared  = "registry.internal/team/shared@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"
+		foreign = "registry.internal/team/foreign@sha256:ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+	)
+	crashLoop := func(cs *v1.ContainerStatus) {
+		cs.Ready, cs.RestartCount = false, 3
+		cs.State = v1.ContainerState{Waiting: &v1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+	}
+	// Another scheduler's pod (its node preset) crash-loops first.
+	other := e.pod("other-scheduler", foreign)
+	other.Spec.SchedulerName, other.Spec.NodeName = "default-scheduler", trusted
+	e.create(other)
+	e.reportContainer("other-scheduler", nil)
+	e.reportContainer("other-scheduler", crashLoop)
+	// Then five of Repute's pods of the shared image.
+	for i := range 5 {
+		name := fmt.Sprintf("crasher-%d", i)
+		e.create(e.pod(name, shared))
+		e.waitBound(name, bindTimeout)
+		e.reportContainer(name, nil)
+		e.reportContainer(name, crashLoop)
+	}
+	var note, node string
+	for attempt := 0; attempt < 40 && !strings.Contains(note, "CrashLoopBackOff"); attempt++ {
+		time.Sleep(250 * time.Millisecond)
+		name := fmt.Sprintf("after-%d", attempt)
+		e.create(e.pod(name, shared))
+		node = e.waitBound(name, bindTimeout)
+		note = e.waitEvent(name, "Placed", bindTimeout)
+	}
+	if !strings.Contains(note, "CrashLoopBackOff") {
+		t.Fatalf("the crash loops never reached the shared image's verdict; last: %q", note)
+	}
+	if score := scoreOf(t, note); score != 70 || node != trusted {
+		t.Errorf("after five crash loops in one namespace the shared image scored %d on %s, want 70 (90 - 20) on the trusted pool: %s", score, node, note)
+	}
+	// The other scheduler's pod's crash loop came first; it counted for nothing.
+	e.create(e.pod("foreign-via-repute", foreign))
+	e.waitBound("foreign-via-repute", bindTimeout)
+	if note := e.waitEvent("foreign-via-repute", "Placed", bindTimeout); strings.Contains(note, "CrashLoopBackOff") {
+		t.Errorf("a pod another scheduler placed lowered the image: %s", note)
+	}
+}

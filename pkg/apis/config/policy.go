@@ -36,6 +36,8 @@ func Policy(spec *PolicySpec) reputation.Policy {
 			CrashLoopWeight:   int(spec.Behavior.CrashLoopWeight),
 			OOMKillWeight:     int(spec.Behavior.OOMKillWeight),
 			RestartWeight:     int(spec.Behavior.RestartWeight),
+
+			MaxPodStatusPenaltyPerNamespace: int(spec.Behavior.MaxPodStatusPenaltyPerNamespace),
 		},
 	}
 	for _, k := range spec.Signature.Keys {

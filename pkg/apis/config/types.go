@@ -201,6 +201,8 @@ type BehaviorPolicy struct {
 	CrashLoopWeight   int32
 	OOMKillWeight     int32
 	RestartWeight     int32
+	// MaxPodStatusPenaltyPerNamespace bounds one namespace's pod-status penalties on an image.
+	MaxPodStatusPenaltyPerNamespace int32
 }
 
 // DependencyPolicy weighs vulnerability reports (Trivy Operator's VulnerabilityReports).

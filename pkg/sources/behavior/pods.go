@@ -125,7 +125,7 @@ func PodStatusEvents(old, pod *v1.Pod) []Observed {
 			continue
 		}
 		for _, e := range events {
-			e.Where = t.Where
+			e.Where, e.Namespace = t.Where, pod.Namespace
 			out = append(out, Observed{Target: t, Event: e})
 		}
 	}
@@ -142,18 +142,19 @@ type Observed struct {
 	Event  reputation.BehaviorEvent
 }
 
-// WatchPods records the behavior pod status reveals, from the scheduler's pod informer.
-func WatchPods(informer cache.SharedIndexInformer, rec *Recorder) error {
+// WatchPods records the behavior pod status reveals, from the scheduler's pod informer, of the
+// pods counts accepts: the pods Repute placed, whose images it vouches for.
+func WatchPods(informer cache.SharedIndexInformer, rec *Recorder, counts func(*v1.Pod) bool) error {
 	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if pod, ok := obj.(*v1.Pod); ok {
+			if pod, ok := obj.(*v1.Pod); ok && counts(pod) {
 				rec.Record(PodStatusEvents(nil, pod))
 			}
 		},
 		UpdateFunc: func(oldObj, newObj any) {
 			old, ok1 := oldObj.(*v1.Pod)
 			pod, ok2 := newObj.(*v1.Pod)
-			if ok1 && ok2 {
+			if ok1 && ok2 && counts(pod) {
 				rec.Record(PodStatusEvents(old, pod))
 			}
 		},

@@ -97,4 +97,7 @@ func SetDefaults_BehaviorPolicy(obj *BehaviorPolicy) {
 	if obj.RestartWeight == nil {
 		obj.RestartWeight = ptr.To[int32](reputation.DefaultRestartWeight)
 	}
+	if obj.MaxPodStatusPenaltyPerNamespace == nil {
+		obj.MaxPodStatusPenaltyPerNamespace = ptr.To[int32](reputation.DefaultMaxPodStatusPenaltyPerNamespace)
+	}
 }

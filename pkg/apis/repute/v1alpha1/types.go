@@ -246,6 +246,15 @@ type BehaviorPolicy struct {
 	// +kubebuilder:validation:Maximum=0
 	// +optional
 	RestartWeight *int32 `json:"restartWeight,omitempty"`
+	// maxPodStatusPenaltyPerNamespace bounds the points the pod-status events (crash loops, OOM
+	// kills, restarts) of one namespace's pods may take from an image, in all: a tenant decides
+	// whether its own pods crash, and must not make a shared image untrusted for everyone.
+	// Falco alerts are not bounded. Only pods Repute placed count at all. Default 20; 0: pod
+	// status lowers nothing.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	MaxPodStatusPenaltyPerNamespace *int32 `json:"maxPodStatusPenaltyPerNamespace,omitempty"`
 }
 
 // PriorityWeight is the penalty of one Falco alert of a priority, -100–0.

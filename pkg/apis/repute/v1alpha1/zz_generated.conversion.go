@@ -121,6 +121,9 @@ func autoConvert_v1alpha1_BehaviorPolicy_To_config_BehaviorPolicy(in *BehaviorPo
 	if err := v1.Convert_Pointer_int32_To_int32(&in.RestartWeight, &out.RestartWeight, s); err != nil {
 		return err
 	}
+	if err := v1.Convert_Pointer_int32_To_int32(&in.MaxPodStatusPenaltyPerNamespace, &out.MaxPodStatusPenaltyPerNamespace, s); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -144,6 +147,9 @@ func autoConvert_config_BehaviorPolicy_To_v1alpha1_BehaviorPolicy(in *config.Beh
 		return err
 	}
 	if err := v1.Convert_int32_To_Pointer_int32(&in.RestartWeight, &out.RestartWeight, s); err != nil {
+		return err
+	}
+	if err := v1.Convert_int32_To_Pointer_int32(&in.MaxPodStatusPenaltyPerNamespace, &out.MaxPodStatusPenaltyPerNamespace, s); err != nil {
 		return err
 	}
 	return nil

@@ -45,6 +45,11 @@ func (in *BehaviorPolicy) DeepCopyInto(out *BehaviorPolicy) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.MaxPodStatusPenaltyPerNamespace != nil {
+		in, out := &in.MaxPodStatusPenaltyPerNamespace, &out.MaxPodStatusPenaltyPerNamespace
+		*out = new(int32)
+		**out = **in
+	}
 	return
 }
 
