@@ -61,7 +61,7 @@ type BehaviorEvent struct {
 	// Namespace is the namespace of the pod it was seen in, for the per-namespace bound on
 	// pod-status penalties.
 	Namespace string `json:",omitempty"`
-	At    time.Time
+	At        time.Time
 }
 
 // same reports whether two events are one: the same thing seen at the same time and place.
