@@ -65,7 +65,7 @@ func TestDecodeDefaults(t *testing.T) {
 				HalfLife: metav1.Duration{Duration: 24 * time.Hour},
 				PriorityWeights: map[string]int32{"Emergency": -100, "Alert": -80, "Critical": -60, "Error": -30,
 					"Warning": -10, "Notice": -2, "Informational": 0, "Debug": 0},
-				UntrustedPriority: "Critical", CrashLoopWeight: -15, OOMKillWeight: -10, RestartWeight: -2,
+				UntrustedPriority: "Critical", CrashLoopWeight: -15, OOMKillWeight: -10, RestartWeight: -2, MaxPodStatusPenaltyPerNamespace: 20,
 			},
 		},
 		Falco:     config.FalcoIngest{MaxBodyBytes: 1 << 20},
