@@ -13,11 +13,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -50,6 +53,10 @@ const (
 	componentValue = "verdict-snapshot"
 	// FlushAfter batches the writes of verdicts that change together.
 	FlushAfter = 100 * time.Millisecond
+	// MACKey holds, with a key configured, the HMAC-SHA256 of the shard's name and data.
+	MACKey = "snapshot.hmac"
+	// MinKeyBytes is the shortest HMAC key accepted.
+	MinKeyBytes = 32
 )
 
 // A failed write is retried after retryAfter, doubling up to maxRetryAfter; tests shorten them.
@@ -147,6 +154,9 @@ type Mirror struct {
 	cache     *reputation.Cache
 	// behaviorMaxAge drops events from the snapshot once they weigh nothing.
 	behaviorMaxAge func() time.Duration
+	// Key, when set, authenticates snapshots: shards are written with an HMAC of their name and
+	// data, and read only when it checks.
+	Key []byte
 	// Admit, when set, is what a standby may place by of a verdict it reads: the runtime caps
 	// verdicts decided under another policy, or too long ago.
 	Admit func(v *reputation.Verdict, now time.Time) *reputation.Verdict
@@ -187,6 +197,10 @@ func (m *Mirror) Follow(ctx context.Context) error {
 		}
 		i, ok := shardIndex(cm.Name)
 		if !ok {
+			return
+		}
+		if err := m.authentic(cm); err != nil {
+			logger.Error(err, "Ignoring an unauthenticated verdict snapshot", "configMap", cm.Name, "resourceVersion", cm.ResourceVersion)
 			return
 		}
 		s, err := Decode(cm.BinaryData[DataKey])
@@ -359,6 +373,52 @@ func (m *Mirror) writeLoop(ctx context.Context) {
 	}
 }
 
+// mac is the HMAC-SHA256 of a shard's ConfigMap name and data: bound to the name, so a signed
+// shard cannot be replayed as another.
+func (m *Mirror) mac(name string, data []byte) []byte {
+	h := hmac.New(sha256.New, m.Key)
+	h.Write([]byte(name))
+	h.Write([]byte{0})
+	h.Write(data)
+	return h.Sum(nil)
+}
+
+func (m *Mirror) binaryData(name string, data []byte) map[string][]byte {
+	out := map[string][]byte{DataKey: data}
+	if len(m.Key) > 0 {
+		out[MACKey] = m.mac(name, data)
+	}
+	return out
+}
+
+// authentic checks a shard's HMAC, when a key is configured.
+func (m *Mirror) authentic(cm *v1.ConfigMap) error {
+	if len(m.Key) == 0 {
+		return nil
+	}
+	got := cm.BinaryData[MACKey]
+	if len(got) == 0 {
+		return errors.New("the shard carries no HMAC")
+	}
+	if !hmac.Equal(got, m.mac(cm.Name, cm.BinaryData[DataKey])) {
+		return errors.New("the shard's HMAC does not check: written without the key")
+	}
+	return nil
+}
+
+// ReadKey reads an HMAC key file, refusing a short key.
+func ReadKey(path string) ([]byte, error) {
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("mirror HMAC key: %w", err)
+	}
+	key = bytes.TrimSpace(key)
+	if len(key) < MinKeyBytes {
+		return nil, fmt.Errorf("mirror HMAC key %s: %d bytes, want at least %d", path, len(key), MinKeyBytes)
+	}
+	return key, nil
+}
+
 // write replaces shard i in the cluster. Only the leader writes, so its state wins any conflict.
 func (m *Mirror) write(ctx context.Context, i int, data []byte) error {
 	cms := m.client.CoreV1().ConfigMaps(m.namespace)
@@ -366,14 +426,14 @@ func (m *Mirror) write(ctx context.Context, i int, data []byte) error {
 	if apierrors.IsNotFound(err) {
 		cm = &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ShardName(i), Namespace: m.namespace,
 			Labels: map[string]string{"app.kubernetes.io/part-of": "repute", ComponentLabel: componentValue}}}
-		cm.BinaryData = map[string][]byte{DataKey: data}
+		cm.BinaryData = m.binaryData(cm.Name, data)
 		_, err = cms.Create(ctx, cm, metav1.CreateOptions{FieldManager: "repute-scheduler"})
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	cm.BinaryData = map[string][]byte{DataKey: data}
+	cm.BinaryData = m.binaryData(cm.Name, data)
 	cm.Data = nil
 	_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: "repute-scheduler"})
 	if apierrors.IsConflict(err) {

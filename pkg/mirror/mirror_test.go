@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -373,5 +375,59 @@ func TestSnapshotBounds(t *testing.T) {
 	}
 	if forged.Behavior[0].Event.At.After(time.Now()) {
 		t.Error("an event from the future kept its time")
+	}
+}
+
+// With a key, a standby adopts only shards the leader signed: ConfigMap write in the namespace
+// is not enough to forge a verdict, nor to replay one shard as another.
+func TestSignedSnapshots(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	key := []byte(strings.Repeat("k", MinKeyBytes))
+	client := fake.NewClientset()
+	leaderCache := reputation.NewCache()
+	leader := New(client, "kube-system", leaderCache, func() time.Duration { return time.Hour })
+	leader.Key = key
+	leader.Lead(ctx)
+	leaderCache.Publish("reg/app:v1", verdict("reg/app:v1", reputation.TierUnknown, time.Now()))
+	waitFor(t, "the signed shard", func() bool { return readShard(t, client, ShardOf("reg/app:v1")) != nil })
+
+	// A forger writes a trusted verdict into another shard, without the key.
+	forgedImage := "reg/forged:v1"
+	if ShardOf(forgedImage) == ShardOf("reg/app:v1") {
+		t.Fatal("the forged image must fall in another shard than the leader's")
+	}
+	data, err := Encode(&Shard{Verdicts: map[string]*reputation.Verdict{forgedImage: verdict(forgedImage, reputation.TierTrusted, time.Now())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &v1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: ShardName(ShardOf(forgedImage)), Namespace: "kube-system",
+		Labels: map[string]string{ComponentLabel: componentValue}},
+		BinaryData: map[string][]byte{DataKey: data, MACKey: []byte("not a mac")}}
+	if _, err := client.CoreV1().ConfigMaps("kube-system").Create(ctx, forged, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	standbyCache := reputation.NewCache()
+	standby := New(client, "kube-system", standbyCache, func() time.Duration { return time.Hour })
+	standby.Key = key
+	if err := standby.Follow(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if standbyCache.Get("reg/app:v1") == nil {
+		t.Error("the standby did not adopt the leader's signed shard")
+	}
+	if v := standbyCache.Get(forgedImage); v != nil {
+		t.Errorf("the standby adopted a forged verdict: %+v", v)
+	}
+	if _, err := ReadKey(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing key file was accepted")
+	}
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadKey(short); err == nil || !strings.Contains(err.Error(), "at least 32") {
+		t.Errorf("a short key: %v, want a refusal", err)
 	}
 }

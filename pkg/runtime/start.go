@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/mirror"
 	"github.com/repute-dev/repute/pkg/sources/behavior"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
 	"github.com/repute-dev/repute/reputation"
@@ -40,6 +41,14 @@ func (rt *Runtime) start(ctx context.Context) {
 	}
 	rt.markLeader(ctx, false)
 	rt.readInitialPolicy(ctx)
+	if rt.mirror != nil && rt.args.Mirror.HMACKeyFile != "" {
+		key, err := mirror.ReadKey(rt.args.Mirror.HMACKeyFile)
+		if err != nil {
+			rt.failStart(ctx, err)
+			return
+		}
+		rt.mirror.Key = key
+	}
 	rt.openStore(ctx)
 	var wg sync.WaitGroup
 	if rt.mirror != nil {

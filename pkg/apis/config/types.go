@@ -110,6 +110,8 @@ type AuditAPI struct {
 // MirrorSpec configures the verdict snapshot that keeps standby replicas warm.
 type MirrorSpec struct {
 	Namespace string
+	// HMACKeyFile holds the key that authenticates snapshots; empty: unauthenticated.
+	HMACKeyFile string
 }
 
 // StoreSpec configures the bbolt store.

@@ -136,6 +136,11 @@ type EvaluationSpec struct {
 type MirrorSpec struct {
 	// Namespace holds the ConfigMaps, normally the scheduler's own. Empty: no mirror.
 	Namespace string `json:"namespace,omitempty"`
+	// HMACKeyFile is a file, mounted from a Secret both replicas share, holding at least 32
+	// bytes of key: the leader signs each shard with it and standbys ignore any shard whose
+	// signature does not check, so ConfigMap write in the namespace cannot forge a verdict.
+	// Empty: snapshots are not authenticated.
+	HMACKeyFile string `json:"hmacKeyFile,omitempty"`
 }
 
 // AuditAPI is the read-only HTTPS API under /apis/audit.repute.dev/v1. Callers authenticate
