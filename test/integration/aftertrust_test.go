@@ -3,14 +3,17 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
 
 	"github.com/repute-dev/repute/pkg/mover"
 	"github.com/repute-dev/repute/pkg/placement"
@@ -209,4 +212,101 @@ func TestMovedTagsAreFollowed(t *testing.T) {
 	if err != nil {
 		t.Errorf("new pods of the moved tag were still placed by its old verdict: %v", err)
 	}
+}
+
+// A registry outage (here it answers 503) during a re-verification moves nothing inside
+// evaluation.maxStaleness: the last verified signature stands, new pods are still placed
+// trusted, the running pod keeps its label and pool. Past the window new pods are placed as
+// unknown (never untrusted) and the running pod is still not moved: an outage is not
+// evidence. When the registry answers again, the image is trusted again.
+func TestRegistryOutageMovesNothingWithinTheWindow(t *testing.T) {
+	var down atomic.Bool
+	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				http.Error(w, "registry down", http.StatusServiceUnavailable)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	image, err := oci.PushRandomImage(reg + "/team/api:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cosign.Sign("ops", image, false); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	trusted, unknown := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 50 }), e.node("unknown", "unknown")
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem, Repositories: []string{"127.0.0.1:*/*"}}}
+	name := e.prefix + "policy"
+	e.createPolicy(name, policySpecOf(t, cfg))
+	cfg.PolicyName = name
+	const window = 4 * time.Second
+	cfg.ExtraArgs = "      evaluation:\n        retryAfter: 1s\n        maxRetryAfter: 1s\n        registryBackoff: 100ms\n        maxRegistryBackoff: 100ms\n        maxStaleness: 4s"
+	t.Cleanup(mustStart(t, e, cfg))
+	e.create(e.pod("running", image.String()))
+	if got := e.waitBound("running", bindTimeout); got != trusted {
+		t.Fatalf("running on %s, want %s", got, trusted)
+	}
+	e.waitTier("running", "trusted", bindTimeout)
+
+	down.Store(true)
+	// A key added (none withdrawn) makes every image be verified again, now against a registry
+	// that is down.
+	extraPEM, err := cosign.GenerateKeyPair("extra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.SigningKeys = append(cfg.SigningKeys, controlplane.SigningKey{Name: "extra", PEM: extraPEM})
+	updateSpec(t, e, name, policySpecOf(t, cfg))
+	outage := time.Now()
+	e.create(e.pod("during", image.String()))
+	if got := e.waitBound("during", bindTimeout); got != trusted && time.Since(outage) < window {
+		t.Errorf("within the window a new pod landed on %s, want %s by the last verified signature", got, trusted)
+	}
+
+	// Past the window: new pods are unknown, never untrusted; the running pod stays put.
+	err = wait.PollUntilContextTimeout(e.ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p := fmt.Sprintf("past-%d", time.Now().UnixNano())
+		e.create(e.pod(p, image.String()))
+		return e.waitBound(p, bindTimeout) == unknown, nil
+	})
+	if err != nil {
+		t.Fatalf("past the window, new pods were never placed as unknown: %v", err)
+	}
+	if p, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, "running", metav1.GetOptions{}); err != nil || p.Labels[placement.TierLabel] != "trusted" || p.Spec.NodeName != trusted {
+		t.Errorf("the outage moved or relabelled the running pod: %v %v", p.Labels, err)
+	}
+	if evs := e.eventsOf(mover.ReasonMisplaced); len(evs) != 0 {
+		t.Errorf("the outage reported %d pods as misplaced", len(evs))
+	}
+
+	down.Store(false)
+	err = wait.PollUntilContextTimeout(e.ctx, time.Second, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p := fmt.Sprintf("back-%d", time.Now().UnixNano())
+		e.create(e.pod(p, image.String()))
+		return e.waitBound(p, bindTimeout) == trusted, nil
+	})
+	if err != nil {
+		t.Errorf("once the registry answered again, the image was not trusted again: %v", err)
+	}
+}
+
+// policySpecOf is the ReputationPolicy spec, as YAML, that the scheduler configuration renders.
+func policySpecOf(t *testing.T, cfg controlplane.SchedulerConfig) string {
+	t.Helper()
+	var obj map[string]any
+	if err := yaml.Unmarshal([]byte(cfg.RenderPolicy("x")), &obj); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := yaml.Marshal(obj["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(spec)
 }
