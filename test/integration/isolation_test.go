@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +302,88 @@ func TestNetworkPoliciesApply(t *testing.T) {
 		if got := admitted(tt.pod, tt.namespace); got != tt.wantAdmitted {
 			t.Errorf("repute-trusted admits %s: %v, want %v", tt.name, got, tt.wantAdmitted)
 		}
+	}
+}
+
+// Pool nodes are reachable only through Repute in every namespace, opted in or not: a preset
+// node or a pool toleration is refused, except in system namespaces, namespaces the operator
+// exempts, and for static pods.
+func TestPoolsAreReachableOnlyThroughReputeClusterWide(t *testing.T) {
+	e := newEnv(t)
+	var policy admissionv1.ValidatingAdmissionPolicy
+	var binding admissionv1.ValidatingAdmissionPolicyBinding
+	shipped(t, "isolation/pool-admission-policy.yaml", &policy, &binding)
+	admission := e.client.AdmissionregistrationV1()
+	if _, err := admission.ValidatingAdmissionPolicies().Create(e.ctx, &policy, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), policy.Name, metav1.DeleteOptions{})
+	})
+	if _, err := admission.ValidatingAdmissionPolicyBindings().Create(e.ctx, &binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = admission.ValidatingAdmissionPolicyBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+		// Later tests create pods with a preset node: wait until the binding is gone for them.
+		_ = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			p := e.pod("after-cleanup", trustedImage)
+			p.Spec.NodeName = "any-node"
+			_, err := e.client.CoreV1().Pods(e.ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err == nil, nil
+		})
+	})
+	exempt := newEnv(t)
+	ns, err := exempt.client.CoreV1().Namespaces().Get(e.ctx, exempt.ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Labels["repute.dev/pools-exempt"] = "true"
+	if _, err := exempt.client.CoreV1().Namespaces().Update(e.ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	presetNode := func(p *v1.Pod) { p.Spec.NodeName = "pool-node" }
+	tolerates := func(p *v1.Pod) {
+		p.Spec.Tolerations = []v1.Toleration{{Key: "repute.dev/pool", Operator: v1.TolerationOpEqual, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}
+	}
+	static := func(p *v1.Pod) {
+		p.Annotations = map[string]string{v1.MirrorPodAnnotationKey: "x"}
+		p.Spec.NodeName = "pool-node"
+	}
+	dryRun := func(env *env, name string, mutate func(*v1.Pod)) error {
+		p := env.pod(name, trustedImage)
+		p.Spec.SchedulerName = "default-scheduler"
+		mutate(p)
+		_, err := env.client.CoreV1().Pods(env.ns).Create(env.ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	// The policy takes effect a moment after it is created.
+	if err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		return dryRun(e, "probe", presetNode) != nil, nil
+	}); err != nil {
+		t.Fatal("the pool admission policy never took effect")
+	}
+	tests := []struct {
+		name     string
+		env      *env
+		mutate   func(*v1.Pod)
+		wantRule string // empty: admitted
+	}{
+		{"a preset node, in a namespace that never opted in", e, presetNode, "repute.dev rule nodeName"},
+		{"a pool toleration, in a namespace that never opted in", e, tolerates, "repute.dev rule tolerations"},
+		{"a static pod", e, static, ""},
+		{"an exempt namespace", exempt, presetNode, ""},
+		{"an ordinary pod", e, func(*v1.Pod) {}, ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := dryRun(tt.env, fmt.Sprintf("case-%d", i), tt.mutate)
+			switch {
+			case tt.wantRule == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.wantRule != "" && (err == nil || !strings.Contains(err.Error(), tt.wantRule)):
+				t.Errorf("create: %v; want a refusal naming %q", err, tt.wantRule)
+			}
+		})
 	}
 }
