@@ -25,7 +25,7 @@ import (
 )
 
 // shipped decodes the documents of a deploy/ file strictly, in order.
-func shipped(t *testing.T, file string, into ...any) {
+func shipped(t testing.TB, file string, into ...any) {
 	t.Helper()
 	docs, err := controlplane.ShippedDocuments(file)
 	if err != nil {
@@ -44,28 +44,36 @@ func shipped(t *testing.T, file string, into ...any) {
 // The shipped ValidatingAdmissionPolicy, applied to the real apiserver: in a namespace that
 // opts in, every way around Repute is refused with a message naming the rule; pods that go
 // through Repute, and pods of other namespaces, are admitted, and Repute still binds them.
-func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
-	e := newEnv(t)
+// installAdmissionPolicy creates a shipped ValidatingAdmissionPolicy and its binding, deleted at
+// cleanup, after which afterCleanup (if set) runs.
+func (e *env) installAdmissionPolicy(file string, afterCleanup func()) {
+	e.t.Helper()
 	var policy admissionv1.ValidatingAdmissionPolicy
 	var binding admissionv1.ValidatingAdmissionPolicyBinding
-	shipped(t, "isolation/admission-policy.yaml", &policy, &binding)
-	var runtimeClass nodev1.RuntimeClass
-	shipped(t, "isolation/runtimeclass.yaml", &runtimeClass)
-	// The policy's schedulerName and pool key are the shipped ones; this env's scheduler and
-	// pool key are its own, so the test's pods use the shipped names where the policy looks.
+	shipped(e.t, file, &policy, &binding)
 	admission := e.client.AdmissionregistrationV1()
 	if _, err := admission.ValidatingAdmissionPolicies().Create(e.ctx, &policy, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), policy.Name, metav1.DeleteOptions{})
-	})
 	if _, err := admission.ValidatingAdmissionPolicyBindings().Create(e.ctx, &binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	e.t.Cleanup(func() {
 		_ = admission.ValidatingAdmissionPolicyBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), policy.Name, metav1.DeleteOptions{})
+		if afterCleanup != nil {
+			afterCleanup()
+		}
 	})
+}
+
+func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
+	e := newEnv(t)
+	// The policy's schedulerName and pool key are the shipped ones; this env's scheduler and
+	// pool key are its own, so the test's pods use the shipped names where the policy looks.
+	e.installAdmissionPolicy("isolation/admission-policy.yaml", nil)
+	var runtimeClass nodev1.RuntimeClass
+	shipped(t, "isolation/runtimeclass.yaml", &runtimeClass)
 	if _, err := e.client.NodeV1().RuntimeClasses().Create(e.ctx, &runtimeClass, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -310,21 +318,7 @@ func TestNetworkPoliciesApply(t *testing.T) {
 // exempts, and for static pods.
 func TestPoolsAreReachableOnlyThroughReputeClusterWide(t *testing.T) {
 	e := newEnv(t)
-	var policy admissionv1.ValidatingAdmissionPolicy
-	var binding admissionv1.ValidatingAdmissionPolicyBinding
-	shipped(t, "isolation/pool-admission-policy.yaml", &policy, &binding)
-	admission := e.client.AdmissionregistrationV1()
-	if _, err := admission.ValidatingAdmissionPolicies().Create(e.ctx, &policy, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicies().Delete(context.Background(), policy.Name, metav1.DeleteOptions{})
-	})
-	if _, err := admission.ValidatingAdmissionPolicyBindings().Create(e.ctx, &binding, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = admission.ValidatingAdmissionPolicyBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+	e.installAdmissionPolicy("isolation/pool-admission-policy.yaml", func() {
 		// Later tests create pods with a preset node: wait until the binding is gone for them.
 		_ = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 			p := e.pod("after-cleanup", trustedImage)

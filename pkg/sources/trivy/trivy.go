@@ -307,14 +307,11 @@ func (ix *Index) ObserveSpec(pod *v1.Pod) {
 }
 
 func (ix *Index) noteSpecDigests(pod *v1.Pod) {
-	for _, c := range pod.Spec.Containers {
-		if _, d, ok := strings.Cut(c.Image, "@"); ok && strings.HasPrefix(d, "sha256:") {
-			ix.noteNamespaceDigest(pod.Namespace, d)
-		}
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if _, d, ok := strings.Cut(c.Image, "@"); ok && strings.HasPrefix(d, "sha256:") {
-			ix.noteNamespaceDigest(pod.Namespace, d)
+	for _, containers := range [][]v1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for _, c := range containers {
+			if _, d, ok := strings.Cut(c.Image, "@"); ok && strings.HasPrefix(d, "sha256:") {
+				ix.noteNamespaceDigest(pod.Namespace, d)
+			}
 		}
 	}
 }
