@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
@@ -235,5 +237,28 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 				t.Errorf("error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// reputectl never offers to skip verifying the audit API's certificate: --audit-ca is the way.
+func TestNoFlagSkipsTLSVerification(t *testing.T) {
+	var out, errOut bytes.Buffer
+	cmd := NewCommand("reputectl", &out, &errOut)
+	var offenders []string
+	check := func(c *cobra.Command) {
+		for _, fs := range []*pflag.FlagSet{c.Flags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) {
+				if text := strings.ToLower(f.Name + " " + f.Usage); strings.Contains(text, "insecure") || strings.Contains(text, "skip-tls") || strings.Contains(text, "do not verify") {
+					offenders = append(offenders, c.Name()+" --"+f.Name)
+				}
+			})
+		}
+	}
+	check(cmd)
+	for _, sub := range cmd.Commands() {
+		check(sub)
+	}
+	if len(offenders) > 0 {
+		t.Errorf("flags that skip or suggest skipping TLS verification: %v", offenders)
 	}
 }

@@ -31,7 +31,6 @@ const DefaultAuditServer = "https://repute-audit.kube-system.svc:8444"
 type options struct {
 	kubeconfig, context, user string
 	auditServer, auditCA      string
-	auditInsecure             bool
 	storeFile                 string
 	output                    string
 	in                        io.Reader // for -f -
@@ -69,7 +68,6 @@ repute-auditor; backups need repute-audit-backup.`,
 	f.StringVar(&o.user, "user", "", "kubeconfig user to use")
 	f.StringVar(&o.auditServer, "audit-server", envOr("REPUTE_AUDIT_SERVER", DefaultAuditServer), "audit API URL ($REPUTE_AUDIT_SERVER)")
 	f.StringVar(&o.auditCA, "audit-ca", os.Getenv("REPUTE_AUDIT_CA"), "CA bundle that signed the audit API's certificate ($REPUTE_AUDIT_CA)")
-	f.BoolVar(&o.auditInsecure, "audit-insecure-skip-tls-verify", false, "do not verify the audit API's certificate (it is self-signed unless deploy mounts one)")
 	f.StringVar(&o.storeFile, "store", "", "read this store file (a backup, or a copy) offline instead of the audit API")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 
@@ -124,7 +122,7 @@ func (o *options) client() (*audit.Client, error) {
 	cfg := rest.CopyConfig(kube)
 	cfg.Host = server.String()
 	cfg.TLSClientConfig.CAFile, cfg.TLSClientConfig.CAData, cfg.TLSClientConfig.ServerName = o.auditCA, nil, ""
-	cfg.TLSClientConfig.Insecure = o.auditInsecure
+	cfg.TLSClientConfig.Insecure = false // the audit API is always verified: pass --audit-ca
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err
