@@ -358,8 +358,11 @@ func (m *Mirror) writeLoop(ctx context.Context) {
 			return
 		}
 		m.mu.Lock()
-		data, err := Encode(m.shards[i])
+		data, dropped, err := m.encodeFitting(i)
 		m.mu.Unlock()
+		if dropped > 0 {
+			logger.Error(nil, "A verdict snapshot shard outgrew a ConfigMap: its oldest verdicts are left out (they are re-evaluated on takeover)", "configMap", ShardName(i), "dropped", dropped)
+		}
 		if err == nil {
 			err = m.write(ctx, i, data)
 		}
@@ -370,6 +373,43 @@ func (m *Mirror) writeLoop(ctx context.Context) {
 			m.queue.Forget(i)
 		}
 		m.queue.Done(i)
+	}
+}
+
+// MaxShardBytes is what one shard may take once compressed: a ConfigMap holds at most 1 MiB,
+// with room left for its metadata and the HMAC.
+var MaxShardBytes = 1000 << 10
+
+// encodeFitting encodes shard i, leaving out its oldest verdicts (and then oldest events) until
+// it fits a ConfigMap: a shard that cannot be written would stall the snapshot for good. It
+// returns how many entries it left out; m.mu is held.
+func (m *Mirror) encodeFitting(i int) (data []byte, dropped int, err error) {
+	s := m.shards[i]
+	for {
+		if data, err = Encode(s); err != nil || len(data) <= MaxShardBytes {
+			return data, dropped, err
+		}
+		// Drop a tenth of what is left, oldest first, and try again.
+		type entry struct {
+			image string
+			at    time.Time
+		}
+		entries := make([]entry, 0, len(s.Verdicts))
+		for image, v := range s.Verdicts {
+			entries = append(entries, entry{image, v.EvaluatedAt})
+		}
+		slices.SortFunc(entries, func(a, b entry) int { return a.at.Compare(b.at) })
+		n := max(1, len(entries)/10)
+		if len(entries) == 0 {
+			n = max(1, len(s.Behavior)/10)
+			s.Behavior = s.Behavior[min(n, len(s.Behavior)):]
+			dropped += n
+			continue
+		}
+		for _, e := range entries[:min(n, len(entries))] {
+			delete(s.Verdicts, e.image)
+		}
+		dropped += n
 	}
 }
 

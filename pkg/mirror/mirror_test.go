@@ -431,3 +431,28 @@ func TestSignedSnapshots(t *testing.T) {
 		t.Errorf("a short key: %v, want a refusal", err)
 	}
 }
+
+// A shard that would outgrow a ConfigMap leaves out its oldest verdicts and is written: the
+// snapshot never stalls.
+func TestAnOversizeShardDropsItsOldestVerdicts(t *testing.T) {
+	defer func(old int) { MaxShardBytes = old }(MaxShardBytes)
+	MaxShardBytes = 4 << 10
+	m := New(fake.NewClientset(), "kube-system", reputation.NewCache(), func() time.Duration { return time.Hour })
+	start := time.Now().Add(-time.Hour)
+	newest := ""
+	for i := range 400 {
+		image := fmt.Sprintf("reg/app-%04d:%s", i, strings.Repeat("v", 40))
+		m.shards[0].Verdicts[image] = verdict(image, reputation.TierTrusted, start.Add(time.Duration(i)*time.Second))
+		newest = image
+	}
+	data, dropped, err := m.encodeFitting(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > MaxShardBytes || dropped == 0 {
+		t.Fatalf("encoded %d bytes (limit %d), dropped %d", len(data), MaxShardBytes, dropped)
+	}
+	if m.shards[0].Verdicts[newest] == nil {
+		t.Error("the newest verdict was dropped before older ones")
+	}
+}
