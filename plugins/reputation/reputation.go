@@ -6,6 +6,7 @@ package reputation
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,6 +16,8 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/features"
 	frameworkruntime "k8s.io/kubernetes/pkg/scheduler/framework/runtime"
+	psaapi "k8s.io/pod-security-admission/api"
+	psapolicy "k8s.io/pod-security-admission/policy"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/pkg/apis/config/validation"
@@ -65,6 +68,8 @@ type Reputation struct {
 	byTier [3]tierPool // trusted, unknown, untrusted: reputation.Tiers
 	// untrusted are the untrusted pool's restrictions beyond placement.
 	untrusted untrustedRules
+	// podSecurity checks pods against their tier's Pod Security Standard.
+	podSecurity psapolicy.Evaluator
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
 	enableTaintComparisonOperators bool
 }
@@ -120,9 +125,17 @@ func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
 		pl.profile = placement.NewProfile(h.ProfileName(), args, h.EventRecorder(), func(pods map[string]*v1.Pod) { h.Activate(klog.Background(), pods) })
 		pl.pools = pl.profile.Pools
 		pl.nodePools = newNodePools(pl.poolKey, pl.pools)
+		if pl.podSecurity, err = psapolicy.NewEvaluator(psapolicy.DefaultChecks(), nil); err != nil {
+			return nil, fmt.Errorf("pod security checks: %w", err)
+		}
 		for _, tier := range reputation.Tiers {
 			pool := pl.pools[tier]
-			pl.byTier[classOfTier(tier)] = tierPool{pool: pool, class: classOfTier(tier), taints: &taintFilter{poolKey: pl.poolKey, pool: pool.Name}}
+			level, err := psaapi.ParseLevel(pool.PodSecurity)
+			if err != nil {
+				return nil, fmt.Errorf("pools.%s.podSecurity: %w", tier, err)
+			}
+			pl.byTier[classOfTier(tier)] = tierPool{pool: pool, class: classOfTier(tier), taints: &taintFilter{poolKey: pl.poolKey, pool: pool.Name},
+				podSecurity: psaapi.LevelVersion{Level: level, Version: psaapi.LatestVersion()}}
 		}
 		if f := h.SharedInformerFactory(); f != nil {
 			if _, err := f.Core().V1().Nodes().Informer().AddEventHandler(pl.nodePools.eventHandler()); err != nil {
@@ -157,6 +170,8 @@ type tierPool struct {
 	pool   config.PoolSpec
 	class  poolClass
 	taints *taintFilter
+	// podSecurity is the Pod Security Standard a pod of the tier must meet.
+	podSecurity psaapi.LevelVersion
 }
 
 // tierPoolOf is a tier's pool; a tier Repute does not know has none, and no node admits it.
@@ -164,7 +179,7 @@ func (pl *Reputation) tierPoolOf(t reputation.Tier) tierPool {
 	if c := classOfTier(t); c >= 0 {
 		return pl.byTier[c]
 	}
-	return tierPool{class: noPool, taints: &taintFilter{}}
+	return tierPool{class: noPool, taints: &taintFilter{}, podSecurity: psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}}
 }
 
 func (s *podState) Clone() fwk.StateData { return s }
@@ -243,6 +258,9 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 	if st := pl.untrusted.limitsStatus(pod, s.Tier); st != nil {
 		return nil, st
 	}
+	if st := pl.podSecurityStatus(pod, s); st != nil {
+		return nil, st
+	}
 	cycleState.Write(stateKey, s)
 	return nil, nil
 }
@@ -250,6 +268,29 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
 	p := pl.resolve(pod)
 	return &podState{Placement: p, tierPool: pl.tierPoolOf(p.Tier)}
+}
+
+// podSecurityStatus keeps a pod that asks for more than its tier's Pod Security Standard allows
+// (host namespaces, privileged containers, host paths, ...) unschedulable, naming each
+// violation: the less trusted the code, the less it may ask of its node. Trusted pods
+// (privileged by default) cost nothing here.
+func (pl *Reputation) podSecurityStatus(pod *v1.Pod, s *podState) *fwk.Status {
+	if s.podSecurity.Level == psaapi.LevelPrivileged {
+		return nil
+	}
+	result := psapolicy.AggregateCheckResults(pl.podSecurity.EvaluatePod(s.podSecurity, &pod.ObjectMeta, &pod.Spec))
+	if result.Allowed {
+		return nil
+	}
+	violations := make([]string, len(result.ForbiddenReasons))
+	for i, reason := range result.ForbiddenReasons {
+		violations[i] = reason
+		if d := result.ForbiddenDetails[i]; d != "" {
+			violations[i] += " (" + d + ")"
+		}
+	}
+	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, fmt.Sprintf("%s pods must meet Pod Security %q (pools.%s.podSecurity): %s",
+		s.Tier, s.podSecurity.Level, s.Tier, strings.Join(violations, "; ")))
 }
 
 // PreFilterExtensions returns nil: adding or removing pods never changes a node's pool.

@@ -47,8 +47,10 @@ func testArgs() *config.ReputationArgs {
 		{Pattern: "docker.io/*", Tier: "unknown"},
 		{Pattern: "*", Tier: "untrusted"},
 	}
-	// These tests are about placement; origin alone decides the tier here.
+	// These tests are about placement; origin alone decides the tier here, and no tier asks
+	// for a Pod Security level (TestPodSecurityPerTier restores the defaults).
 	v1args.Policy.Signature.RequireForTrusted = ptr.To(false)
+	v1args.Pools.Unknown.PodSecurity, v1args.Pools.Untrusted.PodSecurity = "privileged", "privileged"
 	var args config.ReputationArgs
 	if err := configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, &args, nil); err != nil {
 		panic(err)

@@ -18,7 +18,7 @@ import (
 func TestUntrustedNodeRules(t *testing.T) {
 	node := poolNode("u1", "untrusted", poolTaint("untrusted"))
 	neighbour := func(name, ns string) *v1.Pod {
-		return st.MakePod().Name(name).Namespace(ns).UID(name).Node("u1").Container(untrustedImage).Obj()
+		return restricted(st.MakePod().Name(name).Namespace(ns).UID(name).Node("u1").Container(untrustedImage).Obj())
 	}
 	daemon := st.MakePod().Name("agent").Namespace("kube-system").UID("agent").Node("u1").OwnerReference("agent", v1.SchemeGroupVersion.WithKind("DaemonSet")).Obj()
 	daemon.OwnerReferences[0].Controller = ptr.To(true)
@@ -46,7 +46,7 @@ func TestUntrustedNodeRules(t *testing.T) {
 			}
 			args.Pools.Untrusted.Name = "untrusted"
 			pl := newTestPlugin(t, args, untrustedImage)
-			pod := st.MakePod().Name("new").Namespace("team-a").UID("new").Container(tt.podImage).Obj()
+			pod := restricted(st.MakePod().Name("new").Namespace("team-a").UID("new").Container(tt.podImage).Obj())
 			cs := framework.NewCycleState()
 			if _, s := pl.PreFilter(context.Background(), cs, pod, nil); !s.IsSuccess() {
 				t.Fatal(s)
@@ -75,9 +75,9 @@ func TestUntrustedPodsMustDeclareLimits(t *testing.T) {
 		pod         *v1.Pod
 		wantMissing string // empty: admitted
 	}{
-		{"untrusted with limits", withLimits(st.MakePod().Container(untrustedImage).Obj(), limits), ""},
-		{"untrusted without", st.MakePod().Container(untrustedImage).Obj(), "untrusted.requireLimits"},
-		{"untrusted with CPU only", withLimits(st.MakePod().Container(untrustedImage).Obj(), v1.ResourceList{v1.ResourceCPU: resource.MustParse("1")}), "containers without them"},
+		{"untrusted with limits", withLimits(restricted(st.MakePod().Container(untrustedImage).Obj()), limits), ""},
+		{"untrusted without", restricted(st.MakePod().Container(untrustedImage).Obj()), "untrusted.requireLimits"},
+		{"untrusted with CPU only", withLimits(restricted(st.MakePod().Container(untrustedImage).Obj()), v1.ResourceList{v1.ResourceCPU: resource.MustParse("1")}), "containers without them"},
 		{"trusted without limits is not concerned", st.MakePod().Container(trustedImage).Obj(), ""},
 	}
 	args := testArgs()
@@ -95,6 +95,64 @@ func TestUntrustedPodsMustDeclareLimits(t *testing.T) {
 			}
 			if s.Code() != fwk.UnschedulableAndUnresolvable || !strings.Contains(s.Message(), tt.wantMissing) {
 				t.Errorf("PreFilter = %v, want UnschedulableAndUnresolvable naming %q", s, tt.wantMissing)
+			}
+		})
+	}
+}
+
+// restricted makes a pod meet the Pod Security Standard "restricted", which untrusted pods must
+// meet by default.
+func restricted(p *v1.Pod) *v1.Pod {
+	nonRoot, escalate := true, false
+	p.Spec.SecurityContext = &v1.PodSecurityContext{RunAsNonRoot: &nonRoot, SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault}}
+	for i := range p.Spec.Containers {
+		p.Spec.Containers[i].SecurityContext = &v1.SecurityContext{AllowPrivilegeEscalation: &escalate, Capabilities: &v1.Capabilities{Drop: []v1.Capability{"ALL"}}}
+	}
+	return p
+}
+
+// Pods must meet their tier's Pod Security Standard: an untrusted pod asking for the host's
+// network, or a privileged container, stays unschedulable and the reason names each violation;
+// an unknown pod must meet baseline; trusted pods may ask for anything.
+func TestPodSecurityPerTier(t *testing.T) {
+	args := testArgs()
+	args.Pools.Unknown.PodSecurity, args.Pools.Untrusted.PodSecurity = "baseline", "restricted" // the defaults
+	pl := newTestPlugin(t, args, trustedImage, unknownImage, untrustedImage)
+	privileged := true
+	hostNetwork := func(p *v1.Pod) *v1.Pod { p.Spec.HostNetwork = true; return p }
+	privilegedContainer := func(p *v1.Pod) *v1.Pod {
+		p.Spec.Containers[0].SecurityContext.Privileged = &privileged
+		return p
+	}
+	tests := []struct {
+		name        string
+		pod         *v1.Pod
+		wantReasons []string // empty: placed
+	}{
+		{"untrusted, restricted", restricted(st.MakePod().Container(untrustedImage).Obj()), nil},
+		{"untrusted, plain", st.MakePod().Container(untrustedImage).Obj(), []string{`Pod Security "restricted"`, "runAsNonRoot != true"}},
+		{"untrusted on the host's network", hostNetwork(restricted(st.MakePod().Container(untrustedImage).Obj())), []string{"host namespaces"}},
+		{"untrusted and privileged", privilegedContainer(restricted(st.MakePod().Container(untrustedImage).Obj())), []string{"privileged"}},
+		{"unknown, plain: baseline allows it", st.MakePod().Container(unknownImage).Obj(), nil},
+		{"unknown on the host's network", hostNetwork(st.MakePod().Container(unknownImage).Obj()), []string{`Pod Security "baseline"`, "host namespaces"}},
+		{"trusted on the host's network", hostNetwork(st.MakePod().Container(trustedImage).Obj()), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, s := pl.PreFilter(context.Background(), framework.NewCycleState(), tt.pod, nil)
+			if len(tt.wantReasons) == 0 {
+				if !s.IsSuccess() {
+					t.Errorf("PreFilter = %v, want the pod placed", s)
+				}
+				return
+			}
+			if s.Code() != fwk.UnschedulableAndUnresolvable {
+				t.Fatalf("PreFilter = %v, want UnschedulableAndUnresolvable", s)
+			}
+			for _, want := range tt.wantReasons {
+				if !strings.Contains(s.Message(), want) {
+					t.Errorf("reason %q does not say %q", s.Message(), want)
+				}
 			}
 		})
 	}

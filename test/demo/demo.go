@@ -271,18 +271,23 @@ func printRows(out io.Writer, rows []row, poolOf map[string]string) {
 	tw.Flush()
 }
 
+// demoPod is a pod that meets the Pod Security Standard "restricted", as untrusted pods must to
+// be placed: where it lands is its images' doing alone.
 func demoPod(name, image string) *v1.Pod {
-	return &v1.Pod{
+	p := &v1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 		Spec: v1.PodSpec{
 			SchedulerName: schedulerName,
 			Containers:    []v1.Container{{Name: "main", Image: image}},
 		},
 	}
+	controlplane.Restricted(&p.Spec)
+	return p
 }
 
 func withInit(p *v1.Pod, image string) *v1.Pod {
 	p.Spec.InitContainers = []v1.Container{{Name: "setup", Image: image}}
+	controlplane.Restricted(&p.Spec)
 	return p
 }
 

@@ -28,7 +28,7 @@ func startStorefront(ctx context.Context, cp *controlplane.ControlPlane, image s
 			Replicas: ptr.To[int32](1),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: v1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: v1.PodSpec{SchedulerName: schedulerName, Containers: []v1.Container{{Name: "main", Image: image}}}},
+				Spec: restrictedSpec(v1.PodSpec{SchedulerName: schedulerName, Containers: []v1.Container{{Name: "main", Image: image}}})},
 		},
 	}
 	if _, err := cp.Client.AppsV1().Deployments(namespace).Create(ctx, d, metav1.CreateOptions{}); err != nil {
@@ -99,4 +99,10 @@ func eventNote(ctx context.Context, cp *controlplane.ControlPlane, pod, reason s
 		return "", fmt.Errorf("no %s event for %s: %w", reason, pod, err)
 	}
 	return note, nil
+}
+
+// restrictedSpec is a pod spec made to meet the Pod Security Standard "restricted".
+func restrictedSpec(spec v1.PodSpec) v1.PodSpec {
+	controlplane.Restricted(&spec)
+	return spec
 }

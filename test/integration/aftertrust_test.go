@@ -310,3 +310,30 @@ func policySpecOf(t *testing.T, cfg controlplane.SchedulerConfig) string {
 	}
 	return string(spec)
 }
+
+// The tier decides the Pod Security Standard a pod must meet: an untrusted pod that asks for the
+// host's network and a host path stays Pending, and FailedScheduling names each
+// violation; the same pod, restricted, is placed.
+func TestUntrustedPodsMustMeetTheirPodSecurityLevel(t *testing.T) {
+	e := newEnv(t)
+	untrusted := e.node("untrusted", "untrusted")
+	e.startScheduler()
+	asking := e.pod("asks-for-the-host", untrustedImage)
+	controlplane.Restricted(&asking.Spec)
+	asking.Spec.HostNetwork = true
+	asking.Spec.Volumes = []v1.Volume{{Name: "root", VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/"}}}}
+	if _, err := e.client.CoreV1().Pods(e.ns).Create(e.ctx, asking, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	note := e.waitFailedScheduling("asks-for-the-host", bindTimeout)
+	for _, want := range []string{`Pod Security "restricted"`, "host namespaces", `restricted volume type "hostPath"`} {
+		if !strings.Contains(note, want) {
+			t.Errorf("FailedScheduling %q does not say %q", note, want)
+		}
+	}
+	e.assertPending("asks-for-the-host", time.Second)
+	e.create(e.pod("restricted", untrustedImage))
+	if got := e.waitBound("restricted", bindTimeout); got != untrusted {
+		t.Errorf("the restricted untrusted pod landed on %s, want %s", got, untrusted)
+	}
+}

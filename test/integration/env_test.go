@@ -142,6 +142,7 @@ func (e *env) pod(name string, images ...string) *v1.Pod {
 
 func (e *env) create(p *v1.Pod) *v1.Pod {
 	e.t.Helper()
+	controlplane.Restricted(&p.Spec) // untrusted pods must meet "restricted" to be placed
 	created, err := e.client.CoreV1().Pods(p.Namespace).Create(e.ctx, p, metav1.CreateOptions{})
 	if err != nil {
 		e.t.Fatalf("creating pod %s: %v", p.Name, err)
@@ -218,4 +219,10 @@ func (e *env) waitEventSaying(name, reason, saying string, timeout time.Duration
 		e.t.Fatalf("no %s event saying %q for %s within %s: %v", reason, saying, name, timeout, err)
 	}
 	return msg
+}
+
+// restrictedSpec is a pod spec made to meet the Pod Security Standard "restricted".
+func restrictedSpec(spec v1.PodSpec) v1.PodSpec {
+	controlplane.Restricted(&spec)
+	return spec
 }

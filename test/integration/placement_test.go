@@ -169,6 +169,7 @@ func TestEphemeralContainerImageCounts(t *testing.T) {
 		pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
 			Name: "debug", Image: untrustedImage, ImagePullPolicy: v1.PullIfNotPresent, TerminationMessagePolicy: v1.TerminationMessageReadFile,
 		}}}
+		controlplane.Restricted(&pod.Spec) // the pod is untrusted now, and must meet "restricted"
 		_, err = e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, "debugged", pod, metav1.UpdateOptions{})
 		return err
 	})

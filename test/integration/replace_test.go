@@ -32,7 +32,7 @@ func (e *env) deployment(name, image string, replicas int32) *appsv1.Deployment 
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: v1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       v1.PodSpec{SchedulerName: e.schedulerName, Containers: []v1.Container{{Name: "c0", Image: image}}},
+				Spec:       restrictedSpec(v1.PodSpec{SchedulerName: e.schedulerName, Containers: []v1.Container{{Name: "c0", Image: image}}}),
 			},
 		},
 	}

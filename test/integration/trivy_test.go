@@ -121,7 +121,7 @@ func TestVulnerabilityReportMappedThroughTheWorkload(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "web-5d8c", Namespace: e.ns},
 		Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: v1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: v1.PodSpec{SchedulerName: e.schedulerName, Containers: []v1.Container{{Name: "c0", Image: image}}}}},
+				Spec: restrictedSpec(v1.PodSpec{SchedulerName: e.schedulerName, Containers: []v1.Container{{Name: "c0", Image: image}}})}},
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

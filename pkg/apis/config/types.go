@@ -173,6 +173,9 @@ type PoolSpec struct {
 	AllowUnpooledNodes bool
 	// Placement ranks feasible nodes inside the pool.
 	Placement PlacementStrategy
+	// PodSecurity is the Pod Security Standard level ("privileged", "baseline" or "restricted")
+	// a pod of the tier must meet to be placed.
+	PodSecurity string
 }
 
 // PlacementStrategy ranks nodes within a pool.

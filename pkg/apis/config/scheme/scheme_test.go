@@ -50,9 +50,9 @@ func TestDecodeDefaults(t *testing.T) {
 	want := &config.ReputationArgs{
 		PoolLabelKey: "repute.dev/pool",
 		Pools: config.TierPools{
-			Trusted:   config.PoolSpec{Name: "trusted", Placement: config.PlacementPack},
-			Unknown:   config.PoolSpec{Name: "unknown", Placement: config.PlacementSpread},
-			Untrusted: config.PoolSpec{Name: "untrusted", Placement: config.PlacementSpread},
+			Trusted:   config.PoolSpec{Name: "trusted", Placement: config.PlacementPack, PodSecurity: "privileged"},
+			Unknown:   config.PoolSpec{Name: "unknown", Placement: config.PlacementSpread, PodSecurity: "baseline"},
+			Untrusted: config.PoolSpec{Name: "untrusted", Placement: config.PlacementSpread, PodSecurity: "restricted"},
 		},
 		Policy: config.PolicySpec{
 			BaseScore:  50,

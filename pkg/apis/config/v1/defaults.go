@@ -55,12 +55,12 @@ func SetDefaults_ReputationArgs(obj *ReputationArgs) {
 // SetDefaults_TierPools names each tier's pool after the tier: trusted pods are packed, the
 // others spread.
 func SetDefaults_TierPools(obj *TierPools) {
-	defaultPool(&obj.Trusted, reputation.TierTrusted, "Pack")
-	defaultPool(&obj.Unknown, reputation.TierUnknown, "Spread")
-	defaultPool(&obj.Untrusted, reputation.TierUntrusted, "Spread")
+	defaultPool(&obj.Trusted, reputation.TierTrusted, "Pack", "privileged")
+	defaultPool(&obj.Unknown, reputation.TierUnknown, "Spread", "baseline")
+	defaultPool(&obj.Untrusted, reputation.TierUntrusted, "Spread", "restricted")
 }
 
-func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) {
+func defaultPool(in *PoolSpec, tier reputation.Tier, placement, podSecurity string) {
 	if in.Name == nil {
 		in.Name = ptr.To(string(tier))
 	}
@@ -69,6 +69,9 @@ func defaultPool(in *PoolSpec, tier reputation.Tier, placement string) {
 	}
 	if in.Placement == "" {
 		in.Placement = placement
+	}
+	if in.PodSecurity == "" {
+		in.PodSecurity = podSecurity
 	}
 }
 

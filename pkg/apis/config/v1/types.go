@@ -190,4 +190,9 @@ type PoolSpec struct {
 	AllowUnpooledNodes *bool `json:"allowUnpooledNodes,omitempty"`
 	// Placement is Pack or Spread. Default Pack for trusted, Spread otherwise.
 	Placement string `json:"placement,omitempty"`
+	// PodSecurity is the Pod Security Standard level a pod of the tier must meet to be placed:
+	// privileged, baseline or restricted. A pod that fails it stays Pending, and the reason
+	// names each violation. Default privileged for trusted, baseline for unknown, restricted
+	// for untrusted: the less trusted the code, the less it may ask of its node.
+	PodSecurity string `json:"podSecurity,omitempty"`
 }

@@ -281,6 +281,7 @@ func autoConvert_v1_PoolSpec_To_config_PoolSpec(in *PoolSpec, out *config.PoolSp
 		return err
 	}
 	out.Placement = config.PlacementStrategy(in.Placement)
+	out.PodSecurity = in.PodSecurity
 	return nil
 }
 
@@ -297,6 +298,7 @@ func autoConvert_config_PoolSpec_To_v1_PoolSpec(in *config.PoolSpec, out *PoolSp
 		return err
 	}
 	out.Placement = string(in.Placement)
+	out.PodSecurity = in.PodSecurity
 	return nil
 }
 

@@ -40,6 +40,9 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 			}
 		}
 		seen[spec.Name] = tier
+		if !podSecurityLevels.Has(spec.PodSecurity) {
+			errs = append(errs, field.NotSupported(p.Child("podSecurity"), spec.PodSecurity, sets.List(podSecurityLevels)))
+		}
 		if !placements.Has(spec.Placement) {
 			errs = append(errs, field.NotSupported(p.Child("placement"), spec.Placement, sets.List(placements)))
 		}
@@ -203,6 +206,9 @@ func validateAudit(path *field.Path, a *config.AuditAPI) field.ErrorList {
 }
 
 var placements = sets.New(config.PlacementPack, config.PlacementSpread)
+
+// podSecurityLevels are the Pod Security Standards' levels.
+var podSecurityLevels = sets.New("privileged", "baseline", "restricted")
 
 // ValidatePolicy checks a policy: ranges, rules and patterns, and that every key parses.
 func ValidatePolicy(path *field.Path, spec *config.PolicySpec) field.ErrorList {
