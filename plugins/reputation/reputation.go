@@ -161,7 +161,8 @@ func (pl *Reputation) Name() string { return Name }
 // returns it as is.
 type podState struct {
 	placement.Placement
-	tierPool
+	// *tierPool points into the plugin's per-tier table: the state allocated per pod stays small.
+	*tierPool
 }
 
 // tierPool is what placing a pod of one tier needs: its pool, the class of nodes in it, and
@@ -175,12 +176,15 @@ type tierPool struct {
 }
 
 // tierPoolOf is a tier's pool; a tier Repute does not know has none, and no node admits it.
-func (pl *Reputation) tierPoolOf(t reputation.Tier) tierPool {
+func (pl *Reputation) tierPoolOf(t reputation.Tier) *tierPool {
 	if c := classOfTier(t); c >= 0 {
-		return pl.byTier[c]
+		return &pl.byTier[c]
 	}
-	return tierPool{class: noPool, taints: &taintFilter{}, podSecurity: psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}}
+	return &noTierPool
 }
+
+// noTierPool is the pool of a tier Repute does not know: no node is in it.
+var noTierPool = tierPool{class: noPool, taints: &taintFilter{}, podSecurity: psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()}}
 
 func (s *podState) Clone() fwk.StateData { return s }
 
