@@ -104,11 +104,8 @@ type Runtime struct {
 	profilesMu sync.RWMutex
 	profiles   map[string]*placement.Profile
 
-	// ready is closed once Start has warmed the cache and opened the endpoints; startErr, set
-	// before, says why it never will be.
-	ready chan struct{}
-	// isReady is set just before ready is closed: the scheduling path reads the flag, cheaper
-	// than a channel.
+	// isReady is set once start has warmed the cache and opened the endpoints (an atomic flag:
+	// the scheduling path reads it for every pod); startErr says why it never will be.
 	isReady        atomic.Bool
 	startErr       error
 	onStartFailure func(error)
