@@ -24,7 +24,7 @@ import (
 )
 
 const (
-	poolKey   = "repute.dev/pool"
+	poolKey   = "node-restriction.kubernetes.io/repute-pool"
 	scheduler = "repute-scheduler"
 )
 

@@ -174,6 +174,16 @@ func NewProfile(name string, args *config.ReputationArgs, recorder events.EventR
 	return p
 }
 
+// KubeletCannotSet reports whether NodeRestriction keeps kubelets from setting the node label
+// key: keys under node-restriction.kubernetes.io/ or one of its subdomains.
+func KubeletCannotSet(labelKey string) bool {
+	prefix, _, found := strings.Cut(labelKey, "/")
+	return found && (prefix == nodeRestrictionDomain || strings.HasSuffix(prefix, "."+nodeRestrictionDomain))
+}
+
+// nodeRestrictionDomain is the label domain the NodeRestriction admission plugin reserves.
+const nodeRestrictionDomain = "node-restriction.kubernetes.io"
+
 // TierOfNode is the tier whose pool the node is in; pooled is false for unpooled nodes and
 // pools no tier uses.
 func (p *Profile) TierOfNode(node *v1.Node) (reputation.Tier, bool) {

@@ -43,3 +43,22 @@ func TestResolveCountsTheDigestThatRuns(t *testing.T) {
 		})
 	}
 }
+
+func TestKubeletCannotSet(t *testing.T) {
+	tests := []struct {
+		key  string
+		want bool
+	}{
+		{"node-restriction.kubernetes.io/repute-pool", true},
+		{"pools.node-restriction.kubernetes.io/repute", true},
+		{"repute.dev/pool", false},
+		{"evil-node-restriction.kubernetes.io/pool", false},
+		{"node-restriction.kubernetes.io", false},
+		{"node-restriction.kubernetes.io.evil.com/pool", false},
+	}
+	for _, tt := range tests {
+		if got := KubeletCannotSet(tt.key); got != tt.want {
+			t.Errorf("KubeletCannotSet(%q) = %v, want %v", tt.key, got, tt.want)
+		}
+	}
+}

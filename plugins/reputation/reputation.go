@@ -108,6 +108,10 @@ func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
 		if errs := validation.ValidateReputationArgs(nil, args); len(errs) > 0 {
 			return nil, fmt.Errorf("invalid ReputationArgs: %w", errs.ToAggregate())
 		}
+		if !placement.KubeletCannotSet(args.PoolLabelKey) {
+			klog.FromContext(ctx).Info("Warning: kubelets can set the pool label, so a compromised node can label itself into another pool; use a key under node-restriction.kubernetes.io/ (see deploy/README.md, Migrating the pool label)",
+				"profile", h.ProfileName(), "poolLabelKey", args.PoolLabelKey)
+		}
 		rt, err := reputeruntime.For(ctx, h, args, opts)
 		if err != nil {
 			return nil, fmt.Errorf("profile %q: %w", h.ProfileName(), err)

@@ -78,6 +78,9 @@ func Start(tb ktesting.TB, opts Options) (_ *ControlPlane, err error) {
 		// No controller-manager runs: without these, pods wait forever for a default service
 		// account and nodes keep the not-ready taint.
 		"--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+		// NodeRestriction, as kubeadm and managed clusters run it: kubelets may not set labels
+		// under node-restriction.kubernetes.io/ (where the pool label lives) nor change taints.
+		"--enable-admission-plugins=NodeRestriction",
 		"--authorization-mode=" + authz,
 	}, opts.ExtraFlags...)
 	server, err := apiservertesting.StartTestServer(tb, &apiservertesting.TestServerInstanceOptions{

@@ -37,7 +37,7 @@ type Options struct {
 
 const (
 	schedulerName = "repute-scheduler"
-	poolKey       = "repute.dev/pool"
+	poolKey       = "node-restriction.kubernetes.io/repute-pool"
 	namespace     = "demo"
 )
 

@@ -84,7 +84,7 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 	legacy := e.pod("legacy", trustedImage)
 	legacy.Spec.SchedulerName = "default-scheduler"
 	legacy.Finalizers = []string{"example.com/hold"}
-	legacy.Spec.Tolerations = []v1.Toleration{{Key: "repute.dev/pool", Operator: v1.TolerationOpEqual, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}
+	legacy.Spec.Tolerations = []v1.Toleration{{Key: "node-restriction.kubernetes.io/repute-pool", Operator: v1.TolerationOpEqual, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}
 	e.create(legacy)
 	ns, err := e.client.CoreV1().Namespaces().Get(e.ctx, e.ns, metav1.GetOptions{})
 	if err != nil {
@@ -104,7 +104,7 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 		return p
 	}
 	poolToleration := func(pool string) v1.Toleration {
-		return v1.Toleration{Key: "repute.dev/pool", Operator: v1.TolerationOpEqual, Value: pool, Effect: v1.TaintEffectNoSchedule}
+		return v1.Toleration{Key: "node-restriction.kubernetes.io/repute-pool", Operator: v1.TolerationOpEqual, Value: pool, Effect: v1.TaintEffectNoSchedule}
 	}
 	// The policy takes effect a moment after it is created: wait for the first refusal.
 	err = wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
@@ -140,7 +140,7 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
 				}
-				if tt.pod.Spec.RuntimeClassName != nil && (created.Spec.NodeSelector["repute.dev/pool"] != "untrusted" || len(created.Spec.Tolerations) == 0) {
+				if tt.pod.Spec.RuntimeClassName != nil && (created.Spec.NodeSelector["node-restriction.kubernetes.io/repute-pool"] != "untrusted" || len(created.Spec.Tolerations) == 0) {
 					t.Errorf("the RuntimeClass did not send the pod to the untrusted pool: %v %v", created.Spec.NodeSelector, created.Spec.Tolerations)
 				}
 				return
@@ -247,8 +247,8 @@ func TestAdmissionPolicyKeepsPodsOnRepute(t *testing.T) {
 	}
 
 	// The RuntimeClass targets the untrusted pool exactly as the shipped scheduler configures it.
-	if runtimeClass.Scheduling.NodeSelector["repute.dev/pool"] != "untrusted" {
-		t.Errorf("RuntimeClass nodeSelector %v, want repute.dev/pool=untrusted", runtimeClass.Scheduling.NodeSelector)
+	if runtimeClass.Scheduling.NodeSelector["node-restriction.kubernetes.io/repute-pool"] != "untrusted" {
+		t.Errorf("RuntimeClass nodeSelector %v, want node-restriction.kubernetes.io/repute-pool=untrusted", runtimeClass.Scheduling.NodeSelector)
 	}
 }
 
@@ -338,7 +338,7 @@ func TestPoolsAreReachableOnlyThroughReputeClusterWide(t *testing.T) {
 	}
 	presetNode := func(p *v1.Pod) { p.Spec.NodeName = "pool-node" }
 	tolerates := func(p *v1.Pod) {
-		p.Spec.Tolerations = []v1.Toleration{{Key: "repute.dev/pool", Operator: v1.TolerationOpEqual, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}
+		p.Spec.Tolerations = []v1.Toleration{{Key: "node-restriction.kubernetes.io/repute-pool", Operator: v1.TolerationOpEqual, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}
 	}
 	static := func(p *v1.Pod) {
 		p.Annotations = map[string]string{v1.MirrorPodAnnotationKey: "x"}

@@ -74,7 +74,7 @@ func TestPodsLandInTheirPools(t *testing.T) {
 
 // withTrustClaims dresses a pod in every label and annotation that might look like a trust claim.
 func withTrustClaims(p *v1.Pod) *v1.Pod {
-	p.Labels = map[string]string{"repute.dev/tier": "trusted", "repute.dev/pool": "trusted"}
+	p.Labels = map[string]string{"repute.dev/tier": "trusted", "node-restriction.kubernetes.io/repute-pool": "trusted"}
 	p.Annotations = map[string]string{"repute.dev/tier": "trusted", "repute.dev/verified": "true"}
 	return p
 }

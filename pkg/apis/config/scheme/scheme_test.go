@@ -48,7 +48,7 @@ func TestDecodeDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &config.ReputationArgs{
-		PoolLabelKey: "repute.dev/pool",
+		PoolLabelKey: "node-restriction.kubernetes.io/repute-pool",
 		Pools: config.TierPools{
 			Trusted:   config.PoolSpec{Name: "trusted", Placement: config.PlacementPack, PodSecurity: "privileged"},
 			Unknown:   config.PoolSpec{Name: "unknown", Placement: config.PlacementSpread, PodSecurity: "baseline"},

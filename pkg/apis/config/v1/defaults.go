@@ -11,7 +11,7 @@ import (
 
 // Defaults an operator gets by saying nothing.
 const (
-	DefaultPoolLabelKey = "repute.dev/pool"
+	DefaultPoolLabelKey = "node-restriction.kubernetes.io/repute-pool"
 	DefaultVerdictWait  = 5 * time.Second
 	// DefaultFalcoMaxBodyBytes caps an alert request body: 1 MiB holds hundreds of alerts.
 	DefaultFalcoMaxBodyBytes = 1 << 20

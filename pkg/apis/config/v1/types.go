@@ -12,7 +12,7 @@ import (
 type ReputationArgs struct {
 	metav1.TypeMeta `json:",inline"`
 
-	// PoolLabelKey is the node label (and taint key) naming a node's pool. Default repute.dev/pool.
+	// PoolLabelKey is the node label (and taint key) naming a node's pool. Default node-restriction.kubernetes.io/repute-pool.
 	PoolLabelKey *string `json:"poolLabelKey,omitempty"`
 	// Pools says where each tier's pods go.
 	Pools TierPools `json:"pools,omitempty"`
