@@ -303,17 +303,24 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 		return false, wait
 	}
 	now := m.opts.Clock.Now()
-	if r := m.limiter.ReserveN(now, 1); !r.OK() {
+	r := m.limiter.ReserveN(now, 1)
+	if !r.OK() {
 		return true, 0
 	} else if delay := r.DelayFrom(now); delay > 0 {
 		r.CancelAt(now)
 		return false, delay
 	}
-	return m.evict(ctx, mp)
+	evicted, retry := m.evict(ctx, mp)
+	if !evicted {
+		// Only evictions spend the budget: a pod a PodDisruptionBudget holds, retrying with
+		// backoff, would otherwise take every token and starve the other misplaced pods.
+		r.CancelAt(now)
+	}
+	return retry, 0
 }
 
 // evict evicts one misplaced pod through the Eviction API.
-func (m *Mover) evict(ctx context.Context, mp misplaced) (retry bool, after time.Duration) {
+func (m *Mover) evict(ctx context.Context, mp misplaced) (evicted, retry bool) {
 	pod := mp.pod
 	logger := klog.FromContext(ctx).WithValues("pod", klog.KObj(pod), "node", mp.node.Name, "tier", mp.place.Tier)
 	eviction := &policyv1.Eviction{
@@ -329,16 +336,16 @@ func (m *Mover) evict(ctx context.Context, mp misplaced) (retry bool, after time
 		m.opts.Record(pod, mp.node, mp.profile, mp.place, ActionEvicted, "evicted: "+mp.why)
 		mp.profile.Events.Eventf(pod, nil, v1.EventTypeWarning, ReasonEvicted, "Replacement", "evicted: %s", mp.why)
 		m.forget(pod.UID)
-		return false, 0
+		return true, false
 	case apierrors.IsNotFound(err) || apierrors.IsConflict(err):
-		return false, 0 // gone, or already replaced
+		return false, false // gone, or already replaced
 	case apierrors.IsTooManyRequests(err):
 		// A PodDisruptionBudget holds it: say so once, and keep trying with backoff.
 		m.report(mp, ActionBlocked, "eviction blocked: "+err.Error())
-		return true, 0
+		return false, true
 	default:
 		logger.Error(err, "Evicting a misplaced pod")
-		return true, 0
+		return false, true
 	}
 }
 

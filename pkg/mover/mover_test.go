@@ -8,7 +8,9 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -373,5 +375,39 @@ func TestAnOutageMovesNothing(t *testing.T) {
 	}
 	if seen := f.eventsSeen(); seen != "" {
 		t.Errorf("events %q on an incomplete verdict", seen)
+	}
+}
+
+// A pod a PodDisruptionBudget holds is retried with backoff, and its refused evictions spend
+// none of the eviction budget: otherwise its retries take every token and the other misplaced
+// pods wait behind it for as long as the budget holds.
+func TestABlockedEvictionSpendsNoBudget(t *testing.T) {
+	spec := evictSpec()
+	spec.EvictionsPerMinute = 30 // one token, refilled every 2s
+	f := newFixture(t, spec, node("t1", "trusted"))
+	f.client.PrependReactor("create", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "eviction" && a.(clienttesting.CreateAction).GetObject().(*policyv1.Eviction).Name == "held" {
+			return true, nil, apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+		}
+		return false, nil, nil
+	})
+	f.runningPod("held", "t1", untrustedByRule)
+	f.runningPod("free", "t1", untrustedByRule)
+	for range 3 { // the held pod's backoff retries, all at one instant
+		if retry, after := f.mover.handle(context.Background(), "ns/held"); !retry || after != 0 {
+			t.Fatalf("the held pod's retry: retry %v, after %s; want a backoff retry, not a wait for budget its refused evictions spent", retry, after)
+		}
+	}
+	if retry, after := f.mover.handle(context.Background(), "ns/free"); retry || after != 0 {
+		t.Fatalf("the free pod waits (retry %v, after %s) behind the held pod's refused evictions", retry, after)
+	}
+	if _, ok := f.evictions()["free"]; !ok {
+		t.Error("the free pod was not evicted")
+	}
+	if retry, after := f.mover.handle(context.Background(), "ns/held"); retry || after <= 0 {
+		t.Errorf("after a real eviction, the held pod's next try: retry %v, after %s; want a wait for the budget", retry, after)
+	}
+	if n := strings.Count(f.eventsSeen(), ReasonBlocked); n != 1 {
+		t.Errorf("%d %s events for the held pod, want 1", n, ReasonBlocked)
 	}
 }
