@@ -119,32 +119,10 @@ func TestRecreatedReputationPolicyIsFollowed(t *testing.T) {
 // slow, the scheduler places the signed image as unknown, not trusted, until it is evaluated
 // again; the Placed event says why.
 func TestRememberedVerdictsUnderAnotherPolicyAreAtMostUnknown(t *testing.T) {
-	image, pem, slow := signedImageOnSlowRegistry(t)
-	e := newEnv(t)
-	poolOf := map[string]string{}
-	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
-		poolOf[e.node(pool, pool)] = pool
-	}
-	cfg := e.config()
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
-	cfg.StorePath, cfg.VerdictWait = filepath.Join(t.TempDir(), "repute.db"), "1s"
-	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.create(e.pod("before", image.String()))
-	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
-		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
-	}
-	e.waitEvent("before", "Placed", bindTimeout)
-	stop()
-
-	slow.Store(true) // the fresh verification waits on the registry
-	defer slow.Store(false)
+	r := placeSignedThenStop(t, filepath.Join(t.TempDir(), "repute.db"))
+	e, image, poolOf, cfg := r.env, r.image, r.poolOf, r.cfg
 	cfg.OriginRules[0].Weight = 15 // another policy version; the image would still be trusted
-	stop, err = controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,33 +27,10 @@ import (
 // verification is still waiting on a slow registry: no cold start turns a trusted image unknown.
 // Every placement is in the store.
 func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
-	image, pem, slow := signedImageOnSlowRegistry(t)
-
-	e := newEnv(t)
-	poolOf := map[string]string{}
-	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
-		poolOf[e.node(pool, pool)] = pool
-	}
 	storePath := filepath.Join(t.TempDir(), "repute.db")
-	cfg := e.config()
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
-	cfg.StorePath, cfg.VerdictWait = storePath, "1s"
-
-	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.create(e.pod("before", image.String()))
-	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
-		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
-	}
-	e.waitEvent("before", "Placed", bindTimeout)
-	stop() // the scheduler's context ends: the store flushes and closes
-
-	slow.Store(true) // from now on every registry answer takes 3 s, longer than verdictWait
-	stop, err = controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	r := placeSignedThenStop(t, storePath)
+	e, image, poolOf, slow := r.env, r.image, r.poolOf, r.slow
+	stop, err := controlplane.StartReputeScheduler(e.ctx, r.cfg.Render())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +178,45 @@ func gaugeValue(t *testing.T, name string) float64 {
 // signedImageOnSlowRegistry pushes an image signed with the key "ops" to a loopback registry
 // whose every answer takes 3 s once slow is set: longer than the verdictWait the tests use, so
 // no fresh evaluation can place a pod in time.
+// restartScenario is a scheduler with a store that placed a signed image's pod "before" in the
+// trusted pool and stopped; its registry is now slow (every answer takes 3 s, longer than
+// verdictWait), so a restart with cfg has only what it remembers at first.
+type restartScenario struct {
+	env    *env
+	image  name.Digest
+	poolOf map[string]string // node name → pool
+	cfg    controlplane.SchedulerConfig
+	slow   *atomic.Bool
+}
+
+func placeSignedThenStop(t *testing.T, storePath string) *restartScenario {
+	t.Helper()
+	image, pem, slow := signedImageOnSlowRegistry(t)
+	e := newEnv(t)
+	poolOf := map[string]string{}
+	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
+		poolOf[e.node(pool, pool)] = pool
+	}
+	cfg := e.config()
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg.StorePath, cfg.VerdictWait = storePath, "1s"
+	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.create(e.pod("before", image.String()))
+	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
+		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
+	}
+	e.waitEvent("before", "Placed", bindTimeout)
+	stop() // the scheduler's context ends: the store flushes and closes
+	slow.Store(true)
+	t.Cleanup(func() { slow.Store(false) })
+	return &restartScenario{env: e, image: image, poolOf: poolOf, cfg: cfg, slow: slow}
+}
+
 func signedImageOnSlowRegistry(t *testing.T) (image name.Digest, opsPEM string, slow *atomic.Bool) {
 	t.Helper()
 	slow = &atomic.Bool{}
