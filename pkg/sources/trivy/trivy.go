@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -280,14 +281,11 @@ func (ix *Index) ObservePod(pod *v1.Pod) []Report {
 	var filed []Report
 	for w, d := range workloadsOf(pod) {
 		ix.noteNamespaceDigest(pod.Namespace, d)
-		known := ix.workloadDigests[w]
-		if slices.Contains(known, d) {
+		known, added := appendRecent(ix.workloadDigests[w], d, maxDigestsPerWorkload)
+		if !added {
 			continue
 		}
-		if len(known) >= maxDigestsPerWorkload {
-			known = known[1:]
-		}
-		ix.workloadDigests[w] = append(known, d)
+		ix.workloadDigests[w] = known
 		if r, ok := ix.byWorkload[w]; ok {
 			mapped := r.mappedTo(d)
 			file(ix.byDigest, d, mapped)
@@ -306,26 +304,32 @@ func (ix *Index) ObserveSpec(pod *v1.Pod) {
 	ix.noteSpecDigests(pod)
 }
 
+// noteSpecDigests notes every digest the pod's spec pins, in any container or image volume.
 func (ix *Index) noteSpecDigests(pod *v1.Pod) {
-	for _, containers := range [][]v1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-		for _, c := range containers {
-			if _, d, ok := strings.Cut(c.Image, "@"); ok && strings.HasPrefix(d, "sha256:") {
-				ix.noteNamespaceDigest(pod.Namespace, d)
-			}
+	placement.ForEachImage(pod, func(image string) {
+		if _, d, ok := strings.Cut(image, "@"); ok && strings.HasPrefix(d, "sha256:") {
+			ix.noteNamespaceDigest(pod.Namespace, d)
 		}
-	}
+	})
 }
 
 // noteNamespaceDigest remembers that pods of the namespace run the digest; ix.mu is held.
 func (ix *Index) noteNamespaceDigest(namespace, digest string) {
-	running := ix.namespaceDigests[namespace]
-	if slices.Contains(running, digest) {
-		return
+	if running, added := appendRecent(ix.namespaceDigests[namespace], digest, maxDigestsPerNamespace); added {
+		ix.namespaceDigests[namespace] = running
 	}
-	if len(running) >= maxDigestsPerNamespace {
-		running = running[1:]
+}
+
+// appendRecent adds digest to the most recent ones unless it is there already, dropping the
+// oldest past limit, so user-chosen workloads and namespaces hold bounded lists.
+func appendRecent(recent []string, digest string, limit int) (_ []string, added bool) {
+	if slices.Contains(recent, digest) {
+		return recent, false
 	}
-	ix.namespaceDigests[namespace] = append(running, digest)
+	if len(recent) >= limit {
+		recent = recent[1:]
+	}
+	return append(recent, digest), true
 }
 
 // Delete forgets a report, wherever it was filed; other reports about the same image stay. It

@@ -279,3 +279,41 @@ func TestForgedReportsCannotHideVulnerabilities(t *testing.T) {
 		t.Errorf("a report in attacker filed under workload %+v", cr.Workload)
 	}
 }
+
+// A namespaced report counts for a digest its namespace's pods pin anywhere in their spec
+// (containers, ephemeral containers, image volumes) before the kubelet reports them, and not
+// for a digest only another namespace pins.
+func TestNamespacedReportsCountForDigestsTheNamespacePins(t *testing.T) {
+	pinned := "registry.internal/team/api@" + digest
+	tests := []struct {
+		name string
+		pod  v1.PodSpec
+		ns   string
+		want bool
+	}{
+		{"container", v1.PodSpec{Containers: []v1.Container{{Name: "c", Image: pinned}}}, "team", true},
+		{"init container", v1.PodSpec{InitContainers: []v1.Container{{Name: "c", Image: pinned}}}, "team", true},
+		{"ephemeral container", v1.PodSpec{EphemeralContainers: []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{Name: "c", Image: pinned}}}}, "team", true},
+		{"image volume", v1.PodSpec{Volumes: []v1.Volume{{Name: "v", VolumeSource: v1.VolumeSource{Image: &v1.ImageVolumeSource{Reference: pinned}}}}}, "team", true},
+		{"tag only", v1.PodSpec{Containers: []v1.Container{{Name: "c", Image: "registry.internal/team/api:v1"}}}, "team", false},
+		{"another namespace pins it", v1.PodSpec{Containers: []v1.Container{{Name: "c", Image: pinned}}}, "elsewhere", false},
+	}
+	ref, err := reputation.ParseImageRef(pinned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := ParseReport(sampleReport()) // filed in namespace team
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ix := NewIndex()
+			ix.ObserveSpec(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: tt.ns, Name: "p"}, Spec: tt.pod})
+			ix.Put(report)
+			if _, ok := ix.Lookup(ref, ""); ok != tt.want {
+				t.Errorf("team's report counts: %v, want %v", ok, tt.want)
+			}
+		})
+	}
+}
