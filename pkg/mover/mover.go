@@ -149,10 +149,11 @@ func (m *Mover) Run(ctx context.Context) {
 // every running pod.
 func (m *Mover) resync() {
 	now := m.opts.Clock.Now()
-	live := map[types.UID]bool{}
+	live, liveKeys := map[types.UID]bool{}, map[string]bool{}
 	if pods, err := m.opts.Pods.List(labels.Everything()); err == nil {
 		for _, pod := range pods {
 			live[pod.UID] = true
+			liveKeys[pod.Namespace+"/"+pod.Name] = true
 		}
 	}
 	m.mu.Lock()
@@ -169,6 +170,18 @@ func (m *Mover) resync() {
 	for uid := range m.reported {
 		if !live[uid] {
 			delete(m.reported, uid)
+		}
+	}
+	// A pod deleted before its image's first verdict stops waiting: images that never get one
+	// (a reference the engine refuses) would otherwise keep their waiters for good.
+	for image, waiting := range m.awaiting {
+		for key := range waiting {
+			if !liveKeys[key] {
+				delete(waiting, key)
+			}
+		}
+		if len(waiting) == 0 {
+			delete(m.awaiting, image)
 		}
 	}
 	m.mu.Unlock()

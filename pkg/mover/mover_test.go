@@ -315,12 +315,26 @@ func TestResyncForgetsPodsThatAreGone(t *testing.T) {
 	if len(f.mover.reported) != 1 {
 		t.Fatalf("reported = %v, want the pod", f.mover.reported)
 	}
-	if err := f.pods.Delete(p); err != nil {
-		t.Fatal(err)
+	// Another waits for its image's first verdict, which never comes.
+	waiter := f.runningPod("waiter", "t1", untrustedByRule, func(p *v1.Pod) {
+		p.Spec.Containers = []v1.Container{{Name: "app", Image: "quay.io/evil/never-decided:v1"}}
+	})
+	f.tiers[waiter.Name] = nil
+	f.mover.handle(context.Background(), "ns/waiter")
+	if len(f.mover.awaiting) != 1 {
+		t.Fatalf("awaiting = %v, want the waiter's image", f.mover.awaiting)
+	}
+	for _, gone := range []*v1.Pod{p, waiter} {
+		if err := f.pods.Delete(gone); err != nil {
+			t.Fatal(err)
+		}
 	}
 	f.mover.resync()
 	if len(f.mover.reported) != 0 || len(f.mover.closeSince) != 0 {
 		t.Errorf("after the pod left: reported %v, closeSince %v", f.mover.reported, f.mover.closeSince)
+	}
+	if len(f.mover.awaiting) != 0 {
+		t.Errorf("after the waiter left: awaiting %v", f.mover.awaiting)
 	}
 }
 
