@@ -95,6 +95,27 @@ func BenchmarkPreFilter(b *testing.B) {
 	}
 }
 
+// BenchmarkPreFilterPodSecurity is PreFilter for a pod held to its tier's Pod Security
+// Standard: the checks of k8s.io/pod-security-admission run once per scheduling attempt, on the
+// pod alone (no node, no I/O); trusted pods (privileged) skip them.
+func BenchmarkPreFilterPodSecurity(b *testing.B) {
+	args := testArgs()
+	args.Pools.Unknown.PodSecurity, args.Pools.Untrusted.PodSecurity = "baseline", "restricted" // the defaults
+	pl := newTestPlugin(b, args, trustedImage, unknownImage, untrustedImage)
+	for _, tt := range []struct{ tier, image string }{{"trusted", trustedImage}, {"unknown", unknownImage}, {"untrusted", untrustedImage}} {
+		b.Run("tier="+tt.tier, func(b *testing.B) {
+			pod := restricted(st.MakePod().Name("p").Container(tt.image).Obj())
+			ctx, cs := context.Background(), framework.NewCycleState()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, s := pl.PreFilter(ctx, cs, pod, nil); s != nil {
+					b.Fatal(s)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkVerdictCacheGetParallel reads the cache from every core while a writer publishes
 // continuously, as the engine does while the scheduler runs.
 func BenchmarkVerdictCacheGetParallel(b *testing.B) {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 func TestUntrustedNodeRules(t *testing.T) {
@@ -103,11 +104,7 @@ func TestUntrustedPodsMustDeclareLimits(t *testing.T) {
 // restricted makes a pod meet the Pod Security Standard "restricted", which untrusted pods must
 // meet by default.
 func restricted(p *v1.Pod) *v1.Pod {
-	nonRoot, escalate := true, false
-	p.Spec.SecurityContext = &v1.PodSecurityContext{RunAsNonRoot: &nonRoot, SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault}}
-	for i := range p.Spec.Containers {
-		p.Spec.Containers[i].SecurityContext = &v1.SecurityContext{AllowPrivilegeEscalation: &escalate, Capabilities: &v1.Capabilities{Drop: []v1.Capability{"ALL"}}}
-	}
+	podsecurity.Restricted(&p.Spec)
 	return p
 }
 

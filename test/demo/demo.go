@@ -24,6 +24,7 @@ import (
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
 	"github.com/repute-dev/repute/test/oci"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 // Options for a demo run.
@@ -281,13 +282,13 @@ func demoPod(name, image string) *v1.Pod {
 			Containers:    []v1.Container{{Name: "main", Image: image}},
 		},
 	}
-	controlplane.Restricted(&p.Spec)
+	podsecurity.Restricted(&p.Spec)
 	return p
 }
 
 func withInit(p *v1.Pod, image string) *v1.Pod {
 	p.Spec.InitContainers = []v1.Container{{Name: "setup", Image: image}}
-	controlplane.Restricted(&p.Spec)
+	podsecurity.Restricted(&p.Spec)
 	return p
 }
 

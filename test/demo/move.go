@@ -16,6 +16,7 @@ import (
 	"github.com/repute-dev/repute/pkg/mover"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 // startStorefront runs a one-replica Deployment of the image, placed and Running, and returns
@@ -103,6 +104,6 @@ func eventNote(ctx context.Context, cp *controlplane.ControlPlane, pod, reason s
 
 // restrictedSpec is a pod spec made to meet the Pod Security Standard "restricted".
 func restrictedSpec(spec v1.PodSpec) v1.PodSpec {
-	controlplane.Restricted(&spec)
+	podsecurity.Restricted(&spec)
 	return spec
 }

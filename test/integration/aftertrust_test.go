@@ -19,6 +19,7 @@ import (
 	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/oci"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 // waitTier waits for a pod's tier label to read tier.
@@ -297,7 +298,7 @@ func TestUntrustedPodsMustMeetTheirPodSecurityLevel(t *testing.T) {
 	untrusted := e.node("untrusted", "untrusted")
 	e.startScheduler()
 	asking := e.pod("asks-for-the-host", untrustedImage)
-	controlplane.Restricted(&asking.Spec)
+	podsecurity.Restricted(&asking.Spec)
 	asking.Spec.HostNetwork = true
 	asking.Spec.Volumes = []v1.Volume{{Name: "root", VolumeSource: v1.VolumeSource{HostPath: &v1.HostPathVolumeSource{Path: "/"}}}}
 	if _, err := e.client.CoreV1().Pods(e.ns).Create(e.ctx, asking, metav1.CreateOptions{}); err != nil {

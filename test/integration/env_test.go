@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 var cluster *controlplane.ControlPlane
@@ -142,7 +143,7 @@ func (e *env) pod(name string, images ...string) *v1.Pod {
 
 func (e *env) create(p *v1.Pod) *v1.Pod {
 	e.t.Helper()
-	controlplane.Restricted(&p.Spec) // untrusted pods must meet "restricted" to be placed
+	podsecurity.Restricted(&p.Spec) // untrusted pods must meet "restricted" to be placed
 	created, err := e.client.CoreV1().Pods(p.Namespace).Create(e.ctx, p, metav1.CreateOptions{})
 	if err != nil {
 		e.t.Fatalf("creating pod %s: %v", p.Name, err)
@@ -223,6 +224,6 @@ func (e *env) waitEventSaying(name, reason, saying string, timeout time.Duration
 
 // restrictedSpec is a pod spec made to meet the Pod Security Standard "restricted".
 func restrictedSpec(spec v1.PodSpec) v1.PodSpec {
-	controlplane.Restricted(&spec)
+	podsecurity.Restricted(&spec)
 	return spec
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/repute-dev/repute/plugins/reputation"
 	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 const bindTimeout = 30 * time.Second
@@ -169,7 +170,7 @@ func TestEphemeralContainerImageCounts(t *testing.T) {
 		pod.Spec.EphemeralContainers = []v1.EphemeralContainer{{EphemeralContainerCommon: v1.EphemeralContainerCommon{
 			Name: "debug", Image: untrustedImage, ImagePullPolicy: v1.PullIfNotPresent, TerminationMessagePolicy: v1.TerminationMessageReadFile,
 		}}}
-		controlplane.Restricted(&pod.Spec) // the pod is untrusted now, and must meet "restricted"
+		podsecurity.Restricted(&pod.Spec) // the pod is untrusted now, and must meet "restricted"
 		_, err = e.client.CoreV1().Pods(e.ns).UpdateEphemeralContainers(e.ctx, "debugged", pod, metav1.UpdateOptions{})
 		return err
 	})

@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 // Under untrusted.isolation PerNamespace, untrusted pods of different namespaces never share a
@@ -28,7 +28,7 @@ func TestUntrustedPodsOfTwoNamespacesNeverShareANode(t *testing.T) {
 		return p
 	}
 	create := func(p *v1.Pod) {
-		controlplane.Restricted(&p.Spec) // untrusted pods must meet "restricted" to be placed
+		podsecurity.Restricted(&p.Spec) // untrusted pods must meet "restricted" to be placed
 		if _, err := e.client.CoreV1().Pods(p.Namespace).Create(e.ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
