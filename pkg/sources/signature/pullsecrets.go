@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/repute-dev/repute/pkg/recent"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -80,25 +81,17 @@ func (p *PullSecrets) Note(pod *v1.Pod, image string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if slices.Contains(p.noted[image], u) {
+	noted, added := recent.Append(p.noted[image], u, maxPullersPerRepository)
+	if !added {
 		return
 	}
-	p.noted[image] = appendBounded(p.noted[image], u)
+	p.noted[image] = noted
 	ref, err := reputation.ParseImageRef(image)
 	if err != nil {
 		return
 	}
-	if !slices.Contains(p.users[ref.Name()], u) {
-		p.users[ref.Name()] = appendBounded(p.users[ref.Name()], u)
-	}
-}
-
-// appendBounded keeps the newest maxPullersPerRepository users: the likeliest to still exist.
-func appendBounded(list []puller, u puller) []puller {
-	if len(list) >= maxPullersPerRepository {
-		list = list[1:]
-	}
-	return append(list, u)
+	// The newest users are kept: the likeliest to still exist.
+	p.users[ref.Name()], _ = recent.Append(p.users[ref.Name()], u, maxPullersPerRepository)
 }
 
 // For returns the credentials that apply to an image, one from each pull secret of each pod

@@ -24,6 +24,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/placement"
+	"github.com/repute-dev/repute/pkg/recent"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -281,7 +282,7 @@ func (ix *Index) ObservePod(pod *v1.Pod) []Report {
 	var filed []Report
 	for w, d := range workloadsOf(pod) {
 		ix.noteNamespaceDigest(pod.Namespace, d)
-		known, added := appendRecent(ix.workloadDigests[w], d, maxDigestsPerWorkload)
+		known, added := recent.Append(ix.workloadDigests[w], d, maxDigestsPerWorkload)
 		if !added {
 			continue
 		}
@@ -315,21 +316,9 @@ func (ix *Index) noteSpecDigests(pod *v1.Pod) {
 
 // noteNamespaceDigest remembers that pods of the namespace run the digest; ix.mu is held.
 func (ix *Index) noteNamespaceDigest(namespace, digest string) {
-	if running, added := appendRecent(ix.namespaceDigests[namespace], digest, maxDigestsPerNamespace); added {
+	if running, added := recent.Append(ix.namespaceDigests[namespace], digest, maxDigestsPerNamespace); added {
 		ix.namespaceDigests[namespace] = running
 	}
-}
-
-// appendRecent adds digest to the most recent ones unless it is there already, dropping the
-// oldest past limit, so user-chosen workloads and namespaces hold bounded lists.
-func appendRecent(recent []string, digest string, limit int) (_ []string, added bool) {
-	if slices.Contains(recent, digest) {
-		return recent, false
-	}
-	if len(recent) >= limit {
-		recent = recent[1:]
-	}
-	return append(recent, digest), true
 }
 
 // Delete forgets a report, wherever it was filed; other reports about the same image stay. It
