@@ -82,6 +82,14 @@ func (c *Cache) notify(image string, old, v *Verdict) {
 	}
 }
 
+// Forget drops an image's verdict, for an image no pod uses any more. Listeners are not told:
+// no pod is left to move, and a pod that uses the image later asks for it again.
+func (c *Cache) Forget(image string) {
+	if _, loaded := c.byImage.LoadAndDelete(image); loaded {
+		c.size.Add(-1)
+	}
+}
+
 // Snapshot returns a copy of the image → verdict index, for reporting.
 func (c *Cache) Snapshot() map[string]*Verdict {
 	out := map[string]*Verdict{}

@@ -41,6 +41,14 @@ type Options struct {
 	// unknown verdict is published, so pods are placed (never as trusted) while evaluation goes
 	// on. Zero: no provisional verdict.
 	Wait time.Duration
+	// InUse reports whether any pod still uses an image (as pods spell it). An image that no pod
+	// has used for ForgetUnusedAfter is forgotten when it next comes up for evaluation, instead
+	// of being verified again: otherwise every tag anyone ever created a pod with would be
+	// re-resolved every TagTTL, and its state kept, for good. Nil keeps every image.
+	InUse func(image string) bool
+	// ForgetUnusedAfter is how long an image stays unused before it is forgotten: long enough
+	// that a warm start's verdicts wait for the pods a rollout creates. Zero: DefaultForgetUnusedAfter.
+	ForgetUnusedAfter time.Duration
 	// RetryAfter is the first delay before an image whose evidence could not all be gathered
 	// (a registry down, say) is evaluated again; it doubles up to MaxRetryAfter.
 	RetryAfter, MaxRetryAfter time.Duration
@@ -90,7 +98,12 @@ type Engine struct {
 	// evaluation; failingSince when its evaluations began to fail.
 	checked      map[string]checkedSignature
 	failingSince map[string]time.Time
+	// unusedSince holds, under publishMu, when an image was first found unused by any pod.
+	unusedSince map[string]time.Time
 }
+
+// DefaultForgetUnusedAfter is Options.ForgetUnusedAfter's default.
+const DefaultForgetUnusedAfter = time.Hour
 
 // checkedSignature is signature evidence gathered in full, and when.
 type checkedSignature struct {
@@ -119,11 +132,14 @@ func New(opts Options) *Engine {
 	if opts.MaxRetryAfter < opts.RetryAfter {
 		opts.MaxRetryAfter = max(configv1.DefaultMaxRetryAfter, opts.RetryAfter)
 	}
+	if opts.ForgetUnusedAfter <= 0 {
+		opts.ForgetUnusedAfter = DefaultForgetUnusedAfter
+	}
 	if opts.QueueName == "" {
 		opts.QueueName = DefaultQueueName
 	}
 	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{},
-		checked: map[string]checkedSignature{}, failingSince: map[string]time.Time{},
+		checked: map[string]checkedSignature{}, failingSince: map[string]time.Time{}, unusedSince: map[string]time.Time{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryAfter, opts.MaxRetryAfter),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock})}
@@ -218,6 +234,9 @@ func (e *Engine) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer e.queue.Done(image)
+	if e.forgetUnused(image) {
+		return true
+	}
 	start := e.opts.Clock.Now()
 	ev, v, incomplete := e.evaluate(ctx, image)
 	elapsed := e.opts.Clock.Since(start)
@@ -237,6 +256,39 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	}
 	e.publish(image, ev, v)
 	e.requested.Delete(image)
+	return true
+}
+
+// forgetUnused drops everything kept about an image that no pod has used for
+// ForgetUnusedAfter and none asked for: its verdict, evidence and last checked signature, and
+// its place in the queue. The first time an image is found unused it is evaluated as usual.
+func (e *Engine) forgetUnused(image string) bool {
+	if e.opts.InUse == nil {
+		return false
+	}
+	_, asked := e.requested.Load(image)
+	used := asked || e.opts.InUse(image)
+	now := e.opts.Clock.Now()
+	e.publishMu.Lock()
+	defer e.publishMu.Unlock()
+	if used {
+		delete(e.unusedSince, image)
+		return false
+	}
+	since, seen := e.unusedSince[image]
+	if !seen {
+		e.unusedSince[image] = now
+		return false
+	}
+	if now.Sub(since) < e.opts.ForgetUnusedAfter {
+		return false
+	}
+	e.queue.Forget(image)
+	delete(e.evidence, image)
+	delete(e.checked, image)
+	delete(e.failingSince, image)
+	delete(e.unusedSince, image)
+	e.opts.Cache.Forget(image)
 	return true
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/repute-dev/repute/reputation"
@@ -452,5 +453,57 @@ func TestRegistryOutageKeepsTheLastVerifiedSignatureForAWhile(t *testing.T) {
 	e.clock.Step(time.Minute)
 	if v := e.next(t, "the verdict once the registry answers"); v.Tier != reputation.TierTrusted || v.Incomplete {
 		t.Errorf("after the outage: %s incomplete=%v, want trusted and complete", v.Tier, v.Incomplete)
+	}
+}
+
+// An image no pod has used for ForgetUnusedAfter (default an hour) is forgotten when it comes up
+// for re-verification, with no registry work and nothing kept; an image still in use is verified
+// again as before. A pod that
+// uses the forgotten image later asks for it, and it is evaluated afresh.
+func TestEngineForgetsImagesNoPodUses(t *testing.T) {
+	src := &countingSource{}
+	used, gone := "registry.internal/app@"+testDigest, "registry.internal/oneoff@"+testDigest2
+	var goneInUse atomic.Bool
+	goneInUse.Store(true)
+	e := start(t, Options{Policy: examplePolicy(t), Sources: []reputation.EvidenceSource{src}, ReverifyAfter: time.Hour,
+		InUse: func(image string) bool { return image == used || goneInUse.Load() }})
+	e.Request(used)
+	e.next(t, "the used image's verdict")
+	e.Request(gone)
+	e.next(t, "the one-off image's verdict")
+
+	goneInUse.Store(false) // its last pod was deleted
+	e.clock.Step(time.Hour)
+	e.next(t, "the used image's re-verification")
+	e.next(t, "the unused image's re-verification: found unused for the first time, it is evaluated as usual")
+	if e.Cache().Get(gone) == nil {
+		t.Fatal("an image found unused for the first time was forgotten at once")
+	}
+	e.clock.Step(time.Hour)
+	e.next(t, "the used image's second re-verification")
+	if err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return e.Cache().Get(gone) == nil, nil
+	}); err != nil {
+		t.Fatalf("the unused image's verdict is still cached: %+v", e.Cache().Get(gone))
+	}
+	if got := src.calls.Load(); got != 5 {
+		t.Errorf("%d evaluations, want 5: both images twice, then only the used one", got)
+	}
+	e.publishMu.Lock()
+	_, kept := e.evidence[gone]
+	e.publishMu.Unlock()
+	if kept || e.Cache().Get(used) == nil {
+		t.Errorf("evidence of the unused image kept: %v; used image's verdict: %+v", kept, e.Cache().Get(used))
+	}
+	e.clock.Step(time.Hour)
+	e.next(t, "the used image's third re-verification")
+	if got := src.calls.Load(); got != 6 {
+		t.Errorf("%d evaluations, want 6: the forgotten image is not re-verified", got)
+	}
+
+	goneInUse.Store(true) // a new pod uses it
+	e.Request(gone)
+	if v := e.next(t, "the returning image's verdict"); v == nil || e.Cache().Get(gone) == nil {
+		t.Error("the returning image was not evaluated afresh")
 	}
 }

@@ -274,12 +274,48 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		sigSource.Credentials = rt.pullSecrets
 	}
 	sources = append(sources, sigSource, &trivy.Source{Index: rt.reports})
-	return engine.New(engine.Options{Policy: p, Sources: sources, Wait: args.VerdictWait.Duration,
+	inUse, err := rt.imagesInUse()
+	if err != nil {
+		return nil, err
+	}
+	return engine.New(engine.Options{Policy: p, Sources: sources, Wait: args.VerdictWait.Duration, InUse: inUse,
 		LocalSources: []reputation.EvidenceSource{&reputation.BehaviorSource{Ledger: rt.ledger}},
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
 		MaxStaleness: args.Evaluation.MaxStaleness.Duration, TagTTL: args.Evaluation.TagTTL.Duration,
 		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
 		OnEvaluated: metrics.Evaluated}), nil
+}
+
+// podsByImage indexes pods by every image whose verdict counts for them.
+const podsByImage = "repute.dev/image"
+
+// imagesInUse indexes the scheduler's pods by image, for the engine to forget images no pod
+// uses; nil without informers (every image is kept).
+func (rt *Runtime) imagesInUse() (func(image string) bool, error) {
+	if rt.informers == nil {
+		return nil, nil
+	}
+	informer := rt.informers.Core().V1().Pods().Informer()
+	err := informer.AddIndexers(cache.Indexers{podsByImage: func(obj any) ([]string, error) {
+		pod, ok := obj.(*v1.Pod)
+		if !ok {
+			return nil, nil
+		}
+		var images []string
+		placement.ForEachAssessedImage(pod, func(image string) { images = append(images, image) })
+		return images, nil
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("indexing pods by image: %w", err)
+	}
+	indexer := informer.GetIndexer()
+	return func(image string) bool {
+		if !informer.HasSynced() {
+			return true // not every pod is known yet
+		}
+		keys, err := indexer.IndexKeys(podsByImage, image)
+		return err != nil || len(keys) > 0 // when in doubt, keep it
+	}, nil
 }
 
 // WithoutElection is Options.Elected for a scheduler that runs no leader election: one built

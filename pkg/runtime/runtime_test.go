@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
@@ -144,5 +147,48 @@ func TestWarmVerdicts(t *testing.T) {
 		if got.Tier != tt.in.Tier && (!got.Provisional || !strings.Contains(got.DecidedBy, "remembered verdict")) {
 			t.Errorf("%s: a capped verdict must be provisional and say why: %+v", tt.name, got)
 		}
+	}
+}
+
+// The engine forgets images no pod uses: a pod uses the images its spec names and the digests
+// its kubelet pulled for tags, for as long as the pod exists.
+func TestImagesInUseFollowPods(t *testing.T) {
+	h := newHandle()
+	rt := &Runtime{informers: h.informers}
+	inUse, err := rt.imagesInUse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pulled = "sha256:9b2a28eb47540823042a2ba401386845089bb7b62a9637d55816132c4c3c36eb"
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "api"},
+		Spec:   v1.PodSpec{Containers: []v1.Container{{Name: "app", Image: "registry.internal/team/api:v1"}}},
+		Status: v1.PodStatus{ContainerStatuses: []v1.ContainerStatus{{Name: "app", ImageID: "registry.internal/team/api@" + pulled}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := h.client.CoreV1().Pods("team").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.informers.Start(ctx.Done())
+	h.informers.WaitForCacheSync(ctx.Done())
+	tests := []struct {
+		image string
+		want  bool
+	}{
+		{"registry.internal/team/api:v1", true},
+		{"registry.internal/team/api@" + pulled, true},
+		{"registry.internal/team/other:v1", false},
+	}
+	for _, tt := range tests {
+		if got := inUse(tt.image); got != tt.want {
+			t.Errorf("inUse(%q) = %v, want %v", tt.image, got, tt.want)
+		}
+	}
+	if err := h.client.CoreV1().Pods("team").Delete(ctx, "api", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return !inUse("registry.internal/team/api:v1"), nil
+	}); err != nil {
+		t.Error("the image is still in use after its only pod was deleted")
 	}
 }
