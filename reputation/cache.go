@@ -82,12 +82,16 @@ func (c *Cache) notify(image string, old, v *Verdict) {
 	}
 }
 
-// Forget drops an image's verdict, for an image no pod uses any more. Listeners are not told:
-// no pod is left to move, and a pod that uses the image later asks for it again.
-func (c *Cache) Forget(image string) {
-	if _, loaded := c.byImage.LoadAndDelete(image); loaded {
-		c.size.Add(-1)
+// Forget drops an image's verdict, for an image no pod uses any more, and returns it (nil if
+// there was none). Listeners are not told: no pod is left to move, and a pod that uses the image
+// later asks for it again.
+func (c *Cache) Forget(image string) *Verdict {
+	v, loaded := c.byImage.LoadAndDelete(image)
+	if !loaded {
+		return nil
 	}
+	c.size.Add(-1)
+	return v.(*Verdict)
 }
 
 // Snapshot returns a copy of the image → verdict index, for reporting.

@@ -70,6 +70,8 @@ type Options struct {
 	// (nil for a reference that does not parse), the verdict, the time it took, and whether
 	// some evidence could not be gathered.
 	OnEvaluated func(ev *reputation.Evidence, v *reputation.Verdict, elapsed time.Duration, incomplete bool)
+	// OnForgotten is told of the verdict of each image forgotten because no pod uses it.
+	OnForgotten func(v *reputation.Verdict)
 }
 
 // DefaultRescoreEvery is how often the scheduler rescores images with runtime behavior; the
@@ -288,7 +290,9 @@ func (e *Engine) forgetUnused(image string) bool {
 	delete(e.checked, image)
 	delete(e.failingSince, image)
 	delete(e.unusedSince, image)
-	e.opts.Cache.Forget(image)
+	if v := e.opts.Cache.Forget(image); v != nil && e.opts.OnForgotten != nil {
+		e.opts.OnForgotten(v)
+	}
 	return true
 }
 

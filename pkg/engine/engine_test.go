@@ -464,9 +464,11 @@ func TestEngineForgetsImagesNoPodUses(t *testing.T) {
 	src := &countingSource{}
 	used, gone := "registry.internal/app@"+testDigest, "registry.internal/oneoff@"+testDigest2
 	var goneInUse atomic.Bool
+	var forgotten atomic.Int32 // the metrics hook's calls
 	goneInUse.Store(true)
 	e := start(t, Options{Policy: examplePolicy(t), Sources: []reputation.EvidenceSource{src}, ReverifyAfter: time.Hour,
-		InUse: func(image string) bool { return image == used || goneInUse.Load() }})
+		InUse:       func(image string) bool { return image == used || goneInUse.Load() },
+		OnForgotten: func(*reputation.Verdict) { forgotten.Add(1) }})
 	e.Request(used)
 	e.next(t, "the used image's verdict")
 	e.Request(gone)
@@ -492,6 +494,9 @@ func TestEngineForgetsImagesNoPodUses(t *testing.T) {
 	e.publishMu.Lock()
 	_, kept := e.evidence[gone]
 	e.publishMu.Unlock()
+	if n := forgotten.Load(); n != 1 {
+		t.Errorf("OnForgotten called %d times, want once", n)
+	}
 	if kept || e.Cache().Get(used) == nil {
 		t.Errorf("evidence of the unused image kept: %v; used image's verdict: %+v", kept, e.Cache().Get(used))
 	}

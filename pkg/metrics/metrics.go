@@ -115,6 +115,12 @@ func VerdictChanged(_ string, old, v *reputation.Verdict) {
 	Verdicts.WithLabelValues(string(v.Tier)).Inc()
 }
 
+// VerdictForgotten takes a verdict dropped from the cache (its image unused) out of the gauges.
+func VerdictForgotten(v *reputation.Verdict) {
+	CacheSize.Dec()
+	Verdicts.WithLabelValues(string(v.Tier)).Dec()
+}
+
 // Evaluated records one evaluation.
 func Evaluated(ev *reputation.Evidence, _ *reputation.Verdict, elapsed time.Duration, incomplete bool) {
 	result := "complete"

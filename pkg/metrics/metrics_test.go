@@ -48,6 +48,10 @@ func TestHooksMoveTheirSeries(t *testing.T) {
 	if d := value(t, size) - s0; d != 2 {
 		t.Errorf("cache size moved %v, want +2 (a changed, b is new)", d)
 	}
+	VerdictForgotten(&reputation.Verdict{Tier: reputation.TierTrusted}) // b: no pod uses it
+	if d, ds := value(t, trusted)-t0, value(t, size)-s0; d != 1 || ds != 1 {
+		t.Errorf("after forgetting b: trusted moved %v, cache size %v; want +1 and +1", d, ds)
+	}
 
 	tests := []struct {
 		name       string

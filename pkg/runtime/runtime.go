@@ -283,7 +283,7 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
 		MaxStaleness: args.Evaluation.MaxStaleness.Duration, TagTTL: args.Evaluation.TagTTL.Duration,
 		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
-		OnEvaluated: metrics.Evaluated}), nil
+		OnEvaluated: metrics.Evaluated, OnForgotten: metrics.VerdictForgotten}), nil
 }
 
 // podsByImage indexes pods by every image whose verdict counts for them.
