@@ -200,7 +200,7 @@ func TestMovedTagsAreFollowed(t *testing.T) {
 // evidence. When the registry answers again, the image is trusted again.
 func TestRegistryOutageMovesNothingWithinTheWindow(t *testing.T) {
 	var down atomic.Bool
-	reg, cosign, pem, _ := signingRegistry(t, func(h http.Handler) http.Handler {
+	image, pem, cosign := signedImageBehind(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if down.Load() {
 				http.Error(w, "registry down", http.StatusServiceUnavailable)
@@ -209,13 +209,6 @@ func TestRegistryOutageMovesNothingWithinTheWindow(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	})
-	image, err := oci.PushRandomImage(reg + "/team/api:v1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cosign.Sign("ops", image, false); err != nil {
-		t.Fatal(err)
-	}
 	e := newEnv(t)
 	trusted, unknown := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 50 }), e.node("unknown", "unknown")
 	cfg := e.config()

@@ -220,7 +220,7 @@ func placeSignedThenStop(t *testing.T, storePath string) *restartScenario {
 func signedImageOnSlowRegistry(t *testing.T) (image name.Digest, opsPEM string, slow *atomic.Bool) {
 	t.Helper()
 	slow = &atomic.Bool{}
-	reg, cosign, opsPEM, _ := signingRegistry(t, func(h http.Handler) http.Handler {
+	image, opsPEM, _ = signedImageBehind(t, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if slow.Load() {
 				time.Sleep(3 * time.Second)
@@ -228,6 +228,14 @@ func signedImageOnSlowRegistry(t *testing.T) (image name.Digest, opsPEM string, 
 			h.ServeHTTP(w, r)
 		})
 	})
+	return image, opsPEM, slow
+}
+
+// signedImageBehind pushes team/api:v1 to a loopback registry behind wrap and signs it with the
+// key "ops".
+func signedImageBehind(t *testing.T, wrap func(http.Handler) http.Handler) (image name.Digest, opsPEM string, cosign *oci.Cosign) {
+	t.Helper()
+	reg, cosign, opsPEM, _ := signingRegistry(t, wrap)
 	image, err := oci.PushRandomImage(reg + "/team/api:v1")
 	if err != nil {
 		t.Fatal(err)
@@ -235,5 +243,5 @@ func signedImageOnSlowRegistry(t *testing.T) (image name.Digest, opsPEM string, 
 	if err := cosign.Sign("ops", image, false); err != nil {
 		t.Fatal(err)
 	}
-	return image, opsPEM, slow
+	return image, opsPEM, cosign
 }
