@@ -814,7 +814,17 @@ func Restore(r io.Reader, path string) error {
 		return fmt.Errorf("backup is not a usable store: %w", err)
 	}
 	check.Close()
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// The rename lives in the directory: until the directory is synced, power lost now could
+	// bring back the old file after Restore said it was done.
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // Compact copies the store into a fresh file at dst, leaving the free pages behind.
