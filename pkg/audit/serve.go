@@ -20,12 +20,18 @@ import (
 	"github.com/repute-dev/repute/pkg/serving"
 )
 
+// Audience is the audience a token must be issued for to be accepted here. The apiserver refuses
+// such a token, and this API refuses tokens issued for the apiserver: a credential shown to one
+// cannot be replayed against the other.
+const Audience = "repute-audit"
+
 // reviewCacheTTL is how long a TokenReview or SubjectAccessReview answer is reused: a revoked
 // binding stops working within this time, and a busy auditor costs the apiserver little.
 const reviewCacheTTL = 10 * time.Second
 
 // Delegated returns the cluster's authentication and authorization, as kube-scheduler's secure
-// port uses them: bearer tokens go to TokenReview, client certificates are checked against the
+// port uses them: bearer tokens go to TokenReview, which must find them issued for Audience;
+// client certificates are checked against the
 // client CA the apiserver publishes in kube-system/extension-apiserver-authentication, and every
 // request is a SubjectAccessReview. Anonymous requests are not authenticated.
 func Delegated(ctx context.Context, client kubernetes.Interface) (authenticator.Request, authorizer.Authorizer, error) {
@@ -41,6 +47,7 @@ func Delegated(ctx context.Context, client kubernetes.Interface) (authenticator.
 	go clientCA.Run(ctx, 1)
 	authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
 		TokenAccessReviewClient:            client.AuthenticationV1(),
+		APIAudiences:                       authenticator.Audiences{Audience},
 		TokenAccessReviewTimeout:           10 * time.Second,
 		WebhookRetryBackoff:                options.DefaultAuthWebhookRetryBackoff(),
 		CacheTTL:                           reviewCacheTTL,

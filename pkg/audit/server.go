@@ -88,7 +88,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Who is asking comes first: an anonymous caller learns nothing, not even which paths exist.
-	resp, ok, err := s.Authenticator.AuthenticateRequest(r)
+	// The audience goes in the context, as the generic apiserver's filter puts it: TokenReview
+	// then accepts only tokens issued for this API.
+	resp, ok, err := s.Authenticator.AuthenticateRequest(r.WithContext(authenticator.WithAudiences(r.Context(), authenticator.Audiences{Audience})))
 	if err != nil || !ok {
 		if err != nil {
 			klog.FromContext(r.Context()).V(2).Info("Audit API request not authenticated", "err", err)

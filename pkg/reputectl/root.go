@@ -1,5 +1,5 @@
 // Package reputectl is the command line for auditors and operators: it reads Repute's audit API
-// with the caller's kubeconfig credentials, or a store file offline. Installed as
+// with a credential that only the audit API accepts, or a store file offline. Installed as
 // kubectl-repute it is the kubectl plugin "kubectl repute".
 package reputectl
 
@@ -15,8 +15,12 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 
 	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation/store"
@@ -31,6 +35,8 @@ const DefaultAuditServer = "https://repute-audit.kube-system.svc:8444"
 type options struct {
 	kubeconfig, context, user string
 	auditServer, auditCA      string
+	auditTokenFile            string
+	auditServiceAccount       string
 	storeFile                 string
 	output                    string
 	in                        io.Reader // for -f -
@@ -47,8 +53,10 @@ func NewCommand(name string, out, errOut io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "reputectl",
 		Short: "Ask Repute what it decided, when and why",
-		Long: `reputectl reads Repute's audit API (audit.repute.dev/v1) with your kubeconfig credentials,
-or a copy of the reputation store offline (--store). Access is granted with the ClusterRole
+		Long: `reputectl reads Repute's audit API (audit.repute.dev/v1), or a copy of the reputation store
+offline (--store). It shows the audit API your kubeconfig's client certificate, or a token issued
+for the audience repute-audit (--audit-token-file, --audit-service-account), never your
+apiserver token. Access is granted with the ClusterRole
 repute-auditor; backups need repute-audit-backup.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -68,6 +76,10 @@ repute-auditor; backups need repute-audit-backup.`,
 	f.StringVar(&o.user, "user", "", "kubeconfig user to use")
 	f.StringVar(&o.auditServer, "audit-server", envOr("REPUTE_AUDIT_SERVER", DefaultAuditServer), "audit API URL ($REPUTE_AUDIT_SERVER)")
 	f.StringVar(&o.auditCA, "audit-ca", os.Getenv("REPUTE_AUDIT_CA"), "CA bundle that signed the audit API's certificate ($REPUTE_AUDIT_CA)")
+	f.StringVar(&o.auditTokenFile, "audit-token-file", os.Getenv("REPUTE_AUDIT_TOKEN_FILE"),
+		"token for the audit API, issued for the audience "+audit.Audience+" (kubectl create token NAME --audience "+audit.Audience+", or a projected ServiceAccount token) ($REPUTE_AUDIT_TOKEN_FILE)")
+	f.StringVar(&o.auditServiceAccount, "audit-service-account", "",
+		"NAMESPACE/NAME: ask the apiserver, with your kubeconfig, for a 10-minute token of this ServiceAccount for the audience "+audit.Audience+", and use that")
 	f.StringVar(&o.storeFile, "store", "", "read this store file (a backup, or a copy) offline instead of the audit API")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 
@@ -83,8 +95,9 @@ func envOr(name, def string) string {
 	return def
 }
 
-// client opens the store file or connects to the audit API as the kubeconfig's user.
-func (o *options) client() (*audit.Client, error) {
+// client opens the store file or connects to the audit API with a credential auditCredential
+// picked.
+func (o *options) client(ctx context.Context) (*audit.Client, error) {
 	switch o.output {
 	case "table", "json", "yaml":
 	default:
@@ -107,8 +120,11 @@ func (o *options) client() (*audit.Client, error) {
 	overrides.Context.AuthInfo = o.user
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	kube, err := loader.ClientConfig()
-	if err != nil {
+	switch {
+	case err != nil && o.auditTokenFile == "":
 		return nil, fmt.Errorf("kubeconfig: %w", err)
+	case err != nil: // a token file needs no kubeconfig: an in-cluster job with a projected token
+		kube = &rest.Config{}
 	}
 	if ns, _, err := loader.Namespace(); err == nil {
 		o.namespace = ns
@@ -117,17 +133,59 @@ func (o *options) client() (*audit.Client, error) {
 	if err != nil || server.Scheme != "https" || server.Host == "" {
 		return nil, fmt.Errorf("--audit-server %q: must be an https:// URL", o.auditServer)
 	}
-	// The kubeconfig user's credentials (token, client certificate, exec plugin), but the audit
-	// API's address and certificate authority, not the apiserver's.
-	cfg := rest.CopyConfig(kube)
-	cfg.Host = server.String()
-	cfg.TLSClientConfig.CAFile, cfg.TLSClientConfig.CAData, cfg.TLSClientConfig.ServerName = o.auditCA, nil, ""
-	cfg.TLSClientConfig.Insecure = false // the audit API is always verified: pass --audit-ca
+	// The audit API's address and certificate authority, not the apiserver's; always verified.
+	cfg := &rest.Config{Host: server.String(), UserAgent: kube.UserAgent, Timeout: kube.Timeout,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: o.auditCA}}
+	if err := o.auditCredential(ctx, kube, cfg); err != nil {
+		return nil, err
+	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return &audit.Client{HTTP: hc, Server: cfg.Host}, nil
+}
+
+// auditCredential sets what cfg shows the audit API. Never the kubeconfig's apiserver token:
+// whoever answers at --audit-server (a compromised replica, a port-forward to the wrong pod)
+// could replay it against the apiserver as you. What it gets instead cannot be replayed there:
+// a token issued for the audience repute-audit (the apiserver refuses it), or a client
+// certificate, whose key never leaves this machine.
+func (o *options) auditCredential(ctx context.Context, kube, cfg *rest.Config) error {
+	switch {
+	case o.auditTokenFile != "" && o.auditServiceAccount != "":
+		return errors.New("--audit-token-file and --audit-service-account: pass one")
+	case o.auditTokenFile != "":
+		if _, err := os.Stat(o.auditTokenFile); err != nil {
+			return fmt.Errorf("--audit-token-file: %w", err)
+		}
+		cfg.BearerTokenFile = o.auditTokenFile // re-read as it rotates, as a projected token does
+		return nil
+	case o.auditServiceAccount != "":
+		ns, name, ok := strings.Cut(o.auditServiceAccount, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("--audit-service-account %q: want NAMESPACE/NAME", o.auditServiceAccount)
+		}
+		client, err := kubernetes.NewForConfig(kube)
+		if err != nil {
+			return err
+		}
+		tr, err := client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audit.Audience}, ExpirationSeconds: ptr.To[int64](600)},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("--audit-service-account %s: a token for the audit API: %w", o.auditServiceAccount, err)
+		}
+		cfg.BearerToken = tr.Status.Token
+		return nil
+	case (kube.CertFile != "" || len(kube.CertData) > 0) && (kube.KeyFile != "" || len(kube.KeyData) > 0):
+		cfg.CertFile, cfg.CertData, cfg.KeyFile, cfg.KeyData = kube.CertFile, kube.CertData, kube.KeyFile, kube.KeyData
+		return nil
+	default:
+		return fmt.Errorf("the audit API needs a client certificate or a token issued for it, and your kubeconfig user has no certificate; "+
+			"reputectl does not send your apiserver token elsewhere. Pass --audit-token-file with the output of "+
+			"'kubectl create token NAME --audience %s', or --audit-service-account NAMESPACE/NAME", audit.Audience)
+	}
 }
 
 // explain adds a hint to errors that have a usual cause.
@@ -143,7 +201,7 @@ func (o *options) explain(err error) error {
 // run wraps a command body with the client and the error hints.
 func (o *options) run(body func(ctx context.Context, c *audit.Client, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		c, err := o.client()
+		c, err := o.client(cmd.Context())
 		if err != nil {
 			return err
 		}

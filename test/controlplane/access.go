@@ -57,9 +57,11 @@ func (cp *ControlPlane) ServiceAccountKubeconfig(ctx context.Context, namespace,
 	return WriteKubeconfig(cfg, path)
 }
 
-// ServiceAccountToken asks for a short-lived token of a service account.
-func (cp *ControlPlane) ServiceAccountToken(ctx context.Context, namespace, name string) (string, error) {
-	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+// ServiceAccountToken asks for a short-lived token of a service account, issued for audiences
+// (the apiserver's own when none are given).
+func (cp *ControlPlane) ServiceAccountToken(ctx context.Context, namespace, name string, audiences ...string) (string, error) {
+	tr, err := cp.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})
 	if err != nil {
 		return "", fmt.Errorf("token for %s/%s: %w", namespace, name, err)
 	}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/pkg/reputectl"
 	"github.com/repute-dev/repute/test/controlplane"
 )
@@ -24,12 +25,13 @@ type auditor struct{ server, ca, dir string }
 // history, and the decisions that put pods in the untrusted pool.
 func auditorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer, a auditor, shopImage string) error {
 	fmt.Fprintln(out, "\n• the auditor's view: a ServiceAccount bound to the shipped ClusterRole repute-auditor runs reputectl")
-	fmt.Fprintln(out, "  with its kubeconfig against the audit API (TLS; TokenReview + SubjectAccessReview, as kube-rbac-proxy does)")
-	kubeconfig, err := grant(ctx, cp, a, "auditor", "repute-auditor")
+	fmt.Fprintln(out, "  against the audit API (TLS; TokenReview + SubjectAccessReview, as kube-rbac-proxy does), with a token")
+	fmt.Fprintln(out, "  issued for that API only (kubectl create token auditor --audience "+audit.Audience+"), never its apiserver token")
+	tokenFile, err := grant(ctx, cp, a, "auditor", "repute-auditor")
 	if err != nil {
 		return err
 	}
-	return runReputectl(ctx, out, a, kubeconfig,
+	return runReputectl(ctx, out, a, tokenFile,
 		[]string{"images"},
 		[]string{"image", shopImage},
 		[]string{"history", shopImage},
@@ -41,7 +43,7 @@ func auditorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writ
 // is audited. diff shows the change against the policy in force, simulate what it would do.
 func operatorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer, a auditor, cfg controlplane.SchedulerConfig) error {
 	fmt.Fprintln(out, "\n• the operator's view: before distrusting the platform registry (origin weight +10 → -15), ask what it would change")
-	kubeconfig, err := grant(ctx, cp, a, "operator", "repute-policy-simulator", "repute-auditor")
+	tokenFile, err := grant(ctx, cp, a, "operator", "repute-policy-simulator", "repute-auditor")
 	if err != nil {
 		return err
 	}
@@ -52,12 +54,13 @@ func operatorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Wri
 	if err := os.WriteFile(file, []byte(proposed.RenderPolicy("default")), 0o600); err != nil {
 		return err
 	}
-	return runReputectl(ctx, out, a, kubeconfig,
+	return runReputectl(ctx, out, a, tokenFile,
 		[]string{"policy", "diff", "-f", file},
 		[]string{"policy", "simulate", "-f", file})
 }
 
-// grant creates a ServiceAccount bound to shipped ClusterRoles and writes its kubeconfig.
+// grant creates a ServiceAccount bound to shipped ClusterRoles and writes a token of it issued
+// for the audit API's audience, as kubectl create token --audience does.
 func grant(ctx context.Context, cp *controlplane.ControlPlane, a auditor, account string, roles ...string) (string, error) {
 	if _, err := cp.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, &v1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: account}}, metav1.CreateOptions{}); err != nil {
 		return "", err
@@ -74,13 +77,17 @@ func grant(ctx context.Context, cp *controlplane.ControlPlane, a auditor, accoun
 			return "", err
 		}
 	}
-	kubeconfig := filepath.Join(a.dir, account+".kubeconfig")
-	return kubeconfig, cp.ServiceAccountKubeconfig(ctx, namespace, account, kubeconfig)
+	token, err := cp.ServiceAccountToken(ctx, namespace, account, audit.Audience)
+	if err != nil {
+		return "", err
+	}
+	tokenFile := filepath.Join(a.dir, account+".token")
+	return tokenFile, os.WriteFile(tokenFile, []byte(token), 0o600)
 }
 
 // runReputectl runs reputectl commands in this process, printing each command line first.
-func runReputectl(ctx context.Context, out io.Writer, a auditor, kubeconfig string, commands ...[]string) error {
-	flags := []string{"--kubeconfig", kubeconfig, "--audit-server", a.server, "--audit-ca", a.ca}
+func runReputectl(ctx context.Context, out io.Writer, a auditor, tokenFile string, commands ...[]string) error {
+	flags := []string{"--audit-token-file", tokenFile, "--audit-server", a.server, "--audit-ca", a.ca}
 	for _, args := range commands {
 		shown := strings.ReplaceAll(strings.Join(args, " "), a.dir+"/", "")
 		fmt.Fprintf(out, "\n$ reputectl %s\n", shown)

@@ -256,7 +256,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	abs, _ := filepath.Abs(path)
 	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s get events -n %s --field-selector reason=Placed", abs, namespace, abs, namespace)
-	say("    go run ./cmd/reputectl --kubeconfig %s --audit-server https://%s --audit-ca %s decisions -A", filepath.Join(keyDir, "auditor.kubeconfig"), auditAddr, auditCert)
+	say("    go run ./cmd/reputectl --audit-token-file %s --audit-server https://%s --audit-ca %s decisions -A", filepath.Join(keyDir, "auditor.token"), auditAddr, auditCert)
 	say("  Ctrl-C to stop.")
 	<-ctx.Done()
 	os.Remove(path)

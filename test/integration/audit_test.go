@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 		}
 		return &audit.Client{HTTP: hc, Server: rc.Host}
 	}
-	auditor := client(e.token("auditor"))
+	auditor := client(e.auditToken("auditor"))
 
 	// The decision of a pod that just bound is written off the scheduling cycle: poll for it.
 	var decisions *audit.DecisionList
@@ -107,14 +108,19 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 	}{
 		{"anonymous", func(ctx context.Context) error { _, err := client("").Images(ctx, nil); return err },
 			apierrors.IsUnauthorized, "Unauthorized"},
+		{"a token issued for the apiserver, not the audit API", func(ctx context.Context) error { _, err := client(e.token("auditor")).Images(ctx, nil); return err },
+			apierrors.IsUnauthorized, "Unauthorized"},
 		{"forged token", func(ctx context.Context) error { _, err := client("not-a-token").Images(ctx, nil); return err },
 			apierrors.IsUnauthorized, "Unauthorized"},
-		{"authenticated without the role", func(ctx context.Context) error { _, err := client(e.token("stranger")).Images(ctx, nil); return err },
+		{"authenticated without the role", func(ctx context.Context) error {
+			_, err := client(e.auditToken("stranger")).Images(ctx, nil)
+			return err
+		},
 			apierrors.IsForbidden, `User "system:serviceaccount:` + e.ns + `:stranger" cannot list resource "images"`},
 		{"the auditor role does not include backups", func(ctx context.Context) error { _, err := auditor.Backup(ctx, discard{}); return err },
 			apierrors.IsForbidden, `cannot get resource "backups"`},
 		{"the backup role does not include decisions", func(ctx context.Context) error {
-			_, err := client(e.token("backup-operator")).Decisions(ctx, nil)
+			_, err := client(e.auditToken("backup-operator")).Decisions(ctx, nil)
 			return err
 		}, apierrors.IsForbidden, `cannot list resource "decisions"`},
 		{"bad parameter", func(ctx context.Context) error {
@@ -137,29 +143,37 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 	} else if d := status.Status().Details; d == nil || len(d.Causes) != 1 || d.Causes[0].Field != "from" {
 		t.Errorf("400 details = %+v, want one cause for the field from", d)
 	}
-	n, err := client(e.token("backup-operator")).Backup(e.ctx, discard{})
+	n, err := client(e.auditToken("backup-operator")).Backup(e.ctx, discard{})
 	if err != nil || n == 0 {
 		t.Errorf("backup as repute-audit-backup = %d bytes, %v", n, err)
 	}
 
-	// reputectl with a kubeconfig, as an auditor would run it; then a backup read offline.
+	// reputectl as an auditor would run it, with a token issued for the audit API; then a backup
+	// taken with a token reputectl mints itself, read offline.
 	live := []string{"--audit-server", "https://" + bind, "--audit-ca", certFile}
-	auditorKubeconfig := kubeconfigFor(t, e, e.ns, "auditor")
-	out := reputectl(t, append(live, "--kubeconfig", auditorKubeconfig, "image", trustedImage)...)
+	auditorToken := []string{"--audit-token-file", e.auditTokenFile("auditor")}
+	out := reputectl(t, append(append(live, auditorToken...), "image", trustedImage)...)
 	for _, want := range []string{"Image:", trustedImage, "Tier:", "trusted", "Evidence:", "origin"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("reputectl image lacks %q:\n%s", want, out)
 		}
 	}
-	out = reputectl(t, append(live, "--kubeconfig", auditorKubeconfig, "decisions", "-A", "--tier", "untrusted")...)
+	out = reputectl(t, append(append(live, auditorToken...), "decisions", "-A", "--tier", "untrusted")...)
 	if !strings.Contains(out, e.ns) || !strings.Contains(out, "miner") || strings.Contains(out, " api ") {
 		t.Errorf("reputectl decisions --tier untrusted:\n%s", out)
 	}
 	backupFile := filepath.Join(t.TempDir(), "backup.db")
-	if _, err := runReputectl(append(live, "--kubeconfig", auditorKubeconfig, "backup", "-f", backupFile)...); !apierrors.IsForbidden(err) {
+	if _, err := runReputectl(append(append(live, auditorToken...), "backup", "-f", backupFile)...); !apierrors.IsForbidden(err) {
 		t.Errorf("reputectl backup as an auditor: %v, want forbidden", err)
 	}
-	reputectl(t, append(live, "--kubeconfig", kubeconfigFor(t, e, e.ns, "backup-operator"), "backup", "-f", backupFile)...)
+	if _, err := runReputectl(append(live, "--kubeconfig", kubeconfigFor(t, e, e.ns, "auditor"), "images")...); err == nil || !strings.Contains(err.Error(), "does not send your apiserver token") {
+		t.Errorf("reputectl with only an apiserver token in the kubeconfig: %v, want a refusal before sending it", err)
+	}
+	admin := filepath.Join(t.TempDir(), "admin.kubeconfig")
+	if err := controlplane.WriteKubeconfig(cluster.Config, admin); err != nil {
+		t.Fatal(err)
+	}
+	reputectl(t, append(live, "--kubeconfig", admin, "--audit-service-account", e.ns+"/backup-operator", "backup", "-f", backupFile)...)
 	out = reputectl(t, "--store", backupFile, "decisions", "-n", e.ns)
 	if !strings.Contains(out, "api") || !strings.Contains(out, "miner") {
 		t.Errorf("the backup read offline lacks the decisions:\n%s", out)
@@ -213,6 +227,27 @@ func (e *env) token(serviceAccount string) string {
 		e.t.Fatal(err)
 	}
 	return token
+}
+
+// auditToken asks for a short-lived token of a service account of this env, issued for the audit
+// API's audience, as reputectl --audit-service-account does.
+func (e *env) auditToken(serviceAccount string) string {
+	e.t.Helper()
+	token, err := cluster.ServiceAccountToken(e.ctx, e.ns, serviceAccount, audit.Audience)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return token
+}
+
+// auditTokenFile writes auditToken to a file, as kubectl create token --audience would.
+func (e *env) auditTokenFile(serviceAccount string) string {
+	e.t.Helper()
+	path := filepath.Join(e.t.TempDir(), serviceAccount+".token")
+	if err := os.WriteFile(path, []byte(e.auditToken(serviceAccount)), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
 }
 
 // bindClusterRole grants a shipped ClusterRole to a service account of this env, once it

@@ -363,8 +363,8 @@ spec:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	operator := kubeconfigFor(t, e, e.ns, "operator")
-	out := reputectl(t, append(live, "--kubeconfig", operator, "policy", "simulate", "-f", proposed, "-o", "json")...)
+	operator := []string{"--audit-token-file", e.auditTokenFile("operator")}
+	out := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed, "-o", "json")...)
 	var sim audit.Simulation
 	if err := json.Unmarshal([]byte(out), &sim); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -397,7 +397,7 @@ spec:
 	}
 
 	// The table, as an operator reads it.
-	table := reputectl(t, append(live, "--kubeconfig", operator, "policy", "simulate", "-f", proposed)...)
+	table := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed)...)
 	for _, want := range []string{"Images whose tier or score would change:", "trusted → unknown", "50 → 60",
 		"Pods whose tier would change:", "api", "Running", "miner", "Pending", "untrusted → unknown"} {
 		if !strings.Contains(table, want) {
@@ -411,7 +411,7 @@ spec:
 		t.Errorf("after the simulation api-2 went to %s: the simulation must not change the policy", got)
 	}
 	// Without the role, 403.
-	if _, err := runReputectl(append(live, "--kubeconfig", kubeconfigFor(t, e, e.ns, "auditor"), "policy", "simulate", "-f", proposed)...); !apierrors.IsForbidden(err) {
+	if _, err := runReputectl(append(live, "--audit-token-file", e.auditTokenFile("auditor"), "policy", "simulate", "-f", proposed)...); !apierrors.IsForbidden(err) {
 		t.Errorf("simulate without repute-policy-simulator: %v, want 403", err)
 	}
 }

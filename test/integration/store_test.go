@@ -135,7 +135,9 @@ func TestCorruptStoreIsReportedAndSchedulingGoesOn(t *testing.T) {
 	if v := gaugeValue(t, "repute_store_degraded"); v != 1 {
 		t.Errorf("repute_store_degraded = %v, want 1", v)
 	}
-	rc := &rest.Config{Host: "https://" + bind, BearerToken: cluster.Config.BearerToken, TLSClientConfig: rest.TLSClientConfig{CAFile: certFile}}
+	e.serviceAccount("auditor")
+	e.bindClusterRole("cluster-admin", "auditor")
+	rc := &rest.Config{Host: "https://" + bind, BearerToken: e.auditToken("auditor"), TLSClientConfig: rest.TLSClientConfig{CAFile: certFile}}
 	hc, err := rest.HTTPClientFor(rc)
 	if err != nil {
 		t.Fatal(err)
