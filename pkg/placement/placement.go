@@ -7,6 +7,7 @@ package placement
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/events"
@@ -220,3 +221,25 @@ func (p *Profile) Belongs(tier reputation.Tier, node *v1.Node) bool {
 // admission policies and RuntimeClass choices can select pods by tier. A value the pod brought
 // with it is overwritten: labels never raise trust.
 const TierLabel = "repute.dev/tier"
+
+// ExplanationAnnotation is set on every pod Repute places, in the same write as its binding: why
+// it went to its pool, for kubectl describe. It is never read back: annotations never raise
+// trust, and the store's decision record is the audited copy.
+const ExplanationAnnotation = "repute.dev/placement"
+
+// maxExplanationBytes bounds the annotation: a pod with many images gets the start of the
+// story on the pod, and all of it in the decision record.
+const maxExplanationBytes = 1024
+
+// Explanation is the ExplanationAnnotation's value for a pod placed in pool.
+func (p Placement) Explanation(pool string) string {
+	note := fmt.Sprintf("pool %s: tier %s, score %d; %s", pool, p.Tier, p.Score, p.Reason())
+	if len(note) <= maxExplanationBytes {
+		return note
+	}
+	cut := maxExplanationBytes - len("…")
+	for cut > 0 && !utf8.RuneStart(note[cut]) {
+		cut--
+	}
+	return note[:cut] + "…"
+}

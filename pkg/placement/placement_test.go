@@ -1,7 +1,9 @@
 package placement
 
 import (
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	v1 "k8s.io/api/core/v1"
 
@@ -60,5 +62,37 @@ func TestKubeletCannotSet(t *testing.T) {
 		if got := KubeletCannotSet(tt.key); got != tt.want {
 			t.Errorf("KubeletCannotSet(%q) = %v, want %v", tt.key, got, tt.want)
 		}
+	}
+}
+
+// The explanation annotation says pool, tier, score and reason, and never exceeds its bound,
+// cutting between runes.
+func TestExplanationIsBounded(t *testing.T) {
+	verdict := func(reason string) *reputation.Verdict {
+		return &reputation.Verdict{Tier: reputation.TierUntrusted, Score: 30, DecidedBy: reason}
+	}
+	tests := []struct {
+		name     string
+		p        Placement
+		want     string // prefix
+		wantFull bool
+	}{
+		{"short", Placement{Tier: reputation.TierUntrusted, Score: 30, Image: "quay.io/x/y:1", Verdict: verdict("unsigned")},
+			"pool untrusted: tier untrusted, score 30; quay.io/x/y:1: ", true},
+		{"long, multibyte at the cut", Placement{Tier: reputation.TierUntrusted, Score: 30, Image: "quay.io/x/y:1", Verdict: verdict(strings.Repeat("é", 2000))},
+			"pool untrusted: tier untrusted, score 30; quay.io/x/y:1: ", false},
+		{"missing verdicts", Placement{Tier: reputation.TierUnknown, Score: 50, Missing: 2},
+			"pool unknown: tier unknown, score 50; 2 image(s) without a verdict yet", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.p.Explanation(string(tt.p.Tier))
+			if !strings.HasPrefix(got, tt.want) || len(got) > maxExplanationBytes || !utf8.ValidString(got) {
+				t.Fatalf("Explanation = %q (%d bytes), want a valid string starting %q within %d bytes", got, len(got), tt.want, maxExplanationBytes)
+			}
+			if full := !strings.HasSuffix(got, "…"); full != tt.wantFull {
+				t.Errorf("Explanation = %q: cut %v, want cut %v", got, !full, !tt.wantFull)
+			}
+		})
 	}
 }

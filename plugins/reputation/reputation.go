@@ -397,12 +397,11 @@ func fullness(nodeInfo fwk.NodeInfo) int64 {
 // ScoreExtensions returns nil: scores are already in [0, MaxNodeScore].
 func (pl *Reputation) ScoreExtensions() fwk.ScoreExtensions { return nil }
 
-// PostBind records on the pod why it went where it did, for the people who ask.
+// PostBind hands the placement to the store's writer, off the cycle. No Event: the pod carries
+// its explanation from Bind, and the decision record is the audited copy, so Repute writes no
+// API object per pod beyond the default scheduler's.
 func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeName string) {
 	s := pl.readState(cycleState, pod)
-	reason := s.Reason()
-	pl.handle.EventRecorder().Eventf(pod, nil, v1.EventTypeNormal, "Placed", "Scheduling",
-		"placed in pool %s on %s: tier %s, score %d; %s", s.pool.Name, nodeName, s.Tier, s.Score, reason)
 	pl.runtime.RecordPlacement(pod, nodeName, s.pool.Name, s.Placement)
 }
 

@@ -16,14 +16,18 @@ const TierLabel = placement.TierLabel
 
 var _ fwk.BindPlugin = &Reputation{}
 
-// Bind binds the pod as DefaultBinder does, with its tier label on the Binding: the apiserver
-// copies a Binding's labels onto the pod in the same write (PodTopologyLabelsAdmission, on by
-// default since Kubernetes 1.35), so the pod never runs unlabelled and binding costs no extra
-// API call. The profile disables DefaultBinder so that this Bind is the one that runs.
+// Bind binds the pod as DefaultBinder does, with its tier label and the explanation of its
+// placement on the Binding: the apiserver copies a Binding's labels (PodTopologyLabelsAdmission,
+// on by default since Kubernetes 1.35) and annotations onto the pod in the same write, so the pod
+// never runs unlabelled and saying why costs no API call beyond the default scheduler's. The
+// profile disables DefaultBinder so that this Bind is the one that runs.
 func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
-	tier := pl.readState(state, pod).Tier
+	s := pl.readState(state, pod)
+	tier := s.Tier
 	binding := &v1.Binding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, Labels: map[string]string{TierLabel: string(tier)}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
+			Labels:      map[string]string{TierLabel: string(tier)},
+			Annotations: map[string]string{placement.ExplanationAnnotation: s.Explanation(s.pool.Name)}},
 		Target:     v1.ObjectReference{Kind: "Node", Name: nodeName},
 	}
 	if c := pl.handle.APICacher(); c != nil {

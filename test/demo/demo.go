@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
@@ -255,7 +256,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	abs, _ := filepath.Abs(path)
-	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s get events -n %s --field-selector reason=Placed", abs, namespace, abs, namespace)
+	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s describe pods -n %s   # see the repute.dev/placement annotation", abs, namespace, abs, namespace)
 	say("    go run ./cmd/reputectl --audit-token-file %s --audit-server https://%s --audit-ca %s decisions -A", filepath.Join(keyDir, "auditor.token"), auditAddr, auditCert)
 	say("  Ctrl-C to stop.")
 	<-ctx.Done()
@@ -310,26 +311,28 @@ func createAndWaitPlaced(ctx context.Context, cp *controlplane.ControlPlane, pod
 	return waitPlaced(ctx, cp, pods)
 }
 
-// waitPlaced waits until every pod is bound and carries Repute's Placed event, whose note is
-// "placed in pool P on N: tier T, score S; <image>: <reason>".
+// waitPlaced waits until every pod is bound with Repute's explanation on it, which reads
+// "pool P: tier T, score S; <image>: <reason>".
 func waitPlaced(ctx context.Context, cp *controlplane.ControlPlane, pods []*v1.Pod) ([]row, error) {
 	var rows []row
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
 		rows = rows[:0]
-		evs, err := cp.Client.EventsV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=Placed"})
+		list, err := cp.Client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
 		}
-		notes := map[string]string{}
-		for _, ev := range evs.Items {
-			notes[ev.Regarding.Name] = ev.Note
+		bound := map[string]*v1.Pod{}
+		for i := range list.Items {
+			if list.Items[i].Spec.NodeName != "" {
+				bound[list.Items[i].Name] = &list.Items[i]
+			}
 		}
 		for _, p := range pods {
-			note, ok := notes[p.Name]
+			got, ok := bound[p.Name]
 			if !ok {
 				return false, nil
 			}
-			rows = append(rows, parsePlaced(p, note))
+			rows = append(rows, parsePlaced(got))
 		}
 		return true, nil
 	})
@@ -340,15 +343,16 @@ func waitPlaced(ctx context.Context, cp *controlplane.ControlPlane, pods []*v1.P
 	return rows, nil
 }
 
-// placedNote matches the Reputation plugin's Placed event note.
-var placedNote = regexp.MustCompile(`^placed in pool (\S+) on (\S+): tier (\S+), score (\d+); (\S+): (.*)$`)
+// explanation matches the Reputation plugin's placement annotation.
+var explanation = regexp.MustCompile(`^pool (\S+): tier (\S+), score (\d+); (\S+): (.*)$`)
 
-func parsePlaced(p *v1.Pod, note string) row {
-	m := placedNote.FindStringSubmatch(note)
+func parsePlaced(p *v1.Pod) row {
+	note := p.Annotations[placement.ExplanationAnnotation]
+	m := explanation.FindStringSubmatch(note)
 	if m == nil {
-		return row{pod: p.Name, image: p.Spec.Containers[0].Image, reason: note}
+		return row{pod: p.Name, image: p.Spec.Containers[0].Image, node: p.Spec.NodeName, reason: note}
 	}
-	return row{pod: p.Name, node: m[2], tier: m[3], score: m[4], image: m[5], reason: m[6]}
+	return row{pod: p.Name, node: p.Spec.NodeName, tier: m[2], score: m[3], image: m[4], reason: m[5]}
 }
 
 func shorten(image string) string {

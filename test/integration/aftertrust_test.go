@@ -118,7 +118,7 @@ func TestRecreatedReputationPolicyIsFollowed(t *testing.T) {
 // A verdict remembered by the store counts as decided only under the policy it was decided
 // under: restarted with another policy (here a changed origin weight) while the registry is
 // slow, the scheduler places the signed image as unknown, not trusted, until it is evaluated
-// again; the Placed event says why.
+// again; its explanation says why.
 func TestRememberedVerdictsUnderAnotherPolicyAreAtMostUnknown(t *testing.T) {
 	r := placeSignedThenStop(t, filepath.Join(t.TempDir(), "repute.db"))
 	e, image, poolOf, cfg := r.env, r.image, r.poolOf, r.cfg
@@ -132,8 +132,8 @@ func TestRememberedVerdictsUnderAnotherPolicyAreAtMostUnknown(t *testing.T) {
 	if got := poolOf[e.waitBound("after", bindTimeout)]; got != "unknown" {
 		t.Errorf("after the restart under another policy the signed image landed in pool %q, want unknown until evaluated again", got)
 	}
-	if note := e.waitEvent("after", "Placed", bindTimeout); !strings.Contains(note, "remembered verdict") {
-		t.Errorf("Placed event %q does not say the remembered verdict was capped", note)
+	if note := e.waitPlacement("after", bindTimeout); !strings.Contains(note, "remembered verdict") {
+		t.Errorf("explanation %q does not say the remembered verdict was capped", note)
 	}
 }
 

@@ -53,7 +53,7 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 		t.Fatalf("api bound to %s, want %s: the scheduler's own RBAC falls short", got, trustedNode)
 	}
 	e.waitBound("miner", bindTimeout)
-	e.waitEvent("miner", "Placed", bindTimeout) // decisions are recorded as pods bind
+	e.waitPlacement("miner", bindTimeout) // decisions are recorded as pods bind
 
 	for _, sa := range []string{"auditor", "stranger", "backup-operator"} {
 		e.serviceAccount(sa)

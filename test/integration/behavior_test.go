@@ -54,12 +54,12 @@ func (e *env) reportContainer(name string, mutate func(*v1.ContainerStatus)) {
 
 var placedScore = regexp.MustCompile(`score (-?\d+);`)
 
-// scoreOf reads the score out of a Placed event's note.
+// scoreOf reads the score out of a placement explanation.
 func scoreOf(t *testing.T, note string) int {
 	t.Helper()
 	m := placedScore.FindStringSubmatch(note)
 	if m == nil {
-		t.Fatalf("Placed event %q has no score", note)
+		t.Fatalf("explanation %q has no score", note)
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
@@ -77,7 +77,7 @@ func TestFalcoAlertLowersTheImage(t *testing.T) {
 	if got := e.waitBound("api-1", bindTimeout); got != trusted {
 		t.Fatalf("api-1 landed on %s before any alert, want %s", got, trusted)
 	}
-	before := scoreOf(t, e.waitEvent("api-1", "Placed", bindTimeout))
+	before := scoreOf(t, e.waitPlacement("api-1", bindTimeout))
 	e.reportContainer("api-1", nil)
 	containerID := evidence.ContainerIDOf(trustedImage)
 	alert := evidence.FalcoAlert(e.ns, "api-1", containerID[:12], "Terminal shell in container", "Critical")
@@ -120,9 +120,9 @@ func TestFalcoAlertLowersTheImage(t *testing.T) {
 	if got := e.waitBound("api-3", bindTimeout); got != untrusted {
 		t.Errorf("api-3 landed on %s after a Critical alert on its image, want %s", got, untrusted)
 	}
-	note := e.waitEvent("api-3", "Placed", bindTimeout)
+	note := e.waitPlacement("api-3", bindTimeout)
 	if !strings.Contains(note, `behavior.untrustedPriority Critical: "Terminal shell in container"`) {
-		t.Errorf("Placed event %q does not name the Falco rule that decided", note)
+		t.Errorf("explanation %q does not name the Falco rule that decided", note)
 	}
 	if after := scoreOf(t, note); after >= before {
 		t.Errorf("score after the alert %d, want it below %d", after, before)
@@ -141,7 +141,7 @@ func TestCrashLoopLowersTheImage(t *testing.T) {
 
 	e.create(e.pod("worker-1", worker))
 	e.waitBound("worker-1", bindTimeout)
-	before := scoreOf(t, e.waitEvent("worker-1", "Placed", bindTimeout))
+	before := scoreOf(t, e.waitPlacement("worker-1", bindTimeout))
 	e.reportContainer("worker-1", nil)
 	e.reportContainer("worker-1", func(cs *v1.ContainerStatus) {
 		cs.Ready, cs.RestartCount = false, 3
@@ -156,7 +156,7 @@ func TestCrashLoopLowersTheImage(t *testing.T) {
 		name := fmt.Sprintf("worker-%d", attempt+2)
 		e.create(e.pod(name, worker))
 		e.waitBound(name, bindTimeout)
-		note = e.waitEvent(name, "Placed", bindTimeout)
+		note = e.waitPlacement(name, bindTimeout)
 	}
 	if !strings.Contains(note, "CrashLoopBackOff") {
 		t.Fatalf("no pod of the crash-looping image was placed with the crash loop in its explanation; last: %q", note)
@@ -205,7 +205,7 @@ func TestPodStatusPenaltiesAreBoundedAndScoped(t *testing.T) {
 		name := fmt.Sprintf("after-%d", attempt)
 		e.create(e.pod(name, shared))
 		node = e.waitBound(name, bindTimeout)
-		note = e.waitEvent(name, "Placed", bindTimeout)
+		note = e.waitPlacement(name, bindTimeout)
 	}
 	if !strings.Contains(note, "CrashLoopBackOff") {
 		t.Fatalf("the crash loops never reached the shared image's verdict; last: %q", note)
@@ -216,7 +216,7 @@ func TestPodStatusPenaltiesAreBoundedAndScoped(t *testing.T) {
 	// The other scheduler's pod's crash loop came first; it counted for nothing.
 	e.create(e.pod("foreign-via-repute", foreign))
 	e.waitBound("foreign-via-repute", bindTimeout)
-	if note := e.waitEvent("foreign-via-repute", "Placed", bindTimeout); strings.Contains(note, "CrashLoopBackOff") {
+	if note := e.waitPlacement("foreign-via-repute", bindTimeout); strings.Contains(note, "CrashLoopBackOff") {
 		t.Errorf("a pod another scheduler placed lowered the image: %s", note)
 	}
 }

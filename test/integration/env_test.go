@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/repute-dev/repute/pkg/placement"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/podsecurity"
 )
@@ -154,19 +155,35 @@ func (e *env) create(p *v1.Pod) *v1.Pod {
 // waitBound waits for a pod to be bound and returns its node.
 func (e *env) waitBound(name string, timeout time.Duration) string {
 	e.t.Helper()
-	var node string
+	return e.waitBoundPod(name, timeout).Spec.NodeName
+}
+
+// waitPlacement waits for the pod to be bound and returns the explanation Repute bound it with.
+func (e *env) waitPlacement(name string, timeout time.Duration) string {
+	e.t.Helper()
+	p := e.waitBoundPod(name, timeout)
+	note, ok := p.Annotations[placement.ExplanationAnnotation]
+	if !ok {
+		e.t.Fatalf("pod %s/%s was bound without the %s annotation: not by Repute?", e.ns, name, placement.ExplanationAnnotation)
+	}
+	return note
+}
+
+func (e *env) waitBoundPod(name string, timeout time.Duration) *v1.Pod {
+	e.t.Helper()
+	var pod *v1.Pod
 	err := wait.PollUntilContextTimeout(e.ctx, 20*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		p, err := e.client.CoreV1().Pods(e.ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
-		node = p.Spec.NodeName
-		return node != "", nil
+		pod = p
+		return p.Spec.NodeName != "", nil
 	})
 	if err != nil {
 		e.t.Fatalf("pod %s/%s not bound within %s: %v", e.ns, name, timeout, err)
 	}
-	return node
+	return pod
 }
 
 // assertPending checks that a pod stays unbound for the whole period.

@@ -84,8 +84,8 @@ func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 		t.Errorf("after the failover the signed image landed in pool %q, want trusted by the followed verdict", got)
 	}
 	t.Logf("leader killed → standby elected in %s, pod bound %s after the kill (lease 3 s)", elected.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
-	if note := e.waitEvent("after", "Placed", bindTimeout); !strings.Contains(note, "signature verified +30") {
-		t.Errorf("Placed event %q does not carry the leader's explanation", note)
+	if note := e.waitPlacement("after", bindTimeout); !strings.Contains(note, "signature verified +30") {
+		t.Errorf("explanation %q does not carry the leader's explanation", note)
 	}
 	stopB(syscall.SIGTERM)
 	slow.Store(false)

@@ -52,10 +52,10 @@ func TestPodsLandInTheirPools(t *testing.T) {
 			if got := poolOf[node]; got != tt.wantPool {
 				t.Errorf("pod %s landed on %s in pool %q, want pool %q", tt.pod.Name, node, got, tt.wantPool)
 			}
-			// The pod carries an event that explains the placement.
-			note := e.waitEvent(tt.pod.Name, "Placed", bindTimeout)
-			if want := "placed in pool " + tt.wantPool + " on " + node + ": tier " + tt.wantPool; !strings.HasPrefix(note, want) {
-				t.Errorf("Placed event %q, want it to start with %q", note, want)
+			// The pod carries the explanation of its placement, written with its binding.
+			note := e.waitPlacement(tt.pod.Name, bindTimeout)
+			if want := "pool " + tt.wantPool + ": tier " + tt.wantPool; !strings.HasPrefix(note, want) {
+				t.Errorf("explanation %q, want it to start with %q", note, want)
 			}
 			// It was labelled with its tier before it was bound; a label it brought is overwritten.
 			bound, err := e.client.CoreV1().Pods(e.ns).Get(e.ctx, tt.pod.Name, metav1.GetOptions{})
@@ -67,16 +67,17 @@ func TestPodsLandInTheirPools(t *testing.T) {
 			}
 		})
 	}
-	note := e.waitEvent("claims-trust-by-label", "Placed", bindTimeout)
+	note := e.waitPlacement("claims-trust-by-label", bindTimeout)
 	if want := untrustedImage + ": origin.rules[2] * → untrusted"; !strings.Contains(note, want) {
-		t.Errorf("Placed event %q does not give the deciding rule %q", note, want)
+		t.Errorf("explanation %q does not give the deciding rule %q: a forged one must be overwritten", note, want)
 	}
 }
 
 // withTrustClaims dresses a pod in every label and annotation that might look like a trust claim.
 func withTrustClaims(p *v1.Pod) *v1.Pod {
 	p.Labels = map[string]string{"repute.dev/tier": "trusted", "node-restriction.kubernetes.io/repute-pool": "trusted"}
-	p.Annotations = map[string]string{"repute.dev/tier": "trusted", "repute.dev/verified": "true"}
+	p.Annotations = map[string]string{"repute.dev/tier": "trusted", "repute.dev/verified": "true",
+		"repute.dev/placement": "pool trusted: tier trusted, score 100; signature verified"}
 	return p
 }
 

@@ -82,8 +82,8 @@ func TestSignaturesDecideTrust(t *testing.T) {
 			if got := poolOf[node]; got != tt.wantPool {
 				t.Errorf("%s landed in pool %q, want %q", tt.pod, got, tt.wantPool)
 			}
-			if note := e.waitEvent(tt.pod, "Placed", bindTimeout); !strings.Contains(note, tt.wantNote) {
-				t.Errorf("Placed event %q does not contain %q", note, tt.wantNote)
+			if note := e.waitPlacement(tt.pod, bindTimeout); !strings.Contains(note, tt.wantNote) {
+				t.Errorf("explanation %q does not contain %q", note, tt.wantNote)
 			}
 		})
 	}
@@ -96,8 +96,8 @@ func TestSignaturesDecideTrust(t *testing.T) {
 	if got := poolOf[e.waitBound("registry-down", bindTimeout)]; got != "unknown" {
 		t.Errorf("with the registry down, a signed image landed in pool %q, want unknown", got)
 	}
-	if note := e.waitEvent("registry-down", "Placed", bindTimeout); !strings.Contains(note, "signature error") {
-		t.Errorf("Placed event %q does not say the signature could not be checked", note)
+	if note := e.waitPlacement("registry-down", bindTimeout); !strings.Contains(note, "signature error") {
+		t.Errorf("explanation %q does not say the signature could not be checked", note)
 	}
 }
 
@@ -210,8 +210,8 @@ func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
 			if got := poolOf[e.waitBound(tt.pod.Name, bindTimeout)]; got != tt.wantPool {
 				t.Errorf("%s landed in pool %q, want %q", tt.pod.Name, got, tt.wantPool)
 			}
-			if note := e.waitEvent(tt.pod.Name, "Placed", bindTimeout); !strings.Contains(note, tt.wantNote) {
-				t.Errorf("Placed event %q does not contain %q", note, tt.wantNote)
+			if note := e.waitPlacement(tt.pod.Name, bindTimeout); !strings.Contains(note, tt.wantNote) {
+				t.Errorf("explanation %q does not contain %q", note, tt.wantNote)
 			}
 		})
 	}

@@ -42,8 +42,8 @@ func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
 	if waited := time.Since(created); waited > 2500*time.Millisecond {
 		t.Errorf("the first pod after the restart took %s to bind: it waited for the registry instead of the stored verdict", waited)
 	}
-	if note := e.waitEvent("after", "Placed", bindTimeout); !strings.Contains(note, "signature verified +30") {
-		t.Errorf("Placed event %q does not carry the stored explanation", note)
+	if note := e.waitPlacement("after", bindTimeout); !strings.Contains(note, "signature verified +30") {
+		t.Errorf("explanation %q does not carry the stored explanation", note)
 	}
 	stop()
 	slow.Store(false)
@@ -99,8 +99,8 @@ func TestBehaviorOutlivesARestart(t *testing.T) {
 		if got := e.waitBound(name, bindTimeout); got != untrusted {
 			t.Errorf("%s landed on %s after a restart, want %s: the alert was forgotten", name, got, untrusted)
 		}
-		if note := e.waitEvent(name, "Placed", bindTimeout); !strings.Contains(note, "Terminal shell in container") {
-			t.Errorf("%s: Placed event %q does not name the rule", name, note)
+		if note := e.waitPlacement(name, bindTimeout); !strings.Contains(note, "Terminal shell in container") {
+			t.Errorf("%s: explanation %q does not name the rule", name, note)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -212,7 +212,7 @@ func placeSignedThenStop(t *testing.T, storePath string) *restartScenario {
 	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
 		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
 	}
-	e.waitEvent("before", "Placed", bindTimeout)
+	e.waitPlacement("before", bindTimeout)
 	stop() // the scheduler's context ends: the store flushes and closes
 	slow.Store(true)
 	t.Cleanup(func() { slow.Store(false) })

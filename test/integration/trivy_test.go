@@ -50,8 +50,8 @@ func TestVulnerabilityReportsDecideTrust(t *testing.T) {
 	if got := e.waitBound("vuln", bindTimeout); got != untrusted {
 		t.Errorf("image with 2 critical vulnerabilities landed on %s, want %s", got, untrusted)
 	}
-	if note := e.waitEvent("vuln", "Placed", bindTimeout); !strings.Contains(note, "dependencies.maxCritical → untrusted") {
-		t.Errorf("Placed event %q does not name the rule", note)
+	if note := e.waitPlacement("vuln", bindTimeout); !strings.Contains(note, "dependencies.maxCritical → untrusted") {
+		t.Errorf("explanation %q does not name the rule", note)
 	}
 
 	// A forged report in another namespace (which runs no pod of the image), dated in the future
@@ -97,8 +97,8 @@ func TestVulnerabilityReportsDecideTrust(t *testing.T) {
 	if got := e.waitBound("agent", bindTimeout); got != untrusted {
 		t.Errorf("image with a critical ClusterVulnerabilityReport landed on %s, want %s", got, untrusted)
 	}
-	if note := e.waitEvent("agent", "Placed", bindTimeout); !strings.Contains(note, "dependencies 1 critical 0 high -20, dependencies maxCritical") {
-		t.Errorf("Placed event %q does not give the cluster report's finding", note)
+	if note := e.waitPlacement("agent", bindTimeout); !strings.Contains(note, "dependencies 1 critical 0 high -20, dependencies maxCritical") {
+		t.Errorf("explanation %q does not give the cluster report's finding", note)
 	}
 }
 
@@ -148,7 +148,7 @@ func TestVulnerabilityReportMappedThroughTheWorkload(t *testing.T) {
 		name := fmt.Sprintf("web-5d8c-b%d", attempt)
 		e.create(e.pod(name, image))
 		if got := e.waitBound(name, bindTimeout); got == untrusted {
-			note = e.waitEvent(name, "Placed", bindTimeout)
+			note = e.waitPlacement(name, bindTimeout)
 		}
 	}
 	if !strings.Contains(note, "dependencies.maxCritical → untrusted") {
