@@ -13,7 +13,7 @@ PKGS := ./...
 COSIGN_VERSION ?= v3.1.3
 COSIGN := $(CURDIR)/$(BIN)/tools/cosign
 
-.PHONY: all build tools test demo demo-keep bench fuzz verify codegen clean
+.PHONY: all build tools test soak demo demo-keep bench fuzz fuzz-long verify codegen clean
 all: build
 
 ## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
@@ -33,6 +33,13 @@ test: $(COSIGN)
 	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \
 		$(GO) test -count=1 -timeout 30m $(PKGS)
+
+## soak: the flood and fault tests at full size (make test runs a short version of each)
+SOAK ?= TestKilledSchedulerLosesNoDecision|TestFloodDoesNotStarveOtherNamespaces
+soak: $(COSIGN)
+	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
+	REPUTE_SOAK=1 REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \
+		$(GO) test -count=1 -timeout 60m -v -run '$(SOAK)' ./pkg/engine/ ./test/integration/
 
 ## demo: the README's first command
 demo: $(COSIGN)
@@ -61,6 +68,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./pkg/audit/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadPolicy$$' -fuzztime $(FUZZTIME) ./pkg/reputectl/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/mirror/
+
+## fuzz-long: every fuzz target for at least 10 minutes (about 100 minutes in all)
+fuzz-long:
+	$(MAKE) fuzz FUZZTIME=10m
 
 ## codegen: regenerate deepcopy, defaults and conversions (k8s.io/code-generator) and the CRD (controller-gen)
 codegen:

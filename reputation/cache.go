@@ -19,6 +19,9 @@ type VerdictListener func(image string, old, updated *Verdict)
 type Cache struct {
 	byImage sync.Map // string → *Verdict
 	size    atomic.Int64
+	// generation counts changes, each counted after it is visible: a result computed from the
+	// cache while Generation() stayed the same is still the cache's answer.
+	generation atomic.Uint64
 
 	mu        sync.Mutex
 	listeners atomic.Pointer[[]VerdictListener]
@@ -34,6 +37,9 @@ func (c *Cache) Get(image string) *Verdict {
 	}
 	return nil
 }
+
+// Generation changes whenever a verdict is published or forgotten.
+func (c *Cache) Generation() uint64 { return c.generation.Load() }
 
 // Len is the number of images with a verdict.
 func (c *Cache) Len() int { return int(c.size.Load()) }
@@ -60,6 +66,7 @@ func (c *Cache) Publish(image string, v *Verdict) {
 	} else {
 		c.size.Add(1)
 	}
+	c.generation.Add(1)
 	c.notify(image, old, v)
 }
 
@@ -70,6 +77,7 @@ func (c *Cache) PublishIfAbsent(image string, v *Verdict) bool {
 		return false
 	}
 	c.size.Add(1)
+	c.generation.Add(1)
 	c.notify(image, nil, v)
 	return true
 }
@@ -91,6 +99,7 @@ func (c *Cache) Forget(image string) *Verdict {
 		return nil
 	}
 	c.size.Add(-1)
+	c.generation.Add(1)
 	return v.(*Verdict)
 }
 

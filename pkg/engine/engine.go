@@ -72,6 +72,10 @@ type Options struct {
 	OnEvaluated func(ev *reputation.Evidence, v *reputation.Verdict, elapsed time.Duration, incomplete bool)
 	// OnForgotten is told of the verdict of each image forgotten because no pod uses it.
 	OnForgotten func(v *reputation.Verdict)
+	// MaxQueuedPerNamespace bounds the first-seen images one namespace has waiting in its own
+	// lane of the queue (see fairQueue); further ones wait in the background lane, behind every
+	// other namespace's turn. Zero: DefaultMaxQueuedPerNamespace.
+	MaxQueuedPerNamespace int
 }
 
 // DefaultRescoreEvery is how often the scheduler rescores images with runtime behavior; the
@@ -102,10 +106,20 @@ type Engine struct {
 	failingSince map[string]time.Time
 	// unusedSince holds, under publishMu, when an image was first found unused by any pod.
 	unusedSince map[string]time.Time
+
+	// laneMu guards the lane each queued first-seen image waits in (its requester's namespace)
+	// and how many wait in each lane. An image without one waits in the background lane.
+	laneMu sync.Mutex
+	laneOf map[string]string
+	inLane map[string]int
 }
 
-// DefaultForgetUnusedAfter is Options.ForgetUnusedAfter's default.
-const DefaultForgetUnusedAfter = time.Hour
+// DefaultForgetUnusedAfter is Options.ForgetUnusedAfter's default; DefaultMaxQueuedPerNamespace,
+// Options.MaxQueuedPerNamespace's.
+const (
+	DefaultForgetUnusedAfter     = time.Hour
+	DefaultMaxQueuedPerNamespace = 1000
+)
 
 // checkedSignature is signature evidence gathered in full, and when.
 type checkedSignature struct {
@@ -140,13 +154,55 @@ func New(opts Options) *Engine {
 	if opts.QueueName == "" {
 		opts.QueueName = DefaultQueueName
 	}
+	if opts.MaxQueuedPerNamespace <= 0 {
+		opts.MaxQueuedPerNamespace = DefaultMaxQueuedPerNamespace
+	}
 	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{},
 		checked: map[string]checkedSignature{}, failingSince: map[string]time.Time{}, unusedSince: map[string]time.Time{},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryAfter, opts.MaxRetryAfter),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock})}
+		laneOf: map[string]string{}, inLane: map[string]int{}}
+	// client-go's rate-limiting, delaying workqueue, over the fair queue.
+	fair := workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock, Queue: newFairQueue(e.lane)})
+	e.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryAfter, opts.MaxRetryAfter),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock,
+			DelayingQueue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock, Queue: fair})})
 	e.policy.Store(opts.Policy)
 	return e
+}
+
+// lane is the queue lane an image waits in: its requester's namespace while it is a first-seen
+// image with room in that lane, else the background lane "".
+func (e *Engine) lane(image string) string {
+	e.laneMu.Lock()
+	defer e.laneMu.Unlock()
+	return e.laneOf[image]
+}
+
+// assignLane files a first-seen image under its requester's namespace, if that lane has room.
+func (e *Engine) assignLane(image, namespace string) {
+	if namespace == "" {
+		return
+	}
+	e.laneMu.Lock()
+	defer e.laneMu.Unlock()
+	if e.inLane[namespace] >= e.opts.MaxQueuedPerNamespace {
+		return
+	}
+	e.laneOf[image] = namespace
+	e.inLane[namespace]++
+}
+
+// leaveLane is called when a worker takes an image: later queuings of it (re-verification,
+// retries) wait in the background lane.
+func (e *Engine) leaveLane(image string) {
+	e.laneMu.Lock()
+	defer e.laneMu.Unlock()
+	if ns, ok := e.laneOf[image]; ok {
+		delete(e.laneOf, image)
+		if e.inLane[ns]--; e.inLane[ns] <= 0 {
+			delete(e.inLane, ns)
+		}
+	}
 }
 
 // Cache is the cache the engine publishes into.
@@ -159,9 +215,15 @@ func (e *Engine) Policy() *reputation.Policy { return e.policy.Load() }
 // stand until Reweigh or a re-evaluation replaces them.
 func (e *Engine) SetPolicy(p *reputation.Policy) { e.policy.Store(p) }
 
-// Request asks for a verdict on an image as spelled in a pod spec. It never blocks and does no
-// I/O, so it is safe to call from the scheduler's queue. Repeated requests are coalesced.
-func (e *Engine) Request(image string) {
+// Request asks for a verdict on an image as spelled in a pod spec, with no namespace to queue it
+// under (see RequestFor).
+func (e *Engine) Request(image string) { e.RequestFor(image, "") }
+
+// RequestFor asks for a verdict on an image as spelled in a pod spec of the namespace. It never
+// blocks and does no I/O, so it is safe to call from the scheduler's queue. Repeated requests are
+// coalesced. The image waits in its namespace's lane of the queue, so one namespace's flood of
+// unique images delays the others by at most one image per turn.
+func (e *Engine) RequestFor(image, namespace string) {
 	if e.opts.Cache.Get(image) != nil {
 		return
 	}
@@ -174,6 +236,7 @@ func (e *Engine) Request(image string) {
 		e.requested.Delete(image)
 		return
 	}
+	e.assignLane(image, namespace)
 	e.queue.Add(image)
 	if e.opts.Wait > 0 {
 		// Dated by the request, not read from the clock when the timer fires: a fake clock runs
@@ -236,6 +299,7 @@ func (e *Engine) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer e.queue.Done(image)
+	e.leaveLane(image)
 	if e.forgetUnused(image) {
 		return true
 	}

@@ -104,6 +104,9 @@ type Runtime struct {
 	profilesMu sync.RWMutex
 	profiles   map[string]*placement.Profile
 
+	// bindingsDuringRecovery, while recoverDecisions runs, collects the pods this replica binds.
+	bindingsDuringRecovery atomic.Pointer[sync.Map]
+
 	// isReady is set once start has warmed the cache and opened the endpoints (an atomic flag:
 	// the scheduling path reads it for every pod); startErr says why it never will be.
 	isReady        atomic.Bool
@@ -361,7 +364,7 @@ func (rt *Runtime) RequestMissing(pod *v1.Pod) (missing []string) {
 					rt.reports.ObserveSpec(pod)
 					noted = true
 				}
-				rt.engine.Request(image)
+				rt.engine.RequestFor(image, pod.Namespace)
 			}
 		}
 	})

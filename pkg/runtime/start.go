@@ -167,7 +167,7 @@ func (rt *Runtime) lead(ctx context.Context) {
 		rt.RunWhenLeading(ctx, rt.mover.Run)
 	}
 	if rt.store != nil {
-		rt.RunWhenLeading(ctx, rt.pruneLoop)
+		rt.RunWhenLeading(ctx, rt.pruneLoop, rt.recoverDecisions)
 	}
 	close(rt.tookOver)
 	if rt.follower != nil {

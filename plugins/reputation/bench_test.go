@@ -9,6 +9,8 @@ import (
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
+
+	"github.com/repute-dev/repute/pkg/apis/config"
 )
 
 // The per-call benchmarks measure the extension points as the framework calls them: state
@@ -68,26 +70,91 @@ func BenchmarkScore(b *testing.B) {
 	}
 }
 
+// BenchmarkPreFilter is PreFilter resolving the pod afresh, as the first call of an attempt
+// does (without batching, SignPod is not called). Each iteration forgets the last resolution.
 func BenchmarkPreFilter(b *testing.B) {
-	for _, containers := range []int{1, 5, 20} {
+	for _, containers := range []int{1, 5, 20, 30} {
 		b.Run(fmt.Sprintf("containers=%d", containers), func(b *testing.B) {
-			images := make([]string, containers)
-			for i := range images {
-				images[i] = fmt.Sprintf("registry.internal/team/svc-%d:v1", i)
-			}
-			pl := newTestPlugin(b, testArgs(), images...)
-			w := st.MakePod().Name("p")
-			for _, img := range images {
-				w = w.Container(img)
-			}
-			pod := w.Obj()
+			pl, pod := manyImagePod(b, containers)
 			ctx := context.Background()
 			// One cycle state, as the framework creates it before PreFilter: the cost measured is
 			// PreFilter's own.
 			cs := framework.NewCycleState()
 			b.ReportAllocs()
 			for b.Loop() {
+				pl.lastResolved.Store(nil)
 				if _, s := pl.PreFilter(ctx, cs, pod, nil); s != nil {
+					b.Fatal(s)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkSchedulingAttempt is what one attempt costs Reputation before Filter, with batching
+// on: SignPod, then PreFilter. The pod's images are resolved once, by SignPod.
+func BenchmarkSchedulingAttempt(b *testing.B) {
+	for _, containers := range []int{1, 30} {
+		b.Run(fmt.Sprintf("containers=%d", containers), func(b *testing.B) {
+			pl, pod := manyImagePod(b, containers)
+			ctx, cs := context.Background(), framework.NewCycleState()
+			b.ReportAllocs()
+			for b.Loop() {
+				pl.lastResolved.Store(nil)
+				if _, s := pl.SignPod(ctx, pod); s != nil {
+					b.Fatal(s)
+				}
+				if _, s := pl.PreFilter(ctx, cs, pod, nil); s != nil {
+					b.Fatal(s)
+				}
+			}
+		})
+	}
+}
+
+// manyImagePod is a plugin that knows a verdict for each of the pod's containers' images.
+func manyImagePod(b *testing.B, containers int) (*Reputation, *v1.Pod) {
+	images := make([]string, containers)
+	for i := range images {
+		images[i] = fmt.Sprintf("registry.internal/team/svc-%d:v1", i)
+	}
+	pl := newTestPlugin(b, testArgs(), images...)
+	w := st.MakePod().Name("p")
+	for _, img := range images {
+		w = w.Container(img)
+	}
+	return pl, w.Obj()
+}
+
+// BenchmarkFilterUntrustedRules is an untrusted pod's Filter under isolation: PerNamespace and
+// maxPodsPerNode, on a node running 110 pods: of its own namespace (admitted) or of another
+// (rejected). Both read the node's summary, not its pods.
+func BenchmarkFilterUntrustedRules(b *testing.B) {
+	for _, tt := range []struct {
+		name, neighbours string
+		admitted         bool
+	}{{"admitted", "team-a", true}, {"rejected", "team-b", false}} {
+		b.Run(tt.name, func(b *testing.B) {
+			args := testArgs()
+			args.Untrusted = config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace, MaxPodsPerNode: 200}
+			args.Pools.Untrusted.Name = "untrusted"
+			pl := newTestPlugin(b, args, untrustedImage)
+			node := poolNode("u1", "untrusted", poolTaint("untrusted"))
+			pl.nodePools.eventHandler().OnAdd(node, false)
+			pl.nodePools.publish()
+			pods := make([]*v1.Pod, 110)
+			for i := range pods {
+				pods[i] = st.MakePod().Name(fmt.Sprintf("n%d", i)).Namespace(tt.neighbours).UID(fmt.Sprintf("n%d", i)).Node("u1").Obj()
+			}
+			ni := nodeInfo(node, pods...)
+			pod := restricted(st.MakePod().Name("p").Namespace("team-a").UID("p").Container(untrustedImage).Obj())
+			ctx, cs := context.Background(), framework.NewCycleState()
+			if _, s := pl.PreFilter(ctx, cs, pod, nil); s != nil {
+				b.Fatal(s)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if s := pl.Filter(ctx, cs, pod, ni); s.IsSuccess() != tt.admitted {
 					b.Fatal(s)
 				}
 			}
@@ -108,6 +175,7 @@ func BenchmarkPreFilterPodSecurity(b *testing.B) {
 			ctx, cs := context.Background(), framework.NewCycleState()
 			b.ReportAllocs()
 			for b.Loop() {
+				pl.lastResolved.Store(nil)
 				if _, s := pl.PreFilter(ctx, cs, pod, nil); s != nil {
 					b.Fatal(s)
 				}

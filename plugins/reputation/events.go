@@ -36,7 +36,7 @@ func (pl *Reputation) isSchedulableAfterNodeChange(logger klog.Logger, pod *v1.P
 	if err != nil {
 		return fwk.Queue, err
 	}
-	s := pl.stateFor(pod)
+	s := pl.resolveState(pod)
 	if s.Missing > 0 {
 		// An image with no verdict (e.g. an ephemeral container added while the pod waited):
 		// ask for it and let PreEnqueue hold the pod until it arrives.

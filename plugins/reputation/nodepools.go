@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
+	fwk "k8s.io/kube-scheduler/framework"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
 	"github.com/repute-dev/repute/reputation"
@@ -38,7 +39,7 @@ func classOfTier(t reputation.Tier) poolClass {
 const publishDelay = 200 * time.Millisecond
 
 // nodePools remembers the pool class of every node object the scheduler's informer delivered,
-// keyed by the object's pointer. Filter runs for thousands of nodes per cycle, and reading each
+// keyed by the object's pointer, with the node's rejections built once (see nodeRecord). Filter runs for thousands of nodes per cycle, and reading each
 // node's label map costs several cache misses on a large cluster (it was nearly all of
 // Reputation's overhead at 5000 nodes). Filter reads an immutable pointer-keyed map instead:
 // compact, lock-free, and warm in cache.
@@ -50,15 +51,33 @@ type nodePools struct {
 	poolKey string
 	classes map[string]poolClass // pool label value → class
 
-	published atomic.Pointer[map[*v1.Node]poolClass]
+	published atomic.Pointer[map[*v1.Node]*nodeRecord]
 
 	mu      sync.Mutex
-	live    map[*v1.Node]poolClass
+	live    map[*v1.Node]*nodeRecord
 	pending bool // a publication is scheduled
+
+	// onDelete hears of each node that left the cluster, so per-node state elsewhere goes too.
+	onDelete func(name string)
+}
+
+// nodeRecord is what Filter needs of one node object: its pool class, and its two rejections,
+// built with the record. Filter returns them as they are, so a rejected node costs no allocation
+// (most nodes a pod visits are outside its pool). The framework only stamps the plugin's name on
+// a returned status, and one Filter at a time handles a node, so sharing one per node is safe.
+type nodeRecord struct {
+	class                       poolClass
+	notInPool, untoleratedTaint *fwk.Status
+}
+
+func newNodeRecord(class poolClass) *nodeRecord {
+	return &nodeRecord{class: class,
+		notInPool:        fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool),
+		untoleratedTaint: fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)}
 }
 
 func newNodePools(poolKey string, pools map[reputation.Tier]config.PoolSpec) *nodePools {
-	np := &nodePools{poolKey: poolKey, classes: map[string]poolClass{}, live: map[*v1.Node]poolClass{}}
+	np := &nodePools{poolKey: poolKey, classes: map[string]poolClass{}, live: map[*v1.Node]*nodeRecord{}}
 	for tier, spec := range pools {
 		np.classes[spec.Name] = classOfTier(tier)
 	}
@@ -66,13 +85,16 @@ func newNodePools(poolKey string, pools map[reputation.Tier]config.PoolSpec) *no
 }
 
 // classOf returns the node's pool class.
-func (np *nodePools) classOf(node *v1.Node) poolClass {
+func (np *nodePools) classOf(node *v1.Node) poolClass { return np.recordOf(node).class }
+
+// recordOf returns the node's record; one not published yet is built afresh.
+func (np *nodePools) recordOf(node *v1.Node) *nodeRecord {
 	if m := np.published.Load(); m != nil {
-		if c, ok := (*m)[node]; ok {
-			return c
+		if r, ok := (*m)[node]; ok {
+			return r
 		}
 	}
-	return np.classify(node)
+	return newNodeRecord(np.classify(node))
 }
 
 func (np *nodePools) classify(node *v1.Node) poolClass {
@@ -94,7 +116,7 @@ func (np *nodePools) replace(gone, added *v1.Node) {
 		delete(np.live, gone)
 	}
 	if added != nil {
-		np.live[added] = np.classify(added)
+		np.live[added] = newNodeRecord(np.classify(added))
 	}
 	if !np.pending {
 		np.pending = true
@@ -130,6 +152,9 @@ func (np *nodePools) eventHandler() cache.ResourceEventHandler {
 			}
 			if n, ok := obj.(*v1.Node); ok {
 				np.replace(n, nil)
+				if np.onDelete != nil {
+					np.onDelete(n.Name)
+				}
 			}
 		},
 	}

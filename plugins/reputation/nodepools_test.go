@@ -23,7 +23,7 @@ func TestNodePoolsFollowTheInformer(t *testing.T) {
 	h.OnAdd(node, false)
 	np.publish() // what the batching timer does
 	// Prove the published index, not the labels, answers for an indexed object.
-	np.published.Store(&map[*v1.Node]poolClass{node: foreignPool})
+	np.published.Store(&map[*v1.Node]*nodeRecord{node: newNodeRecord(foreignPool)})
 	if got := np.classOf(node); got != foreignPool {
 		t.Fatalf("indexed node answered %d, want the index's %d", got, foreignPool)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -66,8 +67,12 @@ type Reputation struct {
 	// the tier's class: built once, so PreFilter looks them up without hashing and Filter
 	// allocates nothing.
 	byTier [3]tierPool // trusted, unknown, untrusted: reputation.Tiers
-	// untrusted are the untrusted pool's restrictions beyond placement.
-	untrusted untrustedRules
+	// untrusted are the untrusted pool's restrictions beyond placement; neighbours, what they
+	// look at on each node.
+	untrusted  untrustedRules
+	neighbours neighbours
+	// lastResolved is the placement of the pod the scheduling cycle is on (see stateFor).
+	lastResolved atomic.Pointer[podState]
 	// podSecurity checks pods against their tier's Pod Security Standard.
 	podSecurity psapolicy.Evaluator
 	// Mirrors TaintToleration, so every taint other than the pool's applies exactly as there.
@@ -129,6 +134,7 @@ func NewFactory(opts reputeruntime.Options) frameworkruntime.PluginFactory {
 		pl.profile = placement.NewProfile(h.ProfileName(), args, h.EventRecorder(), func(pods map[string]*v1.Pod) { h.Activate(klog.Background(), pods) })
 		pl.pools = pl.profile.Pools
 		pl.nodePools = newNodePools(pl.poolKey, pl.pools)
+		pl.nodePools.onDelete = pl.neighbours.forget
 		if pl.podSecurity, err = psapolicy.NewEvaluator(psapolicy.DefaultChecks(), nil); err != nil {
 			return nil, fmt.Errorf("pod security checks: %w", err)
 		}
@@ -167,6 +173,10 @@ type podState struct {
 	placement.Placement
 	// *tierPool points into the plugin's per-tier table: the state allocated per pod stays small.
 	*tierPool
+	// pod and generation say what the state was resolved from: this pod object, and the
+	// verdict cache at this generation (see stateFor).
+	pod        *v1.Pod
+	generation uint64
 }
 
 // tierPool is what placing a pod of one tier needs: its pool, the class of nodes in it, and
@@ -273,7 +283,24 @@ func (pl *Reputation) PreFilter(ctx context.Context, cycleState fwk.CycleState, 
 	return nil, nil
 }
 
+// stateFor resolves the pod's images once per scheduling attempt: SignPod and PreFilter both
+// need the tier, and the attempt's second call reuses the first's answer while the pod object
+// (immutable once the informer delivered it, so compared by pointer) and the verdict cache are
+// unchanged. Any verdict published in between changes the generation and forces a fresh answer.
 func (pl *Reputation) stateFor(pod *v1.Pod) *podState {
+	generation := pl.verdicts.Generation()
+	if last := pl.lastResolved.Load(); last != nil && last.pod == pod && last.generation == generation {
+		return last
+	}
+	s := pl.resolveState(pod)
+	s.pod, s.generation = pod, generation
+	pl.lastResolved.Store(s)
+	return s
+}
+
+// resolveState resolves the pod's images afresh, for callers outside the scheduling cycle
+// (queueing hints), which must not displace the cycle's pod from lastResolved.
+func (pl *Reputation) resolveState(pod *v1.Pod) *podState {
 	p := pl.resolve(pod)
 	return &podState{Placement: p, tierPool: pl.tierPoolOf(p.Tier)}
 }
@@ -319,21 +346,26 @@ func (pl *Reputation) readState(cycleState fwk.CycleState, pod *v1.Pod) *podStat
 func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
 	s := pl.readState(cycleState, pod)
 	node := nodeInfo.Node()
-	if !pl.inPool(node, s) {
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool)
+	record := pl.nodePools.recordOf(node)
+	if !inPool(record.class, s) {
+		return record.notInPool
 	}
 	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.taints); untolerated {
 		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
-		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonUntoleratedTaint)
+		return record.untoleratedTaint
 	}
 	if s.Tier == reputation.TierUntrusted && pl.untrusted.onNodes() {
-		return pl.untrusted.admitsOnNode(pod, nodeInfo)
+		return pl.untrusted.admitsOnNode(pod, pl.neighbours.of(nodeInfo))
 	}
 	return nil
 }
 
 func (pl *Reputation) inPool(node *v1.Node, s *podState) bool {
-	switch pl.nodePools.classOf(node) {
+	return inPool(pl.nodePools.classOf(node), s)
+}
+
+func inPool(class poolClass, s *podState) bool {
+	switch class {
 	case s.class:
 		return true
 	case unpooled:
@@ -408,7 +440,7 @@ func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, p
 // SignPod lets pods with the same tier and tolerations share scheduling results when batching.
 func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	return []fwk.SignFragment{
-		{Key: "repute.dev/Reputation.Tier()", Value: string(pl.resolve(pod).Tier)},
+		{Key: "repute.dev/Reputation.Tier()", Value: string(pl.stateFor(pod).Tier)},
 		{Key: fwk.TolerationsSignerName, Value: fwk.TolerationsSigner(pod)},
 	}, nil
 }

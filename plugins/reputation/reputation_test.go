@@ -398,3 +398,50 @@ func TestSignPodSeparatesTiers(t *testing.T) {
 		t.Errorf("a trusted and an untrusted pod sign the same: %v", a)
 	}
 }
+
+// A pod's images are resolved once per scheduling attempt: PreFilter reuses SignPod's answer
+// for the same pod object while no verdict changes, and resolves again when one does, or for
+// an updated pod object.
+func TestImagesResolvedOncePerAttempt(t *testing.T) {
+	args := testArgs()
+	pl := newTestPlugin(t, args, trustedImage)
+	pod := st.MakePod().Name("p").UID("p").Container(trustedImage).Obj()
+	ctx := context.Background()
+
+	if _, s := pl.SignPod(ctx, pod); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	signed := pl.lastResolved.Load()
+	cs := framework.NewCycleState()
+	if _, s := pl.PreFilter(ctx, cs, pod, nil); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	if got := pl.readState(cs, pod); got != signed {
+		t.Fatalf("PreFilter resolved the pod again: state %p, SignPod's %p", got, signed)
+	}
+
+	// A verdict published between the two calls is seen: the untrusted verdict now applies.
+	pl.verdicts.Publish(trustedImage, &reputation.Verdict{Image: trustedImage, Tier: reputation.TierUntrusted, Score: 10, DecidedBy: "test"})
+	cs = framework.NewCycleState()
+	if _, s := pl.PreFilter(ctx, cs, pod, nil); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	if got := pl.readState(cs, pod).Tier; got != reputation.TierUntrusted {
+		t.Fatalf("after a new verdict PreFilter placed the pod %s, want untrusted", got)
+	}
+
+	// An updated pod object (another image) is resolved afresh.
+	updated := pod.DeepCopy()
+	updated.Spec.Containers[0].Image = unknownImage
+	pl.verdicts.Publish(unknownImage, &reputation.Verdict{Image: unknownImage, Tier: reputation.TierUnknown, Score: 40, DecidedBy: "test"})
+	if _, s := pl.SignPod(ctx, pod); !s.IsSuccess() { // the old object resolved last
+		t.Fatal(s)
+	}
+	cs = framework.NewCycleState()
+	if _, s := pl.PreFilter(ctx, cs, updated, nil); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	if got := pl.readState(cs, updated).Tier; got != reputation.TierUnknown {
+		t.Fatalf("the updated pod was placed %s, want unknown (its new image)", got)
+	}
+}

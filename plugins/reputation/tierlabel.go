@@ -24,6 +24,7 @@ var _ fwk.BindPlugin = &Reputation{}
 func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	s := pl.readState(state, pod)
 	tier := s.Tier
+	pl.runtime.NoteBinding(pod)
 	binding := &v1.Binding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
 			Labels:      map[string]string{TierLabel: string(tier)},

@@ -3,6 +3,7 @@ package reputation
 import (
 	"fmt"
 	"strings"
+	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,25 +35,67 @@ func newUntrustedRules(spec config.UntrustedPoolSpec) untrustedRules {
 // onNodes says whether Filter has to look at a node's pods for an untrusted pod.
 func (r untrustedRules) onNodes() bool { return r.perNamespace || r.maxPodsPerNode > 0 }
 
-// admitsOnNode checks the node's pods against the rules. It runs only for untrusted pods with a
-// rule on, so other pods' Filter stays a pool lookup. Unschedulable (not unresolvable): the
-// node may free up, and pods leaving a node requeue the pod.
-func (r untrustedRules) admitsOnNode(pod *v1.Pod, nodeInfo fwk.NodeInfo) *fwk.Status {
-	count := 0
-	for _, pi := range nodeInfo.GetPods() {
-		other := pi.GetPod()
-		if other.UID == pod.UID || isNodeInfrastructure(other) {
-			continue
-		}
-		if r.perNamespace && other.Namespace != pod.Namespace {
-			return fwk.NewStatus(fwk.Unschedulable, ErrReasonOtherNamespace)
-		}
-		count++
+// admitsOnNode checks the node's summary against the rules. It runs only for untrusted pods
+// with a rule on, so other pods' Filter stays a pool lookup. Unschedulable (not unresolvable):
+// the node may free up, and pods leaving a node requeue the pod.
+func (r untrustedRules) admitsOnNode(pod *v1.Pod, node *nodeSummary) *fwk.Status {
+	if r.perNamespace && (node.mixed || node.pods > 0 && node.namespace != pod.Namespace) {
+		return node.otherNamespace
 	}
-	if r.maxPodsPerNode > 0 && count >= r.maxPodsPerNode {
-		return fwk.NewStatus(fwk.Unschedulable, ErrReasonNodeFull)
+	if r.maxPodsPerNode > 0 && node.pods >= r.maxPodsPerNode {
+		return node.full
 	}
 	return nil
+}
+
+// nodeSummary is what the untrusted pool's rules look at on a node, DaemonSet and static pods
+// aside: how many pods it runs and the namespace they share (mixed when there are several). It
+// carries the node's two rejections, for the reason nodeRecord does.
+type nodeSummary struct {
+	generation           int64
+	pods                 int
+	namespace            string
+	mixed                bool
+	otherNamespace, full *fwk.Status
+}
+
+// neighbours keeps one summary per node, rebuilt only when the node's NodeInfo generation
+// changes (a pod came, went or changed there). Filter then costs a lookup, not a walk over
+// every pod of the node with allocations for each. It reads the scheduler's snapshot, not an
+// informer: pods assumed but not yet bound count, so two namespaces never race onto a node.
+type neighbours struct{ byNode sync.Map } // node name → *nodeSummary
+
+func (n *neighbours) of(nodeInfo fwk.NodeInfo) *nodeSummary {
+	name, generation := nodeInfo.Node().Name, nodeInfo.GetGeneration()
+	if v, ok := n.byNode.Load(name); ok {
+		if s := v.(*nodeSummary); s.generation == generation {
+			return s
+		}
+	}
+	s := summarize(nodeInfo)
+	n.byNode.Store(name, s)
+	return s
+}
+
+func (n *neighbours) forget(node string) { n.byNode.Delete(node) }
+
+func summarize(nodeInfo fwk.NodeInfo) *nodeSummary {
+	s := &nodeSummary{generation: nodeInfo.GetGeneration(),
+		otherNamespace: fwk.NewStatus(fwk.Unschedulable, ErrReasonOtherNamespace),
+		full:           fwk.NewStatus(fwk.Unschedulable, ErrReasonNodeFull)}
+	for _, pi := range nodeInfo.GetPods() {
+		p := pi.GetPod()
+		if isNodeInfrastructure(p) {
+			continue
+		}
+		if s.pods == 0 {
+			s.namespace = p.Namespace
+		} else if p.Namespace != s.namespace {
+			s.mixed = true
+		}
+		s.pods++
+	}
+	return s
 }
 
 // isNodeInfrastructure tells DaemonSet and static (mirror) pods: they run on every node of a
@@ -98,7 +141,7 @@ func (r untrustedRules) limitsStatus(pod *v1.Pod, tier reputation.Tier) *fwk.Sta
 // isSchedulableAfterPodLeft requeues an untrusted pod, held by a node rule, when a pod leaves
 // a node: that node may now take it.
 func (pl *Reputation) isSchedulableAfterPodLeft(logger klog.Logger, pod *v1.Pod, _, _ interface{}) (fwk.QueueingHint, error) {
-	if !pl.untrusted.onNodes() || pl.stateFor(pod).Tier != reputation.TierUntrusted {
+	if !pl.untrusted.onNodes() || pl.resolveState(pod).Tier != reputation.TierUntrusted {
 		return fwk.QueueSkip, nil
 	}
 	logger.V(5).Info("a pod left a node; the untrusted pod may fit there now", "pod", klog.KObj(pod))

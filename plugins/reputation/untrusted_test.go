@@ -7,6 +7,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/klog/v2"
 	fwk "k8s.io/kube-scheduler/framework"
 	"k8s.io/kubernetes/pkg/scheduler/framework"
 	st "k8s.io/kubernetes/pkg/scheduler/testing"
@@ -34,6 +35,7 @@ func TestUntrustedNodeRules(t *testing.T) {
 		{"no rules: shared nodes", config.UntrustedPoolSpec{}, untrustedImage, []*v1.Pod{neighbour("b1", "team-b")}, ""},
 		{"per namespace: a pod of another namespace", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{neighbour("b1", "team-b")}, ErrReasonOtherNamespace},
 		{"per namespace: same namespace", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a")}, ""},
+		{"per namespace: a node shared by ours and another", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a"), neighbour("b1", "team-b")}, ErrReasonOtherNamespace},
 		{"per namespace: DaemonSet and static pods do not count", config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace}, untrustedImage, []*v1.Pod{daemon, mirror}, ""},
 		{"at the bound", config.UntrustedPoolSpec{MaxPodsPerNode: 2}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a"), neighbour("a2", "team-a"), daemon}, ErrReasonNodeFull},
 		{"under the bound", config.UntrustedPoolSpec{MaxPodsPerNode: 2}, untrustedImage, []*v1.Pod{neighbour("a1", "team-a"), daemon, mirror}, ""},
@@ -60,6 +62,49 @@ func TestUntrustedNodeRules(t *testing.T) {
 				t.Errorf("Filter = %v, want Unschedulable: %s", s, tt.wantReason)
 			}
 		})
+	}
+}
+
+// The per-node summary is rebuilt when the node's pods change: a pod arriving from another
+// namespace closes the node, and its leaving opens it again, on the same NodeInfo.
+func TestUntrustedNodeSummaryFollowsTheNode(t *testing.T) {
+	args := testArgs()
+	args.Untrusted = config.UntrustedPoolSpec{Isolation: config.UntrustedIsolationPerNamespace, MaxPodsPerNode: 2}
+	args.Pools.Untrusted.Name = "untrusted"
+	pl := newTestPlugin(t, args, untrustedImage)
+	pod := restricted(st.MakePod().Name("new").Namespace("team-a").UID("new").Container(untrustedImage).Obj())
+	cs := framework.NewCycleState()
+	if _, s := pl.PreFilter(context.Background(), cs, pod, nil); !s.IsSuccess() {
+		t.Fatal(s)
+	}
+	ni := nodeInfo(poolNode("u1", "untrusted", poolTaint("untrusted")))
+	stranger := st.MakePod().Name("b1").Namespace("team-b").UID("b1").Node("u1").Obj()
+	friend := st.MakePod().Name("a1").Namespace("team-a").UID("a1").Node("u1").Obj()
+	friend2 := st.MakePod().Name("a2").Namespace("team-a").UID("a2").Node("u1").Obj()
+	steps := []struct {
+		name       string
+		change     func()
+		wantReason string
+	}{
+		{"empty", func() {}, ""},
+		{"a pod of another namespace arrives", func() { ni.AddPod(stranger) }, ErrReasonOtherNamespace},
+		{"it leaves", func() { _ = ni.RemovePod(klog.Background(), stranger) }, ""},
+		{"one of ours", func() { ni.AddPod(friend) }, ""},
+		{"two of ours: full", func() { ni.AddPod(friend2) }, ErrReasonNodeFull},
+		{"one leaves", func() { _ = ni.RemovePod(klog.Background(), friend2) }, ""},
+	}
+	for _, step := range steps {
+		step.change()
+		for range 2 { // the second call reads the summary the first built
+			s := pl.Filter(context.Background(), cs, pod, ni)
+			got := ""
+			if s != nil {
+				got = strings.Join(s.Reasons(), "")
+			}
+			if got != step.wantReason {
+				t.Fatalf("%s: Filter = %v, want %q", step.name, s, step.wantReason)
+			}
+		}
 	}
 }
 

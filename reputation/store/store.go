@@ -57,7 +57,8 @@ type Decision struct {
 	Reason        string          `json:"reason"`
 	Images        []string        `json:"images,omitempty"`
 	// Action is empty for a placement; for a running pod whose tier changed it is "evicted",
-	// "reported" (left in place, and why) or "blocked" (a PodDisruptionBudget held it).
+	// "reported" (left in place, and why) or "blocked" (a PodDisruptionBudget held it); a
+	// placement whose own record was lost with a killed leader is filed as "recovered".
 	Action string `json:"action,omitempty"`
 }
 
