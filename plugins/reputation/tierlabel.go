@@ -29,7 +29,7 @@ func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
 			Labels:      map[string]string{TierLabel: string(tier)},
 			Annotations: map[string]string{placement.ExplanationAnnotation: s.Explanation(s.pool.Name)}},
-		Target:     v1.ObjectReference{Kind: "Node", Name: nodeName},
+		Target: v1.ObjectReference{Kind: "Node", Name: nodeName},
 	}
 	if c := pl.handle.APICacher(); c != nil {
 		onFinish, err := c.BindPod(binding)
