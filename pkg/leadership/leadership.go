@@ -139,6 +139,13 @@ const (
 	pollSlowEvery = 5 * time.Second
 )
 
+// embeddedAfter is how long the configuration may stay unpublished before a process with no
+// leader elector at all is taken for an embedding (scheduler.New, as scheduler_perf builds it):
+// app.Run publishes the configuration within moments of building the plugins and only then
+// starts its elector, and without app.Run nothing elects, so that process is the only
+// scheduler there is. A variable so tests can shorten it.
+var embeddedAfter = 5 * time.Second
+
 // Elected returns a channel closed once this process schedules: at once when leader election
 // is off, else when the elector reports the lease as held. kube-scheduler exits when it loses
 // its lease, so leadership, once gained, lasts for the life of the process.
@@ -146,8 +153,13 @@ func Elected(ctx context.Context) <-chan struct{} {
 	elected := make(chan struct{})
 	go func() {
 		logger := klog.FromContext(ctx)
-		election, err := awaitConfig(ctx)
+		election, embedded, err := awaitConfig(ctx)
 		if err != nil {
+			return
+		}
+		if embedded {
+			logger.Info("Warning: kube-scheduler's configuration was never published and nothing in this process elects a leader: taking it for an embedded scheduler (scheduler.New) and scheduling as its only replica. Embedders should pass runtime.Options{Elected: runtime.WithoutElection()} to say so at once", "waited", embeddedAfter)
+			close(elected)
 			return
 		}
 		if !election.Enabled {
@@ -178,11 +190,18 @@ func Elected(ctx context.Context) <-chan struct{} {
 	return elected
 }
 
-func awaitConfig(ctx context.Context) (Election, error) {
+// awaitConfig waits for kube-scheduler's configuration; embedded is true when, after
+// embeddedAfter, there is none and no leader elector exists in the process.
+func awaitConfig(ctx context.Context) (_ Election, embedded bool, _ error) {
 	start, warned := time.Now(), false
 	for {
 		if e, ok := componentConfig(); ok {
-			return e, nil
+			return e, false, nil
+		}
+		if time.Since(start) > embeddedAfter {
+			if _, electors, _ := holds(); electors == 0 {
+				return Election{}, true, nil
+			}
 		}
 		delay := pollEvery
 		if time.Since(start) > pollFastFor {
@@ -194,7 +213,7 @@ func awaitConfig(ctx context.Context) (Election, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return Election{}, ctx.Err()
+			return Election{}, false, ctx.Err()
 		case <-time.After(delay):
 		}
 	}

@@ -58,6 +58,34 @@ func TestElectedWithoutLeaderElection(t *testing.T) {
 	}
 }
 
+// Built by scheduler.New, with no app.Run to publish the configuration and no elector in the
+// process, the plugin's process is the only scheduler: it is elected once embeddedAfter passes,
+// rather than standing by forever. An elector in the process keeps it a standby.
+func TestElectedWhenEmbeddedWithoutApp(t *testing.T) {
+	saved := embeddedAfter
+	embeddedAfter = 200 * time.Millisecond
+	t.Cleanup(func() { embeddedAfter = saved })
+	var electors int
+	update(func() { electors, elections.electors = elections.electors, 0 })
+	t.Cleanup(func() { update(func() { elections.electors = electors }) })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	elected := Elected(ctx)
+	if closedWithin(elected, 100*time.Millisecond) {
+		t.Fatal("elected before embeddedAfter passed")
+	}
+	if !closedWithin(elected, 2*time.Second) {
+		t.Fatal("an embedded scheduler with no elector never schedules")
+	}
+
+	update(func() { elections.electors = 1 })
+	withElector := Elected(ctx)
+	if closedWithin(withElector, time.Second) {
+		t.Fatal("elected without configuration while an elector runs in the process")
+	}
+}
+
 // With leader election on, the replica stands by until client-go's real elector acquires the
 // lease and reports it to the installed provider; the gauge kube-scheduler exports says so too.
 func TestElectedWhenTheElectorAcquiresTheLease(t *testing.T) {
