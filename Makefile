@@ -13,7 +13,7 @@ PKGS := ./...
 COSIGN_VERSION ?= v3.1.3
 COSIGN := $(CURDIR)/$(BIN)/tools/cosign
 
-.PHONY: all build tools test soak demo demo-keep bench fuzz fuzz-long verify codegen clean
+.PHONY: all build tools test soak perf perf-report demo demo-keep bench fuzz fuzz-long verify codegen clean
 all: build
 
 ## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
@@ -28,11 +28,25 @@ tools: $(COSIGN)
 $(COSIGN):
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN_VERSION)
 
-## test: unit, integration (real etcd + kube-apiserver + scheduler, real registry, real cosign) and deploy tests
-test: $(COSIGN)
+# scheduler_perf starts the etcd binary it finds on PATH; this one is built from the module graph.
+ETCD := $(CURDIR)/$(BIN)/tools/etcd
+$(ETCD): go.mod
+	$(GO) build -o $(ETCD) go.etcd.io/etcd/server/v3
+
+PERF_BIN := $(CURDIR)/$(BIN)/perf.test
+.PHONY: $(PERF_BIN)
+$(PERF_BIN):
+	$(GO) test -c -o $(PERF_BIN) ./test/perf/
+
+## test: unit, integration (real etcd + kube-apiserver + scheduler, real registry, real cosign) and deploy tests,
+## then scheduler_perf's 100-node workload once under each profile (the smoke run of make perf)
+test: $(COSIGN) $(ETCD) $(PERF_BIN)
 	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \
 		$(GO) test -count=1 -timeout 30m $(PKGS)
+	rm -rf $(BIN)/perf-smoke
+	$(GO) run ./test/cmd/repute-perf run -bin $(PERF_BIN) -etcd-dir $(BIN)/tools -runs $(BIN)/perf-smoke/runs.json \
+		-out $(BIN)/perf-smoke -repeats 1 -order Default,Repute -labels smoke -cases SchedulingBasic/100Nodes
 
 ## soak: the flood and fault tests at full size (make test runs a short version of each)
 SOAK ?= TestKilledSchedulerLosesNoDecision|TestFloodDoesNotStarveOtherNamespaces
@@ -40,6 +54,20 @@ soak: $(COSIGN)
 	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	REPUTE_SOAK=1 REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \
 		$(GO) test -count=1 -timeout 60m -v -run '$(SOAK)' ./pkg/engine/ ./test/integration/
+
+## perf: the scheduler_perf campaign, Repute against the default profile (see docs/performance.md);
+## PERF_CASES, PERF_REPEATS narrow it. Results are appended to docs/perf/runs.json, then the page is rebuilt.
+PERF_REPEATS ?= 3
+PERF_CASES ?= SchedulingBasic/100Nodes,SchedulingBasic/1000Nodes,MixedTiers/1000Nodes,FirstSeenImages/100Nodes,SchedulingBasic/5000Nodes_10000Pods
+perf: $(ETCD) $(PERF_BIN)
+	$(GO) run ./test/cmd/repute-perf run -bin $(PERF_BIN) -etcd-dir $(BIN)/tools -runs docs/perf/runs.json \
+		-out $(BIN)/perf-results -repeats $(PERF_REPEATS) -cases $(PERF_CASES)
+	$(MAKE) perf-report
+
+## perf-report: regenerate docs/performance.md and its plots from docs/perf/runs.json
+perf-report:
+	mkdir -p docs/perf
+	$(GO) run ./test/cmd/repute-perf report -runs docs/perf/runs.json -out docs
 
 ## demo: the README's first command
 demo: $(COSIGN)

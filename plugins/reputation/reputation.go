@@ -401,10 +401,12 @@ func (f *taintFilter) applies(t *v1.Taint) bool {
 // pods share nodes and leave others free), Spread prefers the emptiest (an untrusted or unknown
 // pod shares its node with as few others as possible). Fullness is the largest of the CPU,
 // memory and pod-count fractions in use, so it is in [0,100] with no normalization pass.
+// Untrusted pods isolated per namespace always pack: the nodes Filter left them are empty or
+// their own namespace's, and spreading would hand every empty node to the first namespace.
 func (pl *Reputation) Score(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeInfo fwk.NodeInfo) (int64, *fwk.Status) {
 	s := pl.readState(cycleState, pod)
 	used := fullness(nodeInfo)
-	if s.pool.Placement == config.PlacementPack {
+	if s.pool.Placement == config.PlacementPack || s.Tier == reputation.TierUntrusted && pl.untrusted.perNamespace {
 		return used, nil
 	}
 	return fwk.MaxNodeScore - used, nil

@@ -199,3 +199,30 @@ func TestPodSecurityPerTier(t *testing.T) {
 		})
 	}
 }
+
+// Under PerNamespace an untrusted pod packs onto its own namespace's nodes before it takes an
+// empty one, whatever the pool's placement: spreading would give every empty node to the first
+// namespace and leave none for the next.
+func TestUntrustedPerNamespacePacks(t *testing.T) {
+	for _, isolation := range []config.UntrustedIsolation{config.UntrustedIsolationNone, config.UntrustedIsolationPerNamespace} {
+		t.Run(string(isolation), func(t *testing.T) {
+			args := testArgs()
+			args.Untrusted = config.UntrustedPoolSpec{Isolation: isolation}
+			args.Pools.Untrusted.Name, args.Pools.Untrusted.Placement = "untrusted", config.PlacementSpread
+			pl := newTestPlugin(t, args, untrustedImage)
+			pod := restricted(st.MakePod().Name("new").Namespace("team-a").UID("new").Container(untrustedImage).Obj())
+			cs := framework.NewCycleState()
+			if _, s := pl.PreFilter(context.Background(), cs, pod, nil); !s.IsSuccess() {
+				t.Fatal(s)
+			}
+			empty := nodeInfo(poolNode("u1", "untrusted", poolTaint("untrusted")))
+			ours := nodeInfo(poolNode("u2", "untrusted", poolTaint("untrusted")),
+				st.MakePod().Name("a1").Namespace("team-a").UID("a1").Node("u2").Req(map[v1.ResourceName]string{"cpu": "1"}).Obj())
+			emptyScore, _ := pl.Score(context.Background(), cs, pod, empty)
+			oursScore, _ := pl.Score(context.Background(), cs, pod, ours)
+			if packs := oursScore > emptyScore; packs != (isolation == config.UntrustedIsolationPerNamespace) {
+				t.Errorf("scores: own namespace's node %d, empty node %d; want packing only under PerNamespace", oursScore, emptyScore)
+			}
+		})
+	}
+}
