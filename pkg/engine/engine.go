@@ -10,6 +10,8 @@ package engine
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,8 +72,8 @@ type Options struct {
 	// (nil for a reference that does not parse), the verdict, the time it took, and whether
 	// some evidence could not be gathered.
 	OnEvaluated func(ev *reputation.Evidence, v *reputation.Verdict, elapsed time.Duration, incomplete bool)
-	// OnForgotten is told of the verdict of each image forgotten because no pod uses it.
-	OnForgotten func(v *reputation.Verdict)
+	// OnForgotten is told of each image forgotten because no pod uses it, and its last verdict.
+	OnForgotten func(image string, v *reputation.Verdict)
 	// MaxQueuedPerNamespace bounds the first-seen images one namespace has waiting in its own
 	// lane of the queue (see fairQueue); further ones wait in the background lane, behind every
 	// other namespace's turn. Zero: DefaultMaxQueuedPerNamespace.
@@ -100,6 +102,14 @@ type Engine struct {
 	// verdict built from newer evidence; evidence holds what each published verdict was built on.
 	publishMu sync.Mutex
 	evidence  map[string]*reputation.Evidence
+	// byKey indexes, under publishMu, the images whose evidence is filed under each behavior key
+	// (digest, reference), and withBehavior those whose evidence holds behavior: a runtime event
+	// re-weighs the images it concerns, and the periodic rescore the images with behavior,
+	// without a pass over every image.
+	byKey        map[string]map[string]struct{}
+	withBehavior map[string]struct{}
+	// peak is the most images evidence has held since the maps were last rebuilt (see shrink).
+	peak int
 	// checked holds, under publishMu, each image's signature evidence from its last complete
 	// evaluation; failingSince when its evaluations began to fail.
 	checked      map[string]checkedSignature
@@ -157,7 +167,7 @@ func New(opts Options) *Engine {
 	if opts.MaxQueuedPerNamespace <= 0 {
 		opts.MaxQueuedPerNamespace = DefaultMaxQueuedPerNamespace
 	}
-	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{},
+	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{}, byKey: map[string]map[string]struct{}{}, withBehavior: map[string]struct{}{},
 		checked: map[string]checkedSignature{}, failingSince: map[string]time.Time{}, unusedSince: map[string]time.Time{},
 		laneOf: map[string]string{}, inLane: map[string]int{}}
 	// client-go's rate-limiting, delaying workqueue, over the fair queue.
@@ -274,7 +284,7 @@ func (e *Engine) Run(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case <-tick.C():
-					e.Rescore(func(_ string, ev *reputation.Evidence) bool { return len(ev.Behavior) > 0 })
+					e.RescoreBehavior()
 				}
 			}
 		})
@@ -350,12 +360,13 @@ func (e *Engine) forgetUnused(image string) bool {
 		return false
 	}
 	e.queue.Forget(image)
-	delete(e.evidence, image)
+	e.setEvidence(image, nil)
 	delete(e.checked, image)
 	delete(e.failingSince, image)
 	delete(e.unusedSince, image)
+	e.shrink()
 	if v := e.opts.Cache.Forget(image); v != nil && e.opts.OnForgotten != nil {
-		e.opts.OnForgotten(v)
+		e.opts.OnForgotten(image, v)
 	}
 	return true
 }
@@ -410,18 +421,90 @@ func (e *Engine) publish(image string, ev *reputation.Evidence, v *reputation.Ve
 	e.publishMu.Lock()
 	defer e.publishMu.Unlock()
 	if ev != nil {
-		e.evidence[image] = ev
+		e.setEvidence(image, ev)
 	}
 	e.opts.Cache.Publish(image, v)
 }
 
-// Rescore re-weighs, from memory, every image whose last gathered evidence matches: the local
-// sources are read again and the verdict republished if its outcome changed. No registry or
-// report is consulted, so a Falco alert re-tiers an image in microseconds whatever the state of
-// the registry. Images not yet evaluated are left to their evaluation, which reads the local
-// sources too. It returns how many verdicts changed.
-func (e *Engine) Rescore(match func(image string, ev *reputation.Evidence) bool) int {
-	return e.reweigh(match, nil)
+// shrink rebuilds the per-image maps once they hold a quarter of their peak: Go maps keep their
+// space after deletes, so the space a flood of one-off images took would otherwise stay after
+// they are forgotten. Amortized, it costs O(1) per forgotten image. publishMu is held.
+func (e *Engine) shrink() {
+	if e.peak < 1024 || len(e.evidence) > e.peak/4 {
+		return
+	}
+	e.evidence, e.byKey, e.withBehavior = maps.Clone(e.evidence), maps.Clone(e.byKey), maps.Clone(e.withBehavior)
+	e.checked, e.failingSince, e.unusedSince = maps.Clone(e.checked), maps.Clone(e.failingSince), maps.Clone(e.unusedSince)
+	e.peak = len(e.evidence)
+	e.laneMu.Lock()
+	e.laneOf, e.inLane = maps.Clone(e.laneOf), maps.Clone(e.inLane)
+	e.laneMu.Unlock()
+}
+
+// setEvidence keeps an image's evidence and its place in the indexes; ev nil drops both.
+// publishMu is held.
+func (e *Engine) setEvidence(image string, ev *reputation.Evidence) {
+	if old := e.evidence[image]; old != nil {
+		for _, k := range reputation.BehaviorKeys(old) {
+			if images := e.byKey[k]; images != nil {
+				delete(images, image)
+				if len(images) == 0 {
+					delete(e.byKey, k)
+				}
+			}
+		}
+	}
+	delete(e.withBehavior, image)
+	if ev == nil {
+		delete(e.evidence, image)
+		return
+	}
+	e.evidence[image] = ev
+	e.peak = max(e.peak, len(e.evidence))
+	for _, k := range reputation.BehaviorKeys(ev) {
+		if k == "" {
+			continue
+		}
+		if e.byKey[k] == nil {
+			e.byKey[k] = map[string]struct{}{}
+		}
+		e.byKey[k][image] = struct{}{}
+	}
+	if len(ev.Behavior) > 0 {
+		e.withBehavior[image] = struct{}{}
+	}
+}
+
+// RescoreKeys re-weighs, from memory, the images whose evidence is filed under any of the
+// behavior keys (digests, references) a runtime event names: the local sources are read again and
+// each verdict republished if its outcome changed. No registry or report is consulted, so a
+// Falco alert re-tiers an image in microseconds whatever the state of the registry, and the cost
+// is the images concerned, not every image known. Images not yet evaluated are left to their
+// evaluation, which reads the local sources too. It returns how many verdicts changed.
+func (e *Engine) RescoreKeys(keys []string) int {
+	e.publishMu.Lock()
+	var images []string
+	for _, k := range keys {
+		for image := range e.byKey[k] {
+			if !slices.Contains(images, image) {
+				images = append(images, image)
+			}
+		}
+	}
+	e.publishMu.Unlock()
+	return e.reweighImages(images, nil)
+}
+
+// RescoreBehavior re-weighs the images whose evidence holds runtime behavior, so that decaying
+// penalties lift on time.
+func (e *Engine) RescoreBehavior() int {
+	e.publishMu.Lock()
+	images := make([]string, 0, len(e.withBehavior))
+	for image := range e.withBehavior {
+		images = append(images, image)
+	}
+	e.publishMu.Unlock()
+	return e.reweighImages(images, nil)
 }
 
 // Reweigh re-weighs every image from the evidence already gathered, under the policy in force
@@ -429,21 +512,28 @@ func (e *Engine) Rescore(match func(image string, ev *reputation.Evidence) bool)
 // set, may first withdraw evidence the new policy no longer accepts (a signature by a key that
 // is no longer trusted) from a copy. It returns how many verdicts changed.
 func (e *Engine) Reweigh(adjust func(ev *reputation.Evidence)) int {
-	return e.reweigh(func(string, *reputation.Evidence) bool { return true }, adjust)
+	e.publishMu.Lock()
+	images := make([]string, 0, len(e.evidence))
+	for image := range e.evidence {
+		images = append(images, image)
+	}
+	e.publishMu.Unlock()
+	return e.reweighImages(images, adjust)
 }
 
-func (e *Engine) reweigh(match func(image string, ev *reputation.Evidence) bool, adjust func(ev *reputation.Evidence)) int {
+// reweighImages re-weighs each image from its last gathered evidence.
+func (e *Engine) reweighImages(images []string, adjust func(ev *reputation.Evidence)) int {
 	changed := 0
-	for image, old := range e.opts.Cache.Snapshot() {
+	for _, image := range images {
 		e.publishMu.Lock()
-		last := e.evidence[image]
-		if last == nil || !match(image, last) {
+		last, old := e.evidence[image], e.opts.Cache.Get(image)
+		if last == nil || old == nil {
 			e.publishMu.Unlock()
 			continue
 		}
 		ev := e.reread(last, adjust)
 		v := reputation.Evaluate(e.Policy(), ev, e.opts.Clock.Now())
-		e.evidence[image] = ev
+		e.setEvidence(image, ev)
 		if !reputation.SameOutcome(old, v) {
 			e.opts.Cache.Publish(image, v)
 			changed++

@@ -285,8 +285,7 @@ func TestEngineRescoresFromMemoryWithoutIO(t *testing.T) {
 	calls := registry.calls.Load()
 
 	ledger.Record(reputation.BehaviorEvent{Kind: reputation.BehaviorFalcoAlert, Rule: "Terminal shell in container", Priority: "Critical", At: e.clock.Now()}, testDigest)
-	concerns := func(_ string, ev *reputation.Evidence) bool { return ev.Image.Digest == testDigest }
-	if n := e.Rescore(concerns); n != 1 {
+	if n := e.RescoreKeys([]string{testDigest}); n != 1 {
 		t.Fatalf("rescore changed %d verdicts, want 1", n)
 	}
 	if v := e.Cache().Get(image); v.Tier != reputation.TierUntrusted || !strings.Contains(v.DecidedBy, "Terminal shell in container") {
@@ -295,7 +294,7 @@ func TestEngineRescoresFromMemoryWithoutIO(t *testing.T) {
 	if v := e.Cache().Get(other); v.Tier != reputation.TierTrusted {
 		t.Fatalf("another digest was hit: %s", v.Tier)
 	}
-	if n := e.Rescore(concerns); n != 0 {
+	if n := e.RescoreKeys([]string{testDigest}); n != 0 {
 		t.Fatalf("a second rescore with nothing new changed %d verdicts, want 0 (no needless pod retries)", n)
 	}
 	if got := registry.calls.Load(); got != calls {
@@ -468,7 +467,7 @@ func TestEngineForgetsImagesNoPodUses(t *testing.T) {
 	goneInUse.Store(true)
 	e := start(t, Options{Policy: examplePolicy(t), Sources: []reputation.EvidenceSource{src}, ReverifyAfter: time.Hour,
 		InUse:       func(image string) bool { return image == used || goneInUse.Load() },
-		OnForgotten: func(*reputation.Verdict) { forgotten.Add(1) }})
+		OnForgotten: func(string, *reputation.Verdict) { forgotten.Add(1) }})
 	e.Request(used)
 	e.next(t, "the used image's verdict")
 	e.Request(gone)

@@ -316,6 +316,21 @@ func (m *Mirror) onVerdict(image string, _, v *reputation.Verdict) {
 	m.markDirty(i)
 }
 
+// Forget drops an image's verdict from the snapshot, for an image no pod uses any more; a no-op
+// unless leading.
+func (m *Mirror) Forget(image string) {
+	i := ShardOf(image)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.leading {
+		return
+	}
+	if _, ok := m.shards[i].Verdicts[image]; ok {
+		delete(m.shards[i].Verdicts, image)
+		m.markDirty(i)
+	}
+}
+
 // RecordBehavior adds a runtime event to the snapshot; events are mirrored only while leading.
 func (m *Mirror) RecordBehavior(e reputation.BehaviorEvent, keys []string) {
 	if len(keys) == 0 {

@@ -456,3 +456,23 @@ func TestAnOversizeShardDropsItsOldestVerdicts(t *testing.T) {
 		t.Error("the newest verdict was dropped before older ones")
 	}
 }
+
+// The leader drops a forgotten image from the snapshot, so standbys stop adopting it.
+func TestForgetDropsTheVerdictFromTheSnapshot(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client := fake.NewClientset()
+	cache := reputation.NewCache()
+	m := New(client, "kube-system", cache, func() time.Duration { return time.Hour })
+	m.Lead(ctx)
+	cache.Publish("reg/one-off:v1", verdict("reg/one-off:v1", reputation.TierUnknown, time.Now()))
+	waitFor(t, "the verdict in the snapshot", func() bool {
+		s := readShard(t, client, ShardOf("reg/one-off:v1"))
+		return s != nil && s.Verdicts["reg/one-off:v1"] != nil
+	})
+	m.Forget("reg/one-off:v1")
+	waitFor(t, "the verdict gone from the snapshot", func() bool {
+		s := readShard(t, client, ShardOf("reg/one-off:v1"))
+		return s != nil && s.Verdicts["reg/one-off:v1"] == nil
+	})
+}

@@ -213,9 +213,7 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 
 	// A standby records no behavior: the leader sees the same pods and alerts, and mirrors them.
 	rt.recorder = &behavior.Recorder{Ledger: rt.ledger, Standby: func() bool { return !rt.Leading() },
-		Rescore: func(keys []string) {
-			rt.engine.Rescore(func(_ string, ev *reputation.Evidence) bool { return behavior.Concerns(ev, keys) })
-		},
+		Rescore: func(keys []string) { rt.engine.RescoreKeys(keys) },
 		Persist: rt.persistBehavior}
 	if rt.client != nil && rt.informers != nil {
 		// Pod status counts only from pods Repute placed: another scheduler's pods are no
@@ -286,7 +284,20 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
 		MaxStaleness: args.Evaluation.MaxStaleness.Duration, TagTTL: args.Evaluation.TagTTL.Duration,
 		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
-		OnEvaluated: metrics.Evaluated, OnForgotten: metrics.VerdictForgotten}), nil
+		OnEvaluated: metrics.Evaluated, OnForgotten: rt.forgotten}), nil
+}
+
+// forgotten drops an image no pod uses any more from what would bring it back: the snapshot
+// standbys follow and the store's current verdicts, which warm the next start. Its history
+// stays until retention prunes it.
+func (rt *Runtime) forgotten(image string, v *reputation.Verdict) {
+	metrics.VerdictForgotten(v)
+	if rt.mirror != nil {
+		rt.mirror.Forget(image)
+	}
+	if rt.store != nil {
+		rt.store.ForgetVerdict(image)
+	}
 }
 
 // podsByImage indexes pods by every image whose verdict counts for them.

@@ -452,6 +452,18 @@ func (s *Store) RecordVerdict(image string, v *reputation.Verdict) bool {
 	return s.enqueue(s.verdictOp(image, v))
 }
 
+// ForgetVerdict queues the removal of an image's current verdict, for an image no pod uses any
+// more, so that a restart does not warm it again. Its history stays until retention prunes it.
+// It never waits.
+func (s *Store) ForgetVerdict(image string) bool {
+	if len(image) > reputation.MaxImageRefLen {
+		return true // never stored
+	}
+	return s.enqueue(op{at: s.opts.Now(), apply: func(tx *bolt.Tx, _ []byte) error {
+		return tx.Bucket(bucketVerdicts).Delete([]byte(image))
+	}})
+}
+
 // RecordDecision queues a placement decision. It never waits.
 func (s *Store) RecordDecision(d Decision) bool { return s.enqueue(s.decisionOp(d)) }
 

@@ -372,3 +372,32 @@ func TestOversizeImageDoesNotFailItsBatch(t *testing.T) {
 		t.Errorf("AppendVerdict of an oversize image: %v, want a clear refusal", err)
 	}
 }
+
+// Forgetting an image drops its current verdict, so a restart does not warm it again, and keeps
+// its history for the auditors until retention prunes it.
+func TestForgetVerdictKeepsHistory(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	ctx := context.Background()
+	const oneOff, kept = "quay.io/flood/one-off:v1", "registry.internal/team/api:v1"
+	for _, image := range []string{oneOff, kept} {
+		if err := s.AppendVerdict(ctx, image, verdictAt(image, reputation.TierUnknown, 50, t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.ForgetVerdict(oneOff) {
+		t.Fatal("the removal was dropped")
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	current, err := s.Verdicts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := current[oneOff]; ok || current[kept] == nil {
+		t.Errorf("current verdicts = %v: want %s gone and %s kept", current, oneOff, kept)
+	}
+	if h, _, err := s.History(oneOff, Page{}); err != nil || len(h) != 1 {
+		t.Errorf("history of the forgotten image = %+v, %v; want its one verdict", h, err)
+	}
+}

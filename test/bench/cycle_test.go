@@ -1,15 +1,19 @@
-// Package bench measures a full scheduling cycle of the real kube-scheduler framework —
-// PreFilter, Filter over every node, PreScore, Score — for the default profile and for the
-// default profile plus Reputation (as deploy/ configures it), in the same run, and reports the
-// ratio.
+// Package bench measures a scheduling cycle of the real kube-scheduler framework — PreFilter,
+// Filter until kube-scheduler's numFeasibleNodesToFind feasible nodes, PreScore, Score — for the
+// default profile and for the default profile plus Reputation (as deploy/ configures it), in the
+// same run, over a cluster of three pools and a mix of trusted, unknown and untrusted pods, and
+// reports the ratio, in wall time and in the thread's CPU time. Scheduler throughput, with
+// binding and the API server, is measured by scheduler_perf (test/perf, make perf).
 package bench
 
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -35,25 +39,39 @@ import (
 	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/plugins/reputation"
 	domain "github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/test/podsecurity"
 )
 
 const (
-	poolKey      = configv1.DefaultPoolLabelKey
-	trustedImage = "registry.internal/team/api@sha256:9b2a28eb47540823042a2ba401386845089bb7b62a9637d55816132c4c3c36eb"
-	podsPerNode  = 10
+	poolKey        = configv1.DefaultPoolLabelKey
+	trustedImage   = "registry.internal/team/api@sha256:9b2a28eb47540823042a2ba401386845089bb7b62a9637d55816132c4c3c36eb"
+	unknownImage   = "docker.io/bitnami/redis@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	untrustedImage = "quay.io/tenant/miner@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	podsPerNode    = 10
 )
 
-// cluster builds n nodes with podsPerNode running pods each, every node in the trusted pool
-// (labelled and tainted). Both profiles see the same cluster and the same pod, which tolerates
-// the pool taint so that the default profile finds every node feasible too: the ratio isolates
-// the cost Reputation adds.
+// poolOf is node i's pool: 60% trusted, 20% unknown, 20% untrusted, interleaved as nodes join.
+func poolOf(i int) string {
+	switch i % 5 {
+	case 3:
+		return "unknown"
+	case 4:
+		return "untrusted"
+	default:
+		return "trusted"
+	}
+}
+
+// cluster builds n nodes in three pools (labelled and tainted), with podsPerNode running pods
+// each.
 func cluster(n int) ([]*v1.Node, []*v1.Pod) {
 	var nodes []*v1.Node
 	var pods []*v1.Pod
 	for i := range n {
+		pool := poolOf(i)
 		node := st.MakeNode().Name(fmt.Sprintf("node-%d", i)).Label("kubernetes.io/hostname", fmt.Sprintf("node-%d", i)).
 			Capacity(map[v1.ResourceName]string{"cpu": "32", "memory": "128Gi", "pods": "110"}).
-			Label(poolKey, "trusted").Taints([]v1.Taint{{Key: poolKey, Value: "trusted", Effect: v1.TaintEffectNoSchedule}}).Obj()
+			Label(poolKey, pool).Taints([]v1.Taint{{Key: poolKey, Value: pool, Effect: v1.TaintEffectNoSchedule}}).Obj()
 		nodes = append(nodes, node)
 		for j := range podsPerNode {
 			pods = append(pods, st.MakePod().Name(fmt.Sprintf("p-%d-%d", i, j)).Namespace("default").UID(fmt.Sprintf("p-%d-%d", i, j)).
@@ -61,6 +79,29 @@ func cluster(n int) ([]*v1.Node, []*v1.Pod) {
 		}
 	}
 	return nodes, pods
+}
+
+// incoming is the mix of pods the benchmark schedules in turn: for each tier, the pod Repute
+// places (its image alone decides) and the pod the default profile needs to land in the same
+// pool (a nodeSelector for the pool and a toleration of its taint).
+type incoming struct {
+	tier             string
+	repute, byLabels *v1.Pod
+}
+
+func incomingPods() []incoming {
+	var out []incoming
+	for _, t := range []struct{ tier, image string }{{"trusted", trustedImage}, {"unknown", unknownImage}, {"untrusted", untrustedImage}} {
+		base := st.MakePod().Name("incoming-" + t.tier).Namespace("default").UID("incoming-" + t.tier).
+			Containers([]v1.Container{st.MakeContainer().Name("app").Image(t.image).
+				Resources(map[v1.ResourceName]string{"cpu": "500m", "memory": "1Gi"}).Obj()}).Obj()
+		podsecurity.Restricted(&base.Spec) // untrusted pods must meet the restricted standard
+		byLabels := base.DeepCopy()
+		byLabels.Spec.NodeSelector = map[string]string{poolKey: t.tier}
+		byLabels.Spec.Tolerations = []v1.Toleration{{Key: poolKey, Operator: v1.TolerationOpEqual, Value: t.tier, Effect: v1.TaintEffectNoSchedule}}
+		out = append(out, incoming{tier: t.tier, repute: base, byLabels: byLabels})
+	}
+	return out
 }
 
 // profile is the default profile, optionally with Reputation added as deploy/ configures it.
@@ -84,7 +125,8 @@ func profile(b *testing.B, withReputation bool) *schedconfig.KubeSchedulerProfil
 		p.Plugins.Filter.Disabled = append(p.Plugins.Filter.Disabled, schedconfig.Plugin{Name: names.TaintToleration})
 		v1args := &configv1.ReputationArgs{}
 		configv1.SetObjectDefaults_ReputationArgs(v1args)
-		v1args.Policy.Origin.Rules = []v1alpha1.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"}}
+		v1args.Policy.Origin.Rules = []v1alpha1.OriginRule{{Pattern: "registry.internal/*", Tier: "trusted"},
+			{Pattern: "docker.io/*", Tier: "unknown"}, {Pattern: "*", Tier: "untrusted"}}
 		v1args.Policy.Signature.RequireForTrusted = ptr.To(false) // the cycle reads a verdict; how it was reached does not matter
 		args := &config.ReputationArgs{}
 		if err := configv1.Convert_v1_ReputationArgs_To_config_ReputationArgs(v1args, args, nil); err != nil {
@@ -105,8 +147,10 @@ func newFramework(b *testing.B, ctx context.Context, prof *schedconfig.KubeSched
 			b.Fatal(err)
 		}
 		eng = engine.New(engine.Options{Policy: pol})
-		// The verdict is in the cache, as it is for every pod after its first cycle.
-		eng.Cache().Publish(trustedImage, eng.Evaluate(ctx, trustedImage))
+		// The verdicts are in the cache, as they are for every pod after its first cycle.
+		for _, image := range []string{trustedImage, unknownImage, untrustedImage} {
+			eng.Cache().Publish(image, eng.Evaluate(ctx, image))
+		}
 	}
 	schedmetrics.Register()
 	registry := plugins.NewInTreeRegistry()
@@ -158,79 +202,132 @@ func newFramework(b *testing.B, ctx context.Context, prof *schedconfig.KubeSched
 // lazySnapshot lets the framework be built before the informer-fed snapshot exists.
 type lazySnapshot struct{ *cache.Snapshot }
 
-// cycle runs one scheduling cycle for pod over every node, as the scheduler does when it
-// evaluates all nodes, and returns how many nodes were feasible.
-func cycle(ctx context.Context, b *testing.B, f framework.Framework, pod *v1.Pod, nodes []fwk.NodeInfo, feasible []fwk.NodeInfo) []fwk.NodeInfo {
-	state := framework.NewCycleState()
-	if _, s, _ := f.RunPreFilterPlugins(ctx, state, pod); !s.IsSuccess() {
-		b.Fatalf("PreFilter: %v", s)
+// numFeasibleNodesToFind is kube-scheduler's own bound (pkg/scheduler/schedule_one.go, with
+// the default adaptive percentageOfNodesToScore): past 100 nodes the cycle stops filtering once
+// it has found this many feasible nodes.
+func numFeasibleNodesToFind(numAllNodes int) int {
+	const minFeasibleNodesToFind, minFeasibleNodesPercentageToFind = 100, 5
+	if numAllNodes < minFeasibleNodesToFind {
+		return numAllNodes
 	}
+	percentage := max(50-numAllNodes/125, minFeasibleNodesPercentageToFind)
+	return max(numAllNodes*percentage/100, minFeasibleNodesToFind)
+}
+
+// scheduler is one profile's framework over its snapshot, with the rotating start index
+// kube-scheduler keeps between cycles.
+type scheduler struct {
+	f     framework.Framework
+	nodes []fwk.NodeInfo
+	next  int
+}
+
+// cycle runs one scheduling cycle as kube-scheduler does: Filter from where the last cycle
+// stopped, until numFeasibleNodesToFind nodes pass or every node was tried, then PreScore and
+// Score over those. It returns the feasible nodes.
+func (s *scheduler) cycle(ctx context.Context, b *testing.B, pod *v1.Pod, feasible []fwk.NodeInfo) []fwk.NodeInfo {
+	state := framework.NewCycleState()
+	if _, status, _ := s.f.RunPreFilterPlugins(ctx, state, pod); !status.IsSuccess() {
+		b.Fatalf("PreFilter %s: %v", pod.Name, status)
+	}
+	want := numFeasibleNodesToFind(len(s.nodes))
 	feasible = feasible[:0]
-	for _, n := range nodes {
-		if s := f.RunFilterPlugins(ctx, state, pod, n); s.IsSuccess() {
+	visited := 0
+	for ; visited < len(s.nodes) && len(feasible) < want; visited++ {
+		n := s.nodes[(s.next+visited)%len(s.nodes)]
+		if status := s.f.RunFilterPlugins(ctx, state, pod, n); status.IsSuccess() {
 			feasible = append(feasible, n)
 		}
 	}
+	s.next = (s.next + visited) % len(s.nodes)
 	if len(feasible) == 0 {
-		b.Fatalf("no feasible node: %v", f.RunFilterPlugins(ctx, state, pod, nodes[0]))
+		b.Fatalf("no feasible node for %s: %v", pod.Name, s.f.RunFilterPlugins(ctx, state, pod, s.nodes[0]))
 	}
-	if s := f.RunPreScorePlugins(ctx, state, pod, feasible); !s.IsSuccess() {
-		b.Fatalf("PreScore: %v", s)
+	if status := s.f.RunPreScorePlugins(ctx, state, pod, feasible); !status.IsSuccess() {
+		b.Fatalf("PreScore: %v", status)
 	}
-	if _, s := f.RunScorePlugins(ctx, state, pod, feasible); !s.IsSuccess() {
-		b.Fatalf("Score: %v", s)
+	if _, status := s.f.RunScorePlugins(ctx, state, pod, feasible); !status.IsSuccess() {
+		b.Fatalf("Score: %v", status)
 	}
 	return feasible
 }
 
-// BenchmarkSchedulingCycle measures one scheduling cycle per profile at each cluster size. It
-// is paired: every iteration runs the default profile's cycle and the Reputation profile's on
-// the same cluster and pod, in alternating order, timing each, so drift on a shared machine
-// hits both alike. It
-// reports default-ns/cycle, reputation-ns/cycle and their ratio (x-default); ns/op, B/op and
-// allocs/op cover both cycles together.
+// cpuTime is the CPU time used so far by the calling OS thread (unix.RUSAGE_THREAD) or by the
+// whole process (unix.RUSAGE_SELF).
+func cpuTime(who int) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(who, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSchedulingCycle measures one scheduling cycle per profile at each cluster size, over
+// the mix of incoming pods in turn. It is paired: every iteration runs the default profile's
+// cycle and the Reputation profile's for the same tier, in alternating order, timing each, so
+// drift on a shared machine hits both alike. Beside the wall time it reads CPU time, which other
+// work on the machine does not inflate: the locked OS thread's own (PreFilter, the Filter loop,
+// orchestration) and the process's (that plus the framework's parallel Score workers and GC).
+// It reports default-ns/cycle and reputation-ns/cycle and their ratio (x-default), the same in
+// process CPU time (…-cpu-ns/cycle, x-default-cpu) and in the thread's (…-thread-cpu-ns/cycle,
+// x-default-thread-cpu); ns/op, B/op and allocs/op cover both cycles together.
 func BenchmarkSchedulingCycle(b *testing.B) {
 	for _, n := range []int{100, 1000, 5000} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			nodes, pods := cluster(n)
 			defaultFw, defaultNodes := newFramework(b, ctx, profile(b, false), nodes, pods)
 			reputeFw, reputeNodes := newFramework(b, ctx, profile(b, true), nodes, pods)
-			pod := st.MakePod().Name("incoming").Namespace("default").UID("incoming").SchedulerName("repute-scheduler").
-				Containers([]v1.Container{st.MakeContainer().Name("api").Image(trustedImage).
-					Resources(map[v1.ResourceName]string{"cpu": "500m", "memory": "1Gi"}).Obj()}).
-				Toleration(poolKey).Obj()
+			byLabels, repute := &scheduler{f: defaultFw, nodes: defaultNodes}, &scheduler{f: reputeFw, nodes: reputeNodes}
+			mix := incomingPods()
 			feasible := make([]fwk.NodeInfo, 0, n)
-			for _, c := range []struct {
-				f     framework.Framework
-				nodes []fwk.NodeInfo
-			}{{defaultFw, defaultNodes}, {reputeFw, reputeNodes}} {
-				if got := len(cycle(ctx, b, c.f, pod, c.nodes, feasible)); got != n {
-					b.Fatalf("%d of %d nodes feasible; the comparison needs all", got, n)
+			// Both profiles place each tier's pod in the same pool.
+			for _, in := range mix {
+				for _, c := range []struct {
+					s   *scheduler
+					pod *v1.Pod
+				}{{byLabels, in.byLabels}, {repute, in.repute}} {
+					for _, node := range c.s.cycle(ctx, b, c.pod, feasible) {
+						if got := node.Node().Labels[poolKey]; got != in.tier {
+							b.Fatalf("%s pod found node %s of pool %s feasible", in.tier, node.Node().Name, got)
+						}
+					}
 				}
 			}
-			var defaultTime, reputeTime time.Duration
-			timed := func(f framework.Framework, nodes []fwk.NodeInfo) time.Duration {
-				start := time.Now()
-				feasible = cycle(ctx, b, f, pod, nodes, feasible)
-				return time.Since(start)
+			type spent struct{ wall, cpu, threadCPU time.Duration }
+			var byLabelsSpent, reputeSpent spent
+			timed := func(s *scheduler, pod *v1.Pod, into *spent) {
+				start, startCPU, startThread := time.Now(), cpuTime(unix.RUSAGE_SELF), cpuTime(unix.RUSAGE_THREAD)
+				feasible = s.cycle(ctx, b, pod, feasible)
+				into.threadCPU += cpuTime(unix.RUSAGE_THREAD) - startThread
+				into.cpu += cpuTime(unix.RUSAGE_SELF) - startCPU
+				into.wall += time.Since(start)
 			}
 			i := 0
 			for b.Loop() {
+				in := mix[i%len(mix)]
 				// Alternate which profile goes first, so neither always inherits a warm cache.
 				if i%2 == 0 {
-					defaultTime += timed(defaultFw, defaultNodes)
-					reputeTime += timed(reputeFw, reputeNodes)
+					timed(byLabels, in.byLabels, &byLabelsSpent)
+					timed(repute, in.repute, &reputeSpent)
 				} else {
-					reputeTime += timed(reputeFw, reputeNodes)
-					defaultTime += timed(defaultFw, defaultNodes)
+					timed(repute, in.repute, &reputeSpent)
+					timed(byLabels, in.byLabels, &byLabelsSpent)
 				}
 				i++
 			}
-			b.ReportMetric(float64(defaultTime.Nanoseconds())/float64(b.N), "default-ns/cycle")
-			b.ReportMetric(float64(reputeTime.Nanoseconds())/float64(b.N), "reputation-ns/cycle")
-			b.ReportMetric(float64(reputeTime)/float64(defaultTime), "x-default")
+			perCycle := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N) }
+			for _, m := range []struct {
+				unit             string
+				byLabels, repute time.Duration
+			}{{"", byLabelsSpent.wall, reputeSpent.wall}, {"-cpu", byLabelsSpent.cpu, reputeSpent.cpu}, {"-thread-cpu", byLabelsSpent.threadCPU, reputeSpent.threadCPU}} {
+				b.ReportMetric(perCycle(m.byLabels), "default"+m.unit+"-ns/cycle")
+				b.ReportMetric(perCycle(m.repute), "reputation"+m.unit+"-ns/cycle")
+				b.ReportMetric(float64(m.repute)/float64(m.byLabels), "x-default"+m.unit)
+			}
 		})
 	}
 }

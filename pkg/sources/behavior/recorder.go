@@ -53,12 +53,3 @@ func (r *Recorder) Record(batch []Observed) {
 	}
 }
 
-// Concerns reports whether evidence is about an image filed under any of the keys.
-func Concerns(ev *reputation.Evidence, keys []string) bool {
-	for _, k := range reputation.BehaviorKeys(ev) {
-		if k != "" && slices.Contains(keys, k) {
-			return true
-		}
-	}
-	return false
-}
