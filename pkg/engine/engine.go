@@ -499,10 +499,7 @@ func (e *Engine) RescoreKeys(keys []string) int {
 // penalties lift on time.
 func (e *Engine) RescoreBehavior() int {
 	e.publishMu.Lock()
-	images := make([]string, 0, len(e.withBehavior))
-	for image := range e.withBehavior {
-		images = append(images, image)
-	}
+	images := slices.Collect(maps.Keys(e.withBehavior))
 	e.publishMu.Unlock()
 	return e.reweighImages(images, nil)
 }
@@ -513,10 +510,7 @@ func (e *Engine) RescoreBehavior() int {
 // is no longer trusted) from a copy. It returns how many verdicts changed.
 func (e *Engine) Reweigh(adjust func(ev *reputation.Evidence)) int {
 	e.publishMu.Lock()
-	images := make([]string, 0, len(e.evidence))
-	for image := range e.evidence {
-		images = append(images, image)
-	}
+	images := slices.Collect(maps.Keys(e.evidence))
 	e.publishMu.Unlock()
 	return e.reweighImages(images, adjust)
 }

@@ -19,7 +19,7 @@ import (
 const ActionRecovered = "recovered"
 
 // recoveredReason says, in the record, what a recovered decision is and is not.
-const recoveredReason = "recorded at takeover: the placement's own record was lost with the previous leader; tier and reason as of now: "
+const recoveredReason = "recorded at takeover: this replica's store has no record of the placement (it was queued when the previous leader died, or it is in the store of the replica that placed it); tier and reason as of now: "
 
 // NoteBinding is told of each pod this replica is about to bind, before the Binding is sent:
 // recoverDecisions leaves those pods to their own records, which may still be queued.

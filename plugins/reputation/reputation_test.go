@@ -344,10 +344,27 @@ func (f *fakeActivator) names() []string {
 	return keys(f.activated)
 }
 
+// heldRegistry answers once released: the verdict cannot arrive before the test has looked.
+type heldRegistry chan struct{}
+
+func (heldRegistry) Name() string { return "held registry" }
+func (h heldRegistry) Collect(ctx context.Context, _ *reputation.Evidence) error {
+	select {
+	case <-h:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
 func TestPreEnqueueGatesUntilVerdictThenActivates(t *testing.T) {
 	act := &fakeActivator{activated: map[string]*v1.Pod{}}
-	// The engine runs (this replica leads), so the missing verdict arrives by itself.
-	pl := newPluginWith(t, testArgs(), testEngine(t, testArgs(), trustedImage), reputeruntime.Options{}, act)
+	// The engine runs (this replica leads), so the missing verdict arrives by itself, once the
+	// registry answers.
+	registry := make(heldRegistry)
+	known := testEngine(t, testArgs(), trustedImage)
+	eng := engine.New(engine.Options{Policy: known.Policy(), Sources: []reputation.EvidenceSource{registry}})
+	eng.Cache().Publish(trustedImage, known.Cache().Get(trustedImage))
+	pl := newPluginWith(t, testArgs(), eng, reputeruntime.Options{}, act)
 
 	ready := st.MakePod().Namespace("ns").Name("ready").Container(trustedImage).Obj()
 	if s := pl.PreEnqueue(context.Background(), ready); !s.IsSuccess() {
@@ -359,6 +376,7 @@ func TestPreEnqueueGatesUntilVerdictThenActivates(t *testing.T) {
 	if s.Code() != fwk.UnschedulableAndUnresolvable || s.Message() != ErrReasonWaitingForVerdict {
 		t.Fatalf("PreEnqueue = %v, want gated waiting for verdict", s)
 	}
+	close(registry)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(act.names()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)

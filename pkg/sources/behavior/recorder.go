@@ -52,4 +52,3 @@ func (r *Recorder) Record(batch []Observed) {
 		r.Rescore(touched)
 	}
 }
-

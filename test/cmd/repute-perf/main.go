@@ -37,4 +37,6 @@ func main() {
 	}
 }
 
-func newFlags(name string) *flag.FlagSet { return flag.NewFlagSet("repute-perf "+name, flag.ExitOnError) }
+func newFlags(name string) *flag.FlagSet {
+	return flag.NewFlagSet("repute-perf "+name, flag.ExitOnError)
+}

@@ -32,7 +32,6 @@ type Run struct {
 	Seconds         float64            `json:"seconds"`
 }
 
-
 func runCommand(args []string) error {
 	fs := newFlags("run")
 	bin := fs.String("bin", "bin/perf.test", "the scheduler_perf test binary (go test -c ./test/perf)")
