@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -22,7 +21,8 @@ const ActionRecovered = "recovered"
 const recoveredReason = "recorded at takeover: this replica's store has no record of the placement (it was queued when the previous leader died, or it is in the store of the replica that placed it); tier and reason as of now: "
 
 // NoteBinding is told of each pod this replica is about to bind, before the Binding is sent:
-// recoverDecisions leaves those pods to their own records, which may still be queued.
+// recoverDecisions leaves those pods to their own records, which may still be queued. Pods are
+// noted from the store's opening until recovery has run, then no more.
 func (rt *Runtime) NoteBinding(pod *v1.Pod) {
 	if binding := rt.bindingsDuringRecovery.Load(); binding != nil {
 		binding.Store(pod.UID, struct{}{})
@@ -32,15 +32,15 @@ func (rt *Runtime) NoteBinding(pod *v1.Pod) {
 // recoverDecisions files a decision (action "recovered") for every pod bound into this
 // scheduler's pools that has none in the store, so every pod Repute bound has exactly one.
 // Decisions are written off the scheduling cycle, so a leader killed mid-burst loses those still
-// queued; the new leader finds their pods here. Pods it binds itself meanwhile are noted by Bind
-// and skipped: their own records are on the way.
+// queued; the new leader finds their pods here. Pods it has bound itself (the scheduler starts
+// as soon as it leads, before this runs) are noted by Bind and skipped: their own records are on
+// the way.
 func (rt *Runtime) recoverDecisions(ctx context.Context) {
-	if rt.store == nil {
+	binding := rt.bindingsDuringRecovery.Load()
+	if rt.store == nil || binding == nil {
 		return
 	}
 	logger := klog.FromContext(ctx)
-	binding := &sync.Map{}
-	rt.bindingsDuringRecovery.Store(binding)
 	defer rt.bindingsDuringRecovery.Store(nil)
 	pods := rt.informers.Core().V1().Pods()
 	if !cache.WaitForCacheSync(ctx.Done(), pods.Informer().HasSynced) {

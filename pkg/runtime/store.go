@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"sync"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -78,6 +79,8 @@ func (rt *Runtime) openStore(ctx context.Context) {
 		}
 	})
 	rt.store = st
+	// From now until recovery at takeover, the pods this replica binds are noted (NoteBinding).
+	rt.bindingsDuringRecovery.Store(&sync.Map{})
 }
 
 // warm is the verdict a warm start may place by: as decided while it was decided under the
