@@ -2,6 +2,8 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/repute-dev/repute/pkg/mirror"
+	"github.com/repute-dev/repute/pkg/placement"
 	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
@@ -45,22 +48,7 @@ func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
 	cfg.VerdictWait = "1s"
 
-	// Each replica knows its pod, as the Deployment's downward API tells it; the pods stand in
-	// for the replicas' own and are never scheduled.
-	start := func(name string) (stop func(syscall.Signal), storePath string) {
-		e.create(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
-			Spec: v1.PodSpec{SchedulerName: "nobody", Containers: []v1.Container{{Name: "scheduler", Image: "repute-scheduler"}}}})
-		c := cfg
-		c.StorePath = filepath.Join(t.TempDir(), "repute.db")
-		cmd, stderr, exited := startBinaryWithEnv(t, bin, c.Render(), []string{"POD_NAME=" + name, "POD_NAMESPACE=" + e.ns}, "--secure-port=0")
-		return func(sig syscall.Signal) {
-			_ = cmd.Process.Signal(sig)
-			<-exited
-			if t.Failed() {
-				t.Logf("%s's log, tail:\n%s", name, tail(stderr.String(), 20))
-			}
-		}, c.StorePath
-	}
+	start := func(name string) (func(syscall.Signal), string) { return startReplica(t, e, bin, cfg, name) }
 	stopA, _ := start("replica-a")
 	e.waitLeader("replica-a", 30*time.Second)
 	stopB, storeB := start("replica-b")
@@ -115,6 +103,90 @@ func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 	if h, _, err := st.History(image.String(), store.Page{}); err != nil || len(h) == 0 || h[0].Verdict.Tier != "trusted" {
 		t.Errorf("replica-b's history of the image = %+v (%v), want the trusted verdict it adopted", h, err)
 	}
+}
+
+// startReplica runs one replica of the real binary with its own store, as the StatefulSet does.
+// Each replica knows its pod, as the downward API tells it; the pod stands in for the replica's
+// own and is never scheduled. stop sends a signal and waits for the exit.
+func startReplica(t *testing.T, e *env, bin string, cfg controlplane.SchedulerConfig, name string) (stop func(syscall.Signal), storePath string) {
+	t.Helper()
+	e.create(&v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns},
+		Spec: v1.PodSpec{SchedulerName: "nobody", Containers: []v1.Container{{Name: "scheduler", Image: "repute-scheduler"}}}})
+	cfg.StorePath = filepath.Join(t.TempDir(), "repute.db")
+	cmd, stderr, exited := startBinaryWithEnv(t, bin, cfg.Render(), []string{"POD_NAME=" + name, "POD_NAMESPACE=" + e.ns}, "--secure-port=0")
+	return func(sig syscall.Signal) {
+		_ = cmd.Process.Signal(sig)
+		<-exited
+		if t.Failed() {
+			t.Logf("%s's log, tail:\n%s", name, tail(stderr.String(), 20))
+		}
+	}, cfg.StorePath
+}
+
+// Two replicas; the leader is SIGKILLed halfway through a burst of pods (1000 under make soak,
+// 200 in make test). Every pod is bound, in the pool of its tier and labelled with it: half run
+// an image the policy trusts by origin, half one it distrusts, so a pod placed on anything the
+// standby had not assessed would show in the wrong pool. The failover gap is reported.
+func TestLeaderKilledDuringBurst(t *testing.T) {
+	pods := 200
+	if os.Getenv("REPUTE_SOAK") != "" {
+		pods = 1000
+	}
+	bin := schedulerBinary(t)
+	e := newEnv(t)
+	applyDeployBase(t, e, false, "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+	poolOf := map[string]string{}
+	for i := range pods/200 + 1 { // 110 pods fit a node
+		for _, pool := range []string{"trusted", "untrusted"} {
+			poolOf[e.node(fmt.Sprintf("%s-%d", pool, i), pool)] = pool
+		}
+	}
+	cfg := e.config()
+	cfg.Kubeconfig = kubeconfigFor(t, e, "kube-system", "repute-scheduler")
+	cfg.LeaderElect, cfg.LeaseName, cfg.LeaseDuration = true, "repute-scheduler", 3*time.Second
+	stopA, _ := startReplica(t, e, bin, cfg, "replica-a")
+	e.waitLeader("replica-a", 30*time.Second)
+	stopB, _ := startReplica(t, e, bin, cfg, "replica-b")
+	defer stopB(syscall.SIGTERM)
+
+	names, tierOf := make([]string, pods), map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("burst-%d", i)
+		image, tier := trustedImage, "trusted"
+		if i%2 == 1 {
+			image, tier = untrustedImage, "untrusted"
+		}
+		tierOf[names[i]] = tier
+		e.create(e.pod(names[i], image))
+	}
+	e.waitBoundCount(names, pods/2, bindTimeout)
+	stopA(syscall.SIGKILL)
+	killed := time.Now()
+	e.waitLeader("replica-b", 30*time.Second)
+	elected := time.Since(killed)
+	e.waitBoundCount(names, pods, 60*time.Second)
+	allBound := time.Since(killed)
+
+	list, err := e.client.CoreV1().Pods(e.ns).List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, p := range list.Items {
+		want, ours := tierOf[p.Name]
+		if !ours {
+			continue
+		}
+		checked++
+		if got := poolOf[p.Spec.NodeName]; got != want || p.Labels[placement.TierLabel] != want {
+			t.Errorf("%s (%s) is on %s in pool %q labelled %q", p.Name, want, p.Spec.NodeName, got, p.Labels[placement.TierLabel])
+		}
+	}
+	if checked != pods {
+		t.Fatalf("checked %d pods, want %d", checked, pods)
+	}
+	t.Logf("%d pods: leader killed once %d were bound; standby elected %s after the kill (lease 3 s), every pod bound %s after it, each in its tier's pool",
+		pods, pods/2, elected.Round(time.Millisecond), allBound.Round(time.Millisecond))
 }
 
 // waitLeader waits until a replica's pod carries the leader label.
