@@ -86,7 +86,6 @@ var (
 	_ fwk.ScorePlugin       = &Reputation{}
 	_ fwk.EnqueueExtensions = &Reputation{}
 	_ fwk.SignPlugin        = &Reputation{}
-	_ fwk.PostBindPlugin    = &Reputation{}
 )
 
 // New asserts and validates its (already defaulted) args, gets its scheduler's runtime, and
@@ -431,13 +430,6 @@ func fullness(nodeInfo fwk.NodeInfo) int64 {
 // ScoreExtensions returns nil: scores are already in [0, MaxNodeScore].
 func (pl *Reputation) ScoreExtensions() fwk.ScoreExtensions { return nil }
 
-// PostBind hands the placement to the store's writer, off the cycle. No Event: the pod carries
-// its explanation from Bind, and the decision record is the audited copy, so Repute writes no
-// API object per pod beyond the default scheduler's.
-func (pl *Reputation) PostBind(ctx context.Context, cycleState fwk.CycleState, pod *v1.Pod, nodeName string) {
-	s := pl.readState(cycleState, pod)
-	pl.runtime.RecordPlacement(pod, nodeName, s.pool.Name, s.Placement)
-}
 
 // SignPod lets pods with the same tier and tolerations share scheduling results when batching.
 func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {

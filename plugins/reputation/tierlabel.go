@@ -20,7 +20,10 @@ var _ fwk.BindPlugin = &Reputation{}
 // placement on the Binding: the apiserver copies a Binding's labels (PodTopologyLabelsAdmission,
 // on by default since Kubernetes 1.35) and annotations onto the pod in the same write, so the pod
 // never runs unlabelled and saying why costs no API call beyond the default scheduler's. The
-// profile disables DefaultBinder so that this Bind is the one that runs.
+// decision is handed to the store's writer the moment the binding succeeds, before anyone can
+// see the pod bound: a PostBind step would leave a window in which a stopping scheduler has
+// bound a pod and recorded nothing. The profile disables DefaultBinder so that this Bind is the
+// one that runs.
 func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Pod, nodeName string) *fwk.Status {
 	s := pl.readState(state, pod)
 	tier := s.Tier
@@ -31,13 +34,19 @@ func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Po
 			Annotations: map[string]string{placement.ExplanationAnnotation: s.Explanation(s.pool.Name)}},
 		Target: v1.ObjectReference{Kind: "Node", Name: nodeName},
 	}
+	var err error
 	if c := pl.handle.APICacher(); c != nil {
-		onFinish, err := c.BindPod(binding)
-		if err == nil {
+		var onFinish <-chan error
+		if onFinish, err = c.BindPod(binding); err == nil {
 			err = c.WaitOnFinish(ctx, onFinish)
 		}
+	} else {
+		klog.FromContext(ctx).V(3).Info("Binding pod with its tier label", "pod", klog.KObj(pod), "node", klog.KRef("", nodeName), "tier", tier)
+		err = pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{})
+	}
+	if err != nil {
 		return fwk.AsStatus(err)
 	}
-	klog.FromContext(ctx).V(3).Info("Binding pod with its tier label", "pod", klog.KObj(pod), "node", klog.KRef("", nodeName), "tier", tier)
-	return fwk.AsStatus(pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{}))
+	pl.runtime.RecordPlacement(pod, nodeName, s.pool.Name, s.Placement)
+	return nil
 }
