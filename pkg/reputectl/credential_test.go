@@ -15,7 +15,6 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	certutil "k8s.io/client-go/util/cert"
 
@@ -67,17 +66,8 @@ func credentialServer(t *testing.T) (*httptest.Server, string, func() []seen) {
 // userKubeconfig writes a kubeconfig whose apiserver is srv and whose user is user.
 func userKubeconfig(t *testing.T, srv *httptest.Server, user *clientcmdapi.AuthInfo) string {
 	t.Helper()
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: srv.URL,
-		CertificateAuthorityData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})}
-	kc.AuthInfos["u"] = user
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
-	kc.CurrentContext = "c"
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeKubeconfig(t, &clientcmdapi.Cluster{Server: srv.URL,
+		CertificateAuthorityData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})}, user, "")
 }
 
 // The audit API never sees the kubeconfig's apiserver token: it sees a client certificate, or a

@@ -202,10 +202,16 @@ func TestCollectFollowsContinueTokens(t *testing.T) {
 // kubeconfig writes a kubeconfig with a token user, for tests that stop before any request.
 func kubeconfig(t *testing.T) string {
 	t.Helper()
+	return writeKubeconfig(t, &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}, &clientcmdapi.AuthInfo{Token: "t"}, "team")
+}
+
+// writeKubeconfig writes a kubeconfig with one context: the cluster, the user and a namespace.
+func writeKubeconfig(t *testing.T, cluster *clientcmdapi.Cluster, user *clientcmdapi.AuthInfo, namespace string) string {
+	t.Helper()
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:1"}
-	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{Token: "t"}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u", Namespace: "team"}
+	kc.Clusters["c"] = cluster
+	kc.AuthInfos["u"] = user
+	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u", Namespace: namespace}
 	kc.CurrentContext = "c"
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := clientcmd.WriteToFile(*kc, path); err != nil {
