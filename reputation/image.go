@@ -3,6 +3,7 @@ package reputation
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/name"
 )
@@ -36,6 +37,14 @@ func ParseImageRef(s string) (ImageRef, error) {
 	}
 	if len(s) > MaxImageRefLen {
 		return ImageRef{}, fmt.Errorf("invalid image reference: %d bytes, longer than %d", len(s), MaxImageRefLen)
+	}
+	// The reference grammar is ASCII throughout. go-containerregistry lets other bytes through in
+	// a registry host, and lowercasing the host then turns each invalid byte into three: a
+	// reference of 4096 bytes had a canonical form of 10954 (found by FuzzParseImageRef).
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf || s[i] < ' ' {
+			return ImageRef{}, fmt.Errorf("invalid image reference %q: byte %d is not printable ASCII", s, i)
+		}
 	}
 	ref, err := name.ParseReference(s)
 	if err != nil {

@@ -42,6 +42,9 @@ func TestParseImageRef(t *testing.T) {
 		{in: "nginx@sha256:short", wantErr: "invalid image reference"},
 		{in: "a/b:c:d", wantErr: "invalid image reference"},
 		{in: strings.Repeat("a", MaxImageRefLen+1), wantErr: "longer than"},
+		{in: "r\x8bgistry.example/app:v1", wantErr: "not printable ASCII"}, // lowercasing would triple the byte
+		{in: "régistry.example/app:v1", wantErr: "not printable ASCII"},
+		{in: "registry.example/app:v1\n", wantErr: "not printable ASCII"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
