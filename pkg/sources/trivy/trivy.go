@@ -136,8 +136,10 @@ func workloadOf(u unstructured.Unstructured) Workload {
 	}
 	// A report speaks for workloads of its own namespace only, whatever its labels claim:
 	// anyone who can write reports in one namespace must not file them against another's.
+	// A report without one (cluster-scoped, or malformed) names no workload at all: a key with
+	// an empty namespace would match no pod, and is no key (found by FuzzParseReport).
 	w.Namespace = u.GetNamespace()
-	if w.Kind == "" || w.Name == "" || w.Container == "" {
+	if w.Namespace == "" || w.Kind == "" || w.Name == "" || w.Container == "" {
 		return Workload{}
 	}
 	return w
