@@ -266,6 +266,16 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 		return false, 0
 	}
 	p := m.opts.Place(pod)
+	unassessed := p.Missing > 0 || p.Verdict != nil && p.Verdict.Provisional
+	if unassessed && pod.Labels[placement.TierLabel] == string(reputation.TierUntrusted) && p.Tier != reputation.TierUntrusted {
+		// Nothing unassessed raises trust: a pod labelled untrusted keeps its label (and its
+		// NetworkPolicy) until a verdict says otherwise, e.g. on a new leader whose cache has
+		// not yet caught up (found by TestLeaderKilledDuringBurst).
+		if p.Missing > 0 {
+			m.await(pod)
+		}
+		return false, 0
+	}
 	if p.Missing > 0 {
 		// An image that has no verdict (swapped in, or an ephemeral container added, after
 		// placement) makes the pod unknown at once, label included, while it is assessed.

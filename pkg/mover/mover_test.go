@@ -373,6 +373,51 @@ func TestAnImageWithoutAVerdictMakesTheRunningPodUnknown(t *testing.T) {
 	}
 }
 
+// Nothing unassessed raises trust: a pod labelled untrusted whose image has no verdict, or a
+// provisional one (a new leader whose cache has not caught up), keeps its label; one labelled
+// trusted is still lowered to unknown.
+func TestUnassessedNeverRaisesALabel(t *testing.T) {
+	provisional := &reputation.Verdict{Tier: reputation.TierUnknown, Score: 50, Decision: reputation.DecidedProvisionally, Provisional: true}
+	tests := []struct {
+		name, label string
+		verdict     *reputation.Verdict // nil: none yet
+		wantPatch   string              // "": no relabel
+	}{
+		{"untrusted, no verdict", "untrusted", nil, ""},
+		{"untrusted, provisional verdict", "untrusted", provisional, ""},
+		{"trusted, no verdict", "trusted", nil, `"repute.dev/tier":"unknown"`},
+		{"trusted, provisional verdict", "trusted", provisional, `"repute.dev/tier":"unknown"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := evictSpec()
+			spec.Mode = config.ReplacementReport
+			f := newFixture(t, spec, node("u1", "untrusted"))
+			pod := f.runningPod("p", "u1", provisional, func(p *v1.Pod) {
+				p.Labels[placement.TierLabel] = tt.label
+				p.Spec.Containers = []v1.Container{{Name: "app", Image: "quay.io/tenant/app:v1"}}
+			})
+			f.tiers[pod.Name] = tt.verdict
+			f.mover.handle(context.Background(), "ns/p")
+			var patches []string
+			for _, a := range f.client.Actions() {
+				if p, ok := a.(clienttesting.PatchAction); ok {
+					patches = append(patches, string(p.GetPatch()))
+				}
+			}
+			switch {
+			case tt.wantPatch == "" && len(patches) != 0:
+				t.Errorf("relabelled %v: an unassessed image raised the pod's label", patches)
+			case tt.wantPatch != "" && (len(patches) != 1 || !strings.Contains(patches[0], tt.wantPatch)):
+				t.Errorf("patches %v, want one setting %s", patches, tt.wantPatch)
+			}
+			if len(f.evictions()) != 0 {
+				t.Errorf("evicted %v on unassessed evidence", f.evictions())
+			}
+		})
+	}
+}
+
 // A registry outage is not evidence: a verdict built while evidence could not be gathered never
 // relabels, reports or evicts a running pod.
 func TestAnOutageMovesNothing(t *testing.T) {

@@ -144,6 +144,9 @@ func TestLeaderKilledDuringBurst(t *testing.T) {
 	cfg := e.config()
 	cfg.Kubeconfig = kubeconfigFor(t, e, "kube-system", "repute-scheduler")
 	cfg.LeaderElect, cfg.LeaseName, cfg.LeaseDuration = true, "repute-scheduler", 3*time.Second
+	// As deploy/ runs it: the standby follows the leader's verdicts, so it takes over warm.
+	cfg.MirrorNamespace = "kube-system"
+	t.Cleanup(func() { deleteSnapshot(e) })
 	stopA, _ := startReplica(t, e, bin, cfg, "replica-a")
 	e.waitLeader("replica-a", 30*time.Second)
 	stopB, _ := startReplica(t, e, bin, cfg, "replica-b")
