@@ -1,10 +1,10 @@
 package runtime
 
 import (
-	"sync"
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
