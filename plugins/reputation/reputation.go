@@ -430,7 +430,6 @@ func fullness(nodeInfo fwk.NodeInfo) int64 {
 // ScoreExtensions returns nil: scores are already in [0, MaxNodeScore].
 func (pl *Reputation) ScoreExtensions() fwk.ScoreExtensions { return nil }
 
-
 // SignPod lets pods with the same tier and tolerations share scheduling results when batching.
 func (pl *Reputation) SignPod(ctx context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
 	return []fwk.SignFragment{
