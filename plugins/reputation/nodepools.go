@@ -70,6 +70,14 @@ type nodeRecord struct {
 	notInPool, untoleratedTaint *fwk.Status
 }
 
+// rejection is the prebuilt status, or a fresh one for a record built for one call.
+func (r *nodeRecord) rejection(prebuilt **fwk.Status, reason string) *fwk.Status {
+	if *prebuilt == nil {
+		return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, reason)
+	}
+	return *prebuilt
+}
+
 func newNodeRecord(class poolClass) *nodeRecord {
 	return &nodeRecord{class: class,
 		notInPool:        fwk.NewStatus(fwk.UnschedulableAndUnresolvable, ErrReasonNotInPool),
@@ -85,16 +93,20 @@ func newNodePools(poolKey string, pools map[reputation.Tier]config.PoolSpec) *no
 }
 
 // classOf returns the node's pool class.
-func (np *nodePools) classOf(node *v1.Node) poolClass { return np.recordOf(node).class }
+func (np *nodePools) classOf(node *v1.Node) poolClass {
+	if r := np.recordOf(node); r != nil {
+		return r.class
+	}
+	return np.classify(node)
+}
 
-// recordOf returns the node's record; one not published yet is built afresh.
+// recordOf returns the node's published record, or nil for a node object not published yet:
+// Filter then classifies it from its labels and builds a rejection only when it rejects.
 func (np *nodePools) recordOf(node *v1.Node) *nodeRecord {
 	if m := np.published.Load(); m != nil {
-		if r, ok := (*m)[node]; ok {
-			return r
-		}
+		return (*m)[node]
 	}
-	return newNodeRecord(np.classify(node))
+	return nil
 }
 
 func (np *nodePools) classify(node *v1.Node) poolClass {

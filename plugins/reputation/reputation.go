@@ -346,12 +346,15 @@ func (pl *Reputation) Filter(ctx context.Context, cycleState fwk.CycleState, pod
 	s := pl.readState(cycleState, pod)
 	node := nodeInfo.Node()
 	record := pl.nodePools.recordOf(node)
+	if record == nil { // published within publishDelay; until then, statuses are built per call
+		record = &nodeRecord{class: pl.nodePools.classify(node)}
+	}
 	if !inPool(record.class, s) {
-		return record.notInPool
+		return record.rejection(&record.notInPool, ErrReasonNotInPool)
 	}
 	if taint, untolerated := pl.untoleratedTaint(ctx, node, pod, s.taints); untolerated {
 		klog.FromContext(ctx).V(4).Info("node had untolerated taints", "node", klog.KObj(node), "pod", klog.KObj(pod), "untoleratedTaint", taint)
-		return record.untoleratedTaint
+		return record.rejection(&record.untoleratedTaint, ErrReasonUntoleratedTaint)
 	}
 	if s.Tier == reputation.TierUntrusted && pl.untrusted.onNodes() {
 		return pl.untrusted.admitsOnNode(pod, pl.neighbours.of(nodeInfo))
