@@ -22,8 +22,10 @@ const recoveredReason = "recorded at takeover: this replica's store has no recor
 
 // NoteBinding is told of each pod this replica is about to bind, before the Binding is sent:
 // recoverDecisions leaves those pods to their own records, which may still be queued. Pods are
-// noted from the store's opening until recovery has run, then no more.
+// noted from the store's opening until recovery has run, then no more. A pod with a binding in
+// doubt waits for this call's outcome (BindFailed or RecordPlacement).
 func (rt *Runtime) NoteBinding(pod *v1.Pod) {
+	rt.inDoubt.bindingStarts(pod.UID)
 	if binding := rt.bindingsDuringRecovery.Load(); binding != nil {
 		binding.Store(pod.UID, struct{}{})
 	}

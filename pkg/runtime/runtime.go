@@ -106,6 +106,8 @@ type Runtime struct {
 
 	// bindingsDuringRecovery, while recoverDecisions runs, collects the pods this replica binds.
 	bindingsDuringRecovery atomic.Pointer[sync.Map]
+	// inDoubt holds placements whose Binding failed but may have landed (BindFailed).
+	inDoubt bindingsInDoubt
 
 	// isReady is set once start has warmed the cache and opened the endpoints (an atomic flag:
 	// the scheduling path reads it for every pod); startErr says why it never will be.
@@ -235,6 +237,11 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 		}
 		rt.follower = &rpolicy.Follower{Name: args.PolicyName, Client: client, Standby: func() bool { return !rt.Leading() },
 			Apply: rt.applyPolicy, Refused: func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }}
+	}
+	if rt.informers != nil {
+		if err := rt.watchBindingsInDoubt(); err != nil {
+			return nil, fmt.Errorf("watching pods for bindings in doubt: %w", err)
+		}
 	}
 	r := args.Replacement
 	if (r.Mode != config.ReplacementNone || r.Upward != config.ReplacementNone) && rt.client != nil && rt.informers != nil {

@@ -168,6 +168,7 @@ func (rt *Runtime) pruneLoop(ctx context.Context) {
 
 // RecordPlacement files a placement with the decisions auditors read, and counts it.
 func (rt *Runtime) RecordPlacement(pod *v1.Pod, node, pool string, p placement.Placement) {
+	rt.inDoubt.settled(pod.UID)
 	metrics.PodsPlaced.WithLabelValues(string(p.Tier)).Inc()
 	if rt.store != nil {
 		rt.store.RecordDecision(rt.decisionOf(pod, node, pool, p, p.Reason()))

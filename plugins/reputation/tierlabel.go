@@ -45,6 +45,7 @@ func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Po
 		err = pl.handle.ClientSet().CoreV1().Pods(pod.Namespace).Bind(ctx, binding, metav1.CreateOptions{})
 	}
 	if err != nil {
+		pl.runtime.BindFailed(pod, nodeName, s.pool.Name, s.Placement, err)
 		return fwk.AsStatus(err)
 	}
 	pl.runtime.RecordPlacement(pod, nodeName, s.pool.Name, s.Placement)

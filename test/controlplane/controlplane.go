@@ -28,6 +28,10 @@ type Options struct {
 	RBAC bool
 	// ExtraFlags are appended to the kube-apiserver flags.
 	ExtraFlags []string
+	// Restartable lets RestartAPIServer and RestartEtcd restart the control plane under its
+	// clients, as a real cluster is restarted behind its load balancer: the apiserver keeps its
+	// address, its serving certificate and the admin's client certificate across restarts.
+	Restartable bool
 }
 
 // ControlPlane is a running etcd + kube-apiserver.
@@ -41,7 +45,14 @@ type ControlPlane struct {
 	// EtcdURL is the embedded etcd's client URL.
 	EtcdURL string
 
-	stops []func()
+	tb        ktesting.TB
+	etcd      *embed.Etcd
+	etcdCfg   *embed.Config
+	apiFlags  []string
+	storage   *storagebackend.Config
+	apiserver func() // tears the running apiserver down
+	front     *frontDoor
+	stops     []func()
 }
 
 // Start brings up etcd and the apiserver and waits until the apiserver is healthy. Stop must be
@@ -59,21 +70,25 @@ func Start(tb ktesting.TB, opts Options) (_ *ControlPlane, err error) {
 	}
 	cp.stops = append(cp.stops, func() { os.RemoveAll(dir) })
 
-	etcd, err := startEtcd(filepath.Join(dir, "etcd"))
+	cp.tb = tb
+	cp.etcdCfg, err = etcdConfig(filepath.Join(dir, "etcd"))
 	if err != nil {
+		return nil, err
+	}
+	if cp.etcd, err = startEtcd(cp.etcdCfg); err != nil {
 		return nil, fmt.Errorf("starting etcd: %w", err)
 	}
-	cp.stops = append(cp.stops, func() { etcd.Close() })
-	cp.EtcdURL = etcd.Clients[0].Addr().String()
+	cp.stops = append(cp.stops, func() { cp.etcd.Close() })
+	cp.EtcdURL = cp.etcd.Clients[0].Addr().String()
 
-	storage := storagebackend.NewDefaultConfig("/repute-test/registry", nil)
-	storage.Transport.ServerList = []string{"http://" + cp.EtcdURL}
+	cp.storage = storagebackend.NewDefaultConfig("/repute-test/registry", nil)
+	cp.storage.Transport.ServerList = []string{"http://" + cp.EtcdURL}
 
 	authz := "AlwaysAllow"
 	if opts.RBAC {
 		authz = "RBAC"
 	}
-	flags := append([]string{
+	cp.apiFlags = append([]string{
 		"--endpoint-reconciler-type=none",
 		// No controller-manager runs: without these, pods wait forever for a default service
 		// account and nodes keep the not-ready taint.
@@ -83,17 +98,25 @@ func Start(tb ktesting.TB, opts Options) (_ *ControlPlane, err error) {
 		"--enable-admission-plugins=NodeRestriction",
 		"--authorization-mode=" + authz,
 	}, opts.ExtraFlags...)
-	server, err := apiservertesting.StartTestServer(tb, &apiservertesting.TestServerInstanceOptions{
-		EnableCertAuth:         true,
-		DisableInvariantChecks: true,
-	}, flags, storage)
+	var admin *rest.Config
+	if opts.Restartable {
+		if cp.front, admin, err = newFrontDoor(filepath.Join(dir, "pki")); err != nil {
+			return nil, err
+		}
+		cp.apiFlags = append(cp.apiFlags, cp.front.apiserverFlags...)
+		cp.stops = append(cp.stops, cp.front.shut)
+	}
+	loopback, err := cp.startAPIServer()
 	if err != nil {
 		return nil, fmt.Errorf("starting kube-apiserver: %w", err)
 	}
 	// Stops run in reverse: the apiserver goes before etcd.
-	cp.stops = append(cp.stops, server.TearDownFn)
+	cp.stops = append(cp.stops, func() { cp.apiserver() })
 
-	cp.Config = rest.CopyConfig(server.ClientConfig)
+	cp.Config = loopback
+	if admin != nil {
+		cp.Config = admin
+	}
 	cp.Config.QPS, cp.Config.Burst = 500, 1000
 	cp.Client, err = kubernetes.NewForConfig(cp.Config)
 	if err != nil {
@@ -114,8 +137,57 @@ func (cp *ControlPlane) Stop() {
 	cp.stops = nil
 }
 
-// startEtcd runs a single-member etcd with no fsync (test data is disposable) on free ports.
-func startEtcd(dir string) (*embed.Etcd, error) {
+// startAPIServer starts a kube-apiserver with the control plane's flags and storage, and sends
+// the front door, if there is one, to it. It returns the apiserver's own loopback admin config.
+func (cp *ControlPlane) startAPIServer() (*rest.Config, error) {
+	server, err := apiservertesting.StartTestServer(cp.tb, &apiservertesting.TestServerInstanceOptions{
+		EnableCertAuth:         true,
+		DisableInvariantChecks: true,
+	}, cp.apiFlags, cp.storage)
+	if err != nil {
+		return nil, err
+	}
+	cp.apiserver = server.TearDownFn
+	if cp.front != nil {
+		if err := cp.front.open(server.ClientConfig.Host); err != nil {
+			server.TearDownFn()
+			return nil, err
+		}
+	}
+	return rest.CopyConfig(server.ClientConfig), nil
+}
+
+// RestartAPIServer stops the kube-apiserver, cutting every connection to it, leaves it down for
+// the given time and starts a new one on the same etcd, address and certificates. Its clients
+// see what they see when a real apiserver restarts: refused connections, broken watches, then
+// a server with cold caches.
+func (cp *ControlPlane) RestartAPIServer(down time.Duration) error {
+	if cp.front == nil {
+		return fmt.Errorf("the control plane was not started Restartable")
+	}
+	cp.front.shut()
+	cp.apiserver()
+	time.Sleep(down)
+	_, err := cp.startAPIServer()
+	return err
+}
+
+// RestartEtcd stops etcd, leaves it down for the given time and starts it again on the same
+// data and addresses. The apiserver stays up and reconnects on its own.
+func (cp *ControlPlane) RestartEtcd(down time.Duration) error {
+	cp.etcd.Close()
+	time.Sleep(down)
+	etcd, err := startEtcd(cp.etcdCfg)
+	if err != nil {
+		return err
+	}
+	cp.etcd = etcd
+	return nil
+}
+
+// etcdConfig configures a single-member etcd with no fsync (test data is disposable) on ports
+// that are free now and stay its own across restarts.
+func etcdConfig(dir string) (*embed.Config, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.UnsafeNoFsync = true
@@ -132,6 +204,10 @@ func startEtcd(dir string) (*embed.Etcd, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*clientURL}, []url.URL{*clientURL}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*peerURL}, []url.URL{*peerURL}
 	cfg.InitialCluster = cfg.Name + "=" + peerURL.String()
+	return cfg, nil
+}
+
+func startEtcd(cfg *embed.Config) (*embed.Etcd, error) {
 	etcd, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err

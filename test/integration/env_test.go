@@ -68,6 +68,7 @@ type env struct {
 	t             testing.TB
 	ctx           context.Context
 	client        kubernetes.Interface
+	kubeconfig    string
 	ns            string
 	schedulerName string
 	poolKey       string
@@ -75,12 +76,15 @@ type env struct {
 }
 
 // newEnv prepares a namespace and names; startScheduler runs the Repute scheduler for it.
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { return newEnvOn(t, cluster) }
+
+// newEnvOn is newEnv on another control plane than the suite's.
+func newEnvOn(t testing.TB, cp *controlplane.ControlPlane) *env {
 	n := envSeq.Add(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e := &env{
-		t: t, ctx: ctx, client: cluster.Client,
+		t: t, ctx: ctx, client: cp.Client, kubeconfig: cp.Kubeconfig,
 		ns:            fmt.Sprintf("t%d", n),
 		schedulerName: fmt.Sprintf("repute-t%d", n),
 		poolKey:       fmt.Sprintf("t%d.repute.dev/pool", n),
@@ -94,7 +98,7 @@ func newEnv(t testing.TB) *env {
 }
 
 func (e *env) config() controlplane.SchedulerConfig {
-	return controlplane.SchedulerConfig{Kubeconfig: cluster.Kubeconfig, SchedulerName: e.schedulerName, PoolLabelKey: e.poolKey, OriginRules: testOriginRules}
+	return controlplane.SchedulerConfig{Kubeconfig: e.kubeconfig, SchedulerName: e.schedulerName, PoolLabelKey: e.poolKey, OriginRules: testOriginRules}
 }
 
 func (e *env) startScheduler() {

@@ -64,21 +64,7 @@ func TestKilledSchedulerLosesNoDecision(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		<-exited
 
-		st, err := store.Open(cfg.StorePath, store.Options{ReadOnly: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		perPod := map[string][]string{}
-		_, _, err = st.Decisions(store.Page{}, func(d *store.Decision) bool {
-			if d.Namespace == e.ns && strings.HasPrefix(d.Pod, fmt.Sprintf("r%d-", round)) {
-				perPod[d.Pod] = append(perPod[d.Pod], d.Action)
-			}
-			return false
-		})
-		st.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		perPod := decisionsPerPod(t, cfg.StorePath, e.ns, fmt.Sprintf("r%d-", round))
 		recovered := 0
 		for _, name := range names {
 			actions := perPod[name]
@@ -93,6 +79,27 @@ func TestKilledSchedulerLosesNoDecision(t *testing.T) {
 		t.Logf("round %d: %d pods bound, killed after %d, %d decisions recovered at restart", round, pods, pods/2, recovered)
 	}
 	t.Logf("%d rounds: every pod has exactly one decision; %d recovered in all", rounds, recoveredInAll)
+}
+
+// decisionsPerPod reads a stopped scheduler's store: the actions of the decisions recorded for
+// each pod of the namespace whose name has the prefix.
+func decisionsPerPod(t *testing.T, storePath, namespace, prefix string) map[string][]string {
+	t.Helper()
+	st, err := store.Open(storePath, store.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	perPod := map[string][]string{}
+	if _, _, err = st.Decisions(store.Page{}, func(d *store.Decision) bool {
+		if d.Namespace == namespace && strings.HasPrefix(d.Pod, prefix) {
+			perPod[d.Pod] = append(perPod[d.Pod], d.Action)
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return perPod
 }
 
 // waitBoundCount waits until at least n of the named pods are bound.

@@ -1,0 +1,150 @@
+package runtime
+
+import (
+	"errors"
+	"net/http"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/repute-dev/repute/pkg/placement"
+)
+
+// bindingsInDoubt holds the placements whose Binding call failed without saying it did not land:
+// a connection cut by a restarting apiserver, a timeout, a 5xx. Such a binding may be in etcd
+// while the scheduler believes it failed; the scheduler then never binds that pod again, so
+// without this its decision would never be recorded. When the pod is seen bound to the node of
+// one of its attempts, that attempt's decision is recorded. Entries go with their pod: they are
+// settled, or dropped when the pod is deleted, so they are bounded by the pods in flight.
+type bindingsInDoubt struct {
+	mu   sync.Mutex
+	pods map[types.UID]*podInDoubt
+}
+
+type podInDoubt struct {
+	attempts []bindAttempt
+	// binding is set while another Binding call for the pod is out: its own outcome settles
+	// the pod, so a sighting of the pod bound is left to it.
+	binding bool
+}
+
+// BindingConfirmed is logged for each binding found landed after its call failed.
+const BindingConfirmed = "Recorded the decision of a binding that landed although its call failed"
+
+type bindAttempt struct {
+	node, pool string
+	placement  placement.Placement
+}
+
+// mayHaveLanded says whether a Binding call that returned err may have bound the pod anyway.
+// An answer from the apiserver refusing the request (4xx) says it did not, except a Conflict:
+// "already assigned" is what a retry of a binding that landed gets.
+func mayHaveLanded(err error) bool {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		code := status.Status().Code
+		return code == 0 || code == http.StatusConflict || code >= http.StatusInternalServerError
+	}
+	return true
+}
+
+// bindingStarts is told that a Binding call for the pod is about to be sent.
+func (d *bindingsInDoubt) bindingStarts(uid types.UID) {
+	d.mu.Lock()
+	if p := d.pods[uid]; p != nil {
+		p.binding = true
+	}
+	d.mu.Unlock()
+}
+
+// settled drops what is held for a pod: its binding succeeded, or it is gone.
+func (d *bindingsInDoubt) settled(uid types.UID) {
+	d.mu.Lock()
+	delete(d.pods, uid)
+	d.mu.Unlock()
+}
+
+// BindFailed is told of a Binding call that failed. If the binding may have landed, the
+// placement is held until the pod is seen bound (its decision is then recorded) or deleted.
+func (rt *Runtime) BindFailed(pod *v1.Pod, node, pool string, p placement.Placement, err error) {
+	if rt.store == nil {
+		return
+	}
+	d := &rt.inDoubt
+	d.mu.Lock()
+	held := d.pods[pod.UID]
+	if mayHaveLanded(err) {
+		if d.pods == nil {
+			d.pods = map[types.UID]*podInDoubt{}
+		}
+		if held == nil {
+			held = &podInDoubt{}
+			d.pods[pod.UID] = held
+		}
+		held.attempts = append(held.attempts, bindAttempt{node: node, pool: pool, placement: p})
+	}
+	if held != nil {
+		held.binding = false
+	}
+	d.mu.Unlock()
+	// The watch may have shown the pod bound before the call returned.
+	if held != nil && rt.informers != nil {
+		if seen, err := rt.informers.Core().V1().Pods().Lister().Pods(pod.Namespace).Get(pod.Name); err == nil && seen.UID == pod.UID {
+			rt.confirmBinding(seen)
+		}
+	}
+}
+
+// confirmBinding records the decision of the attempt that bound the pod, once.
+func (rt *Runtime) confirmBinding(pod *v1.Pod) {
+	if pod.Spec.NodeName == "" {
+		return
+	}
+	d := &rt.inDoubt
+	d.mu.Lock()
+	held := d.pods[pod.UID]
+	if held == nil || held.binding {
+		d.mu.Unlock()
+		return
+	}
+	delete(d.pods, pod.UID)
+	d.mu.Unlock()
+	for _, a := range held.attempts {
+		if a.node == pod.Spec.NodeName {
+			klog.InfoS(BindingConfirmed, "pod", klog.KObj(pod), "node", a.node)
+			rt.RecordPlacement(pod, a.node, a.pool, a.placement)
+			return
+		}
+	}
+}
+
+// watchBindingsInDoubt settles the bindings in doubt from the pod informer.
+func (rt *Runtime) watchBindingsInDoubt() error {
+	_, err := rt.informers.Core().V1().Pods().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, newObj any) {
+			if pod, ok := newObj.(*v1.Pod); ok && pod.Spec.NodeName != "" && rt.inDoubt.any() {
+				rt.confirmBinding(pod)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = tomb.Obj
+			}
+			if pod, ok := obj.(*v1.Pod); ok {
+				rt.inDoubt.settled(pod.UID)
+			}
+		},
+	})
+	return err
+}
+
+// any keeps the informer's path to one lock when nothing is in doubt, as is usual.
+func (d *bindingsInDoubt) any() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pods) > 0
+}

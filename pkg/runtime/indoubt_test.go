@@ -1,0 +1,124 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/repute-dev/repute/pkg/engine"
+	"github.com/repute-dev/repute/pkg/placement"
+	"github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/reputation/store"
+)
+
+func TestMayHaveLanded(t *testing.T) {
+	pods := schema.GroupResource{Resource: "pods"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection cut", errors.New("read tcp 127.0.0.1:1->127.0.0.1:2: connection reset by peer"), true},
+		{"deadline", context.DeadlineExceeded, true},
+		{"timeout answered", apierrors.NewTimeoutError("etcd", 1), true},
+		{"internal error", apierrors.NewInternalError(errors.New("etcdserver: leader changed")), true},
+		{"already assigned", apierrors.NewConflict(pods, "p", errors.New("pod p is already assigned to node n")), true},
+		{"pod deleted", apierrors.NewNotFound(pods, "p"), false},
+		{"forbidden", apierrors.NewForbidden(pods, "p", errors.New("no")), false},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), false},
+		{"invalid", apierrors.NewBadRequest("bad binding"), false},
+	} {
+		if got := mayHaveLanded(tc.err); got != tc.want {
+			t.Errorf("%s: mayHaveLanded = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Every order in which a failed Binding call, its pod's sighting bound, a retry and the pod's
+// deletion can arrive leaves exactly the decisions of the bindings that landed: one, of the
+// attempt on the node the pod is bound to, or none.
+func TestBindingsInDoubtRecordEachLandedBindingOnce(t *testing.T) {
+	cut := errors.New("http2: client connection lost")
+	refused := apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "p", errors.New("no"))
+	type step func(rt *Runtime, pod *v1.Pod)
+	fail := func(node string, err error) step {
+		return func(rt *Runtime, pod *v1.Pod) {
+			rt.NoteBinding(pod)
+			rt.BindFailed(pod, node, "trusted", placement.Placement{Tier: reputation.TierTrusted}, err)
+		}
+	}
+	succeed := func(node string) step {
+		return func(rt *Runtime, pod *v1.Pod) {
+			rt.NoteBinding(pod)
+			rt.RecordPlacement(pod, node, "trusted", placement.Placement{Tier: reputation.TierTrusted})
+		}
+	}
+	seenOn := func(node string) step {
+		return func(rt *Runtime, pod *v1.Pod) {
+			bound := pod.DeepCopy()
+			bound.Spec.NodeName = node
+			rt.confirmBinding(bound)
+		}
+	}
+	// retryOutHasSeen: a retry is out when the pod is seen bound; the retry's outcome settles it.
+	retryOutThenSeen := func(node string, err error) step {
+		return func(rt *Runtime, pod *v1.Pod) {
+			rt.NoteBinding(pod)
+			seenOn(node)(rt, pod)
+			rt.BindFailed(pod, node, "trusted", placement.Placement{Tier: reputation.TierTrusted}, err)
+		}
+	}
+	deleted := func(rt *Runtime, pod *v1.Pod) { rt.inDoubt.settled(pod.UID) }
+
+	for _, tc := range []struct {
+		name      string
+		steps     []step
+		wantNodes []string
+	}{
+		{"the call was cut, the binding landed", []step{fail("a", cut), seenOn("a")}, []string{"a"}},
+		{"the call was refused: nothing landed", []step{fail("a", refused), seenOn("a")}, nil},
+		{"cut, not landed, the retry succeeded", []step{fail("a", cut), succeed("b"), seenOn("b")}, []string{"b"}},
+		{"cut, not landed, the retry to the same node succeeded and was seen first", []step{fail("a", cut), retryOutThenSeen("a", nil), succeed("a")}, []string{"a"}},
+		{"cut and landed; the retry elsewhere got already-assigned", []step{fail("a", cut), fail("b", apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", errors.New("already assigned"))), seenOn("a")}, []string{"a"}},
+		{"cut, then the pod was deleted", []step{fail("a", cut), deleted, seenOn("a")}, nil},
+		{"seen bound twice", []step{fail("a", cut), seenOn("a"), seenOn("a")}, []string{"a"}},
+		{"bound elsewhere by someone else", []step{fail("a", cut), seenOn("z")}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := store.Open(filepath.Join(t.TempDir(), "repute.db"), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			rt := &Runtime{store: st, engine: engine.New(engine.Options{})}
+			pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("uid-1")}}
+			for _, s := range tc.steps {
+				s(rt, pod)
+			}
+			if err := st.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			ds, _, err := st.Decisions(store.Page{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var nodes []string
+			for _, d := range ds {
+				nodes = append(nodes, d.Node)
+			}
+			if len(nodes) != len(tc.wantNodes) || len(nodes) == 1 && nodes[0] != tc.wantNodes[0] {
+				t.Errorf("decisions on nodes %q, want %q", nodes, tc.wantNodes)
+			}
+			if rt.inDoubt.any() {
+				t.Errorf("%d pods still held in doubt", len(rt.inDoubt.pods))
+			}
+		})
+	}
+}

@@ -1,0 +1,139 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/repute-dev/repute/pkg/placement"
+	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
+	"github.com/repute-dev/repute/test/controlplane"
+	"github.com/repute-dev/repute/test/podsecurity"
+)
+
+// The kube-apiserver is restarted in the middle of a burst of pods, and then etcd is, under the
+// real binary with leader election, as deploy/ runs it. The control plane is this test's own,
+// behind a front door that keeps its address (a load balancer's part), so the restarts cut every
+// connection and watch the scheduler holds. Pods keep coming through the outage, created by a
+// client that retries as controllers do. Every pod is bound, in its tier's pool and labelled
+// with it, and has exactly one decision in the store. 1000 pods under make soak, 300 in make
+// test.
+func TestControlPlaneRestartsMidBurst(t *testing.T) {
+	pods := 300
+	if os.Getenv("REPUTE_SOAK") != "" {
+		pods = 1000
+	}
+	const down = 2 * time.Second
+	bin := schedulerBinary(t)
+	quiet := controlplane.NewProcessTB(t.Name()) // the apiserver's log would drown the test's
+	t.Cleanup(quiet.RunCleanups)
+	cp, err := controlplane.Start(quiet, controlplane.Options{Restartable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	e := newEnvOn(t, cp)
+	poolOf := map[string]string{}
+	for i := range pods/200 + 1 { // 110 pods fit a node
+		for _, pool := range []string{"trusted", "untrusted"} {
+			poolOf[e.node(fmt.Sprintf("%s-%d", pool, i), pool)] = pool
+		}
+	}
+	cfg := e.config()
+	cfg.LeaderElect, cfg.LeaseName, cfg.LeaseDuration = true, e.schedulerName, 15*time.Second
+	cfg.StorePath = filepath.Join(t.TempDir(), "repute.db")
+	cmd, stderr, exited := startBinary(t, bin, cfg.Render())
+
+	names, tierOf := make([]string, pods), map[string]string{}
+	for i := range names {
+		names[i] = fmt.Sprintf("burst-%d", i)
+		tierOf[names[i]] = "trusted"
+		if i%2 == 1 {
+			tierOf[names[i]] = "untrusted"
+		}
+	}
+	var created sync.WaitGroup
+	created.Go(func() {
+		for i, name := range names {
+			image := trustedImage
+			if i%2 == 1 {
+				image = untrustedImage
+			}
+			e.createRetrying(e.pod(name, image), time.Minute)
+		}
+	})
+
+	e.waitBoundCount(names, pods/3, bindTimeout)
+	if err := cp.RestartAPIServer(down); err != nil {
+		t.Fatal("restarting the apiserver: ", err)
+	}
+	e.waitBoundCount(names, 2*pods/3, time.Minute)
+	if err := cp.RestartEtcd(down); err != nil {
+		t.Fatal("restarting etcd: ", err)
+	}
+	created.Wait()
+	e.waitBoundCount(names, pods, time.Minute)
+
+	list, err := e.client.CoreV1().Pods(e.ns).List(e.ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, p := range list.Items {
+		want, ours := tierOf[p.Name]
+		if !ours {
+			continue
+		}
+		checked++
+		if got := poolOf[p.Spec.NodeName]; got != want || p.Labels[placement.TierLabel] != want {
+			t.Errorf("%s (%s) is on %s in pool %q labelled %q", p.Name, want, p.Spec.NodeName, got, p.Labels[placement.TierLabel])
+		}
+	}
+	if checked != pods {
+		t.Fatalf("checked %d pods, want %d", checked, pods)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("the scheduler exited during the restarts (%v):\n%s", err, tail(stderr.String(), 30))
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	<-exited
+	inDoubt := strings.Count(stderr.String(), reputeruntime.BindingConfirmed)
+	perPod := decisionsPerPod(t, cfg.StorePath, e.ns, "burst-")
+	for _, name := range names {
+		if n := len(perPod[name]); n != 1 {
+			t.Errorf("pod %s has %d decisions %q, want exactly one", name, n, perPod[name])
+		}
+	}
+	t.Logf("%d pods: the apiserver restarted (down %s) once a third were bound, etcd (down %s) at two thirds; every pod bound in its tier's pool with one decision, %d of them recorded when seen bound after their Binding call failed",
+		pods, down, down, inDoubt)
+}
+
+// createRetrying creates a pod as a controller would through an outage: it tries again until
+// the apiserver answers, and takes AlreadyExists as done (an earlier try may have landed with
+// its answer lost).
+func (e *env) createRetrying(p *v1.Pod, timeout time.Duration) {
+	podsecurity.Restricted(&p.Spec)
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := e.client.CoreV1().Pods(p.Namespace).Create(e.ctx, p, metav1.CreateOptions{})
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Errorf("creating pod %s: still failing after %s: %v", p.Name, timeout, err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
