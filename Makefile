@@ -49,7 +49,7 @@ test: $(COSIGN) $(ETCD) $(PERF_BIN)
 		-out $(BIN)/perf-smoke -repeats 1 -order Default,Repute -labels smoke -cases SchedulingBasic/100Nodes
 
 ## soak: the flood and fault tests at full size (make test runs a short version of each)
-SOAK ?= TestKilledSchedulerLosesNoDecision|TestFloodDoesNotStarveOtherNamespaces|TestForgottenFloodCostsNothing|TestWarmStartFromALargeStore|TestLeaderKilledDuringBurst|TestControlPlaneRestartsMidBurst
+SOAK ?= TestKilledSchedulerLosesNoDecision|TestFloodDoesNotStarveOtherNamespaces|TestForgottenFloodCostsNothing|TestWarmStartFromALargeStore|TestLeaderKilledDuringBurst|TestControlPlaneRestartsMidBurst|TestPolicyChangeReTiersRunningPodsUnderEvict
 soak: $(COSIGN)
 	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	REPUTE_SOAK=1 REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \

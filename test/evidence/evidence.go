@@ -199,5 +199,14 @@ func ReportContainerStatus(ctx context.Context, client kubernetes.Interface, ns,
 	}
 	p.Status.Phase = v1.PodRunning
 	p.Status.ContainerStatuses = []v1.ContainerStatus{cs}
+	ready := v1.ConditionFalse
+	if cs.Ready {
+		ready = v1.ConditionTrue
+	}
+	p.Status.Conditions = []v1.PodCondition{
+		{Type: v1.PodScheduled, Status: v1.ConditionTrue},
+		{Type: v1.ContainersReady, Status: ready, LastTransitionTime: metav1.Now()},
+		{Type: v1.PodReady, Status: ready, LastTransitionTime: metav1.Now()},
+	}
 	return client.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 }
