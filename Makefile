@@ -59,8 +59,8 @@ soak: $(COSIGN)
 ## PERF_CASES, PERF_REPEATS narrow it. Results are appended to docs/perf/runs.json, then the page is rebuilt.
 PERF_REPEATS ?= 3
 PERF_CASES ?= SchedulingBasic/100Nodes,SchedulingBasic/1000Nodes,MixedTiers/1000Nodes,FirstSeenImages/100Nodes,SchedulingBasic/5000Nodes_10000Pods
-perf: $(ETCD) $(PERF_BIN)
-	$(GO) run ./test/cmd/repute-perf run -bin $(PERF_BIN) -etcd-dir $(BIN)/tools -runs docs/perf/runs.json \
+perf: $(ETCD) $(PERF_BIN) $(COSIGN)
+	COSIGN=$(COSIGN) $(GO) run ./test/cmd/repute-perf run -bin $(PERF_BIN) -etcd-dir $(BIN)/tools -runs docs/perf/runs.json \
 		-out $(BIN)/perf-results -repeats $(PERF_REPEATS) -cases $(PERF_CASES)
 	$(MAKE) perf-report
 

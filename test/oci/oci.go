@@ -131,11 +131,19 @@ func (c *Cosign) GenerateKeyPair(keyName string) (string, error) {
 // Sign signs ref with a key made by GenerateKeyPair: as a sigstore bundle referrer, or with
 // legacy in the "sha256-<hex>.sig" format.
 func (c *Cosign) Sign(keyName string, ref name.Digest, legacy bool) error {
+	return c.SignAll(keyName, []name.Digest{ref}, legacy)
+}
+
+// SignAll is Sign for many images in one run of cosign, which signs each in turn.
+func (c *Cosign) SignAll(keyName string, refs []name.Digest, legacy bool) error {
 	args := []string{"sign", "--key", filepath.Join(c.Dir, keyName+".key"), "--tlog-upload=false", "--use-signing-config=false"}
 	if legacy {
 		args = append(args, "--new-bundle-format=false")
 	}
-	return c.run(append(args, ref.String())...)
+	for _, ref := range refs {
+		args = append(args, ref.String())
+	}
+	return c.run(args...)
 }
 
 // Attest attaches a key-signed in-toto attestation of the given predicate type.
