@@ -7,6 +7,12 @@ K8S_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(K8S_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=1 \
 	-X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION)))
 BIN := bin
+# One version for the binaries and the image, from git: the nearest v* tag (and how far past it),
+# or v0.1.0-dev-<commit> before the first release; -dirty when the tree has changes.
+VERSION ?= $(shell git describe --tags --match 'v*' --dirty 2>/dev/null || echo v0.1.0-dev-$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD || echo -dirty))
+REVISION ?= $(shell git rev-parse HEAD)$(shell git diff --quiet HEAD || echo -dirty)
+VERSION_LDFLAGS := -X github.com/repute-dev/repute/pkg/version.version=$(VERSION) \
+	-X github.com/repute-dev/repute/pkg/version.revision=$(REVISION)
 
 PKGS := ./...
 # The real cosign CLI signs images in the signature tests; it is built from the module proxy.
@@ -18,8 +24,8 @@ all: build
 
 ## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
 build:
-	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
-	$(GO) build -o $(BIN)/reputectl ./cmd/reputectl
+	$(GO) build -ldflags "$(K8S_LDFLAGS) $(VERSION_LDFLAGS)" -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
+	$(GO) build -ldflags "$(VERSION_LDFLAGS)" -o $(BIN)/reputectl ./cmd/reputectl
 	ln -sf reputectl $(BIN)/kubectl-repute
 	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(BIN)/repute-demo ./test/cmd/repute-demo
 

@@ -18,6 +18,7 @@ import (
 	_ "github.com/repute-dev/repute/pkg/apis/config/scheme"
 	"github.com/repute-dev/repute/pkg/leadership"
 	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
+	"github.com/repute-dev/repute/pkg/version"
 	"github.com/repute-dev/repute/plugins/reputation"
 )
 
@@ -26,5 +27,7 @@ func main() {
 	// What Repute cannot start with (an endpoint that cannot listen) stops the binary, loudly.
 	factory := reputation.NewFactory(reputeruntime.Options{OnStartFailure: reputeruntime.ExitProcess})
 	command := app.NewSchedulerCommand(app.WithPlugin(reputation.Name, factory))
+	command.Use = "repute-scheduler"
+	version.TakeOverFlag(command)
 	os.Exit(cli.Run(command))
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/pkg/version"
 )
 
 // maxResponseBytes bounds a decoded answer: a full page of MaxPageSize explained verdicts is a
@@ -88,6 +89,16 @@ func (c *Client) Simulate(ctx context.Context, proposed *v1alpha1.ReputationPoli
 	return &out, decodeBody(resp, ResourceSimulations, &out)
 }
 
+// Version asks which Repute serves the API.
+func (c *Client) Version(ctx context.Context) (*version.Info, error) {
+	var out version.Info
+	resp, err := c.send(ctx, http.MethodGet, strings.TrimRight(c.Server, "/")+VersionPath, VersionPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &out, decodeBody(resp, VersionPath, &out)
+}
+
 func (c *Client) getJSON(ctx context.Context, path string, query url.Values, out any) error {
 	resp, err := c.get(ctx, path, query)
 	if err != nil {
@@ -114,6 +125,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
+	return c.send(ctx, method, u, path, body)
+}
+
+// send makes one request to a URL of the API; path names it in errors.
+func (c *Client) send(ctx context.Context, method, u, path string, body []byte) (*http.Response, error) {
 	var reader io.Reader
 	if body != nil {
 		reader = bytes.NewReader(body)

@@ -16,10 +16,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/pkg/version"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 )
@@ -50,6 +52,30 @@ type Server struct {
 	// Simulate, when set, weighs every image under a proposed policy and changes nothing
 	// (POST simulations). Its errors are API errors (422 for a policy that fails checks).
 	Simulate func(ctx context.Context, proposed *v1alpha1.ReputationPolicy) (*Simulation, error)
+}
+
+// VersionPath answers which Repute runs, as the kube-apiserver's /version does: to any
+// authenticated caller the cluster lets get that path (system:public-info-viewer does, for all).
+const VersionPath = "/version"
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request, who user.Info) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeStatus(w, apierrors.NewMethodNotSupported(schema.GroupResource{Group: Group}, r.Method).ErrStatus)
+		return
+	}
+	attrs := authorizer.AttributesRecord{User: who, Verb: "get", Path: VersionPath}
+	if decision, reason, err := s.Authorizer.Authorize(r.Context(), attrs); decision != authorizer.DecisionAllow {
+		msg := fmt.Sprintf("User %q cannot get path %q", who.GetName(), VersionPath)
+		if reason != "" {
+			msg += ": " + reason
+		}
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		writeStatus(w, apierrors.NewForbidden(schema.GroupResource{}, "", errors.New(msg)).ErrStatus)
+		return
+	}
+	_ = writeJSON(w, version.Get())
 }
 
 // route is one endpoint: the authorization it needs and the handler that answers it.
@@ -96,6 +122,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			klog.FromContext(r.Context()).V(2).Info("Audit API request not authenticated", "err", err)
 		}
 		writeStatus(w, apierrors.NewUnauthorized("Unauthorized").ErrStatus)
+		return
+	}
+	if r.URL.Path == VersionPath {
+		s.version(w, r, resp.User)
 		return
 	}
 	rt, name, found := match(r.URL.Path)

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
+	"github.com/repute-dev/repute/pkg/version"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
 )
@@ -53,9 +54,12 @@ func (rs rules) Authorize(_ context.Context, a authorizer.Attributes) (authorize
 	if a.GetSubresource() != "" {
 		resource += "/" + a.GetSubresource()
 	}
+	if !a.IsResourceRequest() {
+		resource = a.GetPath() // "get /version"
+	}
 	for _, r := range rs[a.GetUser().GetName()] {
 		f := strings.Fields(r)
-		if f[0] == a.GetVerb() && f[1] == resource && (len(f) < 3 || f[2] == a.GetNamespace()) && a.GetAPIGroup() == Group {
+		if f[0] == a.GetVerb() && f[1] == resource && (len(f) < 3 || f[2] == a.GetNamespace()) && (a.GetAPIGroup() == Group || !a.IsResourceRequest()) {
 			return authorizer.DecisionAllow, "", nil
 		}
 	}
@@ -105,7 +109,7 @@ func newTestServer(t *testing.T) (*Server, *store.Store) {
 		Records:       st,
 		Authenticator: tokenAuthn{"auditor-token": "auditor", "nobody-token": "nobody", "team-token": "team-lead"},
 		Authorizer: authorizer.AuthorizerFunc(rules{
-			"auditor":   {"list images", "get images", "get images/history", "list decisions", "list policies", "get backups"},
+			"auditor":   {"list images", "get images", "get images/history", "list decisions", "list policies", "get backups", "get /version"},
 			"team-lead": {"list decisions team", "list images team"},
 		}.Authorize),
 	}, st
@@ -150,12 +154,20 @@ func TestAccessIsAuthenticatedAndAuthorized(t *testing.T) {
 		{"auditor", "auditor-token", PathPrefix + "/images", http.StatusOK, ""},
 		{"unknown path", "auditor-token", PathPrefix + "/secrets", http.StatusNotFound, "not found"},
 		{"health needs no token", "", "/healthz", http.StatusOK, ""},
+		{"the version needs a token", "", VersionPath, http.StatusUnauthorized, "Unauthorized"},
+		{"the version needs a grant", "nobody-token", VersionPath, http.StatusForbidden, `User "nobody" cannot get path "/version"`},
+		{"version", "auditor-token", VersionPath, http.StatusOK, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := get(t, s, tt.token, tt.path)
 			if w.Code != tt.wantCode {
 				t.Fatalf("GET %s = %d %s, want %d", tt.path, w.Code, w.Body, tt.wantCode)
+			}
+			if tt.path == VersionPath && tt.wantCode == http.StatusOK {
+				if v := decode[version.Info](t, w); v != version.Get() {
+					t.Errorf("version = %+v, want this build's %+v", v, version.Get())
+				}
 			}
 			if tt.wantMessage != "" {
 				st := decode[metav1.Status](t, w)

@@ -84,8 +84,16 @@ repute-auditor; backups need repute-audit-backup.`,
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 
 	root.AddCommand(newImagesCommand(o), newImageCommand(o), newHistoryCommand(o), newDecisionsCommand(o),
-		newPolicyCommand(o), newBackupCommand(o))
+		newPolicyCommand(o), newBackupCommand(o), newVersionCommand(o))
 	return root
+}
+
+func (o *options) checkOutput() error {
+	switch o.output {
+	case "table", "json", "yaml":
+		return nil
+	}
+	return fmt.Errorf("--output %q: must be table, json or yaml", o.output)
 }
 
 func envOr(name, def string) string {
@@ -98,10 +106,8 @@ func envOr(name, def string) string {
 // client opens the store file or connects to the audit API with a credential auditCredential
 // picked.
 func (o *options) client(ctx context.Context) (*audit.Client, error) {
-	switch o.output {
-	case "table", "json", "yaml":
-	default:
-		return nil, fmt.Errorf("--output %q: must be table, json or yaml", o.output)
+	if err := o.checkOutput(); err != nil {
+		return nil, err
 	}
 	if o.storeFile != "" {
 		if _, err := os.Stat(o.storeFile); err != nil {
