@@ -5,6 +5,10 @@ package main
 import (
 	"os"
 
+	// The image has no CA bundle of its own: registries' certificates are checked against
+	// Mozilla's roots compiled in, unless the node mounts a bundle where Go looks for one.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"
 	// client-go's metrics, as kube-scheduler registers them, except leader election's:

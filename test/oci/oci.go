@@ -146,6 +146,11 @@ func (c *Cosign) SignAll(keyName string, refs []name.Digest, legacy bool) error 
 	return c.run(args...)
 }
 
+// Verify checks ref's signature by the key pair's public key as cosign verify does, offline.
+func (c *Cosign) Verify(keyName string, ref name.Reference) error {
+	return c.run("verify", "--key", filepath.Join(c.Dir, keyName+".pub"), "--insecure-ignore-tlog=true", "--output", "text", ref.String())
+}
+
 // Attest attaches a key-signed in-toto attestation of the given predicate type.
 func (c *Cosign) Attest(keyName string, ref name.Digest, predicateType, predicateJSON string) error {
 	pred := filepath.Join(c.Dir, "predicate.json")
