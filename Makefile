@@ -53,6 +53,13 @@ tools: $(COSIGN)
 $(COSIGN):
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN_VERSION)
 
+# promtool checks and unit-tests the shipped alert rules: Debian's (apt-get install prometheus,
+# as CI does) when on PATH, else built once from the module proxy.
+PROMETHEUS_VERSION ?= v0.316.0
+PROMTOOL := $(or $(shell command -v promtool),$(CURDIR)/$(BIN)/tools/promtool)
+$(CURDIR)/$(BIN)/tools/promtool:
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+
 # scheduler_perf starts the etcd binary it finds on PATH; this one is built from the module graph.
 ETCD := $(CURDIR)/$(BIN)/tools/etcd
 $(ETCD): go.mod
@@ -65,9 +72,10 @@ $(PERF_BIN):
 
 ## test: unit, integration (real etcd + kube-apiserver + scheduler, real registry, real cosign) and deploy tests,
 ## then scheduler_perf's 100-node workload once under each profile (the smoke run of make perf)
-test: $(COSIGN) $(ETCD) $(PERF_BIN)
+test: $(COSIGN) $(ETCD) $(PERF_BIN) $(PROMTOOL)
 	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \
+		PROMTOOL=$(PROMTOOL) REPUTE_REQUIRE_PROMTOOL=1 \
 		$(GO) test -count=1 -timeout 30m $(PKGS)
 	rm -rf $(BIN)/perf-smoke
 	$(GO) run ./test/cmd/repute-perf run -bin $(PERF_BIN) -etcd-dir $(BIN)/tools -runs $(BIN)/perf-smoke/runs.json \

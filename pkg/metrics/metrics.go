@@ -92,7 +92,28 @@ var (
 		Help:           "Policies loaded, by result (applied, invalid).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"result"})
+	// PolicyRefused is 1 while the ReputationPolicy's latest generation is refused: an older
+	// policy stays in force until it is fixed. Alerts watch this, not the counter, which says
+	// nothing once the refusal is old.
+	PolicyRefused = metrics.NewGauge(&metrics.GaugeOpts{
+		Subsystem: subsystem, Name: "policy_refused",
+		Help:           "1 while the ReputationPolicy's latest generation is refused and an older policy stays in force.",
+		StabilityLevel: metrics.ALPHA,
+	})
 )
+
+// labelValues are every value each vector's label can take: their series exist, at 0, from the
+// start, so alerts and dashboards see a rate of 0 rather than no data.
+var labelValues = map[*metrics.CounterVec][]string{
+	Evaluations:          {"complete", "incomplete", "unassessable"},
+	VerificationFailures: {string(reputation.SignatureUnverified), string(reputation.SignatureInvalid), string(reputation.SignatureError)},
+	StoreRecords:         {"committed", "failed", "dropped"},
+	PodsPlaced:           tiers,
+	PodsMoved:            {"evicted", "reported", "blocked"},
+	PolicyReloads:        {"applied", "invalid"},
+}
+
+var tiers = []string{string(reputation.TierTrusted), string(reputation.TierUnknown), string(reputation.TierUntrusted)}
 
 var registerOnce sync.Once
 
@@ -100,7 +121,15 @@ var registerOnce sync.Once
 func Register() {
 	registerOnce.Do(func() {
 		legacyregistry.MustRegister(Verdicts, CacheSize, Evaluations, EvaluationDuration, VerificationFailures,
-			StoreWriteDuration, StoreRecords, StoreBacklog, StoreDegraded, PodsPlaced, PodsMoved, PolicyReloads)
+			StoreWriteDuration, StoreRecords, StoreBacklog, StoreDegraded, PodsPlaced, PodsMoved, PolicyReloads, PolicyRefused)
+		for vec, values := range labelValues {
+			for _, v := range values {
+				vec.WithLabelValues(v)
+			}
+		}
+		for _, t := range tiers {
+			Verdicts.WithLabelValues(t)
+		}
 	})
 }
 

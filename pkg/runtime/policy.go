@@ -82,5 +82,6 @@ func (rt *Runtime) applyPolicy(ctx context.Context, c *rpolicy.Compiled, generat
 		recordPolicy(ctx, rt.store, c.Policy, rt.policyOrigin)
 	}
 	metrics.PolicyReloads.WithLabelValues("applied").Inc()
+	metrics.PolicyRefused.Set(0)
 	return rpolicy.Outcome{Images: len(after), TierChanges: tierChanges, Reverify: reverify}, nil
 }

@@ -236,7 +236,10 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 			return nil, err
 		}
 		rt.follower = &rpolicy.Follower{Name: args.PolicyName, Client: client, Standby: func() bool { return !rt.Leading() },
-			Apply: rt.applyPolicy, Refused: func(int64, field.ErrorList) { metrics.PolicyReloads.WithLabelValues("invalid").Inc() }}
+			Apply: rt.applyPolicy, Refused: func(int64, field.ErrorList) {
+				metrics.PolicyReloads.WithLabelValues("invalid").Inc()
+				metrics.PolicyRefused.Set(1)
+			}}
 	}
 	if rt.informers != nil {
 		if err := rt.watchBindingsInDoubt(); err != nil {

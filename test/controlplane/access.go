@@ -68,9 +68,9 @@ func (cp *ControlPlane) ServiceAccountToken(ctx context.Context, namespace, name
 	return tr.Status.Token, nil
 }
 
-// ShippedClusterRole reads a ClusterRole from deploy/base as it ships.
+// ShippedClusterRole reads a ClusterRole from deploy/ as it ships.
 func ShippedClusterRole(name string) (*rbacv1.ClusterRole, error) {
-	files, err := fs.Glob(deploy.Files, "base/*.yaml")
+	files, err := fs.Glob(deploy.Files, "*/*.yaml")
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func ShippedClusterRole(name string) (*rbacv1.ClusterRole, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("deploy/base ships no ClusterRole %s", name)
+	return nil, fmt.Errorf("deploy/ ships no ClusterRole %s", name)
 }
 
 // ShippedDocuments splits a file of deploy/ (e.g. "isolation/runtimeclass.yaml") into its YAML
@@ -129,10 +129,14 @@ func (cp *ControlPlane) BindClusterRole(ctx context.Context, bindingName, role, 
 	}
 	rule := cr.Rules[0]
 	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User:               "system:serviceaccount:" + namespace + ":" + serviceAccount,
-		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]},
+		User:   "system:serviceaccount:" + namespace + ":" + serviceAccount,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
 	}}
+	if len(rule.NonResourceURLs) > 0 {
+		review.Spec.NonResourceAttributes = &authorizationv1.NonResourceAttributes{Path: rule.NonResourceURLs[0], Verb: rule.Verbs[0]}
+	} else {
+		review.Spec.ResourceAttributes = &authorizationv1.ResourceAttributes{Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]}
+	}
 	return wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		got, err := cp.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		return err == nil && got.Status.Allowed, nil

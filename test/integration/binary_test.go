@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,15 +12,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
 
+	"github.com/repute-dev/repute/deploy"
 	"github.com/repute-dev/repute/test/controlplane"
 )
 
@@ -190,6 +195,89 @@ func TestBinarySchedulesPods(t *testing.T) {
 	if anonymous := scrapeStatus(t, "https://"+securePort+"/metrics", ""); anonymous != http.StatusForbidden && anonymous != http.StatusUnauthorized {
 		t.Errorf("anonymous /metrics = %d, want 401 or 403", anonymous)
 	}
+
+	// What deploy/monitoring ships works against this scrape: every series its alerts and
+	// dashboard read is served, and its ClusterRole is what a scraper needs, no less.
+	for _, name := range shippedMonitoringMetrics(t) {
+		if !strings.Contains(text, "\n"+name+"{") && !strings.Contains(text, "\n"+name+" ") {
+			t.Errorf("deploy/monitoring reads %s, which /metrics does not serve", name)
+		}
+	}
+	role, err := controlplane.ShippedClusterRole("repute-metrics-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.RbacV1().ClusterRoles().Create(e.ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	e.serviceAccount("prometheus")
+	if code := scrapeStatus(t, "https://"+securePort+"/metrics", e.token("prometheus")); code != http.StatusForbidden {
+		t.Errorf("/metrics for a service account without the role = %d, want 403", code)
+	}
+	e.bindClusterRole("repute-metrics-reader", "prometheus")
+	if code := scrapeStatus(t, "https://"+securePort+"/metrics", e.token("prometheus")); code != http.StatusOK {
+		t.Errorf("/metrics for a service account with repute-metrics-reader = %d, want 200", code)
+	}
+}
+
+// seriesName is a metric name where a PromQL selector starts: name{.
+var seriesName = regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\{`)
+
+// shippedMonitoringMetrics lists the metrics deploy/monitoring's alert rules and dashboard
+// select, leaving out up (Prometheus makes it, not the target).
+func shippedMonitoringMetrics(t *testing.T) []string {
+	t.Helper()
+	var exprs []string
+	rules, err := deploy.Files.ReadFile("monitoring/prometheusrule.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule struct {
+		Spec struct {
+			Groups []struct {
+				Rules []struct{ Expr string }
+			}
+		}
+	}
+	if err := yaml.Unmarshal(rules, &rule); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rule.Spec.Groups {
+		for _, r := range g.Rules {
+			exprs = append(exprs, r.Expr)
+		}
+	}
+	dashboard, err := deploy.Files.ReadFile("monitoring/repute-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dashboard, &dash); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			exprs = append(exprs, target.Expr)
+		}
+	}
+	seen := map[string]bool{"up": true}
+	var names []string
+	for _, expr := range exprs {
+		for _, m := range seriesName.FindAllStringSubmatch(expr, -1) {
+			if !seen[m[1]] {
+				seen[m[1]] = true
+				names = append(names, m[1])
+			}
+		}
+	}
+	if len(names) < 10 {
+		t.Fatalf("found only %v in deploy/monitoring's queries", names)
+	}
+	return names
 }
 
 // scrapeMetrics reads a /metrics endpoint as Prometheus would, with a bearer token.

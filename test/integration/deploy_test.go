@@ -7,9 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -26,12 +29,15 @@ import (
 )
 
 // renderDeployBase renders deploy/base the way `kubectl kustomize` does.
-func renderDeployBase(t *testing.T) []map[string]interface{} {
+func renderDeployBase(t *testing.T) []map[string]interface{} { return renderDeploy(t, "base") }
+
+// renderDeploy renders a kustomization under deploy/.
+func renderDeploy(t *testing.T, dir string) []map[string]interface{} {
 	t.Helper()
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	resMap, err := k.Run(filesys.MakeFsOnDisk(), "../../deploy/base")
+	resMap, err := k.Run(filesys.MakeFsOnDisk(), "../../deploy/"+dir)
 	if err != nil {
-		t.Fatalf("rendering deploy/base: %v", err)
+		t.Fatalf("rendering deploy/%s: %v", dir, err)
 	}
 	var out []map[string]interface{}
 	for _, r := range resMap.Resources() {
@@ -63,9 +69,56 @@ func TestDeployBaseAppliesWithServerSideDryRun(t *testing.T) {
 	}
 }
 
+// deploy/monitoring renders; the apiserver accepts its Service, RBAC and dashboard ConfigMap
+// (server-side dry-run; the ServiceMonitor and PrometheusRule need the Prometheus Operator's
+// CRDs, which this cluster lacks: promtool checks the rules), and its Service selects the
+// scheduler's pods on the port the StatefulSet names.
+func TestMonitoringAppliesWithServerSideDryRun(t *testing.T) {
+	e := newEnv(t)
+	kinds := map[string]bool{}
+	var service *v1.Service
+	for _, obj := range renderDeploy(t, "monitoring") {
+		u := unstructuredOf(obj)
+		kinds[u.GetKind()] = true
+		if u.GetKind() == "Service" {
+			service = &v1.Service{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, service); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var sts appsv1.StatefulSet
+	for _, obj := range renderDeployBase(t) {
+		if unstructuredOf(obj).GetKind() == "StatefulSet" {
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &sts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if service == nil || !labels.SelectorFromSet(service.Spec.Selector).Matches(labels.Set(sts.Spec.Template.Labels)) {
+		t.Fatalf("the metrics Service %+v does not select the StatefulSet's pods %v", service, sts.Spec.Template.Labels)
+	}
+	port := service.Spec.Ports[0].TargetPort.StrVal
+	if !slices.ContainsFunc(sts.Spec.Template.Spec.Containers[0].Ports, func(p v1.ContainerPort) bool { return p.Name == port }) {
+		t.Errorf("the metrics Service targets port %q, which the scheduler container does not name", port)
+	}
+	for _, want := range []string{"Service", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "ServiceMonitor", "PrometheusRule"} {
+		if !kinds[want] {
+			t.Errorf("deploy/monitoring renders no %s", want)
+		}
+	}
+	applyDeploy(t, e, "monitoring", true, "Service", "ClusterRole", "ClusterRoleBinding", "ConfigMap")
+}
+
 // applyDeployBase applies the rendered deploy/base objects of the given kinds (all when none
 // are named) with server-side apply, or only dry-runs them.
 func applyDeployBase(t *testing.T, e *env, dryRun bool, onlyKinds ...string) {
+	t.Helper()
+	applyDeploy(t, e, "base", dryRun, onlyKinds...)
+}
+
+// applyDeploy is applyDeployBase for any kustomization under deploy/.
+func applyDeploy(t *testing.T, e *env, dir string, dryRun bool, onlyKinds ...string) {
 	t.Helper()
 	dyn := dynamic.NewForConfigOrDie(cluster.Config)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.client.Discovery()))
@@ -73,7 +126,7 @@ func applyDeployBase(t *testing.T, e *env, dryRun bool, onlyKinds ...string) {
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	for _, obj := range renderDeployBase(t) {
+	for _, obj := range renderDeploy(t, dir) {
 		u := unstructuredOf(obj)
 		if len(onlyKinds) > 0 && !slices.Contains(onlyKinds, u.GetKind()) {
 			continue
