@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -60,6 +61,9 @@ func run(opts image.Options, platforms, created, layoutDir, repository, digestFi
 		return err
 	}
 	if digestFile != "" {
+		if err := os.MkdirAll(filepath.Dir(digestFile), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(digestFile, []byte(digest.String()+"\n"), 0o644); err != nil {
 			return err
 		}
