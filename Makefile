@@ -19,7 +19,7 @@ PKGS := ./...
 COSIGN_VERSION ?= v3.1.3
 COSIGN := $(CURDIR)/$(BIN)/tools/cosign
 
-.PHONY: all build tools test soak perf perf-report demo demo-keep bench fuzz fuzz-long verify codegen clean image image-sign
+.PHONY: all build tools test soak perf perf-report demo demo-keep bench fuzz fuzz-long verify codegen clean image image-sign bundle
 all: build
 
 ## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
@@ -47,6 +47,10 @@ image-sign: $(COSIGN)
 	@test -n "$(REGISTRY)" || { echo "image-sign: set REGISTRY to where make image pushed"; exit 1; }
 	$(COSIGN) sign --key $(KEY) --tlog-upload=false --use-signing-config=false \
 		$(REGISTRY)/repute-scheduler@$$(cat $(BIN)/image.digest)
+
+## bundle: deploy/repute.yaml, the chart rendered with its defaults, CRDs first (a test checks it is current)
+bundle:
+	$(GO) run ./hack/bundle
 
 ## tools: the cosign CLI the signature tests sign with (one cold build, about 10 minutes)
 tools: $(COSIGN)
