@@ -64,6 +64,16 @@ PROMTOOL := $(or $(shell command -v promtool),$(CURDIR)/$(BIN)/tools/promtool)
 $(CURDIR)/$(BIN)/tools/promtool:
 	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 
+# The README's install commands run in a test with the real kubectl (k8s.io/kubectl at the
+# version the module graph pins) and the real helm CLI.
+HELM_VERSION ?= v3.22.0
+KUBECTL := $(CURDIR)/$(BIN)/tools/kubectl
+HELM := $(CURDIR)/$(BIN)/tools/helm
+$(KUBECTL): go.mod
+	$(GO) build -ldflags "$(K8S_LDFLAGS)" -o $(KUBECTL) ./test/cmd/kubectl
+$(HELM):
+	GOBIN=$(CURDIR)/$(BIN)/tools $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
 # scheduler_perf starts the etcd binary it finds on PATH; this one is built from the module graph.
 ETCD := $(CURDIR)/$(BIN)/tools/etcd
 $(ETCD): go.mod
@@ -76,11 +86,11 @@ $(PERF_BIN):
 
 ## test: unit, integration (real etcd + kube-apiserver + scheduler, real registry, real cosign) and deploy tests,
 ## then scheduler_perf's 100-node workload once under each profile (the smoke run of make perf)
-test: $(COSIGN) $(ETCD) $(PERF_BIN) $(PROMTOOL)
+test: $(COSIGN) $(ETCD) $(PERF_BIN) $(PROMTOOL) $(KUBECTL) $(HELM)
 	$(GO) build -o $(BIN)/repute-scheduler ./cmd/repute-scheduler
 	REPUTE_SCHEDULER_BIN=$(CURDIR)/$(BIN)/repute-scheduler COSIGN=$(COSIGN) REPUTE_REQUIRE_COSIGN=1 \
-		PROMTOOL=$(PROMTOOL) REPUTE_REQUIRE_PROMTOOL=1 \
-		$(GO) test -count=1 -timeout 30m $(PKGS)
+		PROMTOOL=$(PROMTOOL) REPUTE_REQUIRE_PROMTOOL=1 REPUTE_REQUIRE_CLIS=1 \
+		$(GO) test -ldflags "$(K8S_LDFLAGS)" -count=1 -timeout 30m $(PKGS)
 	rm -rf $(BIN)/perf-smoke
 	$(GO) run ./test/cmd/repute-perf run -bin $(PERF_BIN) -etcd-dir $(BIN)/tools -runs $(BIN)/perf-smoke/runs.json \
 		-out $(BIN)/perf-smoke -repeats 1 -order Default,Repute -labels smoke -cases SchedulingBasic/100Nodes
