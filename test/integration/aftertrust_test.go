@@ -153,9 +153,7 @@ func TestMovedTagsAreFollowed(t *testing.T) {
 	e := newEnv(t)
 	trusted, unknown := e.node("trusted", "trusted"), e.node("unknown", "unknown")
 	cfg := e.config()
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg = signedByOps(cfg, pem)
 	cfg.ExtraArgs = "      evaluation:\n        tagTTL: 1s"
 	t.Cleanup(mustStart(t, e, cfg))
 	tagged := reg + "/team/app:v1"

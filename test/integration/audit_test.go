@@ -252,6 +252,18 @@ func (e *env) auditTokenFile(serviceAccount string) string {
 
 // bindClusterRole grants a shipped ClusterRole to a service account of this env, once it
 // is in effect.
+// installShippedClusterRole creates a ClusterRole as deploy/ ships it, unless it exists.
+func (e *env) installShippedClusterRole(name string) {
+	e.t.Helper()
+	role, err := controlplane.ShippedClusterRole(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.client.RbacV1().ClusterRoles().Create(e.ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) bindClusterRole(role, serviceAccount string) {
 	e.t.Helper()
 	name := e.prefix + role + "-" + serviceAccount

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/yaml"
@@ -203,13 +202,7 @@ func TestBinarySchedulesPods(t *testing.T) {
 			t.Errorf("deploy/monitoring reads %s, which /metrics does not serve", name)
 		}
 	}
-	role, err := controlplane.ShippedClusterRole("repute-metrics-reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.client.RbacV1().ClusterRoles().Create(e.ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	e.installShippedClusterRole("repute-metrics-reader")
 	e.serviceAccount("prometheus")
 	if code := scrapeStatus(t, "https://"+securePort+"/metrics", e.token("prometheus")); code != http.StatusForbidden {
 		t.Errorf("/metrics for a service account without the role = %d, want 403", code)

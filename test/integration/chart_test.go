@@ -8,12 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/repute-dev/repute/deploy"
@@ -159,9 +154,7 @@ func TestHelmChartAppliesWithServerSideDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn := dynamic.NewForConfigOrDie(cluster.Config)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.client.Discovery()))
-	applied := 0
+	var objs []*unstructured.Unstructured
 	for _, doc := range docs {
 		var obj map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
@@ -174,20 +167,10 @@ func TestHelmChartAppliesWithServerSideDryRun(t *testing.T) {
 		if u.GetKind() != "CustomResourceDefinition" && !clusterScoped[u.GetKind()] && u.GetNamespace() != e.ns && u.GetName() != "repute-scheduler-authentication-reader" {
 			t.Errorf("%s %s is in namespace %q, want the release's %s", u.GetKind(), u.GetName(), u.GetNamespace(), e.ns)
 		}
-		gvk := u.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if mapping.Scope.Name() == meta.RESTScopeNameNamespace {
-			ri = dyn.Resource(mapping.Resource).Namespace(u.GetNamespace())
-		}
-		if _, err := ri.Apply(e.ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "helm-test", Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
-			t.Errorf("server-side dry-run of %s %s: %v", gvk.Kind, u.GetName(), err)
-		}
-		applied++
+		objs = append(objs, u)
 	}
+	applyObjects(t, e, true, objs)
+	applied := len(objs)
 	if applied < 20 {
 		t.Errorf("dry-ran %d objects, want the whole chart", applied)
 	}

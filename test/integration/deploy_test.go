@@ -120,17 +120,26 @@ func applyDeployBase(t *testing.T, e *env, dryRun bool, onlyKinds ...string) {
 // applyDeploy is applyDeployBase for any kustomization under deploy/.
 func applyDeploy(t *testing.T, e *env, dir string, dryRun bool, onlyKinds ...string) {
 	t.Helper()
+	var objs []*unstructured.Unstructured
+	for _, obj := range renderDeploy(t, dir) {
+		if u := unstructuredOf(obj); len(onlyKinds) == 0 || slices.Contains(onlyKinds, u.GetKind()) {
+			objs = append(objs, u)
+		}
+	}
+	applyObjects(t, e, dryRun, objs)
+}
+
+// applyObjects applies objects in order with server-side apply, as kubectl apply
+// --server-side does, or only dry-runs them.
+func applyObjects(t *testing.T, e *env, dryRun bool, objs []*unstructured.Unstructured) {
+	t.Helper()
 	dyn := dynamic.NewForConfigOrDie(cluster.Config)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(e.client.Discovery()))
 	opts := metav1.ApplyOptions{FieldManager: "repute-test", Force: true}
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
-	for _, obj := range renderDeploy(t, dir) {
-		u := unstructuredOf(obj)
-		if len(onlyKinds) > 0 && !slices.Contains(onlyKinds, u.GetKind()) {
-			continue
-		}
+	for _, u := range objs {
 		gvk := u.GroupVersionKind()
 		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {

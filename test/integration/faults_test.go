@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/repute-dev/repute/pkg/placement"
 	reputeruntime "github.com/repute-dev/repute/pkg/runtime"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/podsecurity"
@@ -83,24 +82,7 @@ func TestControlPlaneRestartsMidBurst(t *testing.T) {
 	created.Wait()
 	e.waitBoundCount(names, pods, time.Minute)
 
-	list, err := e.client.CoreV1().Pods(e.ns).List(e.ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checked := 0
-	for _, p := range list.Items {
-		want, ours := tierOf[p.Name]
-		if !ours {
-			continue
-		}
-		checked++
-		if got := poolOf[p.Spec.NodeName]; got != want || p.Labels[placement.TierLabel] != want {
-			t.Errorf("%s (%s) is on %s in pool %q labelled %q", p.Name, want, p.Spec.NodeName, got, p.Labels[placement.TierLabel])
-		}
-	}
-	if checked != pods {
-		t.Fatalf("checked %d pods, want %d", checked, pods)
-	}
+	e.checkPlaced(tierOf, poolOf)
 	select {
 	case err := <-exited:
 		t.Fatalf("the scheduler exited during the restarts (%v):\n%s", err, tail(stderr.String(), 30))

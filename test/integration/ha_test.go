@@ -43,9 +43,7 @@ func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 	cfg.Kubeconfig = kubeconfigFor(t, e, "kube-system", "repute-scheduler")
 	cfg.LeaderElect, cfg.LeaseName, cfg.LeaseDuration = true, "repute-scheduler", 3*time.Second
 	cfg.MirrorNamespace = "kube-system"
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg = signedByOps(cfg, pem)
 	cfg.VerdictWait = "1s"
 
 	start := func(name string) (func(syscall.Signal), string) { return startReplica(t, e, bin, cfg, name) }
@@ -170,9 +168,18 @@ func TestLeaderKilledDuringBurst(t *testing.T) {
 	e.waitBoundCount(names, pods, 60*time.Second)
 	allBound := time.Since(killed)
 
+	e.checkPlaced(tierOf, poolOf)
+	t.Logf("%d pods: leader killed once %d were bound; standby elected %s after the kill (lease 3 s), every pod bound %s after it, each in its tier's pool",
+		pods, pods/2, elected.Round(time.Millisecond), allBound.Round(time.Millisecond))
+}
+
+// checkPlaced checks that every named pod (tierOf: name → tier) is bound in its tier's pool
+// (poolOf: node → pool) and labelled with its tier.
+func (e *env) checkPlaced(tierOf, poolOf map[string]string) {
+	e.t.Helper()
 	list, err := e.client.CoreV1().Pods(e.ns).List(e.ctx, metav1.ListOptions{})
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	checked := 0
 	for _, p := range list.Items {
@@ -182,14 +189,12 @@ func TestLeaderKilledDuringBurst(t *testing.T) {
 		}
 		checked++
 		if got := poolOf[p.Spec.NodeName]; got != want || p.Labels[placement.TierLabel] != want {
-			t.Errorf("%s (%s) is on %s in pool %q labelled %q", p.Name, want, p.Spec.NodeName, got, p.Labels[placement.TierLabel])
+			e.t.Errorf("%s (%s) is on %s in pool %q labelled %q", p.Name, want, p.Spec.NodeName, got, p.Labels[placement.TierLabel])
 		}
 	}
-	if checked != pods {
-		t.Fatalf("checked %d pods, want %d", checked, pods)
+	if checked != len(tierOf) {
+		e.t.Fatalf("checked %d pods, want %d", checked, len(tierOf))
 	}
-	t.Logf("%d pods: leader killed once %d were bound; standby elected %s after the kill (lease 3 s), every pod bound %s after it, each in its tier's pool",
-		pods, pods/2, elected.Round(time.Millisecond), allBound.Round(time.Millisecond))
 }
 
 // waitLeader waits until a replica's pod carries the leader label.

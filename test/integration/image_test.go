@@ -166,9 +166,7 @@ func TestReputesOwnImage(t *testing.T) {
 	e := newEnv(t)
 	trusted, untrusted := e.node("trusted", "trusted"), e.node("unknown", "unknown")
 	cfgRepute := e.config()
-	cfgRepute.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfgRepute.RequireSignature = true
-	cfgRepute.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: opsPEM}}
+	cfgRepute = signedByOps(cfgRepute, opsPEM)
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfgRepute.Render())
 	if err != nil {
 		t.Fatal(err)

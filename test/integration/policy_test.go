@@ -334,13 +334,7 @@ func TestPolicySimulate(t *testing.T) {
 	e.waitBound("cache", bindTimeout)
 	e.assertPending("miner", time.Second)
 
-	role, err := controlplane.ShippedClusterRole("repute-policy-simulator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.client.RbacV1().ClusterRoles().Create(e.ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	e.installShippedClusterRole("repute-policy-simulator")
 	e.serviceAccount("operator")
 	e.serviceAccount("auditor")
 	e.bindClusterRole("repute-policy-simulator", "operator")

@@ -91,9 +91,7 @@ func TestTwoProfilesShareOneRuntime(t *testing.T) {
 	cfg := e.config()
 	second := e.schedulerName + "-second"
 	cfg.MoreProfiles = []string{second}
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: opsPEM}}
+	cfg = signedByOps(cfg, opsPEM)
 	storePath := filepath.Join(t.TempDir(), "repute.db")
 	cfg.StorePath = storePath
 	falco, err := evidence.NewFalcoEndpoint(t.TempDir())

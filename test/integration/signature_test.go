@@ -109,9 +109,7 @@ func TestEachImageIsVerifiedOnce(t *testing.T) {
 	e := newEnv(t)
 	trustedNode := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 250 })
 	cfg := e.config()
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg = signedByOps(cfg, pem)
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		t.Fatal(err)
@@ -178,9 +176,7 @@ func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := e.config()
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg = signedByOps(cfg, pem)
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +215,15 @@ func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
 
 // signingRegistry starts a loopback registry (its handler wrapped, when wrap is set) and makes
 // the "ops" key pair with the real cosign CLI. The registry stops at cleanup, or earlier by stop.
+// signedByOps is a configuration in which images on the loopback registry weigh +10 for their
+// origin and are trusted only with a signature by the key "ops" (+30).
+func signedByOps(cfg controlplane.SchedulerConfig, opsPEM string) controlplane.SchedulerConfig {
+	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
+	cfg.RequireSignature = true
+	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: opsPEM}}
+	return cfg
+}
+
 func signingRegistry(t *testing.T, wrap func(http.Handler) http.Handler) (reg string, cosign *oci.Cosign, opsPEM string, stop func()) {
 	t.Helper()
 	cosign = &oci.Cosign{Bin: oci.CosignForTest(t), Dir: t.TempDir()}

@@ -202,9 +202,7 @@ func placeSignedThenStop(t *testing.T, storePath string) *restartScenario {
 		poolOf[e.node(pool, pool)] = pool
 	}
 	cfg := e.config()
-	cfg.OriginRules = []controlplane.OriginRule{{Pattern: "127.0.0.1:*/*", Weight: 10}}
-	cfg.RequireSignature = true
-	cfg.SigningKeys = []controlplane.SigningKey{{Name: "ops", PEM: pem}}
+	cfg = signedByOps(cfg, pem)
 	cfg.StorePath, cfg.VerdictWait = storePath, "1s"
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
