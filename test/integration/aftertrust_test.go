@@ -152,8 +152,7 @@ func TestMovedTagsAreFollowed(t *testing.T) {
 	}
 	e := newEnv(t)
 	trusted, unknown := e.node("trusted", "trusted"), e.node("unknown", "unknown")
-	cfg := e.config()
-	cfg = signedByOps(cfg, pem)
+	cfg := signedByOps(e.config(), pem)
 	cfg.ExtraArgs = "      evaluation:\n        tagTTL: 1s"
 	t.Cleanup(mustStart(t, e, cfg))
 	tagged := reg + "/team/app:v1"

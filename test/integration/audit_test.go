@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/audit"
 	reputectlcmd "github.com/repute-dev/repute/pkg/reputectl"
+	"github.com/repute-dev/repute/pkg/version"
 	"github.com/repute-dev/repute/test/controlplane"
 )
 
@@ -161,6 +163,13 @@ func TestAuditAPIIsGuardedByClusterRBAC(t *testing.T) {
 	out = reputectl(t, append(append(live, auditorToken...), "decisions", "-A", "--tier", "untrusted")...)
 	if !strings.Contains(out, e.ns) || !strings.Contains(out, "miner") || strings.Contains(out, " api ") {
 		t.Errorf("reputectl decisions --tier untrusted:\n%s", out)
+	}
+	// The server's version, which the cluster's own RBAC (system:public-info-viewer) lets any
+	// authenticated caller read, as the kube-apiserver's /version.
+	out = reputectl(t, append(append(live, auditorToken...), "version", "-o", "json")...)
+	var versions struct{ ClientVersion, ServerVersion *version.Info }
+	if err := json.Unmarshal([]byte(out), &versions); err != nil || versions.ServerVersion == nil || *versions.ServerVersion != version.Get() {
+		t.Errorf("reputectl version -o json = %s (%v), want the server's version, this build's %+v", out, err, version.Get())
 	}
 	backupFile := filepath.Join(t.TempDir(), "backup.db")
 	if _, err := runReputectl(append(append(live, auditorToken...), "backup", "-f", backupFile)...); !apierrors.IsForbidden(err) {

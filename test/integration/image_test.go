@@ -165,8 +165,7 @@ func TestReputesOwnImage(t *testing.T) {
 	// And placed trusted by Repute, by that signature.
 	e := newEnv(t)
 	trusted, untrusted := e.node("trusted", "trusted"), e.node("unknown", "unknown")
-	cfgRepute := e.config()
-	cfgRepute = signedByOps(cfgRepute, opsPEM)
+	cfgRepute := signedByOps(e.config(), opsPEM)
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfgRepute.Render())
 	if err != nil {
 		t.Fatal(err)

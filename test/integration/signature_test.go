@@ -108,8 +108,7 @@ func TestEachImageIsVerifiedOnce(t *testing.T) {
 	images, pem, verifications := countingSignedRegistry(t)
 	e := newEnv(t)
 	trustedNode := e.node("trusted", "trusted", func(s *controlplane.NodeSpec) { s.Pods = 250 })
-	cfg := e.config()
-	cfg = signedByOps(cfg, pem)
+	cfg := signedByOps(e.config(), pem)
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		t.Fatal(err)
@@ -175,8 +174,7 @@ func TestPrivateRegistryUsesPullSecrets(t *testing.T) {
 		ImagePullSecrets: []v1.LocalObjectReference{{Name: "builder-creds"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := e.config()
-	cfg = signedByOps(cfg, pem)
+	cfg := signedByOps(e.config(), pem)
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		t.Fatal(err)

@@ -15,10 +15,13 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/component-base/metrics/testutil"
 
 	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/reputation/store"
 	"github.com/repute-dev/repute/test/controlplane"
 	"github.com/repute-dev/repute/test/evidence"
@@ -36,11 +39,13 @@ func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	placedBefore := placedTrusted(t)
 	created := time.Now()
 	e.create(e.pod("after", image.String()))
 	if got := poolOf[e.waitBound("after", bindTimeout)]; got != "trusted" {
 		t.Errorf("after the restart the signed image landed in pool %q, want trusted from the stored verdict", got)
 	}
+	waitCounted(t, e, placedBefore)
 	if waited := time.Since(created); waited > 2500*time.Millisecond {
 		t.Errorf("the first pod after the restart took %s to bind: it waited for the registry instead of the stored verdict", waited)
 	}
@@ -65,6 +70,29 @@ func TestRestartWarmsTheCacheFromTheStore(t *testing.T) {
 	if ps, err := st.Policies(); err != nil || len(ps) != 1 {
 		t.Errorf("policies in the store = %d (%v), want the one in force, once", len(ps), err)
 	}
+}
+
+// waitCounted waits until a trusted placement more than before is counted. The test sees a
+// binding as soon as the apiserver stores it, which can be before the scheduler has its answer
+// and hands the decision to the store: stopping in between is the window the next start's
+// recovery covers. Once the placement is counted its decision is queued, and Close writes it.
+func waitCounted(t *testing.T, e *env, before float64) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(e.ctx, 10*time.Millisecond, bindTimeout, true, func(context.Context) (bool, error) {
+		return placedTrusted(t) > before, nil
+	}); err != nil {
+		t.Fatalf("the placement was never counted: %v", err)
+	}
+}
+
+// placedTrusted reads this process's count of pods placed trusted (the scheduler runs in it).
+func placedTrusted(t *testing.T) float64 {
+	t.Helper()
+	v, err := testutil.GetCounterMetricValue(metrics.PodsPlaced.WithLabelValues("trusted"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 // What lowered trust before a restart still does after it, even once the image is evaluated
@@ -201,18 +229,19 @@ func placeSignedThenStop(t *testing.T, storePath string) *restartScenario {
 	for _, pool := range []string{"trusted", "unknown", "untrusted"} {
 		poolOf[e.node(pool, pool)] = pool
 	}
-	cfg := e.config()
-	cfg = signedByOps(cfg, pem)
+	cfg := signedByOps(e.config(), pem)
 	cfg.StorePath, cfg.VerdictWait = storePath, "1s"
 	stop, err := controlplane.StartReputeScheduler(e.ctx, cfg.Render())
 	if err != nil {
 		t.Fatal(err)
 	}
+	placedBefore := placedTrusted(t)
 	e.create(e.pod("before", image.String()))
 	if got := poolOf[e.waitBound("before", bindTimeout)]; got != "trusted" {
 		t.Fatalf("before the restart the signed image landed in pool %q, want trusted", got)
 	}
 	e.waitPlacement("before", bindTimeout)
+	waitCounted(t, e, placedBefore)
 	stop() // the scheduler's context ends: the store flushes and closes
 	slow.Store(true)
 	t.Cleanup(func() { slow.Store(false) })

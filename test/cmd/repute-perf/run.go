@@ -37,7 +37,7 @@ func runCommand(args []string) error {
 	bin := fs.String("bin", "bin/perf.test", "the scheduler_perf test binary (go test -c ./test/perf)")
 	dir := fs.String("dir", "test/perf", "directory the binary runs in (its config paths are relative to it)")
 	etcdDir := fs.String("etcd-dir", "bin/tools", "directory holding the etcd binary scheduler_perf starts")
-	runsFile := fs.String("runs", "docs/perf/runs.json", "runs file the results are appended to")
+	runsFile := fs.String("runs", "docs/perf/runs.json", "runs file the results are appended to (delete a case's runs from it to replace them)")
 	out := fs.String("out", "perf-results", "directory for scheduler_perf's own output")
 	repeats := fs.Int("repeats", 3, "palindromic repeats of each case")
 	cases := fs.String("cases", "SchedulingBasic/100Nodes,SchedulingBasic/1000Nodes,MixedTiers/1000Nodes,FirstSeenImages/100Nodes,SchedulingBasic/5000Nodes_10000Pods",
@@ -53,8 +53,15 @@ func runCommand(args []string) error {
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	for repeat := range *repeats {
+	// A case run again adds repeats to those the runs file holds: they are numbered on from its
+	// last, so the report pairs each repeat's own palindrome.
+	next := map[string]int{}
+	for _, r := range runs {
+		next[r.Case] = max(next[r.Case], r.Repeat+1)
+	}
+	for i := range *repeats {
 		for _, c := range strings.Split(*cases, ",") {
+			repeat := next[c] + i
 			for position, profile := range strings.Split(*order, ",") {
 				r, err := runOne(binary, *dir, etcd, output, *labels, *cpuProfile, profile, c)
 				if err != nil {
