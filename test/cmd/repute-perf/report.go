@@ -202,11 +202,15 @@ func render(runs []Run) (string, map[string]string) {
 	}
 
 	p("\n## Time to verdict for first-seen images\n\n")
-	p("In `FirstSeenImages` every pod names an image no pod named before, so Repute evaluates each\n")
-	p("one while the pod waits in PreEnqueue. Evaluation is `repute_evaluation_duration_seconds`;\n")
-	p("queue wait is the evaluation workqueue's `workqueue_queue_duration_seconds` (ms, median of\n")
-	p("the Repute runs). The perf images are unsigned, so this is the engine's own cost: with\n")
-	p("signatures, each evaluation adds its registry round trips (see the signature tests).\n\n")
+	p("In `FirstSeenImages` every pod names an image no pod named before, on a registry on loopback,\n")
+	p("signed by the real cosign CLI, and the Repute profile requires that signature for trust: Repute\n")
+	p("resolves each tag, fetches the signature and verifies it while the pod waits in PreEnqueue,\n")
+	p("and the run fails unless every pod was placed trusted. That evaluation, with the default 4\n")
+	p("workers, is what the Default profile does not do, and why its throughput ratio is below 1.\n")
+	p("Evaluation is `repute_evaluation_duration_seconds`; queue wait is the evaluation workqueue's\n")
+	p("`workqueue_queue_duration_seconds` (ms, median of the Repute runs). The pod latency is the\n")
+	p("scheduler's SLI, which starts once a pod leaves PreEnqueue, so Repute's excludes the wait for\n")
+	p("the verdict; the queue wait is that wait.\n\n")
 	p("| case | evaluation p50 | evaluation p99 | queue wait p50 | queue wait p99 | pod latency p50 (Default / Repute) | pod latency p99 (Default / Repute) |\n|---|---:|---:|---:|---:|---|---|\n")
 	for _, c := range cases {
 		if !strings.HasPrefix(c.name, "FirstSeenImages") {
