@@ -433,12 +433,22 @@ func (e *Engine) shrink() {
 	if e.peak < 1024 || len(e.evidence) > e.peak/4 {
 		return
 	}
-	e.evidence, e.byKey, e.withBehavior = maps.Clone(e.evidence), maps.Clone(e.byKey), maps.Clone(e.withBehavior)
-	e.checked, e.failingSince, e.unusedSince = maps.Clone(e.checked), maps.Clone(e.failingSince), maps.Clone(e.unusedSince)
+	e.evidence, e.byKey, e.withBehavior = compact(e.evidence), compact(e.byKey), compact(e.withBehavior)
+	e.checked, e.failingSince, e.unusedSince = compact(e.checked), compact(e.failingSince), compact(e.unusedSince)
 	e.peak = len(e.evidence)
 	e.laneMu.Lock()
-	e.laneOf, e.inLane = maps.Clone(e.laneOf), maps.Clone(e.inLane)
+	e.laneOf, e.inLane = compact(e.laneOf), compact(e.inLane)
 	e.laneMu.Unlock()
+}
+
+// compact copies a map into one sized for what it holds now. maps.Clone would not do: it
+// copies the source's capacity too (a heap profile showed the clones keeping the flood's size).
+func compact[M ~map[K]V, K comparable, V any](m M) M {
+	out := make(M, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 // setEvidence keeps an image's evidence and its place in the indexes; ev nil drops both.

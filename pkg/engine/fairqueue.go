@@ -1,5 +1,7 @@
 package engine
 
+import "slices"
+
 // fairQueue is the engine's workqueue storage (client-go's workqueue.Queue): one FIFO lane per
 // namespace whose pods asked for first-seen images, and one background lane for everything else
 // (re-verification, retries, re-evaluation), served round-robin one image at a time. A namespace
@@ -52,8 +54,11 @@ func (q *fairQueue) Pop() string {
 	l.images = l.images[1:]
 	q.len--
 	if len(l.images) == 0 {
+		// Nothing may keep an emptied lane reachable: its array is as long as its longest queue.
+		// slices.Delete clears the ring's vacated slot, which append would leave holding it.
+		l.images = nil
 		delete(q.lanes, l.name)
-		q.ring = append(q.ring[:q.next], q.ring[q.next+1:]...)
+		q.ring = slices.Delete(q.ring, q.next, q.next+1)
 	} else {
 		q.next++
 	}

@@ -27,10 +27,11 @@ func heapInUse() uint64 {
 // A flood of one-off images leaves nothing behind. 10,000 unique references (100,000 under make
 // soak) are requested and evaluated; then their pods are gone. After the forget period the
 // engine holds nothing of them (verdict, evidence, indexes, queue), and the registry is asked
-// about none of them again. The heap gives back most of what the flood took, not all:
-// client-go's workqueue keeps its dirty and processing sets and its delay heap at their peak
-// size (Go maps do not shrink), about a quarter of the growth here, which the bound allows and
-// the log reports.
+// about none of them again. The heap gives back most of what the flood took, not all: about
+// 12% of the growth at 100,000 images stays in client-go's workqueue, whose dirty and
+// processing sets and delay map keep their peak size (Go maps do not shrink) and whose delay
+// heap keeps its popped entries, and their image names, in its array. The bound allows that
+// and the log reports it.
 func TestForgottenFloodCostsNothing(t *testing.T) {
 	images := 10000
 	if os.Getenv("REPUTE_SOAK") != "" {
@@ -89,8 +90,8 @@ func TestForgottenFloodCostsNothing(t *testing.T) {
 	grown, kept := int64(held)-int64(baseline), int64(after)-int64(baseline)
 	t.Logf("%d images: heap %.1f MB before, %.1f MB with their verdicts (%d bytes per image), %.1f MB after they were forgotten (%.1f%% of the growth kept)",
 		images, float64(baseline)/1e6, float64(held)/1e6, grown/int64(images), float64(after)/1e6, 100*float64(kept)/float64(grown))
-	if kept > grown*3/10 {
-		t.Errorf("after forgetting, the heap keeps %d of the %d bytes the flood took: more than 30%%", kept, grown)
+	if kept > grown/5 {
+		t.Errorf("after forgetting, the heap keeps %d of the %d bytes the flood took: more than 20%%", kept, grown)
 	}
 }
 
