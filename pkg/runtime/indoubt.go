@@ -114,7 +114,9 @@ func (rt *Runtime) confirmBinding(pod *v1.Pod) {
 	delete(d.pods, pod.UID)
 	d.mu.Unlock()
 	for _, a := range held.attempts {
-		if a.node == pod.Spec.NodeName {
+		// The node, and the tier label only Repute's Binding puts on the pod in the same write:
+		// a binding someone else made is not recorded as Repute's.
+		if a.node == pod.Spec.NodeName && pod.Labels[placement.TierLabel] == string(a.placement.Tier) {
 			klog.InfoS(BindingConfirmed, "pod", klog.KObj(pod), "node", a.node)
 			rt.RecordPlacement(pod, a.node, a.pool, a.placement)
 			return

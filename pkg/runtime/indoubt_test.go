@@ -60,7 +60,17 @@ func TestBindingsInDoubtRecordEachLandedBindingOnce(t *testing.T) {
 			rt.RecordPlacement(pod, node, "trusted", placement.Placement{Tier: reputation.TierTrusted})
 		}
 	}
+	// seenOn is the pod as the watch shows it bound by a Binding of Repute's: with its tier label.
 	seenOn := func(node string) step {
+		return func(rt *Runtime, pod *v1.Pod) {
+			bound := pod.DeepCopy()
+			bound.Spec.NodeName = node
+			bound.Labels = map[string]string{placement.TierLabel: string(reputation.TierTrusted)}
+			rt.confirmBinding(bound)
+		}
+	}
+	// boundBySomeoneElse is the pod bound to the node Repute tried, without Repute's label.
+	boundBySomeoneElse := func(node string) step {
 		return func(rt *Runtime, pod *v1.Pod) {
 			bound := pod.DeepCopy()
 			bound.Spec.NodeName = node
@@ -90,6 +100,7 @@ func TestBindingsInDoubtRecordEachLandedBindingOnce(t *testing.T) {
 		{"cut, then the pod was deleted", []step{fail("a", cut), deleted, seenOn("a")}, nil},
 		{"seen bound twice", []step{fail("a", cut), seenOn("a"), seenOn("a")}, []string{"a"}},
 		{"bound elsewhere by someone else", []step{fail("a", cut), seenOn("z")}, nil},
+		{"bound to the same node by someone else", []step{fail("a", cut), boundBySomeoneElse("a")}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, err := store.Open(filepath.Join(t.TempDir(), "repute.db"), store.Options{})
