@@ -1,9 +1,11 @@
 package runtime
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"sync"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/placement"
+	"github.com/repute-dev/repute/reputation/store"
 )
 
 // bindingsInDoubt holds the placements whose Binding call failed without saying it did not land:
@@ -113,15 +116,40 @@ func (rt *Runtime) confirmBinding(pod *v1.Pod) {
 	}
 	delete(d.pods, pod.UID)
 	d.mu.Unlock()
+	_, byRepute := pod.Labels[placement.TierLabel] // only Repute's Binding sets it, in the same write
 	for _, a := range held.attempts {
-		// The node, and the tier label only Repute's Binding puts on the pod in the same write:
-		// a binding someone else made is not recorded as Repute's.
 		if a.node == pod.Spec.NodeName && pod.Labels[placement.TierLabel] == string(a.placement.Tier) {
 			klog.InfoS(BindingConfirmed, "pod", klog.KObj(pod), "node", a.node)
 			rt.RecordPlacement(pod, a.node, a.pool, a.placement)
 			return
 		}
 	}
+	// Bound by a Binding of Repute's, but not one of these attempts: the previous leader's,
+	// which landed as it died (this replica's retry then got "already assigned"). Recovery at
+	// takeover leaves pods this replica tried to bind to their own records, so it is filed here.
+	// A binding someone else made is not recorded as Repute's.
+	if byRepute && rt.informers != nil && !rt.hasPlacement(pod) && rt.recordRecovered(pod) {
+		klog.InfoS("Recorded the placement of a pod the previous leader bound as it died", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
+	}
+}
+
+// hasPlacement says whether the store holds a placement of the pod: the previous leader's may
+// have been written before it died. It is read after everything queued is written. Rare (a
+// leader died mid-binding), so a scan from the pod's creation is cheap enough.
+func (rt *Runtime) hasPlacement(pod *v1.Pod) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rt.store.Flush(ctx); err != nil {
+		return true // cannot tell: filing nothing keeps "exactly one" rather than risk two
+	}
+	found := false
+	_, _, err := rt.store.Decisions(store.Page{From: pod.CreationTimestamp.Time}, func(d *store.Decision) bool {
+		if types.UID(d.UID) == pod.UID && (d.Action == "" || d.Action == ActionRecovered) {
+			found = true
+		}
+		return false
+	})
+	return err != nil || found
 }
 
 // watchBindingsInDoubt settles the bindings in doubt from the pod informer.

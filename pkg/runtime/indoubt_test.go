@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -129,6 +130,70 @@ func TestBindingsInDoubtRecordEachLandedBindingOnce(t *testing.T) {
 			}
 			if rt.inDoubt.any() {
 				t.Errorf("%d pods still held in doubt", len(rt.inDoubt.pods))
+			}
+		})
+	}
+}
+
+// A pod this replica tried to bind, which the previous leader's Binding bound as it died (the
+// retry got "already assigned", elsewhere): recovery at takeover leaves it to this replica, so
+// its sighting files a "recovered" decision. Without Repute's tier label, nothing is filed.
+func TestABindingThePreviousLeaderLandedIsRecovered(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   []string
+	}{
+		{"bound by the previous leader", map[string]string{placement.TierLabel: "unknown"}, []string{ActionRecovered}},
+		{"bound by someone else", nil, nil},
+		{"bound by the previous leader, whose record was written", map[string]string{placement.TierLabel: "unknown"}, []string{""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			rt, err := For(ctx, newHandle(), defaultedArgs(t), Options{Engine: engine.New(engine.Options{}), Elected: make(chan struct{})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rt.AddProfile(placementProfile("repute-scheduler")); err != nil {
+				t.Fatal(err)
+			}
+			st, err := store.Open(filepath.Join(t.TempDir(), "repute.db"), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			rt.store = st
+			written := tc.want != nil && tc.want[0] == ""
+			pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "uid-1"},
+				Spec: v1.PodSpec{SchedulerName: "repute-scheduler", Containers: []v1.Container{{Name: "c", Image: "docker.io/library/redis:7"}}}}
+			if written {
+				if err := st.AppendDecisions(ctx, store.Decision{Time: time.Now(), Namespace: "ns", Pod: "p", UID: "uid-1", Node: "node-a", Tier: reputation.TierUnknown}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rt.NoteBinding(pod)
+			rt.BindFailed(pod, "node-b", "unknown", placement.Placement{Tier: reputation.TierUnknown},
+				apierrors.NewConflict(schema.GroupResource{Resource: "pods"}, "p", errors.New("pod p is already assigned to node node-a")))
+			bound := pod.DeepCopy()
+			bound.Spec.NodeName, bound.Labels = "node-a", tc.labels
+			rt.confirmBinding(bound)
+			if err := st.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ds, _, err := st.Decisions(store.Page{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var actions []string
+			for _, d := range ds {
+				actions = append(actions, d.Action)
+				if d.Node != "node-a" {
+					t.Errorf("decision on %s, want node-a, where the pod is", d.Node)
+				}
+			}
+			if len(actions) != len(tc.want) || len(actions) == 1 && actions[0] != tc.want[0] {
+				t.Errorf("decisions %q, want %q", actions, tc.want)
 			}
 		})
 	}

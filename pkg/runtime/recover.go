@@ -92,15 +92,25 @@ func (rt *Runtime) recoverDecisions(ctx context.Context) {
 		if _, mine := binding.Load(uid); mine {
 			continue
 		}
-		pool := "(node gone)"
-		if node, err := rt.informers.Core().V1().Nodes().Lister().Get(pod.Spec.NodeName); err == nil {
-			pool = rt.Profile(pod.Spec.SchedulerName).PoolName(node)
-		}
-		p := rt.Place(pod)
-		d := rt.decisionOf(pod, pod.Spec.NodeName, pool, p, recoveredReason+p.Reason())
-		d.Action = ActionRecovered
-		if rt.store.RecordDecision(d) {
+		if rt.recordRecovered(pod) {
 			recovered++
 		}
 	}
+}
+
+// recordRecovered files a "recovered" decision for a pod bound into the pools whose placement
+// this replica has no record of, with its tier and reason as of now.
+func (rt *Runtime) recordRecovered(pod *v1.Pod) bool {
+	profile := rt.Profile(pod.Spec.SchedulerName)
+	if profile == nil {
+		return false
+	}
+	pool := "(node gone)"
+	if node, err := rt.informers.Core().V1().Nodes().Lister().Get(pod.Spec.NodeName); err == nil {
+		pool = profile.PoolName(node)
+	}
+	p := rt.Place(pod)
+	d := rt.decisionOf(pod, pod.Spec.NodeName, pool, p, recoveredReason+p.Reason())
+	d.Action = ActionRecovered
+	return rt.store.RecordDecision(d)
 }
