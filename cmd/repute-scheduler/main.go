@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"time"
 
 	// The image has no CA bundle of its own: registries' certificates are checked against
 	// Mozilla's roots compiled in, unless the node mounts a bundle where Go looks for one.
@@ -33,5 +34,8 @@ func main() {
 	command := app.NewSchedulerCommand(app.WithPlugin(reputation.Name, factory))
 	command.Use = "repute-scheduler"
 	version.TakeOverFlag(command)
-	os.Exit(cli.Run(command))
+	code := cli.Run(command)
+	// The scheduler has stopped; its store writes what is queued before the process goes.
+	reputeruntime.AwaitStores(10 * time.Second)
+	os.Exit(code)
 }

@@ -96,6 +96,10 @@ func (rt *Runtime) recoverDecisions(ctx context.Context) {
 			recovered++
 		}
 	}
+	// Written before "Checked" is logged, so the line means what it says.
+	if err := rt.store.Flush(ctx); err != nil {
+		logger.Error(err, "Recovering lost placement decisions: the store cannot write")
+	}
 }
 
 // recordRecovered files a "recovered" decision for a pod bound into the pools whose placement

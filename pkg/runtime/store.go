@@ -41,7 +41,9 @@ func (rt *Runtime) openStore(ctx context.Context) {
 		rt.storeErr = fmt.Errorf("store %s could not be opened: %w", path, err)
 		return
 	}
+	storesOpen.Add(1)
 	go func() {
+		defer storesOpen.Done()
 		<-ctx.Done()
 		if err := st.Close(); err != nil {
 			logger.Error(err, "Closing the reputation store")
@@ -81,6 +83,25 @@ func (rt *Runtime) openStore(ctx context.Context) {
 	rt.store = st
 	// From now until recovery at takeover, the pods this replica binds are noted (NoteBinding).
 	rt.bindingsDuringRecovery.Store(&sync.Map{})
+}
+
+// storesOpen counts the stores not yet closed: their queued records are written by Close.
+var storesOpen sync.WaitGroup
+
+// AwaitStores waits, up to timeout, until every store the process opened has written what was
+// queued and closed, which each does once its scheduler's context ends. main calls it after
+// the scheduler returns: without it the process exits while the last placements (and the
+// decisions recovery just filed) are still queued, and a graceful stop loses what only a kill
+// should. It reports whether they all closed in time.
+func AwaitStores(timeout time.Duration) bool {
+	closed := make(chan struct{})
+	go func() { storesOpen.Wait(); close(closed) }()
+	select {
+	case <-closed:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
 }
 
 // warm is the verdict a warm start may place by: as decided while it was decided under the
