@@ -127,4 +127,3 @@ func (e *env) waitBoundCount(names []string, n int, timeout time.Duration) {
 		e.t.Fatalf("%d of %d pods bound within %s, want %d", bound, len(names), timeout, n)
 	}
 }
-
