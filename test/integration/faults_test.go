@@ -80,7 +80,15 @@ func TestControlPlaneRestartsMidBurst(t *testing.T) {
 		t.Fatal("restarting etcd: ", err)
 	}
 	created.Wait()
-	e.waitBoundCount(names, pods, time.Minute)
+	if n := e.boundCount(names, pods, 2*time.Minute); n != pods {
+		exitedEarly := "running"
+		select {
+		case err := <-exited:
+			exitedEarly = fmt.Sprintf("exited (%v)", err)
+		default:
+		}
+		t.Fatalf("%d of %d pods bound 2 minutes after the restarts; the scheduler %s; its log, tail:\n%s", n, pods, exitedEarly, tail(stderr.String(), 40))
+	}
 
 	e.checkPlaced(tierOf, poolOf)
 	select {

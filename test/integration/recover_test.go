@@ -105,12 +105,20 @@ func decisionsPerPod(t *testing.T, storePath, namespace, prefix string) map[stri
 // waitBoundCount waits until at least n of the named pods are bound.
 func (e *env) waitBoundCount(names []string, n int, timeout time.Duration) {
 	e.t.Helper()
+	if bound := e.boundCount(names, n, timeout); bound < n {
+		e.t.Fatalf("%d of %d pods bound within %s, want %d", bound, len(names), timeout, n)
+	}
+}
+
+// boundCount waits up to timeout until at least n of the named pods are bound, and returns
+// how many are. A failing List counts as not yet: the control plane may be coming back.
+func (e *env) boundCount(names []string, n int, timeout time.Duration) int {
 	wanted := map[string]bool{}
 	for _, name := range names {
 		wanted[name] = true
 	}
 	bound := 0
-	err := wait.PollUntilContextTimeout(e.ctx, 5*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+	_ = wait.PollUntilContextTimeout(e.ctx, 5*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		list, err := e.client.CoreV1().Pods(e.ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, nil
@@ -123,7 +131,5 @@ func (e *env) waitBoundCount(names []string, n int, timeout time.Duration) {
 		}
 		return bound >= n, nil
 	})
-	if err != nil {
-		e.t.Fatalf("%d of %d pods bound within %s, want %d", bound, len(names), timeout, n)
-	}
+	return bound
 }
