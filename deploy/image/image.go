@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -83,10 +84,11 @@ func Build(ctx context.Context, opts Options) (*Built, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", platform, err)
 		}
-		desc, err := partial(img, &v1.Platform{OS: osName, Architecture: arch})
+		desc, err := partial.Descriptor(img)
 		if err != nil {
 			return nil, err
 		}
+		desc.Platform = &v1.Platform{OS: osName, Architecture: arch}
 		sbom, err := sbomReferrer(opts, binary, platform, desc)
 		if err != nil {
 			return nil, fmt.Errorf("%s SBOM: %w", platform, err)
@@ -206,23 +208,6 @@ func tarOf(files []tarFile, at time.Time) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// partial is the index descriptor of a platform image.
-func partial(img v1.Image, platform *v1.Platform) (*v1.Descriptor, error) {
-	digest, err := img.Digest()
-	if err != nil {
-		return nil, err
-	}
-	size, err := img.Size()
-	if err != nil {
-		return nil, err
-	}
-	mt, err := img.MediaType()
-	if err != nil {
-		return nil, err
-	}
-	return &v1.Descriptor{MediaType: mt, Digest: digest, Size: size, Platform: platform}, nil
 }
 
 // sbomReferrer is an OCI artifact whose one layer is the binary's SPDX SBOM and whose subject
