@@ -1,9 +1,8 @@
 // Package engine evaluates images in the background and publishes their verdicts into the
-// verdict cache the scheduling cycle reads. Its queue is client-go's typed rate-limiting
-// workqueue: each image is queued once however many pods ask, an image whose evidence could
-// not all be gathered is retried with exponential backoff, and a complete verdict is gathered
-// again after ReverifyAfter through AddAfter. Its clock is k8s.io/utils/clock, so tests drive
-// time. It lives in pkg/ because the domain package, reputation, imports no client-go; what it
+// verdict cache the scheduling cycle reads. Its queue (evalQueue) queues each image once however
+// many pods ask, retries an image whose evidence could not all be gathered with exponential
+// backoff, and gathers a complete verdict's evidence again after ReverifyAfter. Its clock is
+// k8s.io/utils/clock, so tests drive time. It lives in pkg/ because the domain package, reputation, imports no client-go; what it
 // weighs (policy, evidence, verdicts) stays there.
 package engine
 
@@ -16,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
@@ -66,8 +64,10 @@ type Options struct {
 	TagTTL time.Duration
 	// Clock is the engine's time; tests pass a fake one.
 	Clock clock.WithTickerAndDelayedExecution
-	// QueueName names the queue in the workqueue metrics (depth, latency, retries).
-	QueueName string
+	// OnQueueDepth is told how many images wait for a worker whenever that changes, and
+	// OnQueueWait how long each image waited, for metrics. Either may be nil.
+	OnQueueDepth func(int)
+	OnQueueWait  func(time.Duration)
 	// OnEvaluated is told of every evaluation a worker completes, for metrics: the evidence
 	// (nil for a reference that does not parse), the verdict, the time it took, and whether
 	// some evidence could not be gathered.
@@ -81,21 +81,18 @@ type Options struct {
 }
 
 // DefaultRescoreEvery is how often the scheduler rescores images with runtime behavior; the
-// args do not set it. DefaultQueueName names the queue when Options do not.
-const (
-	DefaultRescoreEvery = time.Minute
-	DefaultQueueName    = "repute_evaluation"
-)
+// args do not set it.
+const DefaultRescoreEvery = time.Minute
 
 // Engine evaluates each image once, in the background, and publishes verdicts into the cache.
 type Engine struct {
 	opts   Options
 	policy atomic.Pointer[reputation.Policy] // swapped whole by SetPolicy
 
-	queue workqueue.TypedRateLimitingInterface[string]
-	// requested holds images asked for by pods and not yet published: the workqueue would
-	// queue an image again if asked while a worker holds it, and a pod's request is answered by
-	// the evaluation already under way.
+	queue *evalQueue
+	// requested holds images asked for by pods and not yet published: the queue would queue an
+	// image again if asked while a worker holds it, and a pod's request is answered by the
+	// evaluation already under way.
 	requested sync.Map
 
 	// publishMu orders publications of verdicts, so that a rescore from memory never replaces a
@@ -161,21 +158,13 @@ func New(opts Options) *Engine {
 	if opts.ForgetUnusedAfter <= 0 {
 		opts.ForgetUnusedAfter = DefaultForgetUnusedAfter
 	}
-	if opts.QueueName == "" {
-		opts.QueueName = DefaultQueueName
-	}
 	if opts.MaxQueuedPerNamespace <= 0 {
 		opts.MaxQueuedPerNamespace = DefaultMaxQueuedPerNamespace
 	}
 	e := &Engine{opts: opts, evidence: map[string]*reputation.Evidence{}, byKey: map[string]map[string]struct{}{}, withBehavior: map[string]struct{}{},
 		checked: map[string]checkedSignature{}, failingSince: map[string]time.Time{}, unusedSince: map[string]time.Time{},
 		laneOf: map[string]string{}, inLane: map[string]int{}}
-	// client-go's rate-limiting, delaying workqueue, over the fair queue.
-	fair := workqueue.NewTypedWithConfig(workqueue.TypedQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock, Queue: newFairQueue(e.lane)})
-	e.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](opts.RetryAfter, opts.MaxRetryAfter),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock,
-			DelayingQueue: workqueue.NewTypedDelayingQueueWithConfig(workqueue.TypedDelayingQueueConfig[string]{Name: opts.QueueName, Clock: opts.Clock, Queue: fair})})
+	e.queue = newEvalQueue(opts.Clock, opts.RetryAfter, opts.MaxRetryAfter, newFairQueue(e.lane), opts.OnQueueDepth)
 	e.policy.Store(opts.Policy)
 	return e
 }
@@ -247,11 +236,12 @@ func (e *Engine) RequestFor(image, namespace string) {
 		return
 	}
 	e.assignLane(image, namespace)
-	e.queue.Add(image)
+	now := e.opts.Clock.Now()
+	e.queue.Add(image, now)
 	if e.opts.Wait > 0 {
 		// Dated by the request, not read from the clock when the timer fires: a fake clock runs
 		// timers while it holds its own lock.
-		due := e.opts.Clock.Now().Add(e.opts.Wait)
+		due := now.Add(e.opts.Wait)
 		e.opts.Clock.AfterFunc(e.opts.Wait, func() {
 			e.opts.Cache.PublishIfAbsent(image, reputation.Pending(image, e.opts.Wait, e.Policy(), due))
 		})
@@ -261,10 +251,10 @@ func (e *Engine) RequestFor(image, namespace string) {
 // Reevaluate queues every image whose current verdict matches, e.g. when a vulnerability report
 // about its digest arrives. The current verdicts stand until the new ones are published.
 func (e *Engine) Reevaluate(match func(image string, v *reputation.Verdict) bool) int {
-	n := 0
+	n, now := 0, e.opts.Clock.Now()
 	for image, v := range e.opts.Cache.Snapshot() {
 		if match(image, v) {
-			e.queue.Add(image)
+			e.queue.Add(image, now)
 			n++
 		}
 	}
@@ -304,11 +294,14 @@ func (e *Engine) Run(ctx context.Context) {
 // published, so whoever sees the verdict can rely on it: soon, with backoff, when evidence was
 // missing; after ReverifyAfter when it was complete. The verdict stands until then.
 func (e *Engine) processNext(ctx context.Context) bool {
-	image, shutdown := e.queue.Get()
+	image, waited, shutdown := e.queue.Get()
 	if shutdown {
 		return false
 	}
 	defer e.queue.Done(image)
+	if e.opts.OnQueueWait != nil {
+		e.opts.OnQueueWait(waited)
+	}
 	e.leaveLane(image)
 	if e.forgetUnused(image) {
 		return true
@@ -320,11 +313,11 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	switch {
 	case ctx.Err() != nil:
 	case incomplete:
-		e.queue.AddRateLimited(image)
+		e.queue.Backoff(image)
 	default:
 		e.queue.Forget(image)
 		if again := e.reverifyAfter(ev); again > 0 {
-			e.queue.AddAfter(image, again)
+			e.queue.After(image, again)
 		}
 	}
 	if e.opts.OnEvaluated != nil {
@@ -359,7 +352,7 @@ func (e *Engine) forgetUnused(image string) bool {
 	if now.Sub(since) < e.opts.ForgetUnusedAfter {
 		return false
 	}
-	e.queue.Forget(image)
+	e.queue.Drop(image)
 	e.setEvidence(image, nil)
 	delete(e.checked, image)
 	delete(e.failingSince, image)
@@ -439,6 +432,7 @@ func (e *Engine) shrink() {
 	e.laneMu.Lock()
 	e.laneOf, e.inLane = compact(e.laneOf), compact(e.inLane)
 	e.laneMu.Unlock()
+	e.queue.compact()
 }
 
 // compact copies a map into one sized for what it holds now. maps.Clone would not do: it

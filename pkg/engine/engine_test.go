@@ -227,7 +227,7 @@ func TestEngineRetriesIncompleteEvidenceWithBackoff(t *testing.T) {
 	if tiers[0] != reputation.TierUnknown || tiers[1] != reputation.TierUnknown || tiers[2] != reputation.TierTrusted {
 		t.Errorf("published tiers %v, want unknown, unknown, trusted", tiers)
 	}
-	if n := e.queue.NumRequeues(image); n != 0 {
+	if n := e.queue.Failures(image); n != 0 {
 		t.Errorf("backoff not forgotten after a complete verdict: %d requeues", n)
 	}
 }

@@ -294,7 +294,9 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		Workers:      int(args.Evaluation.Workers), ReverifyAfter: args.Evaluation.ReverifyAfter.Duration, RescoreEvery: engine.DefaultRescoreEvery,
 		MaxStaleness: args.Evaluation.MaxStaleness.Duration, TagTTL: args.Evaluation.TagTTL.Duration,
 		RetryAfter: args.Evaluation.RetryAfter.Duration, MaxRetryAfter: args.Evaluation.MaxRetryAfter.Duration,
-		OnEvaluated: metrics.Evaluated, OnForgotten: rt.forgotten}), nil
+		OnEvaluated: metrics.Evaluated, OnForgotten: rt.forgotten,
+		OnQueueDepth: func(n int) { metrics.EvaluationQueueDepth.Set(float64(n)) },
+		OnQueueWait:  func(d time.Duration) { metrics.EvaluationQueueWait.Observe(d.Seconds()) }}), nil
 }
 
 // forgotten drops an image no pod uses any more from what would bring it back: the snapshot

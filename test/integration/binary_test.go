@@ -178,18 +178,16 @@ func TestBinarySchedulesPods(t *testing.T) {
 		`repute_evaluation_duration_seconds_count 2`,
 		`repute_policy_reloads_total{result="applied"} 1`,
 		"scheduler_schedule_attempts_total", // kube-scheduler's own, from the same endpoint
-		// The engine's queue, through client-go's workqueue metrics.
-		`workqueue_depth{name="repute_evaluation"}`,
-		`workqueue_adds_total{name="repute_evaluation"} 2`,
-		`workqueue_queue_duration_seconds_count{name="repute_evaluation"} 2`,
-		`workqueue_retries_total{name="repute_evaluation"}`,
+		// The engine's queue: both images waited in it, and neither waits now.
+		`repute_evaluation_queue_depth 0`,
+		`repute_evaluation_queue_wait_seconds_count 2`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
 	if t.Failed() {
-		t.Logf("repute metrics:\n%s\n%s", grepLines(text, "repute_"), grepLines(text, "workqueue_"))
+		t.Logf("repute metrics:\n%s", grepLines(text, "repute_"))
 	}
 	if anonymous := scrapeStatus(t, "https://"+securePort+"/metrics", ""); anonymous != http.StatusForbidden && anonymous != http.StatusUnauthorized {
 		t.Errorf("anonymous /metrics = %d, want 401 or 403", anonymous)

@@ -207,10 +207,12 @@ func render(runs []Run) (string, map[string]string) {
 	p("resolves each tag, fetches the signature and verifies it while the pod waits in PreEnqueue,\n")
 	p("and the run fails unless every pod was placed trusted. That evaluation, with the default 4\n")
 	p("workers, is what the Default profile does not do, and why its throughput ratio is below 1.\n")
-	p("Evaluation is `repute_evaluation_duration_seconds`; queue wait is the evaluation workqueue's\n")
-	p("`workqueue_queue_duration_seconds` (ms, median of the Repute runs). The pod latency is the\n")
-	p("scheduler's SLI, which starts once a pod leaves PreEnqueue, so Repute's excludes the wait for\n")
-	p("the verdict; the queue wait is that wait.\n\n")
+	p("Evaluation is `repute_evaluation_duration_seconds`; queue wait is\n")
+	p("`repute_evaluation_queue_wait_seconds` (ms, median of the Repute runs), whose buckets are 1.5×\n")
+	p("apart. Runs before 2026-12-01 read client-go's `workqueue_queue_duration_seconds`, whose\n")
+	p("buckets are decades: its p50 and p99 were interpolations inside the 1–10 s bucket, not\n")
+	p("measurements. The pod latency is the scheduler's SLI, which starts once a pod leaves\n")
+	p("PreEnqueue, so Repute's excludes the wait for the verdict; the queue wait is that wait.\n\n")
 	p("| case | evaluation p50 | evaluation p99 | queue wait p50 | queue wait p99 | pod latency p50 (Default / Repute) | pod latency p99 (Default / Repute) |\n|---|---:|---:|---:|---:|---|---|\n")
 	for _, c := range cases {
 		if !strings.HasPrefix(c.name, "FirstSeenImages") {

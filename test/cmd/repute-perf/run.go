@@ -153,7 +153,7 @@ func readDataItems(dir string) (Run, error) {
 			r.Plugins[it.Labels["plugin"]+"/"+it.Labels["extension_point"]] = it.Data["Average"]
 		case "repute_evaluation_duration_seconds":
 			r.Evaluation = it.Data
-		case "workqueue_queue_duration_seconds":
+		case "repute_evaluation_queue_wait_seconds", "workqueue_queue_duration_seconds": // the latter before 2026-12-01
 			r.EvaluationQueue = it.Data
 		}
 	}
