@@ -57,8 +57,8 @@ type ImageChange struct {
 	After  Outcome `json:"after"`
 }
 
-// PodChange is one pod whose tier would change. Phase is Running for a bound pod (it would be
-// in the wrong pool until moved) and Pending for one waiting to be placed.
+// PodChange is one pod whose tier would change. Phase is the pod's status.phase; Node, where it
+// is bound (in the wrong pool until moved), empty for a pod waiting to be placed.
 type PodChange struct {
 	Namespace string          `json:"namespace"`
 	Name      string          `json:"name"`

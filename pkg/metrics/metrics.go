@@ -101,6 +101,19 @@ var (
 		Help:           "Running pods whose tier no longer matched their node's pool, by action (evicted, reported, blocked).",
 		StabilityLevel: metrics.ALPHA,
 	}, []string{"action"})
+	// FalcoAlerts counts the alerts the Falco endpoint took, by result (accepted, ignored,
+	// rejected) and reason; FalcoRequestsRefused the requests it refused as a whole, by reason
+	// (unauthenticated among them).
+	FalcoAlerts = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "falco_alerts_total",
+		Help:           "Falco alerts received, by result (accepted, ignored, rejected) and reason.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result", "reason"})
+	FalcoRequestsRefused = metrics.NewCounterVec(&metrics.CounterOpts{
+		Subsystem: subsystem, Name: "falco_requests_refused_total",
+		Help:           "Requests to the Falco endpoint refused as a whole, by reason (unauthenticated, too_large, standby, ...).",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"reason"})
 	// PolicyReloads counts policies put in force (or refused), by result.
 	PolicyReloads = metrics.NewCounterVec(&metrics.CounterOpts{
 		Subsystem: subsystem, Name: "policy_reloads_total",
@@ -128,6 +141,19 @@ var labelValues = map[*metrics.CounterVec][]string{
 	PolicyReloads:        {"applied", "invalid"},
 }
 
+// InitFalcoSeries creates the Falco endpoint's series, at 0, for every (result, reason) pair and
+// refusal reason it can count (the endpoint's package defines them), so alerts see a rate of 0.
+func InitFalcoSeries(alertReasons map[string][]string, refusalReasons []string) {
+	for result, reasons := range alertReasons {
+		for _, reason := range reasons {
+			FalcoAlerts.WithLabelValues(result, reason)
+		}
+	}
+	for _, reason := range refusalReasons {
+		FalcoRequestsRefused.WithLabelValues(reason)
+	}
+}
+
 var tiers = []string{string(reputation.TierTrusted), string(reputation.TierUnknown), string(reputation.TierUntrusted)}
 
 var registerOnce sync.Once
@@ -135,7 +161,7 @@ var registerOnce sync.Once
 // Register adds the metrics to the legacy registry; calling it again does nothing.
 func Register() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(Verdicts, CacheSize, Evaluations, EvaluationDuration, EvaluationQueueDepth, EvaluationQueueWait, VerificationFailures,
+		legacyregistry.MustRegister(Verdicts, CacheSize, Evaluations, EvaluationDuration, EvaluationQueueDepth, EvaluationQueueWait, VerificationFailures, FalcoAlerts, FalcoRequestsRefused,
 			StoreWriteDuration, StoreRecords, StoreBacklog, StoreDegraded, PodsPlaced, PodsMoved, PolicyReloads, PolicyRefused)
 		for vec, values := range labelValues {
 			for _, v := range values {

@@ -3,9 +3,11 @@ package policy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
@@ -42,9 +45,12 @@ type Follower struct {
 	Apply func(ctx context.Context, c *Compiled, generation int64) (Outcome, error)
 	// Refused is told of each generation that failed (for metrics and logs); may be nil.
 	Refused func(generation int64, errs field.ErrorList)
-	// Standby, when it reports true, keeps status unwritten: a standby replica puts each
-	// generation in force in memory, and the leader reports it.
+	// Standby, when it reports true, keeps status unwritten and Events unsent: a standby
+	// replica puts each generation in force in memory, and the leader reports it.
 	Standby func() bool
+	// Events, when set, gets an Event about the object for each generation acted on: Normal
+	// Applied, or Warning Refused with why, which `kubectl describe` shows.
+	Events events.EventRecorder
 
 	mu sync.Mutex
 	// handled is the newest generation acted on, of the object with handledUID: an object
@@ -170,7 +176,10 @@ func (f *Follower) act(ctx context.Context, logger klog.Logger, obj *unstructure
 		}
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer func() {
+		f.mu.Unlock()
+		f.event(obj, cond)
+	}()
 	if obj.GetUID() != f.handledUID {
 		// Another object under the name: what the old one earned says nothing of this one.
 		f.status.ObservedGeneration, f.status.Reweighed, f.status.TierChanges, f.status.Conditions = 0, 0, 0, nil
@@ -194,6 +203,25 @@ func (f *Follower) act(ctx context.Context, logger klog.Logger, obj *unstructure
 	f.status.ObservedGeneration = gen
 	meta.SetStatusCondition(&f.status.Conditions, cond)
 }
+
+// event reports what a generation earned as an Event about the object, from the leader only.
+func (f *Follower) event(obj *unstructured.Unstructured, cond metav1.Condition) {
+	if f.Events == nil || f.Standby != nil && f.Standby() {
+		return
+	}
+	eventType, reason := corev1.EventTypeNormal, "Applied"
+	if cond.Status != metav1.ConditionTrue {
+		eventType, reason = corev1.EventTypeWarning, "Refused"
+	}
+	note := cond.Message
+	if len(note) > maxEventNote {
+		note = strings.ToValidUTF8(note[:maxEventNote-len("…")], "") + "…"
+	}
+	f.Events.Eventf(obj, nil, eventType, reason, "Apply", "%s", note)
+}
+
+// maxEventNote is the longest note events.k8s.io/v1 accepts (1 kB).
+const maxEventNote = 1024
 
 // writeStatus records the status of the newest generation acted on, unless it is there already.
 func (f *Follower) writeStatus(ctx context.Context, obj *unstructured.Unstructured) error {

@@ -9,6 +9,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -29,6 +30,8 @@ type bindingsInDoubt struct {
 }
 
 type podInDoubt struct {
+	// key names the pod, for a look at it when the scheduler stops.
+	key      types.NamespacedName
 	attempts []bindAttempt
 	// binding is set while another Binding call for the pod is out: its own outcome settles
 	// the pod, so a sighting of the pod bound is left to it.
@@ -85,7 +88,7 @@ func (rt *Runtime) BindFailed(pod *v1.Pod, node, pool string, p placement.Placem
 			d.pods = map[types.UID]*podInDoubt{}
 		}
 		if held == nil {
-			held = &podInDoubt{}
+			held = &podInDoubt{key: types.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}}
 			d.pods[pod.UID] = held
 		}
 		held.attempts = append(held.attempts, bindAttempt{node: node, pool: pool, placement: p})
@@ -102,17 +105,18 @@ func (rt *Runtime) BindFailed(pod *v1.Pod, node, pool string, p placement.Placem
 	}
 }
 
-// confirmBinding records the decision of the attempt that bound the pod, once.
-func (rt *Runtime) confirmBinding(pod *v1.Pod) {
+// confirmBinding records the decision of the attempt that bound the pod, once; it reports
+// whether it recorded one.
+func (rt *Runtime) confirmBinding(pod *v1.Pod) bool {
 	if pod.Spec.NodeName == "" {
-		return
+		return false
 	}
 	d := &rt.inDoubt
 	d.mu.Lock()
 	held := d.pods[pod.UID]
 	if held == nil || held.binding {
 		d.mu.Unlock()
-		return
+		return false
 	}
 	delete(d.pods, pod.UID)
 	d.mu.Unlock()
@@ -121,7 +125,7 @@ func (rt *Runtime) confirmBinding(pod *v1.Pod) {
 		if a.node == pod.Spec.NodeName && pod.Labels[placement.TierLabel] == string(a.placement.Tier) {
 			klog.InfoS(BindingConfirmed, "pod", klog.KObj(pod), "node", a.node)
 			rt.RecordPlacement(pod, a.node, a.pool, a.placement)
-			return
+			return true
 		}
 	}
 	// Bound by a Binding of Repute's, but not one of these attempts: the previous leader's,
@@ -130,7 +134,9 @@ func (rt *Runtime) confirmBinding(pod *v1.Pod) {
 	// A binding someone else made is not recorded as Repute's.
 	if byRepute && rt.informers != nil && !rt.hasPlacement(pod) && rt.recordRecovered(pod) {
 		klog.InfoS("Recorded the placement of a pod the previous leader bound as it died", "pod", klog.KObj(pod), "node", pod.Spec.NodeName)
+		return true
 	}
+	return false
 }
 
 // hasPlacement says whether the store holds a placement of the pod: the previous leader's may
@@ -171,6 +177,56 @@ func (rt *Runtime) watchBindingsInDoubt() error {
 	})
 	return err
 }
+
+// held lists the pods held in doubt.
+func (d *bindingsInDoubt) held() []types.NamespacedName {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys := make([]types.NamespacedName, 0, len(d.pods))
+	for _, p := range d.pods {
+		keys = append(keys, p.key)
+	}
+	return keys
+}
+
+// BindDone is told that a Bind that began with NoteBinding has returned, whatever its outcome.
+func (rt *Runtime) BindDone() { rt.bindsInFlight.Add(-1) }
+
+// drainBindingsInDoubt settles, as the scheduler stops and before its store closes, the
+// bindings whose calls the stop itself cut: the scheduler's context ends their calls, which may
+// have landed, and the watch that would have shown them bound is gone too. It waits (briefly) for
+// the Binding calls still out to return, then looks at each pod held in doubt once, and records
+// the decision of the attempt that bound it. Without this those decisions waited for the next
+// start's recovery, which files them as "recovered".
+func (rt *Runtime) drainBindingsInDoubt(logger klog.Logger) {
+	if rt.client == nil {
+		return
+	}
+	for deadline := time.Now().Add(drainWait); rt.bindsInFlight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := rt.inDoubt.held()
+	if len(held) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), drainWait)
+	defer cancel()
+	settled := 0
+	for _, key := range held {
+		pod, err := rt.client.CoreV1().Pods(key.Namespace).Get(ctx, key.Name, metav1.GetOptions{})
+		if err != nil {
+			continue // gone, or the apiserver too: the next start's recovery files it
+		}
+		if rt.confirmBinding(pod) {
+			settled++
+		}
+	}
+	logger.Info("Settled the bindings the stop cut", "held", len(held), "recorded", settled)
+}
+
+// drainWait bounds each step of the drain: a stopping scheduler must not hang on a dead
+// apiserver.
+const drainWait = 2 * time.Second
 
 // any keeps the informer's path to one lock when nothing is in doubt, as is usual.
 func (d *bindingsInDoubt) any() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/engine"
 	"github.com/repute-dev/repute/pkg/placement"
@@ -194,6 +197,67 @@ func TestABindingThePreviousLeaderLandedIsRecovered(t *testing.T) {
 			}
 			if len(actions) != len(tc.want) || len(actions) == 1 && actions[0] != tc.want[0] {
 				t.Errorf("decisions %q, want %q", actions, tc.want)
+			}
+		})
+	}
+}
+
+// A stop cuts the Binding calls out and ends the watch that would have settled them: the drain
+// waits for the calls to return, looks at each pod held in doubt, and records the decision of
+// the attempt that bound it, before the store closes.
+func TestAStopSettlesTheBindingsItCut(t *testing.T) {
+	cut := context.Canceled // what a call gets when the scheduler's context ends
+	for _, tc := range []struct {
+		name string
+		// apiNode is where the apiserver has the pod bound ("" not bound), with Repute's label.
+		apiNode   string
+		lateCall  bool // the call is still out when the drain starts, and returns 100 ms later
+		wantNodes []string
+	}{
+		{"the cut binding landed", "node-a", false, []string{"node-a"}},
+		{"the cut binding did not land", "", false, nil},
+		{"a call still out when the stop came, which landed", "node-a", true, []string{"node-a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := store.Open(filepath.Join(t.TempDir(), "repute.db"), store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("uid-1")}}
+			inAPI := pod.DeepCopy()
+			if tc.apiNode != "" {
+				inAPI.Spec.NodeName = tc.apiNode
+				inAPI.Labels = map[string]string{placement.TierLabel: string(reputation.TierTrusted)}
+			}
+			rt := &Runtime{store: st, engine: engine.New(engine.Options{}), client: fake.NewClientset(inAPI)}
+			rt.NoteBinding(pod) // the call goes out before the stop
+			returns := func() {
+				defer rt.BindDone()
+				if tc.lateCall {
+					time.Sleep(100 * time.Millisecond)
+				}
+				rt.BindFailed(pod, "node-a", "trusted", placement.Placement{Tier: reputation.TierTrusted}, cut)
+			}
+			if tc.lateCall {
+				go returns()
+			} else {
+				returns()
+			}
+			rt.drainBindingsInDoubt(klog.Background())
+			if err := st.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			ds, _, err := st.Decisions(store.Page{}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var nodes []string
+			for _, d := range ds {
+				nodes = append(nodes, d.Node)
+			}
+			if strings.Join(nodes, ",") != strings.Join(tc.wantNodes, ",") {
+				t.Errorf("decisions on nodes %q, want %q", nodes, tc.wantNodes)
 			}
 		})
 	}

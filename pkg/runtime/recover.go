@@ -25,6 +25,7 @@ const recoveredReason = "recorded at takeover: this replica's store has no recor
 // noted from the store's opening until recovery has run, then no more. A pod with a binding in
 // doubt waits for this call's outcome (BindFailed or RecordPlacement).
 func (rt *Runtime) NoteBinding(pod *v1.Pod) {
+	rt.bindsInFlight.Add(1)
 	rt.inDoubt.bindingStarts(pod.UID)
 	if binding := rt.bindingsDuringRecovery.Load(); binding != nil {
 		binding.Store(pod.UID, struct{}{})

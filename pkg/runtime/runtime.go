@@ -24,8 +24,10 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/apis/config"
@@ -88,7 +90,9 @@ type Runtime struct {
 	recorder    *behavior.Recorder
 	mirror      *mirror.Mirror
 	follower    *rpolicy.Follower
-	mover       *mover.Mover
+	// policyEvents sends the follower's Events about the ReputationPolicy.
+	policyEvents events.EventBroadcaster
+	mover        *mover.Mover
 
 	// store is set by Start before the runtime is ready, and never changed after; storeErr
 	// says why a configured store is missing.
@@ -108,6 +112,8 @@ type Runtime struct {
 	bindingsDuringRecovery atomic.Pointer[sync.Map]
 	// inDoubt holds placements whose Binding failed but may have landed (BindFailed).
 	inDoubt bindingsInDoubt
+	// bindsInFlight counts the Binding calls out (NoteBinding to BindDone), for the drain at stop.
+	bindsInFlight atomic.Int64
 
 	// isReady is set once start has warmed the cache and opened the endpoints (an atomic flag:
 	// the scheduling path reads it for every pod); startErr says why it never will be.
@@ -220,8 +226,7 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 	if rt.client != nil && rt.informers != nil {
 		// Pod status counts only from pods Repute placed: another scheduler's pods are no
 		// evidence about the images Repute vouches for, and are anyone's to make crash.
-		placedByRepute := func(pod *v1.Pod) bool { return rt.Profile(pod.Spec.SchedulerName) != nil }
-		if err := behavior.WatchPods(rt.informers.Core().V1().Pods().Informer(), rt.recorder, placedByRepute); err != nil {
+		if err := behavior.WatchPods(rt.informers.Core().V1().Pods().Informer(), rt.recorder, rt.placedByRepute); err != nil {
 			return nil, fmt.Errorf("watching pod status: %w", err)
 		}
 	}
@@ -240,6 +245,10 @@ func build(ctx context.Context, h Handle, args *config.ReputationArgs, opts Opti
 				metrics.PolicyReloads.WithLabelValues("invalid").Inc()
 				metrics.PolicyRefused.Set(1)
 			}}
+		if rt.client != nil {
+			rt.policyEvents = events.NewBroadcaster(&events.EventSinkImpl{Interface: rt.client.EventsV1()})
+			rt.follower.Events = rt.policyEvents.NewRecorder(clientgoscheme.Scheme, "repute-scheduler")
+		}
 	}
 	if rt.informers != nil {
 		if err := rt.watchBindingsInDoubt(); err != nil {
@@ -298,6 +307,11 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 		OnQueueDepth: func(n int) { metrics.EvaluationQueueDepth.Set(float64(n)) },
 		OnQueueWait:  func(d time.Duration) { metrics.EvaluationQueueWait.Observe(d.Seconds()) }}), nil
 }
+
+// placedByRepute says whether a pod is scheduled by one of Repute's profiles. Only such pods'
+// behavior (pod status, Falco alerts) counts: another scheduler's pods are no evidence about
+// the images Repute vouches for, and are anyone's to make crash or alert.
+func (rt *Runtime) placedByRepute(pod *v1.Pod) bool { return rt.Profile(pod.Spec.SchedulerName) != nil }
 
 // forgotten drops an image no pod uses any more from what would bring it back: the snapshot
 // standbys follow and the store's current verdicts, which warm the next start. Its history

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	v1 "k8s.io/api/core/v1"
 	"slices"
 	"strings"
 
@@ -53,12 +54,13 @@ func (rt *Runtime) simulate(_ context.Context, proposed *v1alpha1.ReputationPoli
 		if now.Tier == then.Tier {
 			continue
 		}
-		change := audit.PodChange{Namespace: pod.Namespace, Name: pod.Name, Phase: "Pending", Node: pod.Spec.NodeName,
-			Before: now.Tier, After: then.Tier, Image: then.Image}
-		if pod.Spec.NodeName != "" {
-			change.Phase = "Running"
+		// The pod's own phase: a bound pod is Pending until its kubelet starts it.
+		phase := string(pod.Status.Phase)
+		if phase == "" {
+			phase = string(v1.PodPending)
 		}
-		out.Pods = append(out.Pods, change)
+		out.Pods = append(out.Pods, audit.PodChange{Namespace: pod.Namespace, Name: pod.Name, Phase: phase, Node: pod.Spec.NodeName,
+			Before: now.Tier, After: then.Tier, Image: then.Image})
 	}
 	slices.SortFunc(out.Pods, func(a, b audit.PodChange) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)

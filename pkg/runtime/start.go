@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/pkg/mirror"
 	"github.com/repute-dev/repute/pkg/sources/behavior"
 	"github.com/repute-dev/repute/pkg/sources/trivy"
@@ -59,6 +60,9 @@ func (rt *Runtime) start(ctx context.Context) {
 	if err := rt.serve(ctx); err != nil {
 		rt.failStart(ctx, err)
 		return
+	}
+	if rt.policyEvents != nil {
+		rt.policyEvents.StartRecordingToSink(ctx.Done())
 	}
 	if rt.follower != nil {
 		go rt.follower.Run(ctx)
@@ -114,8 +118,13 @@ func (rt *Runtime) serve(ctx context.Context) error {
 	if f := rt.args.Falco; f.BindAddress != "" && rt.informers != nil {
 		lister := rt.informers.Core().V1().Pods().Lister()
 		getPod := func(namespace, name string) (*v1.Pod, error) { return lister.Pods(namespace).Get(name) }
+		metrics.InitFalcoSeries(behavior.AlertReasons, behavior.RefusalReasons)
 		if _, err := behavior.Serve(ctx, behavior.ServerOptions{BindAddress: f.BindAddress, TokenFile: f.TokenFile, TLSCertFile: f.TLSCertFile,
-			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes}, getPod, rt.recorder); err != nil {
+			TLSKeyFile: f.TLSKeyFile, ClientCAFile: f.ClientCAFile, MaxBodyBytes: f.MaxBodyBytes,
+			Counts:    rt.placedByRepute,
+			OnAlert:   func(result, reason string) { metrics.FalcoAlerts.WithLabelValues(result, reason).Inc() },
+			OnRefused: func(reason string) { metrics.FalcoRequestsRefused.WithLabelValues(reason).Inc() },
+		}, getPod, rt.recorder); err != nil {
 			return err
 		}
 	}

@@ -42,13 +42,6 @@ func (rt *Runtime) openStore(ctx context.Context) {
 		return
 	}
 	storesOpen.Add(1)
-	go func() {
-		defer storesOpen.Done()
-		<-ctx.Done()
-		if err := st.Close(); err != nil {
-			logger.Error(err, "Closing the reputation store")
-		}
-	}()
 
 	// Behavior first, so that the verdicts re-evaluated below still carry it. Penalties older
 	// than ten half-lives weigh under 0.1%.
@@ -81,6 +74,14 @@ func (rt *Runtime) openStore(ctx context.Context) {
 		}
 	})
 	rt.store = st
+	go func() {
+		defer storesOpen.Done()
+		<-ctx.Done()
+		rt.drainBindingsInDoubt(logger)
+		if err := st.Close(); err != nil {
+			logger.Error(err, "Closing the reputation store")
+		}
+	}()
 	// From now until recovery at takeover, the pods this replica binds are noted (NoteBinding).
 	rt.bindingsDuringRecovery.Store(&sync.Map{})
 }

@@ -28,6 +28,7 @@ func (pl *Reputation) Bind(ctx context.Context, state fwk.CycleState, pod *v1.Po
 	s := pl.readState(state, pod)
 	tier := s.Tier
 	pl.runtime.NoteBinding(pod)
+	defer pl.runtime.BindDone()
 	binding := &v1.Binding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID,
 			Labels:      map[string]string{TierLabel: string(tier)},

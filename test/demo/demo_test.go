@@ -49,8 +49,8 @@ func TestDemo(t *testing.T) {
 		`(?m)^-    weight: 10\n\+    weight: -15$`,
 		`(?m)^  127\.0\.0\.1:\d+/platform/api@sha256:[0-9a-f]{64}\s+trusted → unknown\s+90 → 65\s+score 65 between thresholds 30 and 70$`,
 		`(?m)^  127\.0\.0\.1:\d+/platform/web:v1\s+unknown → untrusted\s+50 → 25\s`,
-		`(?m)^  demo\s+api\s+Running\s+trusted-\d\s+trusted → unknown\s`,
-		`(?m)^  demo\s+worker\s+Running\s+unknown-1\s+unknown → untrusted\s`,
+		`(?m)^  demo\s+api\s+Pending\s+trusted-\d\s+trusted → unknown\s`,
+		`(?m)^  demo\s+worker\s+Pending\s+unknown-1\s+unknown → untrusted\s`,
 	} {
 		if !regexp.MustCompile(row).MatchString(out.String()) {
 			t.Errorf("demo output has no row matching %s\n%s", row, out.String())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -66,8 +67,9 @@ func scoreOf(t *testing.T, note string) int {
 }
 
 // A Critical Falco alert posted for a running pod makes its image untrusted, and the verdict
-// names the rule; the endpoint refuses callers without the token, unknown pods and oversize
-// bodies, each with a 4xx that says why.
+// names the rule. The endpoint refuses callers without the token, malformed and oversize
+// bodies, each with a 4xx that says why; it ignores, with a 200 that says why, what names no pod
+// Repute placed (a pod that is gone, falcosidekick's test event).
 func TestFalcoAlertLowersTheImage(t *testing.T) {
 	e := newEnv(t)
 	trusted, untrusted := e.node("trusted", "trusted"), e.node("untrusted", "untrusted")
@@ -82,6 +84,10 @@ func TestFalcoAlertLowersTheImage(t *testing.T) {
 	containerID := evidence.ContainerIDOf(trustedImage)
 	alert := evidence.FalcoAlert(e.ns, "api-1", containerID[:12], "Terminal shell in container", "Critical")
 
+	testEvent, err := os.ReadFile("../../pkg/sources/behavior/testdata/falcosidekick-test-event.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	refusals := []struct {
 		name, token string
 		body        []byte
@@ -90,8 +96,11 @@ func TestFalcoAlertLowersTheImage(t *testing.T) {
 	}{
 		{"no token", "", alert, http.StatusUnauthorized, "unauthenticated"},
 		{"wrong token", "not-the-token-0123456789", alert, http.StatusUnauthorized, "unauthenticated"},
-		{"unknown pod", falco.Token, evidence.FalcoAlert(e.ns, "gone-1234", containerID[:12], "Terminal shell in container", "Critical"), http.StatusUnprocessableEntity, "pod " + e.ns + "/gone-1234 not found"},
-		{"null rule", falco.Token, bytes.Replace(alert, []byte(`"rule":"Terminal shell in container"`), []byte(`"rule":null`), 1), http.StatusBadRequest, "rule"},
+		// What names no pod Repute placed is ignored with a 2xx, so that falcosidekick and Falco
+		// do not count Repute as a failing output.
+		{"unknown pod", falco.Token, evidence.FalcoAlert(e.ns, "gone-1234", containerID[:12], "Terminal shell in container", "Critical"), http.StatusOK, "ignored/pod_not_found: pod " + e.ns + "/gone-1234 not found"},
+		{"falcosidekick's test event", falco.Token, testEvent, http.StatusOK, "ignored/no_pod"},
+		{"null rule", falco.Token, bytes.Replace(alert, []byte(`"rule":"Terminal shell in container"`), []byte(`"rule":null`), 1), http.StatusBadRequest, "rejected/malformed: rule"},
 		{"oversize body", falco.Token, append(append([]byte("["), alert...), bytes.Repeat([]byte(" "), 70<<10)...), http.StatusRequestEntityTooLarge, "larger than"},
 	}
 	for _, r := range refusals {
@@ -100,8 +109,8 @@ func TestFalcoAlertLowersTheImage(t *testing.T) {
 			t.Fatalf("%s: %v", r.name, err)
 		}
 		msg := resp.Error
-		for _, rej := range resp.Rejected {
-			msg += " " + rej.Error
+		for _, res := range resp.Results {
+			msg += fmt.Sprintf(" %s/%s: %s", res.Result, res.Reason, res.Detail)
 		}
 		if status != r.wantStatus || resp.Accepted != 0 || !strings.Contains(msg, r.wantMessage) {
 			t.Errorf("%s: got %d %+v, want %d with %q and nothing accepted", r.name, status, resp, r.wantStatus, r.wantMessage)

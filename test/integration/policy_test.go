@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -232,6 +233,10 @@ signature:
 		third.PolicyVersion != second.PolicyVersion {
 		t.Errorf("refused generation: %+v, %+v; want Invalid naming spec.signature.keys[0].publicKey and version %s still in force", cond, third, second.PolicyVersion)
 	}
+	// kubectl describe shows why: a Warning Event for the refused generation, Normal ones for
+	// those applied.
+	waitPolicyEvent(t, e, name, v1.EventTypeWarning, "Refused", "spec.signature.keys[0].publicKey")
+	waitPolicyEvent(t, e, name, v1.EventTypeNormal, "Applied", "")
 	e.create(e.pod("miner-2", untrustedImage))
 	if got := e.waitBound("miner-2", bindTimeout); got != unknownNode {
 		t.Errorf("miner-2 on %s, want %s: the refused policy (everything trusted) must not be in force", got, unknownNode)
@@ -380,8 +385,9 @@ spec:
 	for _, p := range sim.Pods {
 		pods[p.Name] = p
 	}
-	if p := pods["api"]; p.Phase != "Running" || p.Node != trustedNode || p.Before != "trusted" || p.After != "unknown" {
-		t.Errorf("api: %+v; want Running on %s, trusted → unknown", p, trustedNode)
+	// Bound, but no kubelet runs it: its phase is the pod's own, Pending, not "Running".
+	if p := pods["api"]; p.Phase != "Pending" || p.Node != trustedNode || p.Before != "trusted" || p.After != "unknown" {
+		t.Errorf("api: %+v; want Pending on %s, trusted → unknown", p, trustedNode)
 	}
 	if p := pods["miner"]; p.Phase != "Pending" || p.Before != "untrusted" || p.After != "unknown" || p.Image != untrustedImage {
 		t.Errorf("miner: %+v; want Pending, untrusted → unknown because of %s", p, untrustedImage)
@@ -393,7 +399,7 @@ spec:
 	// The table, as an operator reads it.
 	table := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed)...)
 	for _, want := range []string{"Images whose tier or score would change:", "trusted → unknown", "50 → 60",
-		"Pods whose tier would change:", "api", "Running", "miner", "Pending", "untrusted → unknown"} {
+		"Pods whose tier would change:", "api", trustedNode, "miner", "Pending", "untrusted → unknown"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("simulate table lacks %q:\n%s", want, table)
 		}
@@ -440,5 +446,31 @@ signature: {keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----\nnot base6
 	e.create(e.pod("miner", untrustedImage))
 	if got := e.waitBound("miner", bindTimeout); got != untrustedNode {
 		t.Errorf("miner on %s, want %s: the invalid policy (everything trusted) must not be in force", got, untrustedNode)
+	}
+}
+
+// waitPolicyEvent waits for an Event about the ReputationPolicy (cluster-scoped, so its Events
+// are in "default", as kubectl describe looks for them) of the type and reason, whose note says
+// what it should.
+func waitPolicyEvent(t *testing.T, e *env, name, eventType, reason, says string) {
+	t.Helper()
+	var seen []string
+	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		list, err := e.client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
+			FieldSelector: "involvedObject.kind=ReputationPolicy,involvedObject.name=" + name})
+		if err != nil {
+			return false, err
+		}
+		seen = seen[:0]
+		for _, ev := range list.Items {
+			seen = append(seen, ev.Type+" "+ev.Reason+": "+ev.Message)
+			if ev.Type == eventType && ev.Reason == reason && strings.Contains(ev.Message, says) && ev.InvolvedObject.APIVersion == v1alpha1.SchemeGroupVersion.String() {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Errorf("no %s %s Event about ReputationPolicy %s saying %q; Events: %q", eventType, reason, name, says, seen)
 	}
 }

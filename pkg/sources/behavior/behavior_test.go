@@ -3,6 +3,7 @@ package behavior
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -77,13 +78,15 @@ func TestDecodeAlerts(t *testing.T) {
 		{"array", []byte("[" + string(falco) + "," + string(sidekick) + "]"), []int{0, 1}, nil},
 		{"one per line, a bad line costs only itself", []byte(string(falco) + "\n{not json\n" + string(sidekick) + "\n"), []int{0, 2}, []string{"malformed JSON on line 2"}},
 		{"pretty-printed single alert", prettyJSON(t, falco), []int{0}, nil},
-		{"host event names no pod", host, nil, []string{"output_fields.k8s.ns.name: is null: the alert does not name a pod"}},
+		{"a host event decodes, naming no pod", host, []int{0}, nil},
+		{"a namespace without a pod names no pod", with("output_fields", `{"k8s.ns.name":"team","k8s.pod.name":null}`), nil, []string{"k8s.ns.name and k8s.pod.name come together"}},
+		{"a numeric pod name", with("output_fields", `{"k8s.ns.name":"team","k8s.pod.name":7}`), nil, []string{"output_fields.k8s.pod.name: want a string, got a number"}},
 		{"null rule", with("rule", "null"), nil, []string{"rule: is null"}},
 		{"numeric priority", with("priority", "3"), nil, []string{"priority: want a string, got a number"}},
 		{"unknown priority", with("priority", `"Severe"`), nil, []string{`priority: "Severe" is not a Falco priority`}},
 		{"lowercase priority is Falco's too", with("priority", `"critical"`), []int{0}, nil},
 		{"bad time", with("time", `"yesterday"`), nil, []string{`time: "yesterday" is not an RFC 3339 time`}},
-		{"output_fields missing", with("output_fields", "null"), nil, []string{"output_fields: required"}},
+		{"output_fields null: names no pod", with("output_fields", "null"), []int{0}, nil},
 		{"output_fields not an object", with("output_fields", "[]"), nil, []string{"output_fields: want an object, got an array"}},
 		{"array element not an object", []byte(`[` + string(falco) + `, 7]`), []int{0}, []string{"malformed JSON"}},
 		{"broken array keeps what came before", []byte(`[` + string(falco) + `, {"rule": ]`), []int{0}, []string{"malformed JSON at array element 1"}},
@@ -97,7 +100,7 @@ func TestDecodeAlerts(t *testing.T) {
 			var got []int
 			for _, a := range alerts {
 				got = append(got, a.Index)
-				if a.Rule == "" || a.Namespace == "" || a.Pod == "" || a.Time.IsZero() {
+				if a.Rule == "" || a.Time.IsZero() {
 					t.Errorf("accepted alert %d lacks a required field: %+v", a.Index, a.Alert)
 				}
 			}
@@ -237,9 +240,36 @@ func kinds(ks []reputation.BehaviorKind) []string {
 	return out
 }
 
+// ingestPods are the pods the ingest tests know: the testdata's api pod and the pod Falco's
+// documented alert names, both placed by Repute, and one placed by another scheduler.
+func ingestPods(ns, name string) (*v1.Pod, error) {
+	kubecon := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubecon"},
+		Spec:       v1.PodSpec{SchedulerName: "repute", Containers: []v1.Container{{Name: "shell", Image: "docker.io/library/alpine@" + digestApp}}},
+		Status: v1.PodStatus{ContainerStatuses: []v1.ContainerStatus{
+			{Name: "shell", ImageID: "docker.io/library/alpine@" + digestApp, ContainerID: "containerd://ee97d9c4186f" + strings.Repeat("0", 52)}}},
+	}
+	api := apiPod()
+	api.Spec.SchedulerName = "repute"
+	other := apiPod()
+	other.Name, other.Spec.SchedulerName = "other-1234", "default-scheduler"
+	for _, p := range []*v1.Pod{kubecon, api, other} {
+		if p.Namespace == ns && p.Name == name {
+			return p, nil
+		}
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
+}
+
 func TestIngest(t *testing.T) {
 	falco, sidekick := readTestdata(t, "falco-alert.json"), readTestdata(t, "falcosidekick-webhook.json")
+	// From outside the project (testdata/README.md): Falco's documented alert, falcosidekick's
+	// test event as its webhook posts it, and the payload falcosidekick's own tests use.
+	docs, testEvent, sidekickTest := readTestdata(t, "falco-docs-terminal-shell.json"), readTestdata(t, "falcosidekick-test-event.json"), readTestdata(t, "falcosidekick-client-test-input.json")
+	host := readTestdata(t, "host-event.json")
 	unknownPod := bytes.Replace(sidekick, []byte(`"k8s.pod.name":"api-7d9f"`), []byte(`"k8s.pod.name":"gone-1234"`), 1)
+	otherScheduler := bytes.Replace(sidekick, []byte(`"k8s.pod.name":"api-7d9f"`), []byte(`"k8s.pod.name":"other-1234"`), 1)
+	unknownContainer := bytes.Replace(falco, []byte(`"container.id":"3ad7c1e44cb0"`), []byte(`"container.id":"0123456789ab"`), 1)
 	const token = "0123456789abcdef-test-token"
 	tests := []struct {
 		name         string
@@ -248,45 +278,57 @@ func TestIngest(t *testing.T) {
 		body         []byte
 		wantStatus   int
 		wantAccepted int
-		wantRejected []string
+		// wantResults are the alerts not recorded, as "index result/reason", in order.
+		wantResults  []string
 		wantError    string
+		wantRefused  string   // the reason a refused request is counted under
 		wantRecorded []string // rules in the ledger under the app digest afterwards
 		standby      bool
 	}{
-		{name: "no credentials", auth: "", body: falco, wantStatus: 401, wantError: "unauthenticated"},
-		{name: "wrong token", auth: "Bearer not-the-token-at-all", body: falco, wantStatus: 401, wantError: "unauthenticated"},
-		{name: "basic auth is not a bearer token", auth: "Basic " + token, body: falco, wantStatus: 401},
-		{name: "unauthenticated callers learn nothing, not even paths", auth: "", path: "/other", body: falco, wantStatus: 401},
-		{name: "wrong method", method: http.MethodGet, auth: "Bearer " + token, wantStatus: 405},
-		{name: "wrong path", path: "/v1/alerts", auth: "Bearer " + token, body: falco, wantStatus: 404},
+		{name: "no credentials", auth: "", body: falco, wantStatus: 401, wantError: "unauthenticated", wantRefused: ReasonUnauthenticated},
+		{name: "wrong token", auth: "Bearer not-the-token-at-all", body: falco, wantStatus: 401, wantError: "unauthenticated", wantRefused: ReasonUnauthenticated},
+		{name: "basic auth is not a bearer token", auth: "Basic " + token, body: falco, wantStatus: 401, wantRefused: ReasonUnauthenticated},
+		{name: "unauthenticated callers learn nothing, not even paths", auth: "", path: "/other", body: falco, wantStatus: 401, wantRefused: ReasonUnauthenticated},
+		{name: "unauthenticated, falcosidekick's test event gets nothing either", auth: "", body: testEvent, wantStatus: 401, wantRefused: ReasonUnauthenticated},
+		{name: "wrong method", method: http.MethodGet, auth: "Bearer " + token, wantStatus: 405, wantRefused: ReasonMethodNotAllowed},
+		{name: "wrong path", path: "/v1/alerts", auth: "Bearer " + token, body: falco, wantStatus: 404, wantRefused: ReasonNotFound},
 		{name: "one Falco alert", auth: "Bearer " + token, body: falco, wantStatus: 200, wantAccepted: 1, wantRecorded: []string{"Terminal shell in container"}},
+		{name: "Falco's documented json_output alert", auth: "Bearer " + token, body: docs, wantStatus: 200, wantAccepted: 1, wantRecorded: []string{"Terminal shell in container"}},
+		{name: "falcosidekick's test event is ignored with 200", auth: "Bearer " + token, body: testEvent, wantStatus: 200, wantResults: []string{"0 ignored/no_pod"}},
+		{name: "falcosidekick's own test payload is ignored with 200", auth: "Bearer " + token, body: sidekickTest, wantStatus: 200, wantResults: []string{"0 ignored/no_pod"}},
+		{name: "a host event is ignored with 200", auth: "Bearer " + token, body: host, wantStatus: 200, wantResults: []string{"0 ignored/no_pod"}},
+		{name: "another scheduler's pod is ignored: its behavior is no evidence", auth: "Bearer " + token, body: otherScheduler, wantStatus: 200,
+			wantResults: []string{"0 ignored/not_placed_by_repute"}},
+		{name: "a pod that is gone is ignored", auth: "Bearer " + token, body: unknownPod, wantStatus: 200, wantResults: []string{"0 ignored/pod_not_found"}},
+		{name: "a container not in the pod's status is ignored", auth: "Bearer " + token, body: unknownContainer, wantStatus: 200, wantResults: []string{"0 ignored/container_not_found"}},
 		{name: "a standby refuses alerts, to be sent again to the leader", auth: "Bearer " + token, body: falco, standby: true,
-			wantStatus: 503, wantError: "standby"},
-		{name: "a standby tells unauthenticated callers nothing more", auth: "", body: falco, standby: true, wantStatus: 401, wantError: "unauthenticated"},
+			wantStatus: 503, wantError: "standby", wantRefused: ReasonStandby},
+		{name: "a standby tells unauthenticated callers nothing more", auth: "", body: falco, standby: true, wantStatus: 401, wantError: "unauthenticated", wantRefused: ReasonUnauthenticated},
 		{name: "oversize body records nothing", auth: "Bearer " + token, body: append(append([]byte("["), falco...), bytes.Repeat([]byte(" "), 8192)...),
-			wantStatus: 413, wantError: "body larger than 4096 bytes"},
-		{name: "malformed JSON", auth: "Bearer " + token, body: []byte(`{"rule":`), wantStatus: 400, wantRejected: []string{"malformed JSON"}},
-		{name: "unknown pod", auth: "Bearer " + token, body: unknownPod, wantStatus: 422, wantRejected: []string{"pod team/gone-1234 not found"}},
-		{name: "a mixed batch loses no valid alert", auth: "Bearer " + token,
-			body:       []byte(string(unknownPod) + "\n{oops\n" + string(sidekick) + "\n" + string(falco) + "\n"),
-			wantStatus: 400, wantAccepted: 2, wantRejected: []string{"malformed JSON on line 2", "pod team/gone-1234 not found"},
+			wantStatus: 413, wantError: "body larger than 4096 bytes", wantRefused: ReasonTooLarge},
+		{name: "malformed JSON is a 400", auth: "Bearer " + token, body: []byte(`{"rule":`), wantStatus: 400, wantResults: []string{"0 rejected/malformed"}},
+		{name: "a batch of malformed alerts is a 400", auth: "Bearer " + token, body: []byte("{oops\n{\"rule\":7}\n"), wantStatus: 400,
+			wantResults: []string{"0 rejected/malformed", "1 rejected/malformed"}},
+		{name: "a mixed batch answers 200 and loses no valid alert", auth: "Bearer " + token,
+			body:       []byte(string(unknownPod) + "\n{oops\n" + string(sidekick) + "\n" + string(testEvent) + "\n" + string(falco) + "\n"),
+			wantStatus: 200, wantAccepted: 2, wantResults: []string{"0 ignored/pod_not_found", "1 rejected/malformed", "3 ignored/no_pod"},
 			wantRecorded: []string{"Read sensitive file untrusted", "Terminal shell in container"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ledger := reputation.NewBehaviorLedger()
 			var rescored [][]string
+			counted := map[string]int{}
+			var refused []string
 			h := &Ingest{
-				Pods: func(ns, name string) (*v1.Pod, error) {
-					if p := apiPod(); ns == p.Namespace && name == p.Name {
-						return p, nil
-					}
-					return nil, apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
-				},
+				Pods: ingestPods,
 				Recorder: &Recorder{Ledger: ledger, Rescore: func(keys []string) { rescored = append(rescored, keys) },
 					Standby: func() bool { return tt.standby }},
+				Counts:        func(p *v1.Pod) bool { return p.Spec.SchedulerName == "repute" },
 				MaxBodyBytes:  4096,
 				Authenticated: func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token },
+				OnAlert:       func(result, reason string) { counted[result+"/"+reason]++ },
+				OnRefused:     func(reason string) { refused = append(refused, reason) },
 			}
 			method, path := tt.method, tt.path
 			if method == "" {
@@ -308,13 +350,32 @@ func TestIngest(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 				t.Fatalf("response is not JSON: %v: %s", err, rec.Body)
 			}
-			if resp.Accepted != tt.wantAccepted || len(resp.Rejected) != len(tt.wantRejected) || !strings.Contains(resp.Error, tt.wantError) {
-				t.Fatalf("response %+v, want %d accepted, rejections %q, error %q", resp, tt.wantAccepted, tt.wantRejected, tt.wantError)
-			}
-			for i, r := range resp.Rejected {
-				if !strings.Contains(r.Error, tt.wantRejected[i]) {
-					t.Errorf("rejection %d = %+v, want %q", i, r, tt.wantRejected[i])
+			var results []string
+			for _, r := range resp.Results {
+				results = append(results, fmt.Sprintf("%d %s/%s", r.Index, r.Result, r.Reason))
+				if r.Detail == "" {
+					t.Errorf("result %+v says not why", r)
 				}
+			}
+			if resp.Accepted != tt.wantAccepted || strings.Join(results, ",") != strings.Join(tt.wantResults, ",") || !strings.Contains(resp.Error, tt.wantError) {
+				t.Fatalf("response %+v: results %q, want %d accepted, results %q, error %q", resp, results, tt.wantAccepted, tt.wantResults, tt.wantError)
+			}
+			if resp.Ignored+resp.Rejected != len(tt.wantResults) {
+				t.Errorf("counts %d ignored + %d rejected, want %d", resp.Ignored, resp.Rejected, len(tt.wantResults))
+			}
+			// Metrics count every alert once, by the result the response gives it.
+			want := map[string]int{}
+			if tt.wantAccepted > 0 {
+				want[ResultAccepted+"/"+ReasonRecorded] = tt.wantAccepted
+			}
+			for _, r := range tt.wantResults {
+				want[strings.SplitN(r, " ", 2)[1]]++
+			}
+			if fmt.Sprint(counted) != fmt.Sprint(want) {
+				t.Errorf("alerts counted %v, want %v", counted, want)
+			}
+			if tt.wantRefused != "" && (len(refused) != 1 || refused[0] != tt.wantRefused) || tt.wantRefused == "" && len(refused) != 0 {
+				t.Errorf("refusals counted %q, want %q", refused, tt.wantRefused)
 			}
 			var rules []string
 			for _, o := range ledger.Observations(time.Now(), digestApp) {

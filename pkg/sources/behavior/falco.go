@@ -173,19 +173,24 @@ func DecodeAlert(raw []byte) (Alert, error) {
 	}
 	a.UUID, _ = obj["uuid"].(string)
 	a.Hostname, _ = obj["hostname"].(string)
-	fields, present := obj["output_fields"]
-	if !present || fields == nil {
-		return a, errors.New("output_fields: required (Falco's json_output with k8s.ns.name and k8s.pod.name)")
+	// An alert need not name a pod: host events, other sources (k8s_audit, plugins) and
+	// falcosidekick's test event do not. It decodes, and the endpoint ignores it.
+	fields := obj["output_fields"]
+	if fields == nil {
+		return a, nil
 	}
 	of, isObject := fields.(map[string]any)
 	if !isObject {
 		return a, fmt.Errorf("output_fields: want an object, got %s", jsonType(fields))
 	}
-	if a.Namespace, err = requiredString(of, "k8s.ns.name"); err != nil {
-		return a, fmt.Errorf("output_fields.%w: the alert does not name a pod", err)
+	if a.Namespace, err = optionalString(of, "k8s.ns.name"); err != nil {
+		return a, fmt.Errorf("output_fields.%w", err)
 	}
-	if a.Pod, err = requiredString(of, "k8s.pod.name"); err != nil {
-		return a, fmt.Errorf("output_fields.%w: the alert does not name a pod", err)
+	if a.Pod, err = optionalString(of, "k8s.pod.name"); err != nil {
+		return a, fmt.Errorf("output_fields.%w", err)
+	}
+	if (a.Namespace == "") != (a.Pod == "") {
+		return a, errors.New("output_fields: k8s.ns.name and k8s.pod.name come together: one without the other names no pod")
 	}
 	switch id := of["container.id"].(type) {
 	case nil:
@@ -197,6 +202,25 @@ func DecodeAlert(raw []byte) (Alert, error) {
 		return a, fmt.Errorf("output_fields.container.id: want a string, got %s", jsonType(id))
 	}
 	return a, nil
+}
+
+// NamesPod reports whether the alert names a pod (Falco's k8s.ns.name and k8s.pod.name).
+func (a Alert) NamesPod() bool { return a.Namespace != "" && a.Pod != "" }
+
+// optionalString reads a string field that may be absent or null (Falco writes null, and
+// "<NA>" in its text output, for a field the event has no value for).
+func optionalString(obj map[string]any, key string) (string, error) {
+	switch v := obj[key].(type) {
+	case nil:
+		return "", nil
+	case string:
+		if v == "<NA>" {
+			return "", nil
+		}
+		return v, nil
+	default:
+		return "", fmt.Errorf("%s: want a string, got %s", key, jsonType(v))
+	}
 }
 
 func requiredString(obj map[string]any, key string) (string, error) {

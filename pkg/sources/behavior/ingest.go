@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,55 +35,119 @@ type PodGetter func(namespace, name string) (*v1.Pod, error)
 // Ingest is the HTTP handler that takes Falco alerts. Every request must be authenticated; its
 // body is capped; each alert in it is decoded, mapped to the images of the pod it names and
 // recorded on its own, so that a bad alert never costs a good one.
+//
+// It answers as falcosidekick and Falco's http_output expect of an output that works: 2xx for
+// every request it understood, since both count any other status as a failed output. An alert
+// that is no evidence about a pod Repute placed (a host event, another event source, the
+// sidekick's test event, a pod placed by another scheduler, a pod or container that is gone)
+// is ignored, and the answer says which and why. Only an unauthenticated, oversized or
+// wholly malformed request gets 4xx.
 type Ingest struct {
-	Pods         PodGetter
-	Recorder     *Recorder
+	Pods     PodGetter
+	Recorder *Recorder
+	// Counts says whether a pod's behavior is evidence: the pods Repute placed. Nil counts every
+	// pod.
+	Counts       func(*v1.Pod) bool
 	MaxBodyBytes int64
 	// Authenticated says whether a request carries valid credentials.
 	Authenticated func(*http.Request) bool
 	// Settle is how long an alert naming a pod or container Repute does not know yet is
-	// looked up again before it is refused: Falco can report a container before its status
+	// looked up again before it is ignored: Falco can report a container before its status
 	// reaches the scheduler's informer.
 	Settle time.Duration
+	// OnAlert is told each alert's result (accepted, ignored, rejected) and reason, and
+	// OnRefused each request refused as a whole and why, for metrics. Either may be nil.
+	OnAlert   func(result, reason string)
+	OnRefused func(reason string)
 }
 
 // DefaultSettle is the Settle the endpoint runs with.
 const DefaultSettle = 2 * time.Second
 
+// What became of an alert, and why. Reasons are metric label values: a short, fixed set.
+const (
+	ResultAccepted = "accepted"
+	ResultIgnored  = "ignored"
+	ResultRejected = "rejected"
+
+	ReasonRecorded          = "recorded"
+	ReasonNoPod             = "no_pod"               // a host event, another source, a test event
+	ReasonPodNotFound       = "pod_not_found"        // gone, or never in this cluster
+	ReasonContainerNotFound = "container_not_found"  // not in the pod's status
+	ReasonNotPlacedByRepute = "not_placed_by_repute" // another scheduler's pod
+	ReasonLookupFailed      = "lookup_failed"
+	ReasonMalformed         = "malformed"
+	ReasonUnauthenticated   = "unauthenticated"
+	ReasonTooLarge          = "too_large"
+	ReasonUnreadable        = "unreadable"
+	ReasonMethodNotAllowed  = "method_not_allowed"
+	ReasonNotFound          = "not_found"
+	ReasonStandby           = "standby"
+)
+
+// AlertReasons lists every (result, reason) an alert can get, and RefusalReasons every reason
+// a request is refused for: their metric series exist from the start.
+var (
+	AlertReasons = map[string][]string{
+		ResultAccepted: {ReasonRecorded},
+		ResultIgnored:  {ReasonNoPod, ReasonPodNotFound, ReasonContainerNotFound, ReasonNotPlacedByRepute, ReasonLookupFailed},
+		ResultRejected: {ReasonMalformed},
+	}
+	RefusalReasons = []string{ReasonUnauthenticated, ReasonTooLarge, ReasonUnreadable, ReasonMethodNotAllowed, ReasonNotFound, ReasonStandby}
+)
+
 // IngestResponse is the JSON answer to every alert request.
 type IngestResponse struct {
-	// Accepted counts the alerts recorded.
+	// Accepted counts the alerts recorded, Ignored those that are no evidence, and Rejected
+	// those that could not be read.
 	Accepted int `json:"accepted"`
-	// Rejected lists each refused alert by its position in the body (0-based).
-	Rejected []Rejection `json:"rejected,omitempty"`
+	Ignored  int `json:"ignored"`
+	Rejected int `json:"rejected"`
+	// Results says, for each alert that was not recorded, what became of it and why, by its
+	// position in the body (0-based).
+	Results []AlertResult `json:"results,omitempty"`
 	// Error is set when the request as a whole was refused.
 	Error string `json:"error,omitempty"`
 }
 
-// Rejection is one refused alert.
-type Rejection struct {
-	Index int    `json:"index"`
-	Error string `json:"error"`
+// AlertResult is what became of one alert.
+type AlertResult struct {
+	Index  int    `json:"index"`
+	Result string `json:"result"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// outcome is an alert's result once resolved: retry says it may resolve if looked up again.
+type outcome struct {
+	reason, detail string
+	retry          bool
 }
 
 func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	refuse := func(status int, reason, msg string) {
+		if h.OnRefused != nil {
+			h.OnRefused(reason)
+		}
+		reply(w, status, IngestResponse{Error: msg})
+	}
 	if h.Authenticated == nil || !h.Authenticated(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="repute"`)
-		reply(w, http.StatusUnauthorized, IngestResponse{Error: "unauthenticated: send Authorization: Bearer <token>, or a client certificate signed by the configured CA"})
+		refuse(http.StatusUnauthorized, ReasonUnauthenticated, "unauthenticated: send Authorization: Bearer <token>, or a client certificate signed by the configured CA")
 		return
 	}
 	if r.URL.Path != AlertsPath {
-		reply(w, http.StatusNotFound, IngestResponse{Error: "not found: post alerts to " + AlertsPath})
+		refuse(http.StatusNotFound, ReasonNotFound, "not found: post alerts to "+AlertsPath)
 		return
 	}
 	if h.Recorder.standingBy() {
 		// 503 tells the sender to try again: the Service reaches the leader once it is elected.
-		reply(w, http.StatusServiceUnavailable, IngestResponse{Error: "this replica is a standby; alerts go to the leader"})
+		refuse(http.StatusServiceUnavailable, ReasonStandby, "this replica is a standby; alerts go to the leader")
 		return
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		reply(w, http.StatusMethodNotAllowed, IngestResponse{Error: "method not allowed: POST alerts"})
+		refuse(http.StatusMethodNotAllowed, ReasonMethodNotAllowed, "method not allowed: POST alerts")
 		return
 	}
 	limit := h.MaxBodyBytes
@@ -93,46 +158,64 @@ func (h *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			reply(w, http.StatusRequestEntityTooLarge, IngestResponse{Error: fmt.Sprintf("body larger than %d bytes: nothing was recorded; send fewer alerts per request", limit)})
+			refuse(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body larger than %d bytes: nothing was recorded; send fewer alerts per request", limit))
 			return
 		}
-		reply(w, http.StatusBadRequest, IngestResponse{Error: "reading body: " + err.Error()})
+		refuse(http.StatusBadRequest, ReasonUnreadable, "reading body: "+err.Error())
 		return
 	}
 	alerts, decodeErrs := DecodeAlerts(body)
 	resp := IngestResponse{}
-	status := http.StatusOK
+	note := func(index int, result string, o outcome) {
+		if h.OnAlert != nil {
+			h.OnAlert(result, o.reason)
+		}
+		switch result {
+		case ResultAccepted:
+			resp.Accepted++
+			return
+		case ResultIgnored:
+			resp.Ignored++
+		case ResultRejected:
+			resp.Rejected++
+		}
+		resp.Results = append(resp.Results, AlertResult{Index: index, Result: result, Reason: o.reason, Detail: o.detail})
+	}
 	for _, e := range decodeErrs {
-		resp.Rejected = append(resp.Rejected, Rejection{Index: e.Index, Error: e.Err.Error()})
-		status = http.StatusBadRequest
+		note(e.Index, ResultRejected, outcome{reason: ReasonMalformed, detail: e.Err.Error()})
 	}
 	var batch []Observed
 	deadline := time.Now().Add(h.Settle)
-	for pending := alerts; ; {
+	for pending := alerts; len(pending) > 0; {
 		var unresolved []IndexedAlert
-		var errs []error
+		var outcomes []outcome
 		for _, a := range pending {
-			obs, err := h.resolve(a.Alert)
-			if err != nil {
-				unresolved, errs = append(unresolved, a), append(errs, err)
-				continue
+			obs, o := h.resolve(a.Alert)
+			switch {
+			case o.reason == ReasonRecorded:
+				batch = append(batch, obs...)
+				note(a.Index, ResultAccepted, o)
+			case o.retry:
+				unresolved, outcomes = append(unresolved, a), append(outcomes, o)
+			default:
+				note(a.Index, ResultIgnored, o)
 			}
-			batch = append(batch, obs...)
-			resp.Accepted++
 		}
 		if len(unresolved) == 0 || !sleepUntil(r.Context(), deadline, settlePoll) {
 			for i, a := range unresolved {
-				resp.Rejected = append(resp.Rejected, Rejection{Index: a.Index, Error: errs[i].Error()})
-				if status == http.StatusOK {
-					status = http.StatusUnprocessableEntity
-				}
+				note(a.Index, ResultIgnored, outcomes[i])
 			}
 			break
 		}
 		pending = unresolved
 	}
 	h.Recorder.Record(batch)
-	klog.FromContext(r.Context()).V(2).Info("Falco alerts received", "accepted", resp.Accepted, "rejected", len(resp.Rejected))
+	slices.SortFunc(resp.Results, func(a, b AlertResult) int { return a.Index - b.Index })
+	klog.FromContext(r.Context()).V(2).Info("Falco alerts received", "accepted", resp.Accepted, "ignored", resp.Ignored, "rejected", resp.Rejected)
+	status := http.StatusOK
+	if resp.Accepted+resp.Ignored == 0 {
+		status = http.StatusBadRequest // nothing in it could be read
+	}
 	reply(w, status, resp)
 }
 
@@ -152,24 +235,31 @@ func sleepUntil(ctx context.Context, deadline time.Time, poll time.Duration) boo
 	}
 }
 
-// resolve maps an alert to observations of the images in the pod it names.
-func (h *Ingest) resolve(a Alert) ([]Observed, error) {
+// resolve maps an alert to observations of the images in the pod it names, or says why it is
+// no evidence. A pod or container not known yet may be known once the informer catches up.
+func (h *Ingest) resolve(a Alert) ([]Observed, outcome) {
+	if !a.NamesPod() {
+		return nil, outcome{reason: ReasonNoPod, detail: "the alert names no pod (a host event, another event source, or a test event)"}
+	}
 	pod, err := h.Pods(a.Namespace, a.Pod)
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("pod %s/%s not found: it is not running in this cluster (or is gone)", a.Namespace, a.Pod)
+		return nil, outcome{reason: ReasonPodNotFound, retry: true, detail: fmt.Sprintf("pod %s/%s not found: it is not running in this cluster (or is gone)", a.Namespace, a.Pod)}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("looking up pod %s/%s: %w", a.Namespace, a.Pod, err)
+		return nil, outcome{reason: ReasonLookupFailed, detail: fmt.Sprintf("looking up pod %s/%s: %v", a.Namespace, a.Pod, err)}
+	}
+	if h.Counts != nil && !h.Counts(pod) {
+		return nil, outcome{reason: ReasonNotPlacedByRepute, detail: fmt.Sprintf("pod %s/%s is scheduled by %q, not by Repute: its behavior is no evidence about the images Repute places", a.Namespace, a.Pod, pod.Spec.SchedulerName)}
 	}
 	targets, err := TargetsOfAlert(pod, a.ContainerID)
 	if err != nil {
-		return nil, err
+		return nil, outcome{reason: ReasonContainerNotFound, retry: true, detail: err.Error()}
 	}
 	out := make([]Observed, 0, len(targets))
 	for _, t := range targets {
 		out = append(out, Observed{Target: t, Event: a.event(t.Where)})
 	}
-	return out, nil
+	return out, outcome{reason: ReasonRecorded}
 }
 
 func reply(w http.ResponseWriter, status int, resp IngestResponse) {
@@ -256,12 +346,17 @@ type ServerOptions struct {
 	// file, requires) client certificates signed by that CA.
 	TLSCertFile, TLSKeyFile, ClientCAFile string
 	MaxBodyBytes                          int64
+	// Counts, OnAlert and OnRefused are the handler's (see Ingest).
+	Counts    func(*v1.Pod) bool
+	OnAlert   func(result, reason string)
+	OnRefused func(reason string)
 }
 
 // Serve listens on opts.BindAddress and serves the ingest handler until ctx is done. It returns
 // the bound address once listening (useful with port 0) and reports startup errors at once.
 func Serve(ctx context.Context, opts ServerOptions, pods PodGetter, rec *Recorder) (net.Addr, error) {
-	h := &Ingest{Pods: pods, Recorder: rec, MaxBodyBytes: opts.MaxBodyBytes, Settle: DefaultSettle}
+	h := &Ingest{Pods: pods, Recorder: rec, MaxBodyBytes: opts.MaxBodyBytes, Settle: DefaultSettle,
+		Counts: opts.Counts, OnAlert: opts.OnAlert, OnRefused: opts.OnRefused}
 	var checks []func(*http.Request) bool
 	if opts.TokenFile != "" {
 		tf, err := NewTokenFile(opts.TokenFile)
