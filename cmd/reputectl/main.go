@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -11,8 +12,9 @@ import (
 
 func main() {
 	cmd := reputectl.NewCommand(os.Args[0], os.Stdout, os.Stderr)
-	if err := cmd.Execute(); err != nil {
+	err := cmd.Execute()
+	if err != nil && !errors.Is(err, reputectl.ErrDiffers) { // a difference was printed; it is no error
 		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
 	}
+	os.Exit(reputectl.ExitCode(err))
 }

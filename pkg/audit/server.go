@@ -274,8 +274,8 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request, name string) e
 
 var digestPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
-// FindImage finds the verdict an auditor means by name: the reference exactly as pods spell
-// it, or a digest. A digest pulled under several names has a verdict per name (origin rules
+// FindImage finds the verdict an auditor means by name: the reference as pods spell it or any
+// spelling that canonicalizes to it, or a digest. A digest pulled under several names has a verdict per name (origin rules
 // weigh names); the least trusted one is returned, as it is the one placement follows.
 func FindImage(all map[string]*reputation.Verdict, name string) (string, bool) {
 	if _, ok := all[name]; ok {
@@ -287,11 +287,18 @@ func FindImage(all map[string]*reputation.Verdict, name string) (string, bool) {
 		if err != nil {
 			return "", false
 		}
-		// The same image spelled another way, e.g. "nginx" for "docker.io/library/nginx:latest".
-		if _, ok := all[ref.String()]; ok {
-			return ref.String(), true
+		// The same image spelled another way: "docker.io/library/redis:7.2" for pods' "redis:7.2",
+		// or the reverse. Verdicts are kept under the pods' spellings, so each is canonicalized.
+		canonical := ref.String()
+		if _, ok := all[canonical]; ok {
+			return canonical, true
 		}
 		if !ref.Pinned() {
+			for spelled := range all {
+				if r, err := reputation.ParseImageRef(spelled); err == nil && r.String() == canonical {
+					return spelled, true
+				}
+			}
 			return "", false
 		}
 		suffix = "@" + ref.Digest

@@ -387,3 +387,30 @@ func TestWithoutAStoreOnlyImagesAnswer(t *testing.T) {
 }
 
 func authorizerFor(rs rules) authorizer.Authorizer { return authorizer.AuthorizerFunc(rs.Authorize) }
+
+// Verdicts are kept under the spelling pods use; an auditor may spell the image any way that
+// canonicalizes to it, and is answered with the pods' spelling.
+func TestFindImageBySpelling(t *testing.T) {
+	all := map[string]*reputation.Verdict{
+		"redis:7.2":                     {Tier: reputation.TierUnknown},
+		"docker.io/bitnami/nginx:1.27":  {Tier: reputation.TierUnknown},
+		"registry.internal/team/api:v1": {Tier: reputation.TierTrusted},
+		"quay.io/evil/miner:latest":     {Tier: reputation.TierUntrusted},
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"redis:7.2", "redis:7.2"},
+		{"docker.io/library/redis:7.2", "redis:7.2"},
+		{"index.docker.io/library/redis:7.2", "redis:7.2"},
+		{"library/redis:7.2", "redis:7.2"},
+		{"bitnami/nginx:1.27", "docker.io/bitnami/nginx:1.27"},
+		{"REGISTRY.INTERNAL/team/api:v1", "registry.internal/team/api:v1"},
+		{"quay.io/evil/miner", "quay.io/evil/miner:latest"},
+		{"redis:7.4", ""},
+		{"docker.io/library/redis", ""},
+	} {
+		got, ok := FindImage(all, tc.name)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("FindImage(%q) = %q, %v; want %q", tc.name, got, ok, tc.want)
+		}
+	}
+}

@@ -41,10 +41,10 @@ func newImagesCommand(o *options) *cobra.Command {
 			}
 			defer o.truncated(more, limit)
 			list := audit.ImageList{TypeMeta: audit.TypeMeta("ImageList"), Items: items}
-			return o.print(list, func(w io.Writer) {
+			return o.printList(list, len(items) == 0, func(w io.Writer) {
 				row(w, "IMAGE", "TIER", "SCORE", "DECIDED BY", "AGE")
 				for _, img := range items {
-					row(w, img.Ref, img.Tier, img.Score, img.DecidedBy, age(img.EvaluatedAt))
+					row(w, o.ref(img.Ref), img.Tier, img.Score, o.clip(img.DecidedBy, 40), age(img.EvaluatedAt))
 				}
 			})
 		}),
@@ -70,16 +70,20 @@ func newImageCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.print(img, func(w io.Writer) { describeImage(w, img) })
+			return o.print(img, func(w io.Writer) { o.describeImage(w, img) })
 		}),
 	}
 }
 
 // describeImage is the person-readable explanation, laid out like kubectl describe.
-func describeImage(w io.Writer, img *audit.Image) {
+func (o *options) describeImage(w io.Writer, img *audit.Image) {
 	row(w, "Image:", img.Ref)
-	if img.Key != img.Ref {
+	switch {
+	case img.Key == img.Ref:
+	case strings.Contains(img.Key, "@sha256:"):
 		row(w, "Digest:", img.Key)
+	default: // a tag whose digest is not known: its canonical name, never called a digest
+		row(w, "Canonical name:", img.Key)
 	}
 	row(w, "Tier:", img.Tier)
 	row(w, "Score:", img.Score)
@@ -97,7 +101,7 @@ func describeImage(w io.Writer, img *audit.Image) {
 		if rule == "" {
 			rule = "-"
 		}
-		row(w, "  "+string(c.Signal), fmt.Sprintf("%+d", c.Points), tier, c.Observed, rule)
+		row(w, "  "+string(c.Signal), fmt.Sprintf("%+d", c.Points), tier, o.clip(c.Observed, 48), o.clip(rule, 36))
 	}
 }
 
@@ -133,7 +137,7 @@ func newHistoryCommand(o *options) *cobra.Command {
 			return o.print(h, func(w io.Writer) {
 				row(w, "TIME", "TIER", "SCORE", "POLICY", "REASON")
 				for _, e := range items {
-					row(w, e.Time.UTC().Format(time.RFC3339), e.Verdict.Tier, e.Verdict.Score, e.Verdict.PolicyVersion, e.Verdict.Reason())
+					row(w, e.Time.UTC().Format(time.RFC3339), e.Verdict.Tier, e.Verdict.Score, e.Verdict.PolicyVersion, o.clip(e.Verdict.Reason(), 64))
 				}
 			})
 		}),
@@ -177,14 +181,22 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 			}
 			defer o.truncated(more, limit)
 			list := audit.DecisionList{TypeMeta: audit.TypeMeta("DecisionList"), Items: items}
-			return o.print(list, func(w io.Writer) {
-				row(w, "TIME", "NAMESPACE", "POD", "ACTION", "NODE", "POOL", "TIER", "SCORE", "REASON")
+			return o.printList(list, len(items) == 0, func(w io.Writer) {
+				header := []any{"TIME", "NAMESPACE", "POD", "ACTION", "NODE", "POOL", "TIER", "SCORE"}
+				if o.wide() { // the reason runs long: -o wide adds it, as kubectl adds columns
+					header = append(header, "REASON")
+				}
+				row(w, header...)
 				for _, d := range items {
 					action := d.Action
 					if action == "" {
 						action = "placed"
 					}
-					row(w, d.Time.UTC().Format(time.RFC3339), d.Namespace, d.Pod, action, d.Node, d.Pool, d.Tier, d.Score, d.Reason)
+					cells := []any{d.Time.UTC().Format(time.RFC3339), d.Namespace, d.Pod, action, d.Node, d.Pool, d.Tier, d.Score}
+					if o.wide() {
+						cells = append(cells, d.Reason)
+					}
+					row(w, cells...)
 				}
 			})
 		}),

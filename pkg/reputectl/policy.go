@@ -3,6 +3,7 @@ package reputectl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -99,43 +100,77 @@ kubectl apply --dry-run=server -f FILE.`,
 	return cmd
 }
 
+// ErrDiffers is what policy diff returns when the policies differ: the command exits 1, as
+// kubectl diff does, having printed the difference; any failure exits 2 (see ExitCode).
+var ErrDiffers = errors.New("the policies differ")
+
+// ExitCode is the status reputectl exits with after err: 0 without one, 1 when policy diff found
+// a difference or any other command failed, 2 when policy diff itself failed.
+func ExitCode(err error) int {
+	var failed diffFailed
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &failed):
+		return 2
+	}
+	return 1
+}
+
+// diffFailed marks an error of policy diff, which exits 2 so that 1 means "differs".
+type diffFailed struct{ error }
+
+func (e diffFailed) Unwrap() error { return e.error }
+
 func newPolicyDiffCommand(o *options) *cobra.Command {
 	var file string
+	diff := o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+		_, proposed, err := compileFile(file, o.in)
+		if err != nil {
+			return err
+		}
+		inForce, _, err := policyInForce(ctx, c)
+		if err != nil {
+			return err
+		}
+		current, err := yaml.JSONToYAML(inForce.Policy)
+		if err != nil {
+			return err
+		}
+		next, err := specYAML(proposed)
+		if err != nil {
+			return err
+		}
+		diff, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+			A: difflib.SplitLines(string(current)), B: difflib.SplitLines(string(next)),
+			FromFile: "in force " + inForce.Version, ToFile: file + " " + proposed.Policy.Version(), Context: 3,
+		})
+		if err != nil {
+			return err
+		}
+		if diff == "" {
+			fmt.Fprintf(o.out, "no difference: %s is the policy in force (%s)\n", file, inForce.Version)
+			return nil
+		}
+		if _, err := io.WriteString(o.out, diff); err != nil {
+			return err
+		}
+		return ErrDiffers
+	})
 	cmd := &cobra.Command{
 		Use:   "diff -f FILE",
 		Short: "Show how a ReputationPolicy file differs from the policy in force, defaults filled in",
-		Args:  cobra.NoArgs,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
-			_, proposed, err := compileFile(file, o.in)
-			if err != nil {
+		Long: `Show how a ReputationPolicy file differs from the policy in force, defaults filled in.
+Exits 0 when they are the same, 1 when they differ, 2 when the diff could not be made, as
+kubectl diff does.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := diff(cmd, args); err != nil && !errors.Is(err, ErrDiffers) {
+				return diffFailed{err}
+			} else {
 				return err
 			}
-			inForce, _, err := policyInForce(ctx, c)
-			if err != nil {
-				return err
-			}
-			current, err := yaml.JSONToYAML(inForce.Policy)
-			if err != nil {
-				return err
-			}
-			next, err := specYAML(proposed)
-			if err != nil {
-				return err
-			}
-			diff, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-				A: difflib.SplitLines(string(current)), B: difflib.SplitLines(string(next)),
-				FromFile: "in force " + inForce.Version, ToFile: file + " " + proposed.Policy.Version(), Context: 3,
-			})
-			if err != nil {
-				return err
-			}
-			if diff == "" {
-				fmt.Fprintf(o.out, "no difference: %s is the policy in force (%s)\n", file, inForce.Version)
-				return nil
-			}
-			_, err = io.WriteString(o.out, diff)
-			return err
-		}),
+		},
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the ReputationPolicy (YAML or JSON)")
 	return cmd
@@ -173,7 +208,7 @@ simulations.audit.repute.dev (the repute-policy-simulator ClusterRole).`,
 			if err != nil {
 				return err
 			}
-			return o.print(sim, func(w io.Writer) { describeSimulation(w, sim, showUnchanged) })
+			return o.print(sim, func(w io.Writer) { o.describeSimulation(w, sim, showUnchanged) })
 		}),
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the proposed ReputationPolicy (YAML or JSON; - for stdin)")
@@ -181,7 +216,7 @@ simulations.audit.repute.dev (the repute-policy-simulator ClusterRole).`,
 	return cmd
 }
 
-func describeSimulation(w io.Writer, sim *audit.Simulation, showUnchanged bool) {
+func (o *options) describeSimulation(w io.Writer, sim *audit.Simulation, showUnchanged bool) {
 	row(w, "Policy in force:", sim.CurrentVersion)
 	row(w, "Proposed:", sim.ProposedVersion)
 	if len(sim.Images) == 0 {
@@ -194,14 +229,14 @@ func describeSimulation(w io.Writer, sim *audit.Simulation, showUnchanged bool) 
 			if c.After.Tier != c.Before.Tier {
 				tier += " → " + string(c.After.Tier)
 			}
-			row(w, "  "+c.Ref, tier, fmt.Sprintf("%d → %d", c.Before.Score, c.After.Score), c.After.DecidedBy)
+			row(w, "  "+o.ref(c.Ref), tier, fmt.Sprintf("%d → %d", c.Before.Score, c.After.Score), o.clip(c.After.DecidedBy, 32))
 		}
 	}
 	if showUnchanged {
 		row(w, "Unchanged images:", sim.Unchanged)
 	}
 	if len(sim.Pods) == 0 {
-		row(w, "Pods:", "no running or pending pod would change tier")
+		row(w, "Pods:", "no bound or pending pod would change tier")
 	} else {
 		row(w, "Pods whose tier would change:")
 		row(w, "  NAMESPACE", "POD", "PHASE", "NODE", "TIER", "BECAUSE OF")
@@ -210,7 +245,7 @@ func describeSimulation(w io.Writer, sim *audit.Simulation, showUnchanged bool) 
 			if node == "" {
 				node = "-"
 			}
-			row(w, "  "+p.Namespace, p.Name, p.Phase, node, string(p.Before)+" → "+string(p.After), p.Image)
+			row(w, "  "+p.Namespace, p.Name, p.Phase, node, string(p.Before)+" → "+string(p.After), o.ref(p.Image))
 		}
 	}
 	if len(sim.NotSimulated) > 0 {

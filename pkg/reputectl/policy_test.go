@@ -3,6 +3,7 @@ package reputectl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,9 +85,10 @@ func TestPolicyDiffAgainstThePolicyInForce(t *testing.T) {
 	}
 	st.Close()
 
+	// They differ: exit status 1, as kubectl diff.
 	out, _, err := run(t, "--store", path, "policy", "diff", "-f", writeFile(t, "p.yaml", proposedPolicy))
-	if err != nil {
-		t.Fatal(err)
+	if !errors.Is(err, ErrDiffers) || ExitCode(err) != 1 {
+		t.Fatalf("diff of differing policies: %v (exit %d), want ErrDiffers, exit 1", err, ExitCode(err))
 	}
 	for _, want := range []string{"--- in force " + c.Policy.Version(), "-baseScore: 50", "+baseScore: 60", "+  - pattern: registry.internal/*", "+    weight: 10"} {
 		if !strings.Contains(out, want) {
@@ -96,7 +98,7 @@ func TestPolicyDiffAgainstThePolicyInForce(t *testing.T) {
 	// Defaults are filled in on both sides: restating one is no difference.
 	same := "apiVersion: repute.dev/v1alpha1\nkind: ReputationPolicy\nmetadata: {name: default}\nspec: {baseScore: 50}\n"
 	out, _, err = run(t, "--store", path, "policy", "diff", "-f", writeFile(t, "same.yaml", same))
-	if err != nil || !strings.Contains(out, "no difference") {
+	if err != nil || ExitCode(err) != 0 || !strings.Contains(out, "no difference") {
 		t.Errorf("diff of the policy in force: %q, %v", out, err)
 	}
 }

@@ -19,7 +19,7 @@ const pageSize = 500
 
 // collect reads pages until limit items (0: all) or the end, and says whether more remain.
 func collect[T any](query url.Values, limit int, page func(url.Values) ([]T, string, error)) ([]T, bool, error) {
-	var all []T
+	all := []T{} // an empty list is [] in JSON, as kubectl prints it, not null
 	q := url.Values{}
 	for k, v := range query {
 		q[k] = v
@@ -57,7 +57,7 @@ func pagesOf[T any, L interface{ Page() ([]T, string) }](ctx context.Context, li
 	}
 }
 
-// print writes obj as JSON or YAML, or calls table for the table format.
+// print writes obj as JSON or YAML, or calls table for the table formats (table, wide).
 func (o *options) print(obj any, table func(w io.Writer)) error {
 	switch o.output {
 	case "json":
@@ -72,9 +72,45 @@ func (o *options) print(obj any, table func(w io.Writer)) error {
 		_, err = o.out.Write(b)
 		return err
 	}
-	tw := tabwriter.NewWriter(o.out, 0, 8, 3, ' ', 0)
+	tw := tabwriter.NewWriter(o.out, 0, 8, 2, ' ', 0)
 	table(tw)
 	return tw.Flush()
+}
+
+// printList is print for a list: an empty one says so, on stderr, as kubectl does.
+func (o *options) printList(obj any, empty bool, table func(w io.Writer)) error {
+	if empty && (o.output == "table" || o.output == "wide") {
+		fmt.Fprintln(o.errOut, "No resources found.")
+		return nil
+	}
+	return o.print(obj, table)
+}
+
+// wide says whether tables show every column at full length (-o wide).
+func (o *options) wide() bool { return o.output == "wide" }
+
+// ref is an image reference as a table shows it: its digest cut to 12 hex digits, unless -o
+// wide, so that a table fits a terminal.
+func (o *options) ref(ref string) string {
+	if o.wide() {
+		return ref
+	}
+	const digest = "@sha256:"
+	if at := strings.Index(ref, digest); at >= 0 && len(ref) > at+len(digest)+12 {
+		return ref[:at+len(digest)+12] + "…"
+	}
+	return ref
+}
+
+// clip cuts free text a table shows to max runes, unless -o wide.
+func (o *options) clip(text string, max int) string {
+	if o.wide() {
+		return text
+	}
+	if r := []rune(text); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return text
 }
 
 // truncated tells the user on stderr that a list stopped at --limit.

@@ -90,14 +90,19 @@ func TestCommandsReadAStoreFile(t *testing.T) {
 		want    []string // in order
 		notWant []string
 	}{
-		{"images table", []string{"images"}, []string{"IMAGE", "TIER", "SCORE", redisRef, "untrusted", "20", apiRef, "trusted", "90"}, nil},
-		{"images by tier", []string{"images", "--tier", "trusted"}, []string{apiRef}, []string{redisRef}},
+		// Tables cut digests to 12 digits; -o wide shows them whole.
+		{"images table", []string{"images"}, []string{"IMAGE", "TIER", "SCORE", redisRef, "untrusted", "20", apiRef[:len(apiRef)-52] + "…", "trusted", "90"}, []string{apiRef}},
+		{"images wide", []string{"images", "-o", "wide"}, []string{apiRef}, nil},
+		{"images by tier", []string{"images", "--tier", "trusted"}, []string{"api@sha256"}, []string{redisRef}},
 		{"images by registry", []string{"images", "--registry", "docker.io"}, []string{redisRef}, []string{apiRef}},
 		{"image explained", []string{"image", "sha256:" + strings.Repeat("a", 64)},
 			[]string{"Image:", apiRef, "Tier:", "trusted", "Score:", "90", "Decided by:", "score 90 ≥ trusted threshold 70",
 				"Policy version:", "v2", "Evidence:", "origin", "+10", "registry registry.internal", "origin.rules[0] registry.internal/*",
 				"signature", "+30", "verified by key ops"}, nil},
-		{"history oldest first", []string{"history", apiRef}, []string{"TIME", "unknown", "60", "v1", "trusted", "90", "v2", "signature verified +30"}, nil},
+		{"history oldest first", []string{"history", apiRef}, []string{"TIME", "unknown", "60", "v1", "trusted", "90", "v2", "signature verified…"}, nil},
+		{"history wide", []string{"history", apiRef, "-o", "wide"}, []string{"signature verified +30"}, nil},
+		{"decisions leave the reason to -o wide", []string{"decisions"}, []string{"TIME", "SCORE"}, []string{"REASON"}},
+		{"decisions wide", []string{"decisions", "-o", "wide"}, []string{"REASON", "score 90"}, nil},
 		{"history from a time", []string{"history", apiRef, "--from", "90m"}, []string{"trusted"}, []string{"unknown"}},
 		{"decisions in every namespace by default offline", []string{"decisions"}, []string{"team", "p0", "other", "p1", "p5"}, nil},
 		{"decisions of one namespace", []string{"decisions", "-n", "other"}, []string{"p1", "p3", "p5"}, []string{"p0", "p2"}},
@@ -266,5 +271,25 @@ func TestNoFlagSkipsTLSVerification(t *testing.T) {
 	}
 	if len(offenders) > 0 {
 		t.Errorf("flags that skip or suggest skipping TLS verification: %v", offenders)
+	}
+}
+
+// An empty list says so on stderr in the table formats, as kubectl does, and is an empty list in
+// JSON; a policy diff that cannot be made exits 2, so that 1 keeps meaning "they differ".
+func TestEmptyListsAndDiffFailures(t *testing.T) {
+	file := storeFile(t)
+	for _, output := range []string{"table", "wide"} {
+		out, stderr, err := run(t, "--store", file, "decisions", "-n", "nobody", "-o", output)
+		if err != nil || out != "" || stderr != "No resources found.\n" {
+			t.Errorf("-o %s: stdout %q, stderr %q, %v; want only \"No resources found.\" on stderr", output, out, stderr, err)
+		}
+	}
+	out, _, err := run(t, "--store", file, "decisions", "-n", "nobody", "-o", "json")
+	if err != nil || !strings.Contains(out, `"items": []`) {
+		t.Errorf("-o json: %q, %v; want an empty list", out, err)
+	}
+	_, _, err = run(t, "--store", file, "policy", "diff", "-f", filepath.Join(t.TempDir(), "missing.yaml"))
+	if err == nil || ExitCode(err) != 2 {
+		t.Errorf("diff of a missing file: %v, exit %d; want exit 2", err, ExitCode(err))
 	}
 }

@@ -81,7 +81,7 @@ repute-auditor; backups need repute-audit-backup.`,
 	f.StringVar(&o.auditServiceAccount, "audit-service-account", "",
 		"NAMESPACE/NAME: ask the apiserver, with your kubeconfig, for a 10-minute token of this ServiceAccount for the audience "+audit.Audience+", and use that")
 	f.StringVar(&o.storeFile, "store", "", "read this store file (a backup, or a copy) offline instead of the audit API")
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
+	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide (every column in full), json or yaml")
 
 	root.AddCommand(newImagesCommand(o), newImageCommand(o), newHistoryCommand(o), newDecisionsCommand(o),
 		newPolicyCommand(o), newBackupCommand(o), newVersionCommand(o))
@@ -90,10 +90,10 @@ repute-auditor; backups need repute-audit-backup.`,
 
 func (o *options) checkOutput() error {
 	switch o.output {
-	case "table", "json", "yaml":
+	case "table", "wide", "json", "yaml":
 		return nil
 	}
-	return fmt.Errorf("--output %q: must be table, json or yaml", o.output)
+	return fmt.Errorf("--output %q: must be table, wide, json or yaml", o.output)
 }
 
 func envOr(name, def string) string {

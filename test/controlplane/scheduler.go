@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
@@ -34,6 +35,33 @@ func StartReputeScheduler(ctx context.Context, schedulerConfigYAML string) (stop
 // StartReputeSchedulerWith is StartReputeScheduler with another factory for the Reputation
 // plugin, e.g. one that times New.
 func StartReputeSchedulerWith(ctx context.Context, schedulerConfigYAML string, factory frameworkruntime.PluginFactory) (stop func(), err error) {
+	return startReputeScheduler(ctx, schedulerConfigYAML, factory, func(string) []string { return []string{"--secure-port=0"} })
+}
+
+// Serving is where an in-process scheduler serves HTTPS (/metrics, /healthz), and the file
+// holding its self-signed certificate and that certificate's CA, to verify it with.
+type Serving struct{ URL, CAFile string }
+
+// StartReputeSchedulerServing is StartReputeScheduler serving HTTPS on loopback as the binary
+// does in a cluster: callers are authenticated and authorized through the apiserver of the
+// kubeconfig (TokenReview, SubjectAccessReview).
+func StartReputeSchedulerServing(ctx context.Context, schedulerConfigYAML, kubeconfig string) (stop func(), serving Serving, err error) {
+	addr, err := FreeLoopbackAddress()
+	if err != nil {
+		return nil, serving, err
+	}
+	_, port, _ := strings.Cut(addr, ":")
+	stop, err = startReputeScheduler(ctx, schedulerConfigYAML, reputation.New, func(dir string) []string {
+		serving = Serving{URL: "https://" + addr, CAFile: filepath.Join(dir, "certs", "kube-scheduler.crt")}
+		return []string{"--bind-address=127.0.0.1", "--secure-port=" + port, "--cert-dir=" + filepath.Join(dir, "certs"),
+			"--authentication-kubeconfig=" + kubeconfig, "--authorization-kubeconfig=" + kubeconfig}
+	})
+	return stop, serving, err
+}
+
+// startReputeScheduler writes the configuration to a directory of its own and starts the
+// scheduler with the flags servingFlags gives for that directory.
+func startReputeScheduler(ctx context.Context, schedulerConfigYAML string, factory frameworkruntime.PluginFactory, servingFlags func(dir string) []string) (stop func(), err error) {
 	dir, err := os.MkdirTemp("", "repute-scheduler-")
 	if err != nil {
 		return nil, err
@@ -47,7 +75,7 @@ func StartReputeSchedulerWith(ctx context.Context, schedulerConfigYAML string, f
 	for _, f := range opts.Flags.FlagSets {
 		fs.AddFlagSet(f)
 	}
-	if err := fs.Parse([]string{"--config=" + configFile, "--secure-port=0"}); err != nil {
+	if err := fs.Parse(append([]string{"--config=" + configFile}, servingFlags(dir)...)); err != nil {
 		return nil, err
 	}
 	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,27 +35,28 @@ func auditorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writ
 	return runReputectl(ctx, out, a, tokenFile,
 		[]string{"images"},
 		[]string{"image", shopImage},
-		[]string{"history", shopImage},
+		[]string{"history", shopImage[strings.Index(shopImage, "@")+1:]}, // by digest alone
 		[]string{"decisions", "-n", namespace, "--tier", "untrusted"})
 }
 
 // operatorView has an operator, granted the shipped repute-policy-simulator role, try a policy
 // change before making it: distrust the platform registry (origin weight +10 → -15) until it
 // is audited. diff shows the change against the policy in force, simulate what it would do.
-func operatorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer, a auditor, cfg controlplane.SchedulerConfig) error {
+// It returns the proposal's file.
+func operatorView(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer, a auditor, cfg controlplane.SchedulerConfig) (string, error) {
 	fmt.Fprintln(out, "\n• the operator's view: before distrusting the platform registry (origin weight +10 → -15), ask what it would change")
 	tokenFile, err := grant(ctx, cp, a, "operator", "repute-policy-simulator", "repute-auditor")
 	if err != nil {
-		return err
+		return "", err
 	}
 	proposed := cfg
 	proposed.OriginRules = append([]controlplane.OriginRule(nil), cfg.OriginRules...)
 	proposed.OriginRules[0].Weight = -15
 	file := filepath.Join(a.dir, "proposed.yaml")
-	if err := os.WriteFile(file, []byte(proposed.RenderPolicy("default")), 0o600); err != nil {
-		return err
+	if err := os.WriteFile(file, []byte(proposed.RenderPolicy(policyName)), 0o600); err != nil {
+		return "", err
 	}
-	return runReputectl(ctx, out, a, tokenFile,
+	return file, runReputectl(ctx, out, a, tokenFile,
 		[]string{"policy", "diff", "-f", file},
 		[]string{"policy", "simulate", "-f", file})
 }
@@ -93,9 +95,26 @@ func runReputectl(ctx context.Context, out io.Writer, a auditor, tokenFile strin
 		fmt.Fprintf(out, "\n$ reputectl %s\n", shown)
 		cmd := reputectl.NewCommand("reputectl", out, out)
 		cmd.SetArgs(append(flags, args...))
-		if err := cmd.ExecuteContext(ctx); err != nil {
+		// policy diff's "the policies differ" is its answer, not a failure.
+		if err := cmd.ExecuteContext(ctx); err != nil && !errors.Is(err, reputectl.ErrDiffers) {
 			return fmt.Errorf("reputectl %s: %w", shown, err)
 		}
 	}
 	return nil
+}
+
+// TryNext are the commands make demo-keep suggests, each of which works against the demo left
+// running: kubectl with the demo's kubeconfig, and reputectl as the auditor.
+func TryNext(kubeconfig string, a auditor) []string {
+	kubectl := "kubectl --kubeconfig " + kubeconfig
+	reputectl := fmt.Sprintf("go run ./cmd/reputectl --audit-token-file %s --audit-server %s --audit-ca %s",
+		filepath.Join(a.dir, "auditor.token"), a.server, a.ca)
+	return []string{
+		kubectl + " get pods -n " + namespace + " -L repute.dev/tier -o wide",
+		kubectl + " describe pod shop-2 -n " + namespace + "   # the repute.dev/placement annotation",
+		kubectl + " describe reputationpolicy " + policyName + "   # status and Events",
+		kubectl + " get events -n " + namespace + " --field-selector reason=Misplaced",
+		reputectl + " images",
+		reputectl + " decisions -n " + namespace + " --tier untrusted",
+	}
 }

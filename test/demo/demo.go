@@ -4,6 +4,7 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -130,6 +131,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		StorePath:        filepath.Join(keyDir, "repute.db"),
 		ExtraArgs:        "      replacement: {mode: Evict}",
 		Audit:            controlplane.AuditArgs{BindAddress: auditAddr, TLSCertFile: auditCert, TLSKeyFile: auditKey},
+		PolicyName:       policyName,
 	}
 	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
 	for i, r := range cfg.OriginRules {
@@ -139,11 +141,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 		say("    %d. %-24s → %s", i, r.Pattern, decision)
 	}
-	say("  signatures: key \"platform\" for 127.0.0.1:*/platform/*; verified +30, unknown key -10; trusted requires a verified signature;")
+	say("  signatures: key \"platform\" for 127.0.0.1:*/platform/*; verified +30, unknown key -10;")
+	say("  trusted requires a verified signature;")
 	say("  a tampered or replayed signature makes an image untrusted; more than 0 critical CVEs make it untrusted;")
 	say("  a Critical Falco alert makes it untrusted for one half-life (24h), lesser ones cost points that decay")
 	say("  (score starts at 50; trusted ≥ 70, untrusted < 30; a tag not pinned by digest costs 10)")
-	stopScheduler, err := controlplane.StartReputeScheduler(ctx, cfg.Render())
+	if err := installPolicy(ctx, cp, cfg); err != nil {
+		return err
+	}
+	say("  the policy is the ReputationPolicy %q (CRD installed): the scheduler follows it live", policyName)
+	stopScheduler, serving, err := controlplane.StartReputeSchedulerServing(ctx, cfg.Render(), cp.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -197,6 +204,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	say("")
 	printRows(out, rows, poolOf)
 	say("")
+	say("There is no kubelet here: pods are bound to their nodes, and stay Pending, never running. Where the demo needs")
+	say("a pod running (for Falco and the mover), it writes the status a kubelet would.")
 	say("api, shop: signed by the platform key. web: unsigned. worker: signed by a key nobody trusts. cache: carries")
 	say("api's signature, replayed onto other content. billing: signed, but Trivy found critical CVEs.")
 	claimed, err := cp.Client.CoreV1().Pods(namespace).Get(ctx, "miner-claiming-trust", metav1.GetOptions{})
@@ -240,7 +249,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err := auditorView(ctx, cp, out, access, img.shop); err != nil {
 		return err
 	}
-	if err := operatorView(ctx, cp, out, access, cfg); err != nil {
+	proposal, err := operatorView(ctx, cp, out, access, cfg)
+	if err != nil {
+		return err
+	}
+	if err := applyProposal(ctx, cp, out, proposal); err != nil {
+		return err
+	}
+	if err := showMetrics(ctx, cp, out, serving); err != nil {
 		return err
 	}
 
@@ -256,21 +272,57 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	abs, _ := filepath.Abs(path)
-	say("\n• still running. Look around:\n    kubectl --kubeconfig %s get pods -n %s -o wide\n    kubectl --kubeconfig %s describe pods -n %s   # see the repute.dev/placement annotation", abs, namespace, abs, namespace)
-	say("    go run ./cmd/reputectl --audit-token-file %s --audit-server https://%s --audit-ca %s decisions -A", filepath.Join(keyDir, "auditor.token"), auditAddr, auditCert)
+	say("\n• still running. Try next:")
+	for _, c := range TryNext(abs, access) {
+		say("    %s", c)
+	}
 	say("  Ctrl-C to stop.")
 	<-ctx.Done()
 	os.Remove(path)
 	return nil
 }
 
+// printRows prints a pod per row and, under it, why, wrapped to fit maxWidth columns.
 func printRows(out io.Writer, rows []row, poolOf map[string]string) {
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "POD\tIMAGE\tTIER\tSCORE\tNODE\tPOOL\tREASON")
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tTIER\tSCORE\tNODE\tPOOL\tIMAGE")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.pod, shorten(r.image), r.tier, r.score, r.node, poolOf[r.node], r.reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.pod, r.tier, r.score, r.node, poolOf[r.node], shorten(r.image))
 	}
 	tw.Flush()
+	lines := strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n")
+	fmt.Fprintln(out, lines[0])
+	for i, r := range rows {
+		fmt.Fprintln(out, lines[i+1])
+		for j, line := range wrap(r.reason, maxWidth-len(reasonIndent)) {
+			prefix := reasonIndent
+			if j > 0 {
+				prefix = strings.Repeat(" ", len(reasonIndent))
+			}
+			fmt.Fprintf(out, "%s%s\n", prefix, line)
+		}
+	}
+}
+
+// maxWidth is the terminal the demo fits; reasonIndent starts a pod's reason under its row.
+const (
+	maxWidth     = 120
+	reasonIndent = "    why: "
+)
+
+// wrap breaks text into lines of at most width bytes, at spaces where it can.
+func wrap(text string, width int) []string {
+	var lines []string
+	for len(text) > width {
+		cut := strings.LastIndex(text[:width], " ")
+		if cut <= 0 {
+			cut = width
+		}
+		lines = append(lines, text[:cut])
+		text = strings.TrimLeft(text[cut:], " ")
+	}
+	return append(lines, text)
 }
 
 // demoPod is a pod that meets the Pod Security Standard "restricted", as untrusted pods must to

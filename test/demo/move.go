@@ -78,8 +78,14 @@ func showMove(ctx context.Context, cp *controlplane.ControlPlane, out io.Writer,
 		return err
 	}
 	fmt.Fprintf(out, "\n• Repute moves running pods whose tier changed (replacement.mode: Evict), through the Eviction API:\n")
-	fmt.Fprintf(out, "  %s (Deployment storefront, same image as shop) %s\n", old.Name, evicted)
-	fmt.Fprintf(out, "  its replacement %s, created by the ReplicaSet controller, was placed in pool %s on %s\n",
+	for i, line := range wrap(fmt.Sprintf("%s (Deployment storefront, same image as shop) %s", old.Name, evicted), maxWidth-4) {
+		indent := "  "
+		if i > 0 {
+			indent = "    "
+		}
+		fmt.Fprintln(out, indent+line)
+	}
+	fmt.Fprintf(out, "  its replacement %s, made by the ReplicaSet controller, is in pool %s on %s\n",
 		replacement.Name, poolOf[replacement.Spec.NodeName], replacement.Spec.NodeName)
 	fmt.Fprintf(out, "  shop: %s\n", misplaced[strings.Index(misplaced, "not evicted"):])
 	return nil
