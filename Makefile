@@ -19,7 +19,7 @@ PKGS := ./...
 COSIGN_VERSION ?= v3.1.3
 COSIGN := $(CURDIR)/$(BIN)/tools/cosign
 
-.PHONY: all build tools test soak perf perf-report demo demo-keep bench fuzz fuzz-long verify codegen clean image image-sign bundle
+.PHONY: all build tools test soak perf perf-report demo demo-keep bench fuzz fuzz-long verify codegen clean image image-sign bundle krew
 all: build
 
 ## build: the repute-scheduler, reputectl (also as the kubectl plugin kubectl-repute) and repute-demo binaries, in bin/
@@ -39,6 +39,14 @@ image:
 	$(GO) run ./hack/image -version $(VERSION) -revision $(REVISION) -created $$(git log -1 --format=%cI) \
 		-platforms $(PLATFORMS) -ldflags "$(K8S_LDFLAGS) $(VERSION_LDFLAGS)" -layout $(BIN)/image \
 		-digest-file $(BIN)/image.digest $(if $(REGISTRY),-push $(REGISTRY)/repute-scheduler)
+
+## krew: reputectl as the kubectl plugin "repute": an archive per platform and the krew plugin
+## manifest naming them (bin/krew/repute.yaml), for archives published under KREW_URL.
+KREW_URL ?= https://github.com/repute-dev/repute/releases/download/$(VERSION)
+KREW_PLATFORMS ?= linux/amd64,linux/arm64,darwin/amd64,darwin/arm64
+krew:
+	$(GO) run ./hack/krew -version $(VERSION) -url $(KREW_URL) -created $$(git log -1 --format=%cI) \
+		-platforms $(KREW_PLATFORMS) -ldflags "$(K8S_LDFLAGS) $(VERSION_LDFLAGS)" -out $(BIN)/krew
 
 ## image-sign: sign the pushed image with cosign and the operator's key (KEY=cosign.key or a KMS
 ## URI), offline: no transparency log. Repute verifies it like any other image.

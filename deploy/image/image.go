@@ -76,7 +76,7 @@ func Build(ctx context.Context, opts Options) (*Built, error) {
 		if !ok {
 			return nil, fmt.Errorf("platform %q: want os/arch", platform)
 		}
-		binary, err := compile(ctx, opts, osName, arch)
+		binary, err := Compile(ctx, opts, osName, arch)
 		if err != nil {
 			return nil, err
 		}
@@ -101,8 +101,9 @@ func Build(ctx context.Context, opts Options) (*Built, error) {
 	return built, nil
 }
 
-// compile builds a static binary for one platform and returns its bytes.
-func compile(ctx context.Context, opts Options, osName, arch string) ([]byte, error) {
+// Compile builds opts.Package as a static binary for one platform, reproducibly (-trimpath, no
+// build ID, no VCS stamp), and returns its bytes.
+func Compile(ctx context.Context, opts Options, osName, arch string) ([]byte, error) {
 	dir, err := os.MkdirTemp("", "repute-image-")
 	if err != nil {
 		return nil, err

@@ -51,6 +51,7 @@ func newImagesCommand(o *options) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&tier, "tier", "", "only this tier: trusted, unknown or untrusted")
+	_ = cmd.RegisterFlagCompletionFunc("tier", completeTiers)
 	f.StringVar(&registry, "registry", "", `only images from this registry, e.g. "docker.io"`)
 	f.StringVar(&minScore, "min-score", "", "only scores at or above this (0-100)")
 	f.StringVar(&maxScore, "max-score", "", "only scores at or below this (0-100)")
@@ -64,7 +65,8 @@ func newImageCommand(o *options) *cobra.Command {
 		Short: "Explain one image's verdict: every piece of evidence and what it weighed",
 		Example: `  reputectl image registry.internal/team/api:v1
   reputectl image sha256:9b2a28eb47540823042a2ba401386845089bb7b62a9637d55816132c4c3c36eb`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeImages,
 		RunE: o.run(func(ctx context.Context, c *audit.Client, args []string) error {
 			img, err := c.Image(ctx, args[0])
 			if err != nil {
@@ -113,7 +115,8 @@ func newHistoryCommand(o *options) *cobra.Command {
 		Short: "Show every verdict an image had, oldest first",
 		Example: `  reputectl history registry.internal/team/api:v1 --from 24h
   reputectl history sha256:9b2a… --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeImages,
 		RunE: o.run(func(ctx context.Context, c *audit.Client, args []string) error {
 			q, err := timeRange(from, to)
 			if err != nil {
@@ -208,6 +211,8 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 	f.StringVar(&uid, "uid", "", "only this pod UID")
 	f.StringVar(&node, "node", "", "only this node")
 	f.StringVar(&tier, "tier", "", "only this tier")
+	_ = cmd.RegisterFlagCompletionFunc("tier", completeTiers)
+	_ = cmd.RegisterFlagCompletionFunc("namespace", o.completeNamespaces)
 	addTimeFlags(cmd, &from, &to)
 	f.IntVar(&limit, "limit", limit, "show at most this many (0: all)")
 	return cmd

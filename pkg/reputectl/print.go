@@ -1,6 +1,7 @@
 package reputectl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +11,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/printers"
+	"k8s.io/kubectl/pkg/cmd/get"
 	"sigs.k8s.io/yaml"
 )
 
@@ -57,8 +63,22 @@ func pagesOf[T any, L interface{ Page() ([]T, string) }](ctx context.Context, li
 	}
 }
 
-// print writes obj as JSON or YAML, or calls table for the table formats (table, wide).
+// print writes obj as JSON or YAML, or through one of kubectl's printers (name, jsonpath,
+// custom-columns, go-template), or calls table for the table formats (table, wide).
 func (o *options) print(obj any, table func(w io.Writer)) error {
+	if o.output == "name" {
+		return o.printNames(obj)
+	}
+	if printer, ok, err := kubectlPrinter(o.output, o.noHeaders); ok {
+		if err != nil {
+			return err
+		}
+		u, err := toUnstructured(obj)
+		if err != nil {
+			return err
+		}
+		return printer.PrintObj(u, o.out)
+	}
 	switch o.output {
 	case "json":
 		enc := json.NewEncoder(o.out)
@@ -77,13 +97,101 @@ func (o *options) print(obj any, table func(w io.Writer)) error {
 	return tw.Flush()
 }
 
-// printList is print for a list: an empty one says so, on stderr, as kubectl does.
+// printList is print for a list: an empty one says so, on stderr, as kubectl does, and
+// --no-headers leaves out a table's first line.
 func (o *options) printList(obj any, empty bool, table func(w io.Writer)) error {
 	if empty && (o.output == "table" || o.output == "wide") {
 		fmt.Fprintln(o.errOut, "No resources found.")
 		return nil
 	}
+	if o.noHeaders {
+		return o.print(obj, func(w io.Writer) { table(&skipFirstLine{w: w}) })
+	}
 	return o.print(obj, table)
+}
+
+// skipFirstLine drops everything up to and including the first newline written to it.
+type skipFirstLine struct {
+	w       io.Writer
+	skipped bool
+}
+
+func (s *skipFirstLine) Write(p []byte) (int, error) {
+	n := len(p)
+	if !s.skipped {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return n, nil
+		}
+		s.skipped, p = true, p[i+1:]
+	}
+	_, err := s.w.Write(p)
+	return n, err
+}
+
+// kubectlPrinter is kubectl's printer for an output format it prints (jsonpath, go-template,
+// custom-columns and their -file forms); ok is false for the formats reputectl prints itself.
+func kubectlPrinter(output string, noHeaders bool) (_ printers.ResourcePrinter, ok bool, _ error) {
+	templates := genericclioptions.NewKubeTemplatePrintFlags()
+	if p, err := templates.ToPrinter(output); !genericclioptions.IsNoCompatiblePrinterError(err) {
+		return p, true, err
+	}
+	columns := &get.CustomColumnsPrintFlags{NoHeaders: noHeaders}
+	if p, err := columns.ToPrinter(output); !genericclioptions.IsNoCompatiblePrinterError(err) {
+		return p, true, err
+	}
+	return nil, false, nil
+}
+
+// toUnstructured is obj as kubectl's printers take it: its JSON, as an object or a list.
+func toUnstructured(obj any) (runtime.Object, error) {
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(raw); err == nil && u.IsList() {
+		return u.ToList()
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	return &unstructured.Unstructured{Object: m}, nil
+}
+
+// printNames is -o name: kind/name per object, as kubectl prints it. An image is named by its
+// reference, a decision by namespace/pod, a policy by its version.
+func (o *options) printNames(obj any) error {
+	raw, err := json.Marshal(obj)
+	if err != nil {
+		return err
+	}
+	var doc struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return err
+	}
+	items := doc.Items
+	if items == nil {
+		var one map[string]any
+		if err := json.Unmarshal(raw, &one); err != nil {
+			return err
+		}
+		items = []map[string]any{one}
+	}
+	for _, it := range items {
+		kind, name := "image", fmt.Sprint(it["ref"])
+		switch {
+		case it["pod"] != nil:
+			kind, name = "decision", fmt.Sprintf("%v/%v", it["namespace"], it["pod"])
+		case it["ref"] == nil && it["version"] != nil:
+			kind, name = "policy", fmt.Sprint(it["version"])
+		}
+		fmt.Fprintf(o.out, "%s/%s\n", kind, name)
+	}
+	return nil
 }
 
 // wide says whether tables show every column at full length (-o wide).

@@ -293,3 +293,66 @@ func TestEmptyListsAndDiffFailures(t *testing.T) {
 		t.Errorf("diff of a missing file: %v, exit %d; want exit 2", err, ExitCode(err))
 	}
 }
+
+// kubectl's output formats: -o name, jsonpath, custom-columns, go-template, and --no-headers.
+func TestKubectlOutputFormats(t *testing.T) {
+	file := storeFile(t)
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string
+		notWant []string
+	}{
+		{"jsonpath", []string{"images", "-o", "jsonpath={.items[*].ref}"}, []string{redisRef + " " + apiRef}, []string{"IMAGE"}},
+		{"custom-columns", []string{"images", "-o", "custom-columns=REF:.ref,TIER:.tier"}, []string{"REF", "TIER", redisRef, "untrusted", apiRef, "trusted"}, nil},
+		{"custom-columns without headers", []string{"images", "-o", "custom-columns=REF:.ref", "--no-headers"}, []string{redisRef}, []string{"REF"}},
+		{"a table without headers", []string{"images", "--no-headers"}, []string{"docker.io/bitnami/redis"}, []string{"IMAGE", "TIER"}},
+		{"go-template", []string{"decisions", "-n", "other", "-o", "go-template={{range .items}}{{.pod}} {{end}}"}, []string{"p1 p3 p5"}, nil},
+		{"name of images", []string{"images", "-o", "name"}, []string{"image/" + redisRef + "\nimage/" + apiRef + "\n"}, nil},
+		{"name of decisions", []string{"decisions", "-n", "other", "-o", "name"}, []string{"decision/other/p1\n"}, nil},
+		{"name of one image", []string{"image", apiRef, "-o", "name"}, []string{"image/" + apiRef + "\n"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, err := run(t, append([]string{"--store", file}, tt.args...)...)
+			if err != nil {
+				t.Fatalf("reputectl %v: %v (%s)", tt.args, err, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	if _, _, err := run(t, "--store", file, "images", "-o", "xml"); err == nil || !strings.Contains(err.Error(), "custom-columns=") {
+		t.Errorf("-o xml: %v, want an error listing the formats", err)
+	}
+}
+
+// Flag values and arguments complete: tiers, namespaces (offline, from the store's decisions)
+// and images.
+func TestCompletion(t *testing.T) {
+	file := storeFile(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"images", "--tier", "un"}, "unknown\nuntrusted\n:4\n"},
+		{[]string{"decisions", "--tier", ""}, "trusted\nunknown\nuntrusted\n:4\n"},
+		{[]string{"decisions", "-n", "o"}, "other\n:4\n"},
+		{[]string{"image", "registry.internal/"}, apiRef + "\n:4\n"},
+		{[]string{"history", "docker.io/"}, redisRef + "\n:4\n"},
+	}
+	for _, tt := range tests {
+		out, _, err := run(t, append([]string{"__complete", "--store", file}, tt.args...)...)
+		if err != nil || out != tt.want {
+			t.Errorf("completing %q: %q, %v; want %q", tt.args, out, err, tt.want)
+		}
+	}
+}

@@ -39,6 +39,7 @@ type options struct {
 	auditServiceAccount       string
 	storeFile                 string
 	output                    string
+	noHeaders                 bool
 	in                        io.Reader // for -f -
 	out, errOut               io.Writer
 
@@ -67,6 +68,8 @@ repute-auditor; backups need repute-audit-backup.`,
 			return nil
 		},
 	}
+	root.SetOut(out) // help and shell completions too
+	root.SetErr(errOut)
 	if strings.HasPrefix(filepath.Base(name), "kubectl-") {
 		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl repute"}
 	}
@@ -81,7 +84,9 @@ repute-auditor; backups need repute-audit-backup.`,
 	f.StringVar(&o.auditServiceAccount, "audit-service-account", "",
 		"NAMESPACE/NAME: ask the apiserver, with your kubeconfig, for a 10-minute token of this ServiceAccount for the audience "+audit.Audience+", and use that")
 	f.StringVar(&o.storeFile, "store", "", "read this store file (a backup, or a copy) offline instead of the audit API")
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide (every column in full), json or yaml")
+	f.StringVarP(&o.output, "output", "o", "table", "output format: table, wide (every column in full), json, yaml, name, "+
+		"jsonpath=..., jsonpath-file=..., custom-columns=..., custom-columns-file=..., go-template=..., go-template-file=...")
+	f.BoolVar(&o.noHeaders, "no-headers", false, "leave out the header line of a list table or custom-columns")
 
 	root.AddCommand(newImagesCommand(o), newImageCommand(o), newHistoryCommand(o), newDecisionsCommand(o),
 		newPolicyCommand(o), newBackupCommand(o), newVersionCommand(o))
@@ -90,10 +95,16 @@ repute-auditor; backups need repute-audit-backup.`,
 
 func (o *options) checkOutput() error {
 	switch o.output {
-	case "table", "wide", "json", "yaml":
+	case "table", "wide", "json", "yaml", "name":
 		return nil
 	}
-	return fmt.Errorf("--output %q: must be table, wide, json or yaml", o.output)
+	if _, ok, err := kubectlPrinter(o.output, o.noHeaders); ok {
+		if err != nil {
+			return fmt.Errorf("--output %q: %w", o.output, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("--output %q: must be table, wide, json, yaml, name, jsonpath=, jsonpath-file=, custom-columns=, custom-columns-file=, go-template= or go-template-file=", o.output)
 }
 
 func envOr(name, def string) string {
