@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/auditapi"
 	"github.com/repute-dev/repute/pkg/metrics"
 	"github.com/repute-dev/repute/pkg/mirror"
 	"github.com/repute-dev/repute/pkg/sources/behavior"
@@ -154,6 +155,14 @@ func (rt *Runtime) serveAudit(ctx context.Context) error {
 	}
 	if _, err := audit.Serve(ctx, audit.ServeOptions{BindAddress: spec.BindAddress, TLSCertFile: spec.TLSCertFile, TLSKeyFile: spec.TLSKeyFile}, srv); err != nil {
 		return fmt.Errorf("audit API: %w", err)
+	}
+	if spec.AggregatedBindAddress == "" {
+		return nil
+	}
+	verdicts := func() (map[string]*reputation.Verdict, error) { return rt.verdicts.Snapshot(), nil }
+	if _, err := auditapi.Serve(ctx, rt.client, auditapi.Options{BindAddress: spec.AggregatedBindAddress,
+		CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: srv.Records, Verdicts: verdicts}); err != nil {
+		return fmt.Errorf("aggregated audit API: %w", err)
 	}
 	return nil
 }

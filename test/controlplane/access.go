@@ -31,10 +31,10 @@ func FreeLoopbackAddress() (string, error) {
 	return u.Host, nil
 }
 
-// ServingCertificate writes a certificate for 127.0.0.1 and localhost into dir. The certificate
+// ServingCertificate writes a certificate for 127.0.0.1, localhost and dnsNames into dir. The certificate
 // file holds the CA that signed it too, so it doubles as the client's CA bundle.
-func ServingCertificate(dir string) (certFile, keyFile string, err error) {
-	cert, key, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.ParseIP("127.0.0.1")}, nil)
+func ServingCertificate(dir string, dnsNames ...string) (certFile, keyFile string, err error) {
+	cert, key, err := certutil.GenerateSelfSignedCertKey("localhost", []net.IP{net.ParseIP("127.0.0.1")}, dnsNames)
 	if err != nil {
 		return "", "", err
 	}

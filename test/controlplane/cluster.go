@@ -121,6 +121,8 @@ type SchedulerConfig struct {
 // AuditArgs is args.audit as the config file spells it.
 type AuditArgs struct {
 	BindAddress, TLSCertFile, TLSKeyFile string
+	// AggregatedBindAddress serves the aggregated API audit.repute.dev/v1 too.
+	AggregatedBindAddress string
 }
 
 // FalcoArgs is args.falco as the config file spells it.
@@ -209,6 +211,9 @@ profiles:
         bindAddress: {{printf "%q" .Audit.BindAddress}}
         tlsCertFile: {{printf "%q" .Audit.TLSCertFile}}
         tlsKeyFile: {{printf "%q" .Audit.TLSKeyFile}}
+{{- if .Audit.AggregatedBindAddress}}
+        aggregatedBindAddress: {{printf "%q" .Audit.AggregatedBindAddress}}
+{{- end}}
 {{- end}}
 {{- if .PolicyName}}
       policyName: {{.PolicyName}}

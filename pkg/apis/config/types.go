@@ -105,6 +105,8 @@ type AuditAPI struct {
 	BindAddress string
 	TLSCertFile string
 	TLSKeyFile  string
+	// AggregatedBindAddress serves the aggregated API audit.repute.dev/v1; empty: not served.
+	AggregatedBindAddress string
 }
 
 // MirrorSpec configures the verdict snapshot that keeps standby replicas warm.

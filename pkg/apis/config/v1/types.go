@@ -155,6 +155,11 @@ type AuditAPI struct {
 	// self-signed one at start, as kube-scheduler does for its secure port.
 	TLSCertFile string `json:"tlsCertFile,omitempty"`
 	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
+	// AggregatedBindAddress, e.g. ":8445", serves the same records as the Kubernetes API
+	// audit.repute.dev/v1, for the kube-apiserver to proxy to once the APIService
+	// v1.audit.repute.dev is registered: kubectl get decisions,images. It uses the same
+	// certificate, which must name the Service the APIService points at. Empty: not served.
+	AggregatedBindAddress string `json:"aggregatedBindAddress,omitempty"`
 }
 
 // FalcoIngest is the HTTP endpoint for Falco's http_output and falcosidekick's webhook output.

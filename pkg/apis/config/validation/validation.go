@@ -199,6 +199,11 @@ func validateAudit(path *field.Path, a *config.AuditAPI) field.ErrorList {
 			errs = append(errs, field.Invalid(path.Child("bindAddress"), a.BindAddress, "want host:port, e.g. \":8444\""))
 		}
 	}
+	if a.AggregatedBindAddress != "" {
+		if _, port, err := net.SplitHostPort(a.AggregatedBindAddress); err != nil || port == "" || port == "0" {
+			errs = append(errs, field.Invalid(path.Child("aggregatedBindAddress"), a.AggregatedBindAddress, "want host:port with a port, e.g. \":8445\""))
+		}
+	}
 	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
 		errs = append(errs, field.Required(path.Child("tlsKeyFile"), "tlsCertFile and tlsKeyFile go together"))
 	}

@@ -1,0 +1,58 @@
+package auditapi
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	aggregatoropenapi "k8s.io/kube-aggregator/pkg/generated/openapi"
+	"k8s.io/kube-openapi/pkg/common"
+	"k8s.io/kube-openapi/pkg/validation/spec"
+)
+
+// The OpenAPI model names of the API's types: the generic server builds its schema, and the
+// type converter server-side apply needs, from these definitions.
+func (Decision) OpenAPIModelName() string     { return "dev.repute.audit.v1.Decision" }
+func (DecisionList) OpenAPIModelName() string { return "dev.repute.audit.v1.DecisionList" }
+func (Image) OpenAPIModelName() string        { return "dev.repute.audit.v1.Image" }
+func (ImageList) OpenAPIModelName() string    { return "dev.repute.audit.v1.ImageList" }
+
+// definitions are the OpenAPI definitions of the API's types, written out (four flat types),
+// and of the meta types they use, as kube-aggregator generates them.
+func definitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
+	defs := aggregatoropenapi.GetOpenAPIDefinitions(ref)
+	objectMeta, listMeta, time := metav1.ObjectMeta{}.OpenAPIModelName(), metav1.ListMeta{}.OpenAPIModelName(), metav1.Time{}.OpenAPIModelName()
+	str := func(description string) spec.Schema {
+		s := *spec.StringProperty()
+		s.Description = description
+		return s
+	}
+	integer := func(description string) spec.Schema {
+		s := *spec.Int64Property()
+		s.Description = description
+		return s
+	}
+	refTo := func(name string) spec.Schema { return spec.Schema{SchemaProps: spec.SchemaProps{Ref: ref(name)}} }
+	object := func(description string, props map[string]spec.Schema, deps ...string) common.OpenAPIDefinition {
+		props["apiVersion"], props["kind"] = str("the API version"), str("the kind")
+		return common.OpenAPIDefinition{Schema: spec.Schema{SchemaProps: spec.SchemaProps{
+			Description: description, Type: []string{"object"}, Properties: props}}, Dependencies: deps}
+	}
+	list := func(description, item string) common.OpenAPIDefinition {
+		return object(description, map[string]spec.Schema{
+			"metadata": refTo(listMeta),
+			"items":    {SchemaProps: spec.SchemaProps{Type: []string{"array"}, Items: &spec.SchemaOrArray{Schema: &spec.Schema{SchemaProps: spec.SchemaProps{Ref: ref(item)}}}}},
+		}, listMeta, item)
+	}
+	defs[Decision{}.OpenAPIModelName()] = object("A placement decision: where a pod went, as what tier, and why.", map[string]spec.Schema{
+		"metadata": refTo(objectMeta), "pod": str("the pod"), "podUID": str("the pod's UID"),
+		"action": str("placed, evicted, reported, blocked or recovered"), "node": str("the node"), "pool": str("the node's pool"),
+		"tier": str("the pod's tier"), "score": integer("the deciding image's score"), "image": str("the deciding image"),
+		"reason": str("why"), "time": refTo(time),
+	}, objectMeta, time)
+	defs[DecisionList{}.OpenAPIModelName()] = list("Placement decisions, oldest first.", Decision{}.OpenAPIModelName())
+	defs[Image{}.OpenAPIModelName()] = object("An image's current verdict.", map[string]spec.Schema{
+		"metadata": refTo(objectMeta), "ref": str("the reference as pods spell it"), "digest": str("the digest, once known"),
+		"tier": str("the tier"), "score": integer("the score"), "decidedBy": str("what decided the tier"),
+		"policyVersion": str("the policy it was weighed under"), "evaluatedAt": refTo(time),
+	}, objectMeta, time)
+	defs[ImageList{}.OpenAPIModelName()] = list("Images and their verdicts, by reference.", Image{}.OpenAPIModelName())
+	return defs
+}

@@ -1,0 +1,262 @@
+package auditapi
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/reputation/store"
+)
+
+// The field selectors each resource takes, beyond metadata.name and metadata.namespace.
+var (
+	decisionFields = []string{"tier", "node", "pool", "action", "pod", "image"}
+	imageFields    = []string{"tier", "image"}
+)
+
+// maxListed bounds one list: the store is paged with limit/continue, as kubectl asks for it.
+const maxListed = 500
+
+// decisions is the decisions resource: the store's placement decisions, namespaced.
+type decisions struct{ records audit.Records }
+
+var (
+	_ rest.Storage              = &decisions{}
+	_ rest.Scoper               = &decisions{}
+	_ rest.Lister               = &decisions{}
+	_ rest.SingularNameProvider = &decisions{}
+)
+
+func (s *decisions) New() runtime.Object     { return &Decision{} }
+func (s *decisions) NewList() runtime.Object { return &DecisionList{} }
+func (s *decisions) Destroy()                {}
+func (s *decisions) NamespaceScoped() bool   { return true }
+func (s *decisions) GetSingularName() string { return "decision" }
+
+func (s *decisions) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
+	if s.records == nil {
+		return nil, apierrors.NewServiceUnavailable("no reputation store: decisions are kept only with store.path set")
+	}
+	want, err := selected(opts, decisionFields)
+	if err != nil {
+		return nil, err
+	}
+	namespace := genericapirequest.NamespaceValue(ctx)
+	page := store.Page{Limit: maxListed, After: opts.Continue}
+	if opts.Limit > 0 && opts.Limit < maxListed {
+		page.Limit = int(opts.Limit)
+	}
+	items, next, err := s.records.Decisions(page, func(d *store.Decision) bool {
+		return (namespace == "" || d.Namespace == namespace) && matches(want, map[string]string{
+			"metadata.name": decisionName(d), "tier": string(d.Tier), "node": d.Node, "pool": d.Pool,
+			"action": actionOf(d), "pod": d.Pod}, d.Images)
+	})
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	list := &DecisionList{Items: make([]Decision, 0, len(items))}
+	list.Continue = next
+	for i := range items {
+		list.Items = append(list.Items, decisionOf(&items[i]))
+	}
+	return list, nil
+}
+
+func (s *decisions) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime.Object) (*metav1.Table, error) {
+	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		{Name: "Name", Type: "string", Format: "name", Description: "the pod and the decision's time"},
+		{Name: "Pod", Type: "string"},
+		{Name: "Action", Type: "string"},
+		{Name: "Tier", Type: "string"},
+		{Name: "Score", Type: "integer"},
+		{Name: "Node", Type: "string"},
+		{Name: "Time", Type: "string", Format: "date-time"},
+		{Name: "Pool", Type: "string", Priority: 1},
+		{Name: "Reason", Type: "string", Priority: 1},
+	}}
+	add := func(d *Decision) {
+		table.Rows = append(table.Rows, metav1.TableRow{Object: runtime.RawExtension{Object: d},
+			Cells: []any{d.Name, d.Pod, d.Action, string(d.Tier), d.Score, d.Node, d.Time.UTC().Format("2006-01-02T15:04:05Z"), d.Pool, d.Reason}})
+	}
+	switch o := obj.(type) {
+	case *DecisionList:
+		table.Continue = o.Continue
+		for i := range o.Items {
+			add(&o.Items[i])
+		}
+	case *Decision:
+		add(o)
+	default:
+		return nil, fmt.Errorf("not a decision: %T", obj)
+	}
+	return table, nil
+}
+
+// images is the images resource: each image's current verdict, cluster-scoped.
+type images struct {
+	verdicts func() (map[string]*reputation.Verdict, error)
+}
+
+var (
+	_ rest.Storage              = &images{}
+	_ rest.Scoper               = &images{}
+	_ rest.Lister               = &images{}
+	_ rest.Getter               = &images{}
+	_ rest.SingularNameProvider = &images{}
+)
+
+func (s *images) New() runtime.Object     { return &Image{} }
+func (s *images) NewList() runtime.Object { return &ImageList{} }
+func (s *images) Destroy()                {}
+func (s *images) NamespaceScoped() bool   { return false }
+func (s *images) GetSingularName() string { return "image" }
+
+func (s *images) List(_ context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
+	want, err := selected(opts, imageFields)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.verdicts()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	list := &ImageList{Items: []Image{}}
+	for _, ref := range slices.Sorted(maps.Keys(all)) {
+		v := all[ref]
+		if matches(want, map[string]string{"metadata.name": ImageName(ref), "tier": string(v.Tier)}, []string{ref}) {
+			list.Items = append(list.Items, imageOf(ref, v))
+		}
+	}
+	return list, nil
+}
+
+func (s *images) Get(_ context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+	all, err := s.verdicts()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	// Any spelling that canonicalizes to the image, or a digest, as the direct endpoint takes.
+	ref, ok := audit.FindImage(all, strings.ReplaceAll(name, "~", "/"))
+	if !ok {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Group: GroupName, Resource: "images"}, name)
+	}
+	img := imageOf(ref, all[ref])
+	return &img, nil
+}
+
+func (s *images) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime.Object) (*metav1.Table, error) {
+	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		{Name: "Name", Type: "string", Format: "name", Description: "the reference, each / as ~"},
+		{Name: "Tier", Type: "string"},
+		{Name: "Score", Type: "integer"},
+		{Name: "Decided By", Type: "string"},
+		{Name: "Evaluated", Type: "string", Format: "date-time"},
+		{Name: "Digest", Type: "string", Priority: 1},
+		{Name: "Policy", Type: "string", Priority: 1},
+	}}
+	add := func(img *Image) {
+		table.Rows = append(table.Rows, metav1.TableRow{Object: runtime.RawExtension{Object: img},
+			Cells: []any{img.Name, string(img.Tier), img.Score, img.DecidedBy, img.EvaluatedAt.UTC().Format("2006-01-02T15:04:05Z"), img.Digest, img.PolicyVersion}})
+	}
+	switch o := obj.(type) {
+	case *ImageList:
+		for i := range o.Items {
+			add(&o.Items[i])
+		}
+	case *Image:
+		add(o)
+	default:
+		return nil, fmt.Errorf("not an image: %T", obj)
+	}
+	return table, nil
+}
+
+// ImageName is an image's object name: its reference with each "/" as "~".
+func ImageName(ref string) string { return strings.ReplaceAll(ref, "/", "~") }
+
+func imageOf(ref string, v *reputation.Verdict) Image {
+	img := Image{ObjectMeta: metav1.ObjectMeta{Name: ImageName(ref), CreationTimestamp: metav1.NewTime(v.EvaluatedAt)},
+		Ref: ref, Tier: v.Tier, Score: v.Score, DecidedBy: v.DecidedBy, PolicyVersion: v.PolicyVersion, EvaluatedAt: metav1.NewTime(v.EvaluatedAt)}
+	if strings.Contains(v.Key, "@sha256:") {
+		img.Digest = v.Key[strings.Index(v.Key, "@")+1:]
+	}
+	return img
+}
+
+func decisionName(d *store.Decision) string { return fmt.Sprintf("%s.%d", d.Pod, d.Time.UnixNano()) }
+
+func actionOf(d *store.Decision) string {
+	if d.Action == "" {
+		return "placed"
+	}
+	return d.Action
+}
+
+func decisionOf(d *store.Decision) Decision {
+	out := Decision{ObjectMeta: metav1.ObjectMeta{Name: decisionName(d), Namespace: d.Namespace, CreationTimestamp: metav1.NewTime(d.Time)},
+		Pod: d.Pod, UID: d.UID, Action: actionOf(d), Node: d.Node, Pool: d.Pool, Tier: d.Tier, Score: d.Score,
+		Reason: d.Reason, Time: metav1.NewTime(d.Time)}
+	if len(d.Images) > 0 {
+		out.Image = d.Images[0]
+	}
+	return out
+}
+
+// selected reads a list's field selector: exact matches on the fields given, metadata.name and
+// metadata.namespace (the namespace is the request's, already applied).
+func selected(opts *metainternalversion.ListOptions, allowed []string) (map[string]string, error) {
+	want := map[string]string{}
+	if opts == nil || opts.FieldSelector == nil || opts.FieldSelector.Empty() {
+		return want, nil
+	}
+	for _, r := range opts.FieldSelector.Requirements() {
+		if r.Operator != "=" && r.Operator != "==" {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("field selector %s: only = is supported", r.Field))
+		}
+		if r.Field != "metadata.name" && r.Field != "metadata.namespace" && !slices.Contains(allowed, r.Field) {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("field selector %q: not a field to select by (metadata.name, metadata.namespace, %s)", r.Field, strings.Join(allowed, ", ")))
+		}
+		if r.Field != "metadata.namespace" {
+			want[r.Field] = r.Value
+		}
+	}
+	return want, nil
+}
+
+// matches says whether an object's fields pass the selector; "image" matches any of its
+// images, in any spelling that canonicalizes to the same reference.
+func matches(want, have map[string]string, images []string) bool {
+	for field, value := range want {
+		if field == "image" {
+			if !slices.ContainsFunc(images, func(img string) bool { return sameImage(img, value) }) {
+				return false
+			}
+			continue
+		}
+		if have[field] != value {
+			return false
+		}
+	}
+	return true
+}
+
+func sameImage(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ra, errA := reputation.ParseImageRef(a)
+	rb, errB := reputation.ParseImageRef(strings.ReplaceAll(b, "~", "/"))
+	return errA == nil && errB == nil && ra.String() == rb.String()
+}
