@@ -94,6 +94,12 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (net.
 	config.OpenAPIV3Config.Info.Title, config.OpenAPIV3Config.Info.Version = "Repute audit", "v1"
 	serving := genericoptions.NewSecureServingOptions().WithLoopback()
 	serving.BindAddress, serving.BindPort = net.ParseIP(host), port
+	if host == "" { // ":8445": every address, as the direct endpoint listens
+		serving.BindAddress = net.IPv4zero // with network "tcp", every address, IPv6 too
+	}
+	if serving.BindAddress == nil {
+		return nil, fmt.Errorf("audit API bind address %q: the host must be an IP address", opts.BindAddress)
+	}
 	serving.ServerCert.CertKey = genericoptions.CertKey{CertFile: opts.CertFile, KeyFile: opts.KeyFile}
 	serving.ServerCert.CertDirectory = "" // without a certificate, a self-signed one in memory
 	if err := serving.MaybeDefaultWithSelfSignedCerts("localhost", nil, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {

@@ -16,7 +16,7 @@ import (
 
 // clusterScoped are the kinds the chart and deploy/ ship without a namespace.
 var clusterScoped = map[string]bool{"ClusterRole": true, "ClusterRoleBinding": true, "ReputationPolicy": true,
-	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true, "RuntimeClass": true, "CustomResourceDefinition": true}
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true, "RuntimeClass": true, "CustomResourceDefinition": true, "APIService": true}
 
 // kustomizeHash is the suffix kustomize's configMapGenerator gives a ConfigMap's name.
 var kustomizeHash = regexp.MustCompile(`^(repute-scheduler-config)-[a-z0-9]{10}$`)
@@ -166,6 +166,9 @@ func TestHelmChartAppliesWithServerSideDryRun(t *testing.T) {
 		}
 		if u.GetKind() != "CustomResourceDefinition" && !clusterScoped[u.GetKind()] && u.GetNamespace() != e.ns && u.GetName() != "repute-scheduler-authentication-reader" {
 			t.Errorf("%s %s is in namespace %q, want the release's %s", u.GetKind(), u.GetName(), u.GetNamespace(), e.ns)
+		}
+		if ns, _, _ := unstructured.NestedString(u.Object, "spec", "service", "namespace"); u.GetKind() == "APIService" && ns != e.ns {
+			t.Errorf("APIService %s points at a Service in namespace %q, want the release's %s", u.GetName(), ns, e.ns)
 		}
 		objs = append(objs, u)
 	}

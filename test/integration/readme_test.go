@@ -113,9 +113,10 @@ func TestReadmeInstallCommands(t *testing.T) {
 	}
 	config := cm.Data["scheduler-config.yaml"]
 	for from, to := range map[string]string{
-		`bindAddress: ":8443"`:      `bindAddress: "` + freeLoopbackAddress(t) + `"`,
-		`bindAddress: ":8444"`:      `bindAddress: "` + freeLoopbackAddress(t) + `"`,
-		"/var/lib/repute/repute.db": filepath.Join(t.TempDir(), "repute.db"),
+		`bindAddress: ":8443"`:           `bindAddress: "` + freeLoopbackAddress(t) + `"`,
+		`bindAddress: ":8444"`:           `bindAddress: "` + freeLoopbackAddress(t) + `"`,
+		`aggregatedBindAddress: ":8445"`: `aggregatedBindAddress: "` + freeLoopbackAddress(t) + `"`,
+		"/var/lib/repute/repute.db":      filepath.Join(t.TempDir(), "repute.db"),
 	} {
 		if !strings.Contains(config, from) {
 			t.Fatalf("the installed configuration has no %s", from)
