@@ -17,22 +17,15 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/repute-dev/repute/test/controlplane"
 )
 
 // The plugin works as krew installs it: the manifest names the archive by URL and SHA-256, the
 // archive holds the executable kubectl-repute, and the real kubectl, finding it on PATH, runs
 // it as "kubectl repute".
 func TestKrewPluginInstallsAndRuns(t *testing.T) {
-	kubectl, err := filepath.Abs("../../bin/tools/kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(kubectl); err != nil {
-		if os.Getenv("REPUTE_REQUIRE_CLIS") == "1" {
-			t.Fatal("kubectl not built: make test builds it into bin/tools")
-		}
-		t.Skip("kubectl not in bin/tools (make test builds it)")
-	}
+	kubectl := controlplane.CLIForTest(t, "kubectl")
 	const version = "v9.8.7-test"
 	here := runtime.GOOS + "/" + runtime.GOARCH
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -13,6 +13,8 @@ func (Decision) OpenAPIModelName() string     { return "dev.repute.audit.v1.Deci
 func (DecisionList) OpenAPIModelName() string { return "dev.repute.audit.v1.DecisionList" }
 func (Image) OpenAPIModelName() string        { return "dev.repute.audit.v1.Image" }
 func (ImageList) OpenAPIModelName() string    { return "dev.repute.audit.v1.ImageList" }
+func (Policy) OpenAPIModelName() string       { return "dev.repute.audit.v1.Policy" }
+func (PolicyList) OpenAPIModelName() string   { return "dev.repute.audit.v1.PolicyList" }
 
 // definitions are the OpenAPI definitions of the API's types, written out (four flat types),
 // and of the meta types they use, as kube-aggregator generates them.
@@ -54,5 +56,11 @@ func definitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefiniti
 		"policyVersion": str("the policy it was weighed under"), "evaluatedAt": refTo(time),
 	}, objectMeta, time)
 	defs[ImageList{}.OpenAPIModelName()] = list("Images and their verdicts, by reference.", Image{}.OpenAPIModelName())
+	anything := spec.Schema{SchemaProps: spec.SchemaProps{Type: []string{"object"}, Description: "the defaulted ReputationPolicy spec"},
+		VendorExtensible: spec.VendorExtensible{Extensions: spec.Extensions{"x-kubernetes-preserve-unknown-fields": true}}}
+	defs[Policy{}.OpenAPIModelName()] = object("A policy version that came into force.", map[string]spec.Schema{
+		"metadata": refTo(objectMeta), "inForceSince": refTo(time), "source": str("where it came from"), "policy": anything,
+	}, objectMeta, time)
+	defs[PolicyList{}.OpenAPIModelName()] = list("Every policy version that was in force, oldest first.", Policy{}.OpenAPIModelName())
 	return defs
 }

@@ -39,7 +39,7 @@ var (
 func init() {
 	internal := schema.GroupVersion{Group: GroupName, Version: runtime.APIVersionInternal}
 	for _, gv := range []schema.GroupVersion{SchemeGroupVersion, internal} {
-		Scheme.AddKnownTypes(gv, &Decision{}, &DecisionList{}, &Image{}, &ImageList{})
+		Scheme.AddKnownTypes(gv, &Decision{}, &DecisionList{}, &Image{}, &ImageList{}, &Policy{}, &PolicyList{})
 	}
 	metav1.AddToGroupVersion(Scheme, SchemeGroupVersion)
 	// The generic server decodes list and get options as the core group's v1.
@@ -134,6 +134,7 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (net.
 	group.VersionedResourcesStorageMap[SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"decisions": &decisions{records: opts.Records},
 		"images":    &images{verdicts: opts.Verdicts},
+		"policies":  &policies{records: opts.Records},
 	}
 	if err := server.InstallAPIGroup(&group); err != nil {
 		return nil, err

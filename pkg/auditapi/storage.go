@@ -260,3 +260,90 @@ func sameImage(a, b string) bool {
 	rb, errB := reputation.ParseImageRef(strings.ReplaceAll(b, "~", "/"))
 	return errA == nil && errB == nil && ra.String() == rb.String()
 }
+
+// policies is the policies resource: every policy version that was in force, cluster-scoped.
+type policies struct{ records audit.Records }
+
+var (
+	_ rest.Storage              = &policies{}
+	_ rest.Scoper               = &policies{}
+	_ rest.Lister               = &policies{}
+	_ rest.Getter               = &policies{}
+	_ rest.SingularNameProvider = &policies{}
+)
+
+func (s *policies) New() runtime.Object     { return &Policy{} }
+func (s *policies) NewList() runtime.Object { return &PolicyList{} }
+func (s *policies) Destroy()                {}
+func (s *policies) NamespaceScoped() bool   { return false }
+func (s *policies) GetSingularName() string { return "policy" }
+
+func (s *policies) List(_ context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
+	want, err := selected(opts, nil)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.all()
+	if err != nil {
+		return nil, err
+	}
+	list := &PolicyList{Items: []Policy{}}
+	for _, p := range all {
+		if matches(want, map[string]string{"metadata.name": p.Name}, nil) {
+			list.Items = append(list.Items, p)
+		}
+	}
+	return list, nil
+}
+
+func (s *policies) Get(_ context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+	all, err := s.all()
+	if err != nil {
+		return nil, err
+	}
+	for i := range all {
+		if all[i].Name == name {
+			return &all[i], nil
+		}
+	}
+	return nil, apierrors.NewNotFound(schema.GroupResource{Group: GroupName, Resource: "policies"}, name)
+}
+
+func (s *policies) all() ([]Policy, error) {
+	if s.records == nil {
+		return nil, apierrors.NewServiceUnavailable("no reputation store: policy versions are kept only with store.path set")
+	}
+	records, err := s.records.Policies()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	out := make([]Policy, 0, len(records))
+	for _, r := range records {
+		out = append(out, Policy{ObjectMeta: metav1.ObjectMeta{Name: r.Version, CreationTimestamp: metav1.NewTime(r.Time)},
+			InForceSince: metav1.NewTime(r.Time), Source: r.Source, Policy: runtime.RawExtension{Raw: r.Policy}})
+	}
+	return out, nil
+}
+
+func (s *policies) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime.Object) (*metav1.Table, error) {
+	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		{Name: "Name", Type: "string", Format: "name", Description: "the policy version"},
+		{Name: "In Force Since", Type: "string", Format: "date-time"},
+		{Name: "Source", Type: "string"},
+	}}
+	add := func(p *Policy) {
+		table.Rows = append(table.Rows, metav1.TableRow{Object: runtime.RawExtension{Object: p},
+			Cells: []any{p.Name, p.InForceSince.UTC().Format("2006-01-02T15:04:05Z"), p.Source}})
+	}
+	switch o := obj.(type) {
+	case *PolicyList:
+		for i := range o.Items {
+			add(&o.Items[i])
+		}
+	case *Policy:
+		add(o)
+	default:
+		return nil, fmt.Errorf("not a policy: %T", obj)
+	}
+	return table, nil
+}

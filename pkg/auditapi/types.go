@@ -66,6 +66,41 @@ type ImageList struct {
 	Items           []Image `json:"items"`
 }
 
+// Policy is a policy version that came into force: its name is the version. Policy is the
+// defaulted ReputationPolicy spec it was.
+type Policy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+
+	InForceSince metav1.Time          `json:"inForceSince"`
+	Source       string               `json:"source"`
+	Policy       runtime.RawExtension `json:"policy"`
+}
+
+// PolicyList is every policy version that was in force, oldest first.
+type PolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata"`
+	Items           []Policy `json:"items"`
+}
+
+func (in *Policy) DeepCopyObject() runtime.Object {
+	out := *in
+	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	in.Policy.DeepCopyInto(&out.Policy)
+	return &out
+}
+
+func (in *PolicyList) DeepCopyObject() runtime.Object {
+	out := *in
+	in.ListMeta.DeepCopyInto(&out.ListMeta)
+	out.Items = make([]Policy, len(in.Items))
+	for i := range in.Items {
+		out.Items[i] = *in.Items[i].DeepCopyObject().(*Policy)
+	}
+	return &out
+}
+
 // DeepCopyObject copies: every field but the metadata is a value.
 func (in *Decision) DeepCopyObject() runtime.Object {
 	out := *in

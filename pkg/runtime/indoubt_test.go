@@ -117,17 +117,7 @@ func TestBindingsInDoubtRecordEachLandedBindingOnce(t *testing.T) {
 			for _, s := range tc.steps {
 				s(rt, pod)
 			}
-			if err := st.Flush(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			ds, _, err := st.Decisions(store.Page{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var nodes []string
-			for _, d := range ds {
-				nodes = append(nodes, d.Node)
-			}
+			nodes := decisionNodes(t, st)
 			if len(nodes) != len(tc.wantNodes) || len(nodes) == 1 && nodes[0] != tc.wantNodes[0] {
 				t.Errorf("decisions on nodes %q, want %q", nodes, tc.wantNodes)
 			}
@@ -245,20 +235,27 @@ func TestAStopSettlesTheBindingsItCut(t *testing.T) {
 				returns()
 			}
 			rt.drainBindingsInDoubt(klog.Background())
-			if err := st.Flush(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			ds, _, err := st.Decisions(store.Page{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var nodes []string
-			for _, d := range ds {
-				nodes = append(nodes, d.Node)
-			}
+			nodes := decisionNodes(t, st)
 			if strings.Join(nodes, ",") != strings.Join(tc.wantNodes, ",") {
 				t.Errorf("decisions on nodes %q, want %q", nodes, tc.wantNodes)
 			}
 		})
 	}
+}
+
+// decisionNodes is the node of every decision the store holds, once what was queued is written.
+func decisionNodes(t *testing.T, st *store.Store) []string {
+	t.Helper()
+	if err := st.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ds, _, err := st.Decisions(store.Page{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, d := range ds {
+		nodes = append(nodes, d.Node)
+	}
+	return nodes
 }

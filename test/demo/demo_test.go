@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -17,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/repute-dev/repute/pkg/reputectl"
+	"github.com/repute-dev/repute/test/controlplane"
 
 	"github.com/repute-dev/repute/test/oci"
 )
@@ -98,25 +97,16 @@ func TestDemo(t *testing.T) {
 // reputectl as the auditor.
 func TestDemoKeepSuggestsCommandsThatWork(t *testing.T) {
 	oci.CosignForTest(t)
-	kubectl, err := filepath.Abs("../../bin/tools/kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(kubectl); err != nil {
-		if os.Getenv("REPUTE_REQUIRE_CLIS") == "1" {
-			t.Fatal("kubectl not built: make test builds it into bin/tools")
-		}
-		t.Skip("kubectl not in bin/tools (make test builds it)")
-	}
+	kubectl := controlplane.CLIForTest(t, "kubectl")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out := &syncBuffer{}
+	out := &controlplane.LockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{Out: out, Keep: true, KubeconfigPath: filepath.Join(t.TempDir(), "kubeconfig")})
 	}()
 	var suggested []string
-	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
 		select {
 		case err := <-done:
 			return false, fmt.Errorf("the demo ended: %v\n%s", err, out.String())
@@ -159,22 +149,4 @@ func TestDemoKeepSuggestsCommandsThatWork(t *testing.T) {
 	}
 	cancel()
 	<-done
-}
-
-// syncBuffer is a bytes.Buffer safe for the demo's writes and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

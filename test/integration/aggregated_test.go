@@ -66,7 +66,9 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cluster.Client.CoreV1().Services("kube-system").Delete(context.Background(), service, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = cluster.Client.CoreV1().Services("kube-system").Delete(context.Background(), service, metav1.DeleteOptions{})
+	})
 	ca, err := os.ReadFile(certFile)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,9 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 	if _, err := registrations.Create(e.ctx, apiService, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = registrations.Delete(context.Background(), "v1."+auditapi.GroupName, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = registrations.Delete(context.Background(), "v1."+auditapi.GroupName, metav1.DeleteOptions{})
+	})
 	var conditions string
 	if err := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		got, err := registrations.Get(ctx, "v1."+auditapi.GroupName, metav1.GetOptions{})
@@ -121,6 +125,8 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 		{[]string{"get", "images.audit.repute.dev"}, []string{"NAME", "TIER", "SCORE", "DECIDED BY", imageName(trustedImage), imageName(untrustedImage), "untrusted"}, nil},
 		{[]string{"get", "images.audit.repute.dev", "--field-selector", "tier=trusted", "-o", "wide"}, []string{imageName(trustedImage), "DIGEST", "POLICY"}, []string{imageName(untrustedImage)}},
 		{[]string{"get", "images.audit.repute.dev", imageName(untrustedImage), "-o", "jsonpath={.ref} {.tier}"}, []string{untrustedImage + " untrusted"}, nil},
+		{[]string{"get", "policies.audit.repute.dev"}, []string{"NAME", "IN FORCE SINCE", "SOURCE", "p-", "plugin args"}, nil},
+		{[]string{"get", "policies.audit.repute.dev", "-o", "jsonpath={.items[0].policy.origin.rules[0].pattern}"}, []string{"registry.internal/*"}, nil},
 	} {
 		out, err := get(auditor, tc.args...)
 		t.Logf("$ kubectl %s\n%s", strings.Join(tc.args, " "), out)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -58,38 +57,20 @@ func schedulerBinary(t *testing.T) string {
 	return builtBinary
 }
 
-// lockedBuffer is a bytes.Buffer the process writes while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // startBinary runs the scheduler binary with a config file; stderr is captured.
-func startBinary(t *testing.T, bin, config string, flags ...string) (*exec.Cmd, *lockedBuffer, <-chan error) {
+func startBinary(t *testing.T, bin, config string, flags ...string) (*exec.Cmd, *controlplane.LockedBuffer, <-chan error) {
 	t.Helper()
 	return startBinaryWithEnv(t, bin, config, nil, flags...)
 }
 
 // startBinaryWithEnv is startBinary with variables added to the process's environment.
-func startBinaryWithEnv(t *testing.T, bin, config string, env []string, flags ...string) (*exec.Cmd, *lockedBuffer, <-chan error) {
+func startBinaryWithEnv(t *testing.T, bin, config string, env []string, flags ...string) (*exec.Cmd, *controlplane.LockedBuffer, <-chan error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stderr := &lockedBuffer{}
+	stderr := &controlplane.LockedBuffer{}
 	if len(flags) == 0 {
 		flags = []string{"--secure-port=0"}
 	}

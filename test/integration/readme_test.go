@@ -41,20 +41,7 @@ func installBlocks(t *testing.T) []string {
 }
 
 // tool finds a CLI the README uses, built by make test into bin/tools.
-func tool(t *testing.T, name string) string {
-	t.Helper()
-	bin, err := filepath.Abs("../../bin/tools/" + name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("REPUTE_REQUIRE_CLIS") == "1" {
-			t.Fatalf("%s not built: make test builds it into bin/tools", name)
-		}
-		t.Skipf("%s not in bin/tools (make test builds it)", name)
-	}
-	return bin
-}
+func tool(t *testing.T, name string) string { return controlplane.CLIForTest(t, name) }
 
 // Every command of the README's install section runs, as written, against a control plane of
 // its own (the section installs and deletes cluster-wide objects): the pools are labelled and
