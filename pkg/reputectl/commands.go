@@ -29,7 +29,7 @@ func newImagesCommand(o *options) *cobra.Command {
 		Example: `  reputectl images --tier untrusted
   reputectl images --registry docker.io --max-score 40 -o json`,
 		Args: cobra.NoArgs,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, _ []string) error {
 			q := url.Values{}
 			setIf(q, "tier", tier)
 			setIf(q, "registry", registry)
@@ -67,7 +67,7 @@ func newImageCommand(o *options) *cobra.Command {
   reputectl image sha256:9b2a28eb47540823042a2ba401386845089bb7b62a9637d55816132c4c3c36eb`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: o.completeImages,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, args []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, args []string) error {
 			img, err := c.Image(ctx, args[0])
 			if err != nil {
 				return err
@@ -92,6 +92,10 @@ func (o *options) describeImage(w io.Writer, img *audit.Image) {
 	row(w, "Decided by:", img.DecidedBy)
 	row(w, "Policy version:", img.PolicyVersion)
 	row(w, "Evaluated:", fmt.Sprintf("%s (%s ago)", img.EvaluatedAt.UTC().Format(time.RFC3339), age(img.EvaluatedAt)))
+	if len(img.Contributions) == 0 {
+		row(w, "Evidence:", "not in the aggregated API; --audit-server shows every piece")
+		return
+	}
 	row(w, "Evidence:")
 	row(w, "  SIGNAL", "POINTS", "TIER", "OBSERVED", "RULE")
 	for _, c := range img.Contributions {
@@ -117,7 +121,7 @@ func newHistoryCommand(o *options) *cobra.Command {
   reputectl history sha256:9b2a… --from 2026-11-01T00:00:00Z --to 2026-11-08T00:00:00Z`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: o.completeImages,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, args []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, args []string) error {
 			q, err := timeRange(from, to)
 			if err != nil {
 				return err
@@ -151,7 +155,7 @@ func newHistoryCommand(o *options) *cobra.Command {
 }
 
 func newDecisionsCommand(o *options) *cobra.Command {
-	var namespace, pod, uid, node, tier, from, to string
+	var pod, uid, node, tier, from, to string
 	var allNamespaces bool
 	limit := pageSize
 	cmd := &cobra.Command{
@@ -162,13 +166,14 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 		Example: `  reputectl decisions -n team --from 1h
   reputectl decisions -A --tier untrusted -o yaml`,
 		Args: cobra.NoArgs,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, _ []string) error {
 			q, err := timeRange(from, to)
 			if err != nil {
 				return err
 			}
-			if namespace == "" && !allNamespaces {
-				namespace = o.namespace
+			namespace := o.namespace // -n, else the kubeconfig context's; offline, every namespace
+			if *o.kube.Namespace != "" {
+				namespace = *o.kube.Namespace
 			}
 			if allNamespaces {
 				namespace = ""
@@ -205,14 +210,12 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVarP(&namespace, "namespace", "n", "", "only this namespace (default: the kubeconfig context's)")
 	f.BoolVarP(&allNamespaces, "all-namespaces", "A", false, "every namespace")
 	f.StringVar(&pod, "pod", "", "only this pod name")
 	f.StringVar(&uid, "uid", "", "only this pod UID")
 	f.StringVar(&node, "node", "", "only this node")
 	f.StringVar(&tier, "tier", "", "only this tier")
 	_ = cmd.RegisterFlagCompletionFunc("tier", completeTiers)
-	_ = cmd.RegisterFlagCompletionFunc("namespace", o.completeNamespaces)
 	addTimeFlags(cmd, &from, &to)
 	f.IntVar(&limit, "limit", limit, "show at most this many (0: all)")
 	return cmd
@@ -228,7 +231,7 @@ func newPolicyCommand(o *options) *cobra.Command {
 		Use:   "show [VERSION]",
 		Short: "Show the policy in force (or an earlier version) and when it came into force",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: o.run(func(ctx context.Context, c *audit.Client, args []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, args []string) error {
 			p, all, err := policyInForce(ctx, c)
 			if err != nil {
 				return err
@@ -259,7 +262,7 @@ func newPolicyCommand(o *options) *cobra.Command {
 		Use:   "versions",
 		Short: "List every policy version that was in force, oldest first",
 		Args:  cobra.NoArgs,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, _ []string) error {
 			all, err := policyVersions(ctx, c)
 			if err != nil {
 				return err
@@ -284,7 +287,7 @@ func newBackupCommand(o *options) *cobra.Command {
 		Long: `Save a consistent copy of the whole store, taken online while the scheduler runs. The copy
 opens with --store for offline forensics, and restores as the scheduler's store.path.`,
 		Args: cobra.NoArgs,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, _ []string) error {
 			if file == "" {
 				return fmt.Errorf("-f FILE is required")
 			}
@@ -319,13 +322,13 @@ opens with --store for offline forensics, and restores as the scheduler's store.
 }
 
 // policyVersions reads every policy version; there are few.
-func policyVersions(ctx context.Context, c *audit.Client) ([]store.PolicyRecord, error) {
+func policyVersions(ctx context.Context, c auditReader) ([]store.PolicyRecord, error) {
 	all, _, err := collect(url.Values{}, 0, pagesOf[store.PolicyRecord](ctx, c.Policies))
 	return all, err
 }
 
 // policyInForce is the newest recorded policy, and every recorded one.
-func policyInForce(ctx context.Context, c *audit.Client) (store.PolicyRecord, []store.PolicyRecord, error) {
+func policyInForce(ctx context.Context, c auditReader) (store.PolicyRecord, []store.PolicyRecord, error) {
 	all, err := policyVersions(ctx, c)
 	if err != nil {
 		return store.PolicyRecord{}, nil, err

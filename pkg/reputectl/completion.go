@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation"
@@ -68,9 +67,7 @@ func (o *options) completeNamespaces(cmd *cobra.Command, _ []string, prefix stri
 			names = append(names, d.Namespace)
 		}
 	} else {
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		rules.ExplicitPath = o.kubeconfig
-		cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: o.context}).ClientConfig()
+		cfg, err := o.kube.ToRESTConfig()
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveError
 		}

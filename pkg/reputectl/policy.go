@@ -124,7 +124,7 @@ func (e diffFailed) Unwrap() error { return e.error }
 
 func newPolicyDiffCommand(o *options) *cobra.Command {
 	var file string
-	diff := o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+	diff := o.run(func(ctx context.Context, c auditReader, _ []string) error {
 		_, proposed, err := compileFile(file, o.in)
 		if err != nil {
 			return err
@@ -199,7 +199,7 @@ simulations.audit.repute.dev (the repute-policy-simulator ClusterRole).`,
 		Example: `  reputectl policy simulate -f proposed.yaml
   kubectl get reputationpolicy default -o yaml | sed 's/weight: 30/weight: 10/' | reputectl policy simulate -f -`,
 		Args: cobra.NoArgs,
-		RunE: o.run(func(ctx context.Context, c *audit.Client, _ []string) error {
+		RunE: o.run(func(ctx context.Context, c auditReader, _ []string) error {
 			rp, _, err := compileFile(file, o.in)
 			if err != nil {
 				return err

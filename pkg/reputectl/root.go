@@ -18,8 +18,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 
 	"github.com/repute-dev/repute/pkg/audit"
@@ -33,7 +33,9 @@ const DefaultAuditServer = "https://repute-audit.kube-system.svc:8444"
 
 // options are the flags every command shares.
 type options struct {
-	kubeconfig, context, user string
+	// kube is every kubectl flag (--kubeconfig, --context, -n, --server, --token, --as, …):
+	// the credentials for the kube-apiserver, through which the aggregated API is read.
+	kube *genericclioptions.ConfigFlags
 	auditServer, auditCA      string
 	auditTokenFile            string
 	auditServiceAccount       string
@@ -74,10 +76,12 @@ repute-auditor; backups need repute-audit-backup.`,
 		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl repute"}
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
-	f.StringVar(&o.context, "context", "", "kubeconfig context to use")
-	f.StringVar(&o.user, "user", "", "kubeconfig user to use")
-	f.StringVar(&o.auditServer, "audit-server", envOr("REPUTE_AUDIT_SERVER", DefaultAuditServer), "audit API URL ($REPUTE_AUDIT_SERVER)")
+	o.kube = genericclioptions.NewConfigFlags(true)
+	o.kube.Insecure = nil // no flag here skips TLS verification
+	o.kube.AddFlags(f)
+	_ = root.RegisterFlagCompletionFunc("namespace", o.completeNamespaces)
+	f.StringVar(&o.auditServer, "audit-server", os.Getenv("REPUTE_AUDIT_SERVER"), "the direct audit endpoint's URL, e.g. "+DefaultAuditServer+
+		"; without it, reputectl reads audit.repute.dev/v1 through the kube-apiserver with your kubeconfig ($REPUTE_AUDIT_SERVER)")
 	f.StringVar(&o.auditCA, "audit-ca", os.Getenv("REPUTE_AUDIT_CA"), "CA bundle that signed the audit API's certificate ($REPUTE_AUDIT_CA)")
 	f.StringVar(&o.auditTokenFile, "audit-token-file", os.Getenv("REPUTE_AUDIT_TOKEN_FILE"),
 		"token for the audit API, issued for the audience "+audit.Audience+" (kubectl create token NAME --audience "+audit.Audience+", or a projected ServiceAccount token) ($REPUTE_AUDIT_TOKEN_FILE)")
@@ -116,7 +120,7 @@ func envOr(name, def string) string {
 
 // client opens the store file or connects to the audit API with a credential auditCredential
 // picked.
-func (o *options) client(ctx context.Context) (*audit.Client, error) {
+func (o *options) client(ctx context.Context) (auditReader, error) {
 	if err := o.checkOutput(); err != nil {
 		return nil, err
 	}
@@ -131,11 +135,7 @@ func (o *options) client(ctx context.Context) (*audit.Client, error) {
 		o.closeFn = st.Close
 		return audit.LocalClient(st), nil
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = o.kubeconfig
-	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.context}
-	overrides.Context.AuthInfo = o.user
-	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
+	loader := o.kube.ToRawKubeConfigLoader()
 	kube, err := loader.ClientConfig()
 	switch {
 	case err != nil && o.auditTokenFile == "":
@@ -145,6 +145,12 @@ func (o *options) client(ctx context.Context) (*audit.Client, error) {
 	}
 	if ns, _, err := loader.Namespace(); err == nil {
 		o.namespace = ns
+	}
+	if o.auditServer == "" { // the aggregated API, through the kube-apiserver, as kubectl would
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig: %w", err)
+		}
+		return newAggregatedReader(kube)
 	}
 	server, err := url.Parse(o.auditServer)
 	if err != nil || server.Scheme != "https" || server.Host == "" {
@@ -216,7 +222,7 @@ func (o *options) explain(err error) error {
 }
 
 // run wraps a command body with the client and the error hints.
-func (o *options) run(body func(ctx context.Context, c *audit.Client, args []string) error) func(*cobra.Command, []string) error {
+func (o *options) run(body func(ctx context.Context, c auditReader, args []string) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		c, err := o.client(cmd.Context())
 		if err != nil {

@@ -145,6 +145,37 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 			}
 		}
 	}
+	// reputectl without --audit-server reads the same API through the kube-apiserver, with every
+	// kubectl flag: here --kubeconfig and -n.
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"images"}, []string{"IMAGE", "TIER", untrustedImage, "untrusted"}},
+		{[]string{"image", untrustedImage}, []string{"Image:", untrustedImage, "Tier:", "untrusted"}},
+		{[]string{"decisions", "-n", e.ns}, []string{"api", "miner", "placed", trusted}},
+		{[]string{"decisions", "-A", "--tier", "untrusted", "-o", "name"}, []string{"decision/" + e.ns + "/miner\n"}},
+		{[]string{"policy", "versions"}, []string{"VERSION", "p-", "plugin args"}},
+	} {
+		out, err := runReputectl(append([]string{"--kubeconfig", auditor}, tc.args...)...)
+		t.Logf("$ reputectl %s\n%s", strings.Join(tc.args, " "), out)
+		if err != nil {
+			t.Errorf("reputectl %v: %v", tc.args, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("reputectl %v lacks %q", tc.args, w)
+			}
+		}
+	}
+	if _, err := runReputectl("--kubeconfig", auditor, "history", untrustedImage); err == nil || !strings.Contains(err.Error(), "--audit-server") {
+		t.Errorf("history through the kube-apiserver: %v; want an error naming --audit-server", err)
+	}
+	if _, err := runReputectl("--kubeconfig", stranger, "decisions", "-A"); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("reputectl without the role: %v; want forbidden", err)
+	}
+
 	if out, err := get(auditor, "get", "decisions.audit.repute.dev", "-A", "--field-selector", "colour=red"); err == nil || !strings.Contains(out, "colour") {
 		t.Errorf("an unknown field selector: %v\n%s", err, out)
 	}

@@ -1,0 +1,218 @@
+package reputectl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/rest"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/pkg/auditapi"
+	"github.com/repute-dev/repute/pkg/version"
+	"github.com/repute-dev/repute/reputation"
+	"github.com/repute-dev/repute/reputation/store"
+)
+
+// auditReader is what the commands read: the direct audit endpoint (audit.Client), a store file
+// (audit.LocalClient), or the aggregated API through the kube-apiserver (aggregatedReader).
+type auditReader interface {
+	Images(ctx context.Context, query url.Values) (*audit.ImageList, error)
+	Image(ctx context.Context, name string) (*audit.Image, error)
+	History(ctx context.Context, query url.Values) (*audit.History, error)
+	Decisions(ctx context.Context, query url.Values) (*audit.DecisionList, error)
+	Policies(ctx context.Context, query url.Values) (*audit.PolicyList, error)
+	Backup(ctx context.Context, w io.Writer) (int64, error)
+	Simulate(ctx context.Context, proposed *v1alpha1.ReputationPolicy) (*audit.Simulation, error)
+	Version(ctx context.Context) (*version.Info, error)
+}
+
+var _ auditReader = &audit.Client{}
+
+// aggregatedReader reads audit.repute.dev/v1 through the kube-apiserver, which authenticates
+// the caller with the kubeconfig's own credentials (every kubectl flag applies) and proxies to
+// the scheduler: decisions, images and policies. Verdict history, simulations and backups are
+// on the direct endpoint only.
+type aggregatedReader struct {
+	http *http.Client
+	host string
+}
+
+var _ auditReader = &aggregatedReader{}
+
+func newAggregatedReader(cfg *rest.Config) (*aggregatedReader, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &aggregatedReader{http: hc, host: strings.TrimRight(cfg.Host, "/")}, nil
+}
+
+// errDirectOnly is what the commands the aggregated API does not serve say.
+func errDirectOnly(what string) error {
+	return fmt.Errorf("%s is served by the direct audit endpoint only: pass --audit-server (kubectl -n kube-system port-forward svc/repute-audit 8444, then --audit-server https://localhost:8444)", what)
+}
+
+func (r *aggregatedReader) get(ctx context.Context, path string, query url.Values, out any) error {
+	u := r.host + "/apis/" + auditapi.GroupName + "/v1/" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var status struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(body, &status) == nil && status.Message != "" {
+			return fmt.Errorf("%s: %s", resp.Status, status.Message)
+		}
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return json.Unmarshal(body, out)
+}
+
+// page carries limit and continue over; selector holds the field selector's terms.
+func page(query url.Values, selector map[string]string) url.Values {
+	q := url.Values{}
+	for _, k := range []string{"limit", "continue"} {
+		if v := query.Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	var terms []fields.Selector
+	for field, value := range selector {
+		if value != "" {
+			terms = append(terms, fields.OneTermEqualSelector(field, value))
+		}
+	}
+	if len(terms) > 0 {
+		q.Set("fieldSelector", fields.AndSelectors(terms...).String())
+	}
+	return q
+}
+
+func verdictOf(img *auditapi.Image) audit.Image {
+	key := img.Ref // as the direct API keys it: the digest-pinned name once the digest is known
+	if ref, err := reputation.ParseImageRef(img.Ref); err == nil && img.Digest != "" && ref.Digest == "" {
+		key = ref.Registry + "/" + ref.Repository + "@" + img.Digest
+	}
+	return audit.Image{Ref: img.Ref, Verdict: &reputation.Verdict{Image: img.Ref, Key: key, Tier: img.Tier, Score: img.Score,
+		DecidedBy: img.DecidedBy, PolicyVersion: img.PolicyVersion, EvaluatedAt: img.EvaluatedAt.Time}}
+}
+
+func (r *aggregatedReader) Images(ctx context.Context, query url.Values) (*audit.ImageList, error) {
+	var list auditapi.ImageList
+	if err := r.get(ctx, "images", page(query, map[string]string{"tier": query.Get("tier")}), &list); err != nil {
+		return nil, err
+	}
+	minScore, maxScore := scoreBound(query.Get("minScore"), 0), scoreBound(query.Get("maxScore"), 100)
+	out := &audit.ImageList{TypeMeta: audit.TypeMeta("ImageList"), Items: []audit.Image{}}
+	out.Continue = list.Continue
+	for i := range list.Items {
+		img := verdictOf(&list.Items[i])
+		if registry := query.Get("registry"); registry != "" {
+			if ref, err := reputation.ParseImageRef(img.Ref); err != nil || ref.Registry != registry {
+				continue
+			}
+		}
+		if img.Score < minScore || img.Score > maxScore {
+			continue
+		}
+		out.Items = append(out.Items, img)
+	}
+	return out, nil
+}
+
+func scoreBound(text string, def int) int {
+	if n, err := strconv.Atoi(text); err == nil {
+		return n
+	}
+	return def
+}
+
+func (r *aggregatedReader) Image(ctx context.Context, name string) (*audit.Image, error) {
+	var img auditapi.Image
+	if err := r.get(ctx, "images/"+url.PathEscape(auditapi.ImageName(name)), nil, &img); err != nil {
+		return nil, err
+	}
+	out := verdictOf(&img)
+	return &out, nil
+}
+
+func (r *aggregatedReader) Decisions(ctx context.Context, query url.Values) (*audit.DecisionList, error) {
+	path := "decisions"
+	if ns := query.Get("namespace"); ns != "" {
+		path = "namespaces/" + url.PathEscape(ns) + "/decisions"
+	}
+	var list auditapi.DecisionList
+	if err := r.get(ctx, path, page(query, map[string]string{"pod": query.Get("pod"), "node": query.Get("node"), "tier": query.Get("tier")}), &list); err != nil {
+		return nil, err
+	}
+	from, _ := time.Parse(time.RFC3339, query.Get("from"))
+	to, _ := time.Parse(time.RFC3339, query.Get("to"))
+	out := &audit.DecisionList{TypeMeta: audit.TypeMeta("DecisionList"), Items: []store.Decision{}}
+	out.Continue = list.Continue
+	for _, d := range list.Items {
+		if uid := query.Get("uid"); uid != "" && d.UID != uid ||
+			!from.IsZero() && d.Time.Time.Before(from) || !to.IsZero() && !d.Time.Time.Before(to) {
+			continue
+		}
+		action := d.Action
+		if action == "placed" {
+			action = ""
+		}
+		out.Items = append(out.Items, store.Decision{Time: d.Time.Time, Namespace: d.Namespace, Pod: d.Pod, UID: d.UID, Node: d.Node,
+			Pool: d.Pool, Tier: d.Tier, Score: d.Score, Reason: d.Reason, Action: action})
+	}
+	return out, nil
+}
+
+func (r *aggregatedReader) Policies(ctx context.Context, _ url.Values) (*audit.PolicyList, error) {
+	var list auditapi.PolicyList
+	if err := r.get(ctx, "policies", nil, &list); err != nil {
+		return nil, err
+	}
+	out := &audit.PolicyList{TypeMeta: audit.TypeMeta("PolicyList"), Items: []store.PolicyRecord{}}
+	for _, p := range list.Items {
+		out.Items = append(out.Items, store.PolicyRecord{Time: p.InForceSince.Time, Version: p.Name, Source: p.Source, Policy: p.Policy.Raw})
+	}
+	return out, nil
+}
+
+func (r *aggregatedReader) History(context.Context, url.Values) (*audit.History, error) {
+	return nil, errDirectOnly("verdict history")
+}
+
+func (r *aggregatedReader) Backup(context.Context, io.Writer) (int64, error) {
+	return 0, errDirectOnly("backup")
+}
+
+func (r *aggregatedReader) Simulate(context.Context, *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
+	return nil, errDirectOnly("policy simulate")
+}
+
+func (r *aggregatedReader) Version(context.Context) (*version.Info, error) {
+	return nil, errors.New("the scheduler's version is served by the direct audit endpoint only: pass --audit-server")
+}
