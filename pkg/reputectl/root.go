@@ -17,8 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
@@ -35,15 +35,15 @@ const DefaultAuditServer = "https://repute-audit.kube-system.svc:8444"
 type options struct {
 	// kube is every kubectl flag (--kubeconfig, --context, -n, --server, --token, --as, …):
 	// the credentials for the kube-apiserver, through which the aggregated API is read.
-	kube *genericclioptions.ConfigFlags
-	auditServer, auditCA      string
-	auditTokenFile            string
-	auditServiceAccount       string
-	storeFile                 string
-	output                    string
-	noHeaders                 bool
-	in                        io.Reader // for -f -
-	out, errOut               io.Writer
+	kube                 *genericclioptions.ConfigFlags
+	auditServer, auditCA string
+	auditTokenFile       string
+	auditServiceAccount  string
+	storeFile            string
+	output               string
+	noHeaders            bool
+	in                   io.Reader // for -f -
+	out, errOut          io.Writer
 
 	// namespace is the kubeconfig context's namespace, the default for namespaced queries.
 	namespace string
