@@ -15,6 +15,7 @@ func (Image) OpenAPIModelName() string        { return "dev.repute.audit.v1.Imag
 func (ImageList) OpenAPIModelName() string    { return "dev.repute.audit.v1.ImageList" }
 func (Policy) OpenAPIModelName() string       { return "dev.repute.audit.v1.Policy" }
 func (PolicyList) OpenAPIModelName() string   { return "dev.repute.audit.v1.PolicyList" }
+func (Evidence) OpenAPIModelName() string     { return "dev.repute.audit.v1.Evidence" }
 
 // definitions are the OpenAPI definitions of the API's types, written out (four flat types),
 // and of the meta types they use, as kube-aggregator generates them.
@@ -50,11 +51,17 @@ func definitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefiniti
 		"reason": str("why"), "time": refTo(time),
 	}, objectMeta, time)
 	defs[DecisionList{}.OpenAPIModelName()] = list("Placement decisions, oldest first.", Decision{}.OpenAPIModelName())
+	evidence := Evidence{}.OpenAPIModelName()
+	defs[evidence] = common.OpenAPIDefinition{Schema: spec.Schema{SchemaProps: spec.SchemaProps{
+		Description: "One signal's contribution to a verdict.", Type: []string{"object"},
+		Properties: map[string]spec.Schema{"signal": str("origin, signature, dependencies or behavior"), "observed": str("what was seen"),
+			"points": integer("how far it moved the score"), "rule": str("the policy rule"), "tier": str("a tier it imposes")}}}}
 	defs[Image{}.OpenAPIModelName()] = object("An image's current verdict.", map[string]spec.Schema{
 		"metadata": refTo(objectMeta), "ref": str("the reference as pods spell it"), "digest": str("the digest, once known"),
 		"tier": str("the tier"), "score": integer("the score"), "decidedBy": str("what decided the tier"),
 		"policyVersion": str("the policy it was weighed under"), "evaluatedAt": refTo(time),
-	}, objectMeta, time)
+		"evidence": {SchemaProps: spec.SchemaProps{Type: []string{"array"}, Items: &spec.SchemaOrArray{Schema: &spec.Schema{SchemaProps: spec.SchemaProps{Ref: ref(evidence)}}}}},
+	}, objectMeta, time, evidence)
 	defs[ImageList{}.OpenAPIModelName()] = list("Images and their verdicts, by reference.", Image{}.OpenAPIModelName())
 	anything := spec.Schema{SchemaProps: spec.SchemaProps{Type: []string{"object"}, Description: "the defaulted ReputationPolicy spec"},
 		VendorExtensible: spec.VendorExtensible{Extensions: spec.Extensions{"x-kubernetes-preserve-unknown-fields": true}}}

@@ -192,6 +192,9 @@ func imageOf(ref string, v *reputation.Verdict) Image {
 	if strings.Contains(v.Key, "@sha256:") {
 		img.Digest = v.Key[strings.Index(v.Key, "@")+1:]
 	}
+	for _, c := range v.Contributions {
+		img.Evidence = append(img.Evidence, Evidence{Signal: string(c.Signal), Observed: c.Observed, Points: c.Points, Rule: c.Rule, Tier: string(c.Tier)})
+	}
 	return img
 }
 

@@ -57,6 +57,17 @@ type Image struct {
 	DecidedBy     string          `json:"decidedBy"`
 	PolicyVersion string          `json:"policyVersion"`
 	EvaluatedAt   metav1.Time     `json:"evaluatedAt"`
+	// Evidence is every piece of evidence and what it weighed, as the verdict explains it.
+	Evidence []Evidence `json:"evidence,omitempty"`
+}
+
+// Evidence is one signal's contribution to a verdict.
+type Evidence struct {
+	Signal   string `json:"signal"`
+	Observed string `json:"observed"`
+	Points   int    `json:"points"`
+	Rule     string `json:"rule,omitempty"`
+	Tier     string `json:"tier,omitempty"`
 }
 
 // ImageList is a list of images, ordered by reference.
@@ -121,6 +132,7 @@ func (in *DecisionList) DeepCopyObject() runtime.Object {
 func (in *Image) DeepCopyObject() runtime.Object {
 	out := *in
 	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	out.Evidence = append([]Evidence(nil), in.Evidence...) // values only
 	return &out
 }
 

@@ -118,8 +118,13 @@ func verdictOf(img *auditapi.Image) audit.Image {
 	if ref, err := reputation.ParseImageRef(img.Ref); err == nil && img.Digest != "" && ref.Digest == "" {
 		key = ref.Registry + "/" + ref.Repository + "@" + img.Digest
 	}
-	return audit.Image{Ref: img.Ref, Verdict: &reputation.Verdict{Image: img.Ref, Key: key, Tier: img.Tier, Score: img.Score,
-		DecidedBy: img.DecidedBy, PolicyVersion: img.PolicyVersion, EvaluatedAt: img.EvaluatedAt.Time}}
+	v := &reputation.Verdict{Image: img.Ref, Key: key, Tier: img.Tier, Score: img.Score,
+		DecidedBy: img.DecidedBy, PolicyVersion: img.PolicyVersion, EvaluatedAt: img.EvaluatedAt.Time}
+	for _, e := range img.Evidence {
+		v.Contributions = append(v.Contributions, reputation.Contribution{Signal: reputation.Signal(e.Signal), Observed: e.Observed,
+			Points: e.Points, Rule: e.Rule, Tier: reputation.Tier(e.Tier)})
+	}
+	return audit.Image{Ref: img.Ref, Verdict: v}
 }
 
 func (r *aggregatedReader) Images(ctx context.Context, query url.Values) (*audit.ImageList, error) {

@@ -93,7 +93,7 @@ func (o *options) describeImage(w io.Writer, img *audit.Image) {
 	row(w, "Policy version:", img.PolicyVersion)
 	row(w, "Evaluated:", fmt.Sprintf("%s (%s ago)", img.EvaluatedAt.UTC().Format(time.RFC3339), age(img.EvaluatedAt)))
 	if len(img.Contributions) == 0 {
-		row(w, "Evidence:", "not in the aggregated API; --audit-server shows every piece")
+		row(w, "Evidence:", "none recorded")
 		return
 	}
 	row(w, "Evidence:")

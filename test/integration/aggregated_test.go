@@ -152,7 +152,7 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 		want []string
 	}{
 		{[]string{"images"}, []string{"IMAGE", "TIER", untrustedImage, "untrusted"}},
-		{[]string{"image", untrustedImage}, []string{"Image:", untrustedImage, "Tier:", "untrusted"}},
+		{[]string{"image", untrustedImage}, []string{"Image:", untrustedImage, "Tier:", "untrusted", "Evidence:", "origin", "origin.rules[2]"}},
 		{[]string{"decisions", "-n", e.ns}, []string{"api", "miner", "placed", trusted}},
 		{[]string{"decisions", "-A", "--tier", "untrusted", "-o", "name"}, []string{"decision/" + e.ns + "/miner\n"}},
 		{[]string{"policy", "versions"}, []string{"VERSION", "p-", "plugin args"}},
