@@ -2,17 +2,17 @@ package reputectl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
@@ -40,21 +40,19 @@ var _ auditReader = &audit.Client{}
 
 // aggregatedReader reads audit.repute.dev/v1 through the kube-apiserver, which authenticates
 // the caller with the kubeconfig's own credentials (every kubectl flag applies) and proxies to
-// the scheduler: decisions, images and policies. Verdict history, simulations and backups are
-// on the direct endpoint only.
-type aggregatedReader struct {
-	http *http.Client
-	host string
-}
+// the scheduler: decisions, images and policies. client-go's dynamic client does the requests,
+// so errors are the apiserver's Status (forbidden, not found). Verdict history, simulations and
+// backups are on the direct endpoint only.
+type aggregatedReader struct{ client dynamic.Interface }
 
 var _ auditReader = &aggregatedReader{}
 
 func newAggregatedReader(cfg *rest.Config) (*aggregatedReader, error) {
-	hc, err := rest.HTTPClientFor(cfg)
+	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &aggregatedReader{http: hc, host: strings.TrimRight(cfg.Host, "/")}, nil
+	return &aggregatedReader{client: client}, nil
 }
 
 // errDirectOnly is what the commands the aggregated API does not serve say.
@@ -62,44 +60,11 @@ func errDirectOnly(what string) error {
 	return fmt.Errorf("%s is served by the direct audit endpoint only: pass --audit-server (kubectl -n kube-system port-forward svc/repute-audit 8444, then --audit-server https://localhost:8444)", what)
 }
 
-func (r *aggregatedReader) get(ctx context.Context, path string, query url.Values, out any) error {
-	u := r.host + "/apis/" + auditapi.GroupName + "/v1/" + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var status struct {
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(body, &status) == nil && status.Message != "" {
-			return fmt.Errorf("%s: %s", resp.Status, status.Message)
-		}
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return json.Unmarshal(body, out)
-}
-
-// page carries limit and continue over; selector holds the field selector's terms.
-func page(query url.Values, selector map[string]string) url.Values {
-	q := url.Values{}
-	for _, k := range []string{"limit", "continue"} {
-		if v := query.Get(k); v != "" {
-			q.Set(k, v)
-		}
+// list reads one page of a resource (of a namespace, or of every one) into out.
+func (r *aggregatedReader) list(ctx context.Context, resource, namespace string, query url.Values, selector map[string]string, out any) error {
+	opts := metav1.ListOptions{Continue: query.Get("continue")}
+	if n, err := strconv.ParseInt(query.Get("limit"), 10, 64); err == nil {
+		opts.Limit = n
 	}
 	var terms []fields.Selector
 	for field, value := range selector {
@@ -108,9 +73,13 @@ func page(query url.Values, selector map[string]string) url.Values {
 		}
 	}
 	if len(terms) > 0 {
-		q.Set("fieldSelector", fields.AndSelectors(terms...).String())
+		opts.FieldSelector = fields.AndSelectors(terms...).String()
 	}
-	return q
+	l, err := r.client.Resource(auditapi.SchemeGroupVersion.WithResource(resource)).Namespace(namespace).List(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return runtime.DefaultUnstructuredConverter.FromUnstructured(l.UnstructuredContent(), out)
 }
 
 func verdictOf(img *auditapi.Image) audit.Image {
@@ -129,7 +98,7 @@ func verdictOf(img *auditapi.Image) audit.Image {
 
 func (r *aggregatedReader) Images(ctx context.Context, query url.Values) (*audit.ImageList, error) {
 	var list auditapi.ImageList
-	if err := r.get(ctx, "images", page(query, map[string]string{"tier": query.Get("tier")}), &list); err != nil {
+	if err := r.list(ctx, "images", "", query, map[string]string{"tier": query.Get("tier")}, &list); err != nil {
 		return nil, err
 	}
 	minScore, maxScore := scoreBound(query.Get("minScore"), 0), scoreBound(query.Get("maxScore"), 100)
@@ -158,8 +127,12 @@ func scoreBound(text string, def int) int {
 }
 
 func (r *aggregatedReader) Image(ctx context.Context, name string) (*audit.Image, error) {
+	u, err := r.client.Resource(auditapi.SchemeGroupVersion.WithResource("images")).Get(ctx, auditapi.ImageName(name), metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
 	var img auditapi.Image
-	if err := r.get(ctx, "images/"+url.PathEscape(auditapi.ImageName(name)), nil, &img); err != nil {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &img); err != nil {
 		return nil, err
 	}
 	out := verdictOf(&img)
@@ -167,12 +140,8 @@ func (r *aggregatedReader) Image(ctx context.Context, name string) (*audit.Image
 }
 
 func (r *aggregatedReader) Decisions(ctx context.Context, query url.Values) (*audit.DecisionList, error) {
-	path := "decisions"
-	if ns := query.Get("namespace"); ns != "" {
-		path = "namespaces/" + url.PathEscape(ns) + "/decisions"
-	}
 	var list auditapi.DecisionList
-	if err := r.get(ctx, path, page(query, map[string]string{"pod": query.Get("pod"), "node": query.Get("node"), "tier": query.Get("tier")}), &list); err != nil {
+	if err := r.list(ctx, "decisions", query.Get("namespace"), query, map[string]string{"pod": query.Get("pod"), "node": query.Get("node"), "tier": query.Get("tier")}, &list); err != nil {
 		return nil, err
 	}
 	from, _ := time.Parse(time.RFC3339, query.Get("from"))
@@ -196,7 +165,7 @@ func (r *aggregatedReader) Decisions(ctx context.Context, query url.Values) (*au
 
 func (r *aggregatedReader) Policies(ctx context.Context, _ url.Values) (*audit.PolicyList, error) {
 	var list auditapi.PolicyList
-	if err := r.get(ctx, "policies", nil, &list); err != nil {
+	if err := r.list(ctx, "policies", "", url.Values{}, nil, &list); err != nil {
 		return nil, err
 	}
 	out := &audit.PolicyList{TypeMeta: audit.TypeMeta("PolicyList"), Items: []store.PolicyRecord{}}
