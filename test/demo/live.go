@@ -13,10 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -78,29 +76,16 @@ func applyProposal(ctx context.Context, cp *controlplane.ControlPlane, out io.Wr
 	if err != nil {
 		return err
 	}
-	var status v1alpha1.ReputationPolicyStatus
-	var applied *metav1.Condition
-	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		obj, err := policies.Get(ctx, policyName, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		var rp v1alpha1.ReputationPolicy
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &rp); err != nil {
-			return false, err
-		}
-		status, applied = rp.Status, meta.FindStatusCondition(rp.Status.Conditions, v1alpha1.ConditionApplied)
-		return applied != nil && applied.ObservedGeneration == updated.GetGeneration(), nil
-	})
-	if err != nil {
-		return fmt.Errorf("the scheduler did not report generation %d: %w", updated.GetGeneration(), err)
-	}
-	fmt.Fprintf(out, "  status: generation %d Applied=%s, policy %s: %s\n", updated.GetGeneration(), applied.Status, status.PolicyVersion, applied.Message)
-	note, err := policyEventNote(ctx, cp)
+	status, applied, err := controlplane.WaitPolicyStatus(ctx, cp.Config, policyName, updated.GetGeneration(), metav1.ConditionTrue, 30*time.Second)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  kubectl describe reputationpolicy %s: %s\n", policyName, note)
+	fmt.Fprintf(out, "  status: generation %d Applied=%s, policy %s: %s\n", updated.GetGeneration(), applied.Status, status.PolicyVersion, applied.Message)
+	ev, err := controlplane.WaitPolicyEvent(ctx, cp.Client, policyName, "Normal", "Applied", "changed tier", 30*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  kubectl describe reputationpolicy %s: %s %s %s\n", policyName, ev.Type, ev.Reason, ev.Message)
 
 	// The mover relabels each bound pod whose tier changed; wait until the labels settle.
 	var after map[string]string
@@ -141,29 +126,6 @@ func tierLabels(ctx context.Context, cp *controlplane.ControlPlane) (map[string]
 		}
 	}
 	return tiers, nil
-}
-
-// policyEventNote is the newest Event about the ReputationPolicy, as kubectl describe shows it.
-func policyEventNote(ctx context.Context, cp *controlplane.ControlPlane) (string, error) {
-	var note string
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		evs, err := cp.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
-			FieldSelector: "involvedObject.kind=ReputationPolicy,involvedObject.name=" + policyName})
-		if err != nil {
-			return false, err
-		}
-		var newest time.Time
-		for _, ev := range evs.Items {
-			if t := ev.EventTime.Time; !t.Before(newest) && ev.Reason == "Applied" && strings.Contains(ev.Message, "changed tier") {
-				newest, note = t, ev.Type+" "+ev.Reason+" "+ev.Message
-			}
-		}
-		return note != "", nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("no Applied Event about ReputationPolicy %s: %w", policyName, err)
-	}
-	return note, nil
 }
 
 // showMetrics reads the scheduler's /metrics as Prometheus would (its serving certificate

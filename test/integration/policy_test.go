@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -296,22 +295,11 @@ func updateSpec(t *testing.T, e *env, name, specYAML string) *unstructured.Unstr
 // waitPolicyStatus waits until the status reports the generation with the Applied condition.
 func waitPolicyStatus(t *testing.T, e *env, name string, generation int64, applied metav1.ConditionStatus) v1alpha1.ReputationPolicyStatus {
 	t.Helper()
-	var rp v1alpha1.ReputationPolicy
-	err := wait.PollUntilContextTimeout(e.ctx, 50*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
-		obj, err := policies(t).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &rp); err != nil {
-			return false, err
-		}
-		c := meta.FindStatusCondition(rp.Status.Conditions, v1alpha1.ConditionApplied)
-		return rp.Status.ObservedGeneration == generation && c != nil && c.Status == applied && c.ObservedGeneration == generation, nil
-	})
+	status, _, err := controlplane.WaitPolicyStatus(e.ctx, cluster.Config, name, generation, applied, 20*time.Second)
 	if err != nil {
-		t.Fatalf("ReputationPolicy %s never reported generation %d Applied=%s: %v (status %+v)", name, generation, applied, err, rp.Status)
+		t.Fatal(err)
 	}
-	return rp.Status
+	return status
 }
 
 // reputectl policy simulate against the live scheduler: the images and the running and pending
@@ -449,28 +437,11 @@ signature: {keys: [{name: ops, publicKey: "-----BEGIN PUBLIC KEY-----\nnot base6
 	}
 }
 
-// waitPolicyEvent waits for an Event about the ReputationPolicy (cluster-scoped, so its Events
-// are in "default", as kubectl describe looks for them) of the type and reason, whose note says
-// what it should.
+// waitPolicyEvent waits for an Event about the ReputationPolicy of the type and reason, whose
+// note says what it should.
 func waitPolicyEvent(t *testing.T, e *env, name, eventType, reason, says string) {
 	t.Helper()
-	var seen []string
-	err := wait.PollUntilContextTimeout(e.ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		list, err := e.client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
-			FieldSelector: "involvedObject.kind=ReputationPolicy,involvedObject.name=" + name})
-		if err != nil {
-			return false, err
-		}
-		seen = seen[:0]
-		for _, ev := range list.Items {
-			seen = append(seen, ev.Type+" "+ev.Reason+": "+ev.Message)
-			if ev.Type == eventType && ev.Reason == reason && strings.Contains(ev.Message, says) && ev.InvolvedObject.APIVersion == v1alpha1.SchemeGroupVersion.String() {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		t.Errorf("no %s %s Event about ReputationPolicy %s saying %q; Events: %q", eventType, reason, name, says, seen)
+	if _, err := controlplane.WaitPolicyEvent(e.ctx, e.client, name, eventType, reason, says, 30*time.Second); err != nil {
+		t.Error(err)
 	}
 }
