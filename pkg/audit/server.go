@@ -324,23 +324,31 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, _ string) error
 	if s.Records == nil {
 		return s.noStore()
 	}
-	ref := q.Image
-	// History is kept under the reference pods use; a digest or another spelling finds it.
-	if all, err := s.verdicts(); err == nil {
-		if found, ok := FindImage(all, q.Image); ok {
-			ref = found
-		}
-	}
-	entries, next, err := s.Records.History(ref, q.Page)
+	all, _ := s.verdicts() // without the cache, the reference as given
+	h, err := ReadHistory(s.Records, all, q)
 	if err != nil {
 		return err
 	}
-	h := History{TypeMeta: TypeMeta("History"), Ref: ref, Items: entries}
+	return writeJSON(w, h)
+}
+
+// ReadHistory reads one page of an image's verdict history. History is kept under the
+// reference pods use; a digest or another spelling of it finds it through the current verdicts.
+func ReadHistory(records Records, current map[string]*reputation.Verdict, q HistoryQuery) (*History, error) {
+	ref := q.Image
+	if found, ok := FindImage(current, q.Image); ok {
+		ref = found
+	}
+	entries, next, err := records.History(ref, q.Page)
+	if err != nil {
+		return nil, err
+	}
+	h := &History{TypeMeta: TypeMeta("History"), Ref: ref, Items: entries}
 	h.Continue = next
 	if h.Items == nil {
 		h.Items = []store.HistoryEntry{}
 	}
-	return writeJSON(w, h)
+	return h, nil
 }
 
 func (s *Server) decisions(w http.ResponseWriter, r *http.Request, _ string) error {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,12 @@ const MaxSimulationBodyBytes = 1 << 20
 // holds; nothing is applied.
 type Simulation struct {
 	metav1.TypeMeta `json:",inline"`
+	SimulationResult
+}
+
+// SimulationResult is a simulation's findings: the body of the direct endpoint's Simulation and
+// the status of the aggregated API's.
+type SimulationResult struct {
 	// CurrentVersion is the policy in force; ProposedVersion the one simulated.
 	CurrentVersion  string `json:"currentVersion"`
 	ProposedVersion string `json:"proposedVersion"`
@@ -81,29 +88,42 @@ func (s *Server) simulate(w http.ResponseWriter, r *http.Request, _ string) erro
 		return &apierrors.StatusError{ErrStatus: metav1.Status{Code: http.StatusUnsupportedMediaType, Reason: metav1.StatusReasonUnsupportedMediaType,
 			Message: fmt.Sprintf("Content-Type %q: send the proposed ReputationPolicy as application/json", ct)}}
 	}
-	body := http.MaxBytesReader(w, r.Body, MaxSimulationBodyBytes)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	var proposed v1alpha1.ReputationPolicy
-	if err := dec.Decode(&proposed); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSimulationBodyBytes))
+	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("a proposed policy is at most %d bytes", MaxSimulationBodyBytes))
 		}
-		return apierrors.NewBadRequest("the body must be a ReputationPolicy as JSON: " + err.Error())
+		return apierrors.NewBadRequest("reading the proposed policy: " + err.Error())
 	}
-	if _, err := io.Copy(io.Discard, body); err != nil {
-		return apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("a proposed policy is at most %d bytes", MaxSimulationBodyBytes))
+	proposed, err := DecodeProposedPolicy(body)
+	if err != nil {
+		return err
 	}
-	if proposed.Kind != "" && proposed.Kind != v1alpha1.Kind {
-		return apierrors.NewBadRequest(fmt.Sprintf("the body is a %s, want a %s", proposed.Kind, v1alpha1.Kind))
-	}
-	sim, err := s.Simulate(r.Context(), &proposed)
+	sim, err := s.Simulate(r.Context(), proposed)
 	if err != nil {
 		return err
 	}
 	sim.TypeMeta = TypeMeta("Simulation")
 	return writeJSON(w, sim)
+}
+
+// DecodeProposedPolicy reads a proposed ReputationPolicy strictly: an unknown field is an error,
+// not a rule silently left out of the what-if.
+func DecodeProposedPolicy(body []byte) (*v1alpha1.ReputationPolicy, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var proposed v1alpha1.ReputationPolicy
+	if err := dec.Decode(&proposed); err != nil {
+		return nil, apierrors.NewBadRequest("the proposed policy must be a ReputationPolicy as JSON: " + err.Error())
+	}
+	if dec.More() {
+		return nil, apierrors.NewBadRequest("the proposed policy must be one ReputationPolicy: more follows it")
+	}
+	if proposed.Kind != "" && proposed.Kind != v1alpha1.Kind {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the proposed policy is a %s, want a %s", proposed.Kind, v1alpha1.Kind))
+	}
+	return &proposed, nil
 }
 
 // ReputationPolicyKind names the kind in Invalid errors about a proposed policy.

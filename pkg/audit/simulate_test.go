@@ -17,7 +17,7 @@ func TestSimulationRequests(t *testing.T) {
 	var got *v1alpha1.ReputationPolicy
 	s.Simulate = func(_ context.Context, p *v1alpha1.ReputationPolicy) (*Simulation, error) {
 		got = p
-		return &Simulation{CurrentVersion: "p-old", ProposedVersion: "p-new"}, nil
+		return &Simulation{SimulationResult: SimulationResult{CurrentVersion: "p-old", ProposedVersion: "p-new"}}, nil
 	}
 	s.Authorizer = authorizerFor(rules{"operator": {"create simulations"}, "auditor": {"list images"}})
 	s.Authenticator = tokenAuthn{"operator-token": "operator", "auditor-token": "auditor"}
@@ -32,6 +32,7 @@ func TestSimulationRequests(t *testing.T) {
 		{"auditor without the grant", http.MethodPost, "auditor-token", "application/json", valid, http.StatusForbidden, `cannot create resource "simulations"`},
 		{"GET is not a simulation", http.MethodGet, "operator-token", "", "", http.StatusMethodNotAllowed, ""},
 		{"misspelled field", http.MethodPost, "operator-token", "application/json", `{"kind":"ReputationPolicy","spec":{"baseScroe":60}}`, http.StatusBadRequest, `unknown field "baseScroe"`},
+		{"two policies in one body", http.MethodPost, "operator-token", "application/json", valid + valid, http.StatusBadRequest, "more follows"},
 		{"another kind", http.MethodPost, "operator-token", "application/json", `{"kind":"ConfigMap","spec":{}}`, http.StatusBadRequest, "want a ReputationPolicy"},
 		{"YAML is not JSON", http.MethodPost, "operator-token", "application/yaml", "spec: {}", http.StatusUnsupportedMediaType, "application/json"},
 		{"too large", http.MethodPost, "operator-token", "application/json", `{"kind":"ReputationPolicy","spec":{},"x":"` + strings.Repeat("a", MaxSimulationBodyBytes) + `"}`, http.StatusRequestEntityTooLarge, "at most"},

@@ -16,8 +16,12 @@ func (ImageList) OpenAPIModelName() string    { return "dev.repute.audit.v1.Imag
 func (Policy) OpenAPIModelName() string       { return "dev.repute.audit.v1.Policy" }
 func (PolicyList) OpenAPIModelName() string   { return "dev.repute.audit.v1.PolicyList" }
 func (Evidence) OpenAPIModelName() string     { return "dev.repute.audit.v1.Evidence" }
+func (Verdict) OpenAPIModelName() string      { return "dev.repute.audit.v1.Verdict" }
+func (ImageHistory) OpenAPIModelName() string { return "dev.repute.audit.v1.ImageHistory" }
+func (HistoryEntry) OpenAPIModelName() string { return "dev.repute.audit.v1.HistoryEntry" }
+func (Simulation) OpenAPIModelName() string   { return "dev.repute.audit.v1.Simulation" }
 
-// definitions are the OpenAPI definitions of the API's types, written out (four flat types),
+// definitions are the OpenAPI definitions of the API's types, written out (small, flat types),
 // and of the meta types they use, as kube-aggregator generates them.
 func definitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	defs := aggregatoropenapi.GetOpenAPIDefinitions(ref)
@@ -55,18 +59,43 @@ func definitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefiniti
 	defs[evidence] = common.OpenAPIDefinition{Schema: spec.Schema{SchemaProps: spec.SchemaProps{
 		Description: "One signal's contribution to a verdict.", Type: []string{"object"},
 		Properties: map[string]spec.Schema{"signal": str("origin, signature, dependencies or behavior"), "observed": str("what was seen"),
-			"points": integer("how far it moved the score"), "rule": str("the policy rule"), "tier": str("a tier it imposes")}}}}
-	defs[Image{}.OpenAPIModelName()] = object("An image's current verdict.", map[string]spec.Schema{
-		"metadata": refTo(objectMeta), "ref": str("the reference as pods spell it"), "digest": str("the digest, once known"),
-		"tier": str("the tier"), "score": integer("the score"), "decidedBy": str("what decided the tier"),
-		"policyVersion": str("the policy it was weighed under"), "evaluatedAt": refTo(time),
-		"evidence": {SchemaProps: spec.SchemaProps{Type: []string{"array"}, Items: &spec.SchemaOrArray{Schema: &spec.Schema{SchemaProps: spec.SchemaProps{Ref: ref(evidence)}}}}},
-	}, objectMeta, time, evidence)
+			"points": integer("how far it moved the score"), "rule": str("the policy rule"), "tier": str("a tier it imposes"),
+			"finding": str("a one-word summary")}}}}
+	verdictProps := func() map[string]spec.Schema {
+		return map[string]spec.Schema{"digest": str("the digest, once known"),
+			"tier": str("the tier"), "score": integer("the score"), "decidedBy": str("what decided the tier"),
+			"policyVersion": str("the policy it was weighed under"), "evaluatedAt": refTo(time),
+			"evidence": {SchemaProps: spec.SchemaProps{Type: []string{"array"}, Items: &spec.SchemaOrArray{Schema: &spec.Schema{SchemaProps: spec.SchemaProps{Ref: ref(evidence)}}}}}}
+	}
+	verdict := Verdict{}.OpenAPIModelName()
+	defs[verdict] = common.OpenAPIDefinition{Schema: spec.Schema{SchemaProps: spec.SchemaProps{
+		Description: "What an image was judged, and the evidence behind it.", Type: []string{"object"}, Properties: verdictProps()}},
+		Dependencies: []string{time, evidence}}
+	imageProps := verdictProps() // the verdict inline
+	imageProps["metadata"], imageProps["ref"] = refTo(objectMeta), str("the reference as pods spell it")
+	defs[Image{}.OpenAPIModelName()] = object("An image's current verdict.", imageProps, objectMeta, time, evidence)
+	entry := HistoryEntry{}.OpenAPIModelName()
+	defs[entry] = common.OpenAPIDefinition{Schema: spec.Schema{SchemaProps: spec.SchemaProps{
+		Description: "A verdict and when it was reached.", Type: []string{"object"},
+		Properties: map[string]spec.Schema{"time": refTo(time), "verdict": refTo(verdict), "reason": str("the verdict in one line")}}},
+		Dependencies: []string{time, verdict}}
+	defs[ImageHistory{}.OpenAPIModelName()] = object("A page of an image's verdicts, oldest first.", map[string]spec.Schema{
+		"metadata": refTo(objectMeta), "ref": str("the reference the history is kept under"), "continue": str("the next page's token"),
+		"items": {SchemaProps: spec.SchemaProps{Type: []string{"array"}, Items: &spec.SchemaOrArray{Schema: &spec.Schema{SchemaProps: spec.SchemaProps{Ref: ref(entry)}}}}},
+	}, objectMeta, entry)
+	free := func(description string) spec.Schema {
+		return spec.Schema{SchemaProps: spec.SchemaProps{Type: []string{"object"}, Description: description},
+			VendorExtensible: spec.VendorExtensible{Extensions: spec.Extensions{"x-kubernetes-preserve-unknown-fields": true}}}
+	}
+	defs[Simulation{}.OpenAPIModelName()] = object("A what-if: what a proposed ReputationPolicy would change. Created and answered, never stored.", map[string]spec.Schema{
+		"metadata": refTo(objectMeta),
+		"spec": {SchemaProps: spec.SchemaProps{Type: []string{"object"}, Required: []string{"policy"},
+			Properties: map[string]spec.Schema{"policy": free("the proposed ReputationPolicy (repute.dev/v1alpha1)")}}},
+		"status": free("what would change: images and pods re-tiered, what could not be simulated"),
+	}, objectMeta)
 	defs[ImageList{}.OpenAPIModelName()] = list("Images and their verdicts, by reference.", Image{}.OpenAPIModelName())
-	anything := spec.Schema{SchemaProps: spec.SchemaProps{Type: []string{"object"}, Description: "the defaulted ReputationPolicy spec"},
-		VendorExtensible: spec.VendorExtensible{Extensions: spec.Extensions{"x-kubernetes-preserve-unknown-fields": true}}}
 	defs[Policy{}.OpenAPIModelName()] = object("A policy version that came into force.", map[string]spec.Schema{
-		"metadata": refTo(objectMeta), "inForceSince": refTo(time), "source": str("where it came from"), "policy": anything,
+		"metadata": refTo(objectMeta), "inForceSince": refTo(time), "source": str("where it came from"), "policy": free("the defaulted ReputationPolicy spec"),
 	}, objectMeta, time)
 	defs[PolicyList{}.OpenAPIModelName()] = list("Every policy version that was in force, oldest first.", Policy{}.OpenAPIModelName())
 	return defs

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/conversion"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -25,6 +27,7 @@ import (
 	"k8s.io/component-base/compatibility"
 	"k8s.io/klog/v2"
 
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation"
 )
@@ -39,7 +42,24 @@ var (
 func init() {
 	internal := schema.GroupVersion{Group: GroupName, Version: runtime.APIVersionInternal}
 	for _, gv := range []schema.GroupVersion{SchemeGroupVersion, internal} {
-		Scheme.AddKnownTypes(gv, &Decision{}, &DecisionList{}, &Image{}, &ImageList{}, &Policy{}, &PolicyList{})
+		Scheme.AddKnownTypes(gv, &Decision{}, &DecisionList{}, &Image{}, &ImageList{}, &Policy{}, &PolicyList{},
+			&ImageHistory{}, &HistoryOptions{}, &Simulation{})
+	}
+	// A history's query, GET images/NAME/history?limit=&continue=&from=&to=, read into its
+	// options; the values are checked where the direct endpoint checks them.
+	if err := Scheme.AddConversionFunc((*url.Values)(nil), (*HistoryOptions)(nil), func(a, b any, _ conversion.Scope) error {
+		values, opts := a.(*url.Values), b.(*HistoryOptions)
+		*opts = HistoryOptions{Continue: values.Get("continue"), From: values.Get("from"), To: values.Get("to")}
+		if text := values.Get("limit"); text != "" {
+			n, err := strconv.ParseInt(text, 10, 64)
+			if err != nil {
+				return fmt.Errorf("limit %q: not a number", text)
+			}
+			opts.Limit = n
+		}
+		return nil
+	}); err != nil {
+		panic(err) // static registrations
 	}
 	metav1.AddToGroupVersion(Scheme, SchemeGroupVersion)
 	// The generic server decodes list and get options as the core group's v1.
@@ -69,6 +89,8 @@ type Options struct {
 	// Records are the store's; Verdicts the live cache's current verdicts.
 	Records  audit.Records
 	Verdicts func() (map[string]*reputation.Verdict, error)
+	// Simulate answers a what-if from the evidence in memory; nil refuses simulations.
+	Simulate func(context.Context, *v1alpha1.ReputationPolicy) (*audit.Simulation, error)
 }
 
 // Serve runs the API until ctx ends. Callers are authenticated as the kube-apiserver's
@@ -76,7 +98,19 @@ type Options struct {
 // as the cluster publishes them in kube-system/extension-apiserver-authentication), or directly
 // by a client certificate or a token issued for the audit audience; every request is a
 // SubjectAccessReview.
-func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (net.Addr, error) {
+//
+// A failed start releases what it took (its listener, its watches), so it can be tried again.
+func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (addr net.Addr, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var listener net.Listener
+	defer func() {
+		if err != nil {
+			cancel()
+			if listener != nil {
+				_ = listener.Close()
+			}
+		}
+	}()
 	host, portText, err := net.SplitHostPort(opts.BindAddress)
 	if err != nil {
 		return nil, fmt.Errorf("audit API bind address: %w", err)
@@ -86,6 +120,7 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (net.
 		return nil, fmt.Errorf("audit API bind address: %w", err)
 	}
 	config := genericapiserver.NewConfig(Codecs)
+	config.MaxRequestBodyBytes = audit.MaxSimulationBodyBytes // the largest body is a proposed policy
 	config.EffectiveVersion = compatibility.NewEffectiveVersionFromString("1.37", "", "")
 	namer := openapinamer.NewDefinitionNamer(Scheme)
 	config.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(definitions, namer)
@@ -108,6 +143,7 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (net.
 	if err := serving.ApplyTo(&config.SecureServing, &config.LoopbackClientConfig); err != nil {
 		return nil, err
 	}
+	listener = config.SecureServing.Listener
 	var clientCA dynamiccertificates.CAContentProvider
 	if config.Authentication.Authenticator, config.Authentication.RequestHeaderConfig, clientCA, err = delegatedAuthentication(ctx, client); err != nil {
 		return nil, err
@@ -130,22 +166,47 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (net.
 	if err != nil {
 		return nil, err
 	}
-	group := genericapiserver.NewDefaultAPIGroupInfo(GroupName, Scheme, metav1.ParameterCodec, Codecs)
+	// The scheme's own parameter codec: it reads history options, and list and get options as
+	// metav1's does.
+	group := genericapiserver.NewDefaultAPIGroupInfo(GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	group.VersionedResourcesStorageMap[SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"decisions": &decisions{records: opts.Records},
-		"images":    &images{verdicts: opts.Verdicts},
-		"policies":  &policies{records: opts.Records},
+		"decisions":      &decisions{records: opts.Records},
+		"images":         &images{verdicts: opts.Verdicts},
+		"images/history": &imageHistory{records: opts.Records, verdicts: opts.Verdicts},
+		"policies":       &policies{records: opts.Records},
+		"simulations":    &simulations{simulate: opts.Simulate},
 	}
 	if err := server.InstallAPIGroup(&group); err != nil {
 		return nil, err
 	}
 	prepared := server.PrepareRun()
 	go func() {
+		defer cancel()
 		if err := prepared.RunWithContext(ctx); err != nil {
 			klog.FromContext(ctx).Error(err, "Aggregated audit API stopped")
 		}
 	}()
-	return config.SecureServing.Listener.Addr(), nil
+	return listener.Addr(), nil
+}
+
+// Run serves the API until ctx ends, starting it again after a failed start, with backoff: the
+// API is for auditors, and its failing (the front proxy's configuration unreadable, its port
+// taken) must not stop the scheduler from placing pods.
+func Run(ctx context.Context, client kubernetes.Interface, opts Options) {
+	logger := klog.FromContext(ctx)
+	for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+		addr, err := Serve(ctx, client, opts)
+		if err == nil {
+			logger.Info("Aggregated audit API serving", "address", addr.String())
+			return
+		}
+		logger.Error(err, "Aggregated audit API did not start; the scheduler runs on without it", "retryIn", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
 }
 
 // delegatedAuthentication accepts the front proxy's requests as the cluster configures it, and

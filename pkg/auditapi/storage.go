@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,6 +17,7 @@ import (
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation"
 	"github.com/repute-dev/repute/reputation/store"
@@ -187,15 +190,171 @@ func (s *images) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime
 func ImageName(ref string) string { return strings.ReplaceAll(ref, "/", "~") }
 
 func imageOf(ref string, v *reputation.Verdict) Image {
-	img := Image{ObjectMeta: metav1.ObjectMeta{Name: ImageName(ref), CreationTimestamp: metav1.NewTime(v.EvaluatedAt)},
-		Ref: ref, Tier: v.Tier, Score: v.Score, DecidedBy: v.DecidedBy, PolicyVersion: v.PolicyVersion, EvaluatedAt: metav1.NewTime(v.EvaluatedAt)}
-	if strings.Contains(v.Key, "@sha256:") {
-		img.Digest = v.Key[strings.Index(v.Key, "@")+1:]
+	return Image{ObjectMeta: metav1.ObjectMeta{Name: ImageName(ref), CreationTimestamp: metav1.NewTime(v.EvaluatedAt)},
+		Ref: ref, Verdict: verdictOf(v)}
+}
+
+func verdictOf(v *reputation.Verdict) Verdict {
+	out := Verdict{Tier: v.Tier, Score: v.Score, DecidedBy: v.DecidedBy, PolicyVersion: v.PolicyVersion, EvaluatedAt: metav1.NewTime(v.EvaluatedAt)}
+	if _, digest, ok := strings.Cut(v.Key, "@"); ok && strings.HasPrefix(digest, "sha256:") {
+		out.Digest = digest
 	}
 	for _, c := range v.Contributions {
-		img.Evidence = append(img.Evidence, Evidence{Signal: string(c.Signal), Observed: c.Observed, Points: c.Points, Rule: c.Rule, Tier: string(c.Tier)})
+		out.Evidence = append(out.Evidence, Evidence{Signal: string(c.Signal), Observed: c.Observed, Points: c.Points, Rule: c.Rule,
+			Tier: string(c.Tier), Finding: c.Finding})
 	}
-	return img
+	return out
+}
+
+// imageHistory is the images/history subresource: an image's verdicts from the store, a page
+// at a time (HistoryOptions), found by any spelling of the image, as the direct endpoint does.
+type imageHistory struct {
+	records  audit.Records
+	verdicts func() (map[string]*reputation.Verdict, error)
+}
+
+var (
+	_ rest.Storage           = &imageHistory{}
+	_ rest.Scoper            = &imageHistory{}
+	_ rest.GetterWithOptions = &imageHistory{}
+)
+
+func (s *imageHistory) New() runtime.Object   { return &ImageHistory{} }
+func (s *imageHistory) Destroy()              {}
+func (s *imageHistory) NamespaceScoped() bool { return false }
+
+func (s *imageHistory) NewGetOptions() (runtime.Object, bool, string) {
+	return &HistoryOptions{}, false, ""
+}
+
+func (s *imageHistory) Get(_ context.Context, name string, options runtime.Object) (runtime.Object, error) {
+	if s.records == nil {
+		return nil, apierrors.NewServiceUnavailable("no reputation store: verdict history is kept only with store.path set")
+	}
+	opts, ok := options.(*HistoryOptions)
+	if !ok {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("history options: %T", options))
+	}
+	query := url.Values{"image": {strings.ReplaceAll(name, "~", "/")}}
+	setIf(query, "continue", opts.Continue)
+	setIf(query, "from", opts.From)
+	setIf(query, "to", opts.To)
+	if opts.Limit != 0 {
+		query.Set("limit", strconv.FormatInt(opts.Limit, 10))
+	}
+	q, err := audit.ParseHistoryQuery(query) // the direct endpoint's bounds and messages
+	if err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	current, err := s.verdicts()
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	h, err := audit.ReadHistory(s.records, current, q)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	out := &ImageHistory{ObjectMeta: metav1.ObjectMeta{Name: ImageName(h.Ref)}, Ref: h.Ref, Items: make([]HistoryEntry, 0, len(h.Items)), Continue: h.Continue}
+	for _, e := range h.Items {
+		out.Items = append(out.Items, HistoryEntry{Time: metav1.NewTime(e.Time), Verdict: verdictOf(e.Verdict), Reason: e.Verdict.Reason()})
+	}
+	return out, nil
+}
+
+func setIf(query url.Values, key, value string) {
+	if value != "" {
+		query.Set(key, value)
+	}
+}
+
+func (s *imageHistory) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime.Object) (*metav1.Table, error) {
+	h, ok := obj.(*ImageHistory)
+	if !ok {
+		return nil, fmt.Errorf("not an image history: %T", obj)
+	}
+	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		{Name: "Time", Type: "string", Format: "date-time"},
+		{Name: "Tier", Type: "string"},
+		{Name: "Score", Type: "integer"},
+		{Name: "Policy", Type: "string"},
+		{Name: "Reason", Type: "string"},
+		{Name: "Digest", Type: "string", Priority: 1},
+	}}
+	table.Continue = h.Continue
+	for i := range h.Items {
+		e := &h.Items[i]
+		// Each row's object is the history's: an entry has no metadata of its own.
+		table.Rows = append(table.Rows, metav1.TableRow{Object: runtime.RawExtension{Object: h}, Cells: []any{e.Time.UTC().Format("2006-01-02T15:04:05Z"), string(e.Verdict.Tier),
+			e.Verdict.Score, e.Verdict.PolicyVersion, e.Reason, e.Verdict.Digest}})
+	}
+	return table, nil
+}
+
+// simulations is the simulations resource: create only. A created Simulation comes back with
+// its status, what the proposal would change; nothing is kept or applied.
+type simulations struct {
+	simulate func(context.Context, *v1alpha1.ReputationPolicy) (*audit.Simulation, error)
+}
+
+var (
+	_ rest.Storage              = &simulations{}
+	_ rest.Scoper               = &simulations{}
+	_ rest.Creater              = &simulations{}
+	_ rest.SingularNameProvider = &simulations{}
+)
+
+func (s *simulations) New() runtime.Object     { return &Simulation{} }
+func (s *simulations) Destroy()                {}
+func (s *simulations) NamespaceScoped() bool   { return false }
+func (s *simulations) GetSingularName() string { return "simulation" }
+
+func (s *simulations) Create(ctx context.Context, obj runtime.Object, validate rest.ValidateObjectFunc, _ *metav1.CreateOptions) (runtime.Object, error) {
+	in, ok := obj.(*Simulation)
+	if !ok {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("not a Simulation: %T", obj))
+	}
+	if validate != nil {
+		if err := validate(ctx, obj); err != nil {
+			return nil, err
+		}
+	}
+	if s.simulate == nil {
+		return nil, apierrors.NewServiceUnavailable("this server cannot simulate: it holds no evidence")
+	}
+	if len(in.Spec.Policy.Raw) == 0 {
+		return nil, apierrors.NewBadRequest("spec.policy: required: the proposed ReputationPolicy")
+	}
+	proposed, err := audit.DecodeProposedPolicy(in.Spec.Policy.Raw)
+	if err != nil {
+		return nil, err
+	}
+	result, err := s.simulate(ctx, proposed)
+	if err != nil {
+		return nil, err
+	}
+	out := in.DeepCopyObject().(*Simulation)
+	out.CreationTimestamp = metav1.Now()
+	out.Status = &result.SimulationResult
+	return out, nil
+}
+
+func (s *simulations) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime.Object) (*metav1.Table, error) {
+	sim, ok := obj.(*Simulation)
+	if !ok {
+		return nil, fmt.Errorf("not a simulation: %T", obj)
+	}
+	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
+		{Name: "Current", Type: "string", Description: "the policy in force"},
+		{Name: "Proposed", Type: "string", Description: "the proposed policy's version"},
+		{Name: "Images Changed", Type: "integer"},
+		{Name: "Unchanged", Type: "integer"},
+		{Name: "Pods Re-tiered", Type: "integer"},
+	}}
+	if st := sim.Status; st != nil {
+		table.Rows = append(table.Rows, metav1.TableRow{Object: runtime.RawExtension{Object: sim},
+			Cells: []any{st.CurrentVersion, st.ProposedVersion, len(st.Images), st.Unchanged, len(st.Pods)}})
+	}
+	return table, nil
 }
 
 func decisionName(d *store.Decision) string { return fmt.Sprintf("%s.%d", d.Pod, d.Time.UnixNano()) }

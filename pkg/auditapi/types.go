@@ -6,10 +6,13 @@
 package auditapi
 
 import (
+	"slices"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/repute-dev/repute/pkg/audit"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -50,7 +53,12 @@ type Image struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
 
-	Ref           string          `json:"ref"`
+	Ref     string `json:"ref"`
+	Verdict `json:",inline"`
+}
+
+// Verdict is what an image was judged: its tier and score, and the evidence behind them.
+type Verdict struct {
 	Digest        string          `json:"digest,omitempty"`
 	Tier          reputation.Tier `json:"tier"`
 	Score         int             `json:"score"`
@@ -68,6 +76,8 @@ type Evidence struct {
 	Points   int    `json:"points"`
 	Rule     string `json:"rule,omitempty"`
 	Tier     string `json:"tier,omitempty"`
+	// Finding is a one-word summary, e.g. "verified" or "unpinned".
+	Finding string `json:"finding,omitempty"`
 }
 
 // ImageList is a list of images, ordered by reference.
@@ -75,6 +85,57 @@ type ImageList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata"`
 	Items           []Image `json:"items"`
+}
+
+// ImageHistory is one page of an image's verdicts, oldest first: the images/history
+// subresource. Its name is the image's.
+type ImageHistory struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+
+	// Ref is the reference the history is kept under (as pods spell it).
+	Ref   string         `json:"ref"`
+	Items []HistoryEntry `json:"items"`
+	// Continue is the token for the next page (the continue option), "" on the last.
+	Continue string `json:"continue,omitempty"`
+}
+
+// HistoryEntry is one verdict and when it was reached.
+type HistoryEntry struct {
+	Time    metav1.Time `json:"time"`
+	Verdict Verdict     `json:"verdict"`
+	// Reason is the verdict's explanation in one line.
+	Reason string `json:"reason"`
+}
+
+// HistoryOptions page and bound a history: the query of GET images/NAME/history.
+type HistoryOptions struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// Limit is the most entries returned (at most 1000; default 100).
+	Limit int64 `json:"limit,omitempty"`
+	// Continue is the token a previous page returned.
+	Continue string `json:"continue,omitempty"`
+	// From and To bound the entries' times to [from, to): RFC 3339 times.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+}
+
+// Simulation is a what-if: what a proposed ReputationPolicy would change, computed from the
+// evidence the scheduler holds. It is created and answered, never stored, as a
+// SubjectAccessReview is: nothing is applied.
+type Simulation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   SimulationSpec          `json:"spec"`
+	Status *audit.SimulationResult `json:"status,omitempty"`
+}
+
+// SimulationSpec holds the proposal.
+type SimulationSpec struct {
+	// Policy is the proposed ReputationPolicy (repute.dev/v1alpha1), read strictly.
+	Policy runtime.RawExtension `json:"policy"`
 }
 
 // Policy is a policy version that came into force: its name is the version. Policy is the
@@ -132,7 +193,36 @@ func (in *DecisionList) DeepCopyObject() runtime.Object {
 func (in *Image) DeepCopyObject() runtime.Object {
 	out := *in
 	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
-	out.Evidence = append([]Evidence(nil), in.Evidence...) // values only
+	out.Evidence = slices.Clone(in.Evidence) // values only
+	return &out
+}
+
+func (in *ImageHistory) DeepCopyObject() runtime.Object {
+	out := *in
+	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	out.Items = make([]HistoryEntry, len(in.Items))
+	for i, e := range in.Items {
+		e.Verdict.Evidence = slices.Clone(e.Verdict.Evidence)
+		out.Items[i] = e
+	}
+	return &out
+}
+
+func (in *HistoryOptions) DeepCopyObject() runtime.Object {
+	out := *in // values only
+	return &out
+}
+
+func (in *Simulation) DeepCopyObject() runtime.Object {
+	out := *in
+	in.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	in.Spec.Policy.DeepCopyInto(&out.Spec.Policy)
+	if in.Status != nil {
+		status := *in.Status // slices of values
+		status.Images, status.Pods = slices.Clone(status.Images), slices.Clone(status.Pods)
+		status.NotSimulated, status.Warnings = slices.Clone(status.NotSimulated), slices.Clone(status.Warnings)
+		out.Status = &status
+	}
 	return &out
 }
 

@@ -2,6 +2,7 @@ package reputectl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
@@ -40,10 +42,14 @@ var _ auditReader = &audit.Client{}
 
 // aggregatedReader reads audit.repute.dev/v1 through the kube-apiserver, which authenticates
 // the caller with the kubeconfig's own credentials (every kubectl flag applies) and proxies to
-// the scheduler: decisions, images and policies. client-go's dynamic client does the requests,
-// so errors are the apiserver's Status (forbidden, not found). Verdict history, simulations and
-// backups are on the direct endpoint only.
-type aggregatedReader struct{ client dynamic.Interface }
+// the scheduler: decisions, images, their history, policies and simulations. client-go does the
+// requests, so errors are the apiserver's Status (forbidden, not found). Backups and the
+// scheduler's version are on the direct endpoint only.
+type aggregatedReader struct {
+	client dynamic.Interface
+	// rest reads what the dynamic client cannot ask for: a subresource with query parameters.
+	rest rest.Interface
+}
 
 var _ auditReader = &aggregatedReader{}
 
@@ -52,7 +58,13 @@ func newAggregatedReader(cfg *rest.Config) (*aggregatedReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &aggregatedReader{client: client}, nil
+	restConfig := dynamic.ConfigFor(cfg)
+	restConfig.APIPath, restConfig.GroupVersion = "/apis", &auditapi.SchemeGroupVersion
+	rc, err := rest.RESTClientFor(restConfig)
+	if err != nil {
+		return nil, err
+	}
+	return &aggregatedReader{client: client, rest: rc}, nil
 }
 
 // errDirectOnly is what the commands the aggregated API does not serve say.
@@ -82,18 +94,24 @@ func (r *aggregatedReader) list(ctx context.Context, resource, namespace string,
 	return runtime.DefaultUnstructuredConverter.FromUnstructured(l.UnstructuredContent(), out)
 }
 
-func verdictOf(img *auditapi.Image) audit.Image {
-	key := img.Ref // as the direct API keys it: the digest-pinned name once the digest is known
-	if ref, err := reputation.ParseImageRef(img.Ref); err == nil && img.Digest != "" && ref.Digest == "" {
-		key = ref.Registry + "/" + ref.Repository + "@" + img.Digest
+func imageOf(img *auditapi.Image) audit.Image {
+	return audit.Image{Ref: img.Ref, Verdict: verdictOf(img.Ref, &img.Verdict)}
+}
+
+// verdictOf is a verdict as the direct API keys it: under the digest-pinned name once the
+// digest is known.
+func verdictOf(ref string, in *auditapi.Verdict) *reputation.Verdict {
+	key := ref
+	if parsed, err := reputation.ParseImageRef(ref); err == nil && in.Digest != "" && parsed.Digest == "" {
+		key = parsed.Registry + "/" + parsed.Repository + "@" + in.Digest
 	}
-	v := &reputation.Verdict{Image: img.Ref, Key: key, Tier: img.Tier, Score: img.Score,
-		DecidedBy: img.DecidedBy, PolicyVersion: img.PolicyVersion, EvaluatedAt: img.EvaluatedAt.Time}
-	for _, e := range img.Evidence {
+	v := &reputation.Verdict{Image: ref, Key: key, Tier: in.Tier, Score: in.Score,
+		DecidedBy: in.DecidedBy, PolicyVersion: in.PolicyVersion, EvaluatedAt: in.EvaluatedAt.Time}
+	for _, e := range in.Evidence {
 		v.Contributions = append(v.Contributions, reputation.Contribution{Signal: reputation.Signal(e.Signal), Observed: e.Observed,
-			Points: e.Points, Rule: e.Rule, Tier: reputation.Tier(e.Tier)})
+			Points: e.Points, Rule: e.Rule, Tier: reputation.Tier(e.Tier), Finding: e.Finding})
 	}
-	return audit.Image{Ref: img.Ref, Verdict: v}
+	return v
 }
 
 func (r *aggregatedReader) Images(ctx context.Context, query url.Values) (*audit.ImageList, error) {
@@ -105,7 +123,7 @@ func (r *aggregatedReader) Images(ctx context.Context, query url.Values) (*audit
 	out := &audit.ImageList{TypeMeta: audit.TypeMeta("ImageList"), Items: []audit.Image{}}
 	out.Continue = list.Continue
 	for i := range list.Items {
-		img := verdictOf(&list.Items[i])
+		img := imageOf(&list.Items[i])
 		if registry := query.Get("registry"); registry != "" {
 			if ref, err := reputation.ParseImageRef(img.Ref); err != nil || ref.Registry != registry {
 				continue
@@ -135,7 +153,7 @@ func (r *aggregatedReader) Image(ctx context.Context, name string) (*audit.Image
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &img); err != nil {
 		return nil, err
 	}
-	out := verdictOf(&img)
+	out := imageOf(&img)
 	return &out, nil
 }
 
@@ -175,16 +193,54 @@ func (r *aggregatedReader) Policies(ctx context.Context, _ url.Values) (*audit.P
 	return out, nil
 }
 
-func (r *aggregatedReader) History(context.Context, url.Values) (*audit.History, error) {
-	return nil, errDirectOnly("verdict history")
+// History reads GET images/NAME/history, with the page and time bounds as its query.
+func (r *aggregatedReader) History(ctx context.Context, query url.Values) (*audit.History, error) {
+	req := r.rest.Get().Resource("images").Name(auditapi.ImageName(query.Get("image"))).SubResource("history")
+	for _, param := range []string{"limit", "continue", "from", "to"} {
+		if value := query.Get(param); value != "" {
+			req = req.Param(param, value)
+		}
+	}
+	body, err := req.Do(ctx).Raw()
+	if err != nil {
+		return nil, err
+	}
+	var h auditapi.ImageHistory
+	if err := json.Unmarshal(body, &h); err != nil {
+		return nil, fmt.Errorf("reading the history of %s: %w", query.Get("image"), err)
+	}
+	out := &audit.History{TypeMeta: audit.TypeMeta("History"), Ref: h.Ref, Items: make([]store.HistoryEntry, 0, len(h.Items))}
+	out.Continue = h.Continue
+	for i := range h.Items {
+		out.Items = append(out.Items, store.HistoryEntry{Time: h.Items[i].Time.Time, Verdict: verdictOf(h.Ref, &h.Items[i].Verdict)})
+	}
+	return out, nil
+}
+
+// Simulate creates a Simulation and reads its status, as kubectl create -o yaml would.
+func (r *aggregatedReader) Simulate(ctx context.Context, proposed *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
+	policy, err := runtime.DefaultUnstructuredConverter.ToUnstructured(proposed)
+	if err != nil {
+		return nil, err
+	}
+	sim := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": auditapi.SchemeGroupVersion.String(), "kind": "Simulation", "spec": map[string]any{"policy": policy}}}
+	created, err := r.client.Resource(auditapi.SchemeGroupVersion.WithResource("simulations")).Create(ctx, sim, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var answered auditapi.Simulation
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(created.UnstructuredContent(), &answered); err != nil {
+		return nil, err
+	}
+	if answered.Status == nil {
+		return nil, errors.New("the simulation came back without a status")
+	}
+	return &audit.Simulation{TypeMeta: audit.TypeMeta("Simulation"), SimulationResult: *answered.Status}, nil
 }
 
 func (r *aggregatedReader) Backup(context.Context, io.Writer) (int64, error) {
 	return 0, errDirectOnly("backup")
-}
-
-func (r *aggregatedReader) Simulate(context.Context, *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
-	return nil, errDirectOnly("policy simulate")
 }
 
 func (r *aggregatedReader) Version(context.Context) (*version.Info, error) {

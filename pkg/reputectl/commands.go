@@ -154,6 +154,23 @@ func newHistoryCommand(o *options) *cobra.Command {
 	return cmd
 }
 
+// namespaceOf is the namespace a command is about, as kubectl picks it: -n, else the kubeconfig
+// context's (offline, every namespace); "" with -A, every namespace.
+func (o *options) namespaceOf(allNamespaces bool) string {
+	switch {
+	case allNamespaces:
+		return ""
+	case *o.kube.Namespace != "":
+		return *o.kube.Namespace
+	default:
+		return o.namespace
+	}
+}
+
+func addAllNamespacesFlag(cmd *cobra.Command, all *bool) {
+	cmd.Flags().BoolVarP(all, "all-namespaces", "A", false, "every namespace")
+}
+
 func newDecisionsCommand(o *options) *cobra.Command {
 	var pod, uid, node, tier, from, to string
 	var allNamespaces bool
@@ -171,14 +188,7 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 			if err != nil {
 				return err
 			}
-			namespace := o.namespace // -n, else the kubeconfig context's; offline, every namespace
-			if *o.kube.Namespace != "" {
-				namespace = *o.kube.Namespace
-			}
-			if allNamespaces {
-				namespace = ""
-			}
-			setIf(q, "namespace", namespace)
+			setIf(q, "namespace", o.namespaceOf(allNamespaces))
 			setIf(q, "pod", pod)
 			setIf(q, "uid", uid)
 			setIf(q, "node", node)
@@ -210,7 +220,7 @@ the default; -A shows every namespace. With --store, every namespace is the defa
 		}),
 	}
 	f := cmd.Flags()
-	f.BoolVarP(&allNamespaces, "all-namespaces", "A", false, "every namespace")
+	addAllNamespacesFlag(cmd, &allNamespaces)
 	f.StringVar(&pod, "pod", "", "only this pod name")
 	f.StringVar(&uid, "uid", "", "only this pod UID")
 	f.StringVar(&node, "node", "", "only this node")

@@ -187,16 +187,18 @@ func specYAML(c *rpolicy.Compiled) ([]byte, error) {
 
 func newPolicySimulateCommand(o *options) *cobra.Command {
 	var file string
-	var showUnchanged bool
+	var showUnchanged, allNamespaces bool
 	cmd := &cobra.Command{
 		Use:   "simulate -f FILE",
 		Short: "What would this policy change? Images and running and pending pods whose tier would change; nothing is applied",
 		Long: `Weigh every image the scheduler knows under a proposed ReputationPolicy, from the evidence it
 holds (signatures, reports, runtime behaviour), and list the images whose tier or score would
 change and the running and pending pods whose tier would change, with before and after. Nothing
-is applied and no registry is contacted. Needs the create permission on
+is applied and no registry is contacted. Images are cluster-wide; pods are listed for the
+namespace as kubectl picks it (-n, else the kubeconfig context's), or every namespace with -A,
+and the count of those left out is given. Needs the create permission on
 simulations.audit.repute.dev (the repute-policy-simulator ClusterRole).`,
-		Example: `  reputectl policy simulate -f proposed.yaml
+		Example: `  reputectl policy simulate -f proposed.yaml -A
   kubectl get reputationpolicy default -o yaml | sed 's/weight: 30/weight: 10/' | reputectl policy simulate -f -`,
 		Args: cobra.NoArgs,
 		RunE: o.run(func(ctx context.Context, c auditReader, _ []string) error {
@@ -208,15 +210,29 @@ simulations.audit.repute.dev (the repute-policy-simulator ClusterRole).`,
 			if err != nil {
 				return err
 			}
-			return o.print(sim, func(w io.Writer) { o.describeSimulation(w, sim, showUnchanged) })
+			namespace := o.namespaceOf(allNamespaces)
+			elsewhere := 0
+			if namespace != "" {
+				in := sim.Pods[:0:0]
+				for _, p := range sim.Pods {
+					if p.Namespace == namespace {
+						in = append(in, p)
+					}
+				}
+				elsewhere, sim.Pods = len(sim.Pods)-len(in), in
+			}
+			return o.print(sim, func(w io.Writer) { o.describeSimulation(w, sim, showUnchanged, namespace, elsewhere) })
 		}),
 	}
+	addAllNamespacesFlag(cmd, &allNamespaces)
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the proposed ReputationPolicy (YAML or JSON; - for stdin)")
 	cmd.Flags().BoolVar(&showUnchanged, "show-unchanged", false, "also say how many images would not change (always in -o json)")
 	return cmd
 }
 
-func (o *options) describeSimulation(w io.Writer, sim *audit.Simulation, showUnchanged bool) {
+// describeSimulation prints a simulation whose pods are namespace's (every namespace's if ""),
+// elsewhere being how many pods of other namespaces were left out.
+func (o *options) describeSimulation(w io.Writer, sim *audit.Simulation, showUnchanged bool, namespace string, elsewhere int) {
 	row(w, "Policy in force:", sim.CurrentVersion)
 	row(w, "Proposed:", sim.ProposedVersion)
 	if len(sim.Images) == 0 {
@@ -235,10 +251,14 @@ func (o *options) describeSimulation(w io.Writer, sim *audit.Simulation, showUnc
 	if showUnchanged {
 		row(w, "Unchanged images:", sim.Unchanged)
 	}
+	scope := ""
+	if namespace != "" {
+		scope = " in namespace " + namespace
+	}
 	if len(sim.Pods) == 0 {
-		row(w, "Pods:", "no bound or pending pod would change tier")
+		row(w, "Pods:", "no bound or pending pod"+scope+" would change tier")
 	} else {
-		row(w, "Pods whose tier would change:")
+		row(w, "Pods"+scope+" whose tier would change:")
 		row(w, "  NAMESPACE", "POD", "PHASE", "NODE", "TIER", "BECAUSE OF")
 		for _, p := range sim.Pods {
 			node := p.Node
@@ -247,6 +267,13 @@ func (o *options) describeSimulation(w io.Writer, sim *audit.Simulation, showUnc
 			}
 			row(w, "  "+p.Namespace, p.Name, p.Phase, node, string(p.Before)+" → "+string(p.After), o.ref(p.Image))
 		}
+	}
+	if elsewhere > 0 {
+		pods := "pods would"
+		if elsewhere == 1 {
+			pods = "pod would"
+		}
+		row(w, "Other namespaces:", fmt.Sprintf("%d more %s change tier (-A lists them)", elsewhere, pods))
 	}
 	if len(sim.NotSimulated) > 0 {
 		row(w, "Not simulated:", strings.Join(sim.NotSimulated, ", "))

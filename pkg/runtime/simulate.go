@@ -27,8 +27,8 @@ func (rt *Runtime) simulate(_ context.Context, proposed *v1alpha1.ReputationPoli
 	}
 	current := rt.engine.Policy()
 	sims, notGathered := rt.engine.Simulate(c.Policy, reputation.WithdrawSignatures(reputation.RevokedKeys(current, c.Policy)))
-	out := &audit.Simulation{CurrentVersion: current.Version(), ProposedVersion: c.Policy.Version(),
-		Images: []audit.ImageChange{}, Pods: []audit.PodChange{}, NotSimulated: notGathered}
+	out := &audit.Simulation{SimulationResult: audit.SimulationResult{CurrentVersion: current.Version(), ProposedVersion: c.Policy.Version(),
+		Images: []audit.ImageChange{}, Pods: []audit.PodChange{}, NotSimulated: notGathered}}
 	slices.Sort(out.NotSimulated)
 
 	before, after := map[string]*reputation.Verdict{}, map[string]*reputation.Verdict{}

@@ -160,10 +160,8 @@ func (rt *Runtime) serveAudit(ctx context.Context) error {
 		return nil
 	}
 	verdicts := func() (map[string]*reputation.Verdict, error) { return rt.verdicts.Snapshot(), nil }
-	if _, err := auditapi.Serve(ctx, rt.client, auditapi.Options{BindAddress: spec.AggregatedBindAddress,
-		CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: srv.Records, Verdicts: verdicts}); err != nil {
-		return fmt.Errorf("aggregated audit API: %w", err)
-	}
+	go auditapi.Run(ctx, rt.client, auditapi.Options{BindAddress: spec.AggregatedBindAddress,
+		CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: srv.Records, Verdicts: verdicts, Simulate: rt.simulate})
 	return nil
 }
 

@@ -1,28 +1,15 @@
 package integration
 
 import (
-	"context"
-	"encoding/base64"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/repute-dev/repute/pkg/auditapi"
 	"github.com/repute-dev/repute/test/controlplane"
 )
-
-var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
 // The audit API aggregated into the kube-apiserver: registered with the APIService
 // v1.audit.repute.dev, reached through the harness's kube-apiserver (its aggregator proxies to
@@ -36,8 +23,7 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 	trusted, untrusted := e.node("trusted", "trusted"), e.node("untrusted", "untrusted")
 	// The real scheduler serves the aggregated API, with a certificate for the Service's name,
 	// as the aggregator verifies it.
-	const service = "repute-audit-aggregated"
-	certFile, _, err := controlplane.ServingCertificate(dir, service+".kube-system.svc")
+	certFile, _, err := controlplane.ServingCertificate(dir, controlplane.AuditService+".kube-system.svc")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,48 +43,11 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 	}
 	e.waitPlacement("api", bindTimeout)
 	e.waitPlacement("miner", bindTimeout)
-	_, port, _ := strings.Cut(bind, ":")
-	var portNumber int32
-	fmt.Sscan(port, &portNumber)
-	if _, err := cluster.Client.CoreV1().Services("kube-system").Create(e.ctx, &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: service},
-		Spec:       v1.ServiceSpec{Type: v1.ServiceTypeExternalName, ExternalName: "localhost", Ports: []v1.ServicePort{{Port: portNumber}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cluster.Client.CoreV1().Services("kube-system").Delete(context.Background(), service, metav1.DeleteOptions{})
-	})
-	ca, err := os.ReadFile(certFile)
+	undo, err := cluster.RegisterAuditAPI(e.ctx, bind, certFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	registrations := dynamic.NewForConfigOrDie(cluster.Config).Resource(apiServices)
-	apiService := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-		"metadata": map[string]any{"name": "v1." + auditapi.GroupName},
-		"spec": map[string]any{"group": auditapi.GroupName, "version": "v1", "groupPriorityMinimum": int64(1000), "versionPriority": int64(100),
-			"service":  map[string]any{"namespace": "kube-system", "name": service, "port": int64(portNumber)},
-			"caBundle": base64.StdEncoding.EncodeToString(ca)},
-	}}
-	if _, err := registrations.Create(e.ctx, apiService, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = registrations.Delete(context.Background(), "v1."+auditapi.GroupName, metav1.DeleteOptions{})
-	})
-	var conditions string
-	if err := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		got, err := registrations.Get(ctx, "v1."+auditapi.GroupName, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		found, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-		conditions = fmt.Sprint(found)
-		return strings.Contains(conditions, "type:Available") && strings.Contains(conditions, "status:True"), nil
-	}); err != nil {
-		t.Fatalf("APIService never Available: %v; conditions %s", err, conditions)
-	}
+	t.Cleanup(undo)
 
 	// An auditor with the shipped role, and someone without it, each with a plain kubeconfig.
 	e.serviceAccount("auditor")
@@ -127,6 +76,9 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 		{[]string{"get", "images.audit.repute.dev", imageName(untrustedImage), "-o", "jsonpath={.ref} {.tier}"}, []string{untrustedImage + " untrusted"}, nil},
 		{[]string{"get", "policies.audit.repute.dev"}, []string{"NAME", "IN FORCE SINCE", "SOURCE", "p-", "plugin args"}, nil},
 		{[]string{"get", "policies.audit.repute.dev", "-o", "jsonpath={.items[0].policy.origin.rules[0].pattern}"}, []string{"registry.internal/*"}, nil},
+		// An image's verdict history is its subresource, a table too.
+		{[]string{"get", "images.audit.repute.dev", imageName(untrustedImage), "--subresource", "history"}, []string{"TIME", "TIER", "SCORE", "POLICY", "REASON", "untrusted", "p-"}, nil},
+		{[]string{"get", "--raw", "/apis/audit.repute.dev/v1/images/" + imageName(untrustedImage) + "/history?limit=1"}, []string{`"kind":"ImageHistory"`, `"ref":"` + untrustedImage + `"`, `"tier":"untrusted"`}, nil},
 	} {
 		out, err := get(auditor, tc.args...)
 		t.Logf("$ kubectl %s\n%s", strings.Join(tc.args, " "), out)
@@ -156,6 +108,7 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 		{[]string{"decisions", "-n", e.ns}, []string{"api", "miner", "placed", trusted}},
 		{[]string{"decisions", "-A", "--tier", "untrusted", "-o", "name"}, []string{"decision/" + e.ns + "/miner\n"}},
 		{[]string{"policy", "versions"}, []string{"VERSION", "p-", "plugin args"}},
+		{[]string{"history", untrustedImage}, []string{"TIME", "TIER", "POLICY", "untrusted", "p-", "origin unpinned -10"}},
 	} {
 		out, err := runReputectl(append([]string{"--kubeconfig", auditor}, tc.args...)...)
 		t.Logf("$ reputectl %s\n%s", strings.Join(tc.args, " "), out)
@@ -169,9 +122,6 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 			}
 		}
 	}
-	if _, err := runReputectl("--kubeconfig", auditor, "history", untrustedImage); err == nil || !strings.Contains(err.Error(), "--audit-server") {
-		t.Errorf("history through the kube-apiserver: %v; want an error naming --audit-server", err)
-	}
 	if _, err := runReputectl("--kubeconfig", stranger, "decisions", "-A"); err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Errorf("reputectl without the role: %v; want forbidden", err)
 	}
@@ -179,7 +129,88 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 	if out, err := get(auditor, "get", "decisions.audit.repute.dev", "-A", "--field-selector", "colour=red"); err == nil || !strings.Contains(out, "colour") {
 		t.Errorf("an unknown field selector: %v\n%s", err, out)
 	}
+	for _, query := range []string{"limit=many", "from=yesterday", "continue=not-a-token"} {
+		path := "/apis/audit.repute.dev/v1/images/" + imageName(untrustedImage) + "/history?" + query
+		if out, err := get(auditor, "get", "--raw", path); err == nil || !strings.Contains(out, strings.Split(query, "=")[0]) {
+			t.Errorf("history?%s: %v\n%s; want a refusal naming the parameter", query, err, out)
+		}
+	}
 	if out, err := get(stranger, "get", "decisions.audit.repute.dev", "-A"); err == nil || !strings.Contains(out, "forbidden") {
 		t.Errorf("without the role: %v\n%s; want forbidden", err, out)
 	}
+
+	simulations(t, e, get, dir, auditor)
+}
+
+// Simulations through the kube-apiserver: created, answered and never stored, as a
+// SubjectAccessReview is; with kubectl create -f, and with reputectl policy simulate. The
+// proposal moves registry.internal (trusted in force) to unknown.
+func simulations(t *testing.T, e *env, kubectl func(kubeconfig string, args ...string) (string, error), dir, auditor string) {
+	e.serviceAccount("operator")
+	e.installShippedClusterRole("repute-policy-simulator")
+	e.bindClusterRole("repute-policy-simulator", "operator")
+	operator := kubeconfigFor(t, e, e.ns, "operator")
+	const proposal = `apiVersion: repute.dev/v1alpha1
+kind: ReputationPolicy
+metadata:
+  name: proposed
+spec:
+  origin:
+    rules:
+    - {pattern: "registry.internal/*", tier: unknown}
+    - {pattern: "*", tier: untrusted}
+  signature: {requireForTrusted: false}
+`
+	indented := "    " + strings.ReplaceAll(strings.TrimSpace(proposal), "\n", "\n    ")
+	write := func(name, text string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	simulation := write("simulation.yaml", "apiVersion: audit.repute.dev/v1\nkind: Simulation\nspec:\n  policy:\n"+indented+"\n")
+	misspelled := write("misspelled.yaml", strings.Replace(mustRead(t, simulation), "requireForTrusted", "requireForTrustd", 1))
+	proposed := write("proposed.yaml", proposal)
+
+	out, err := kubectl(operator, "create", "-f", simulation, "-o", "jsonpath={range .status.pods[*]}{.name}={.beforeTier}->{.afterTier};{end}")
+	t.Logf("$ kubectl create -f simulation.yaml\n%s", out)
+	if err != nil || !strings.Contains(out, "api=trusted->unknown;") || strings.Contains(out, "miner") {
+		t.Errorf("kubectl create simulation: %v\n%s; want api trusted → unknown, the miner unchanged", err, out)
+	}
+	if out, err := kubectl(operator, "create", "-f", misspelled, "-o", "yaml"); err == nil || !strings.Contains(out, "requireForTrustd") {
+		t.Errorf("a misspelled proposal: %v\n%s; want it refused, naming the field", err, out)
+	}
+	if out, err := kubectl(auditor, "create", "-f", simulation, "-o", "yaml"); err == nil || !strings.Contains(out, "forbidden") {
+		t.Errorf("a simulation without repute-policy-simulator: %v\n%s; want forbidden", err, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"policy", "simulate", "-f", proposed, "-n", e.ns}, []string{"Pods in namespace " + e.ns + " whose tier would change:", "api", "trusted → unknown"}},
+		{[]string{"policy", "simulate", "-f", proposed, "-n", "nobody-here"}, []string{"no bound or pending pod in namespace nobody-here", "1 more pod would change tier (-A lists them)"}},
+		{[]string{"policy", "simulate", "-f", proposed, "-A", "-o", "jsonpath={.pods[0].name}"}, []string{"api"}},
+	} {
+		out, err := runReputectl(append([]string{"--kubeconfig", operator}, tc.args...)...)
+		t.Logf("$ reputectl %s\n%s", strings.Join(tc.args, " "), out)
+		if err != nil {
+			t.Errorf("reputectl %v: %v", tc.args, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("reputectl %v lacks %q", tc.args, w)
+			}
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

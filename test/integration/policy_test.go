@@ -351,7 +351,7 @@ spec:
 		t.Fatal(err)
 	}
 	operator := []string{"--audit-token-file", e.auditTokenFile("operator")}
-	out := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed, "-o", "json")...)
+	out := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed, "-A", "-o", "json")...)
 	var sim audit.Simulation
 	if err := json.Unmarshal([]byte(out), &sim); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -385,7 +385,7 @@ spec:
 	}
 
 	// The table, as an operator reads it.
-	table := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed)...)
+	table := reputectl(t, append(append(live, operator...), "policy", "simulate", "-f", proposed, "-A")...)
 	for _, want := range []string{"Images whose tier or score would change:", "trusted → unknown", "50 → 60",
 		"Pods whose tier would change:", "api", trustedNode, "miner", "Pending", "untrusted → unknown"} {
 		if !strings.Contains(table, want) {

@@ -159,6 +159,8 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "unbounded body", args: "      falco: {maxBodyBytes: 0}\n", wantField: "args.falco.maxBodyBytes"},
 		{name: "relative store path", args: "      store: {path: repute.db}\n", wantField: "args.store.path"},
 		{name: "audit API without a port", args: "      audit: {bindAddress: localhost}\n", wantField: "args.audit.bindAddress"},
+		{name: "aggregated audit API on a host name", args: "      audit: {bindAddress: ':8444', aggregatedBindAddress: 'localhost:8445'}\n", wantField: "args.audit.aggregatedBindAddress"},
+		{name: "aggregated audit API on a named port", args: "      audit: {bindAddress: ':8444', aggregatedBindAddress: ':https'}\n", wantField: "args.audit.aggregatedBindAddress"},
 		{name: "unknown untrusted isolation", args: "      untrusted: {isolation: perNamespace}\n", wantField: "args.untrusted.isolation"},
 		{name: "unknown replacement mode", args: "      replacement: {mode: evict}\n", wantField: "args.replacement.mode"},
 		{name: "no evictions", args: "      replacement: {evictionsPerMinute: 0}\n", wantField: "args.replacement.evictionsPerMinute"},

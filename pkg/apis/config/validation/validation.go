@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -200,8 +201,11 @@ func validateAudit(path *field.Path, a *config.AuditAPI) field.ErrorList {
 		}
 	}
 	if a.AggregatedBindAddress != "" {
-		if _, port, err := net.SplitHostPort(a.AggregatedBindAddress); err != nil || port == "" || port == "0" {
-			errs = append(errs, field.Invalid(path.Child("aggregatedBindAddress"), a.AggregatedBindAddress, "want host:port with a port, e.g. \":8445\""))
+		// The generic API server listens on an IP address (empty: every one) and a fixed port.
+		host, portText, err := net.SplitHostPort(a.AggregatedBindAddress)
+		port, portErr := strconv.Atoi(portText)
+		if err != nil || portErr != nil || port < 1 || port > 65535 || (host != "" && net.ParseIP(host) == nil) {
+			errs = append(errs, field.Invalid(path.Child("aggregatedBindAddress"), a.AggregatedBindAddress, "want IP:port or :port, e.g. \":8445\""))
 		}
 	}
 	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
