@@ -138,30 +138,34 @@ func (rt *Runtime) serve(ctx context.Context) error {
 // memory, the rest from the store.
 func (rt *Runtime) serveAudit(ctx context.Context) error {
 	spec := rt.args.Audit
-	if spec.BindAddress == "" || rt.client == nil {
+	if rt.client == nil || (spec.BindAddress == "" && spec.AggregatedBindAddress == "") {
 		return nil
 	}
-	authn, authz, err := audit.Delegated(ctx, rt.client)
-	if err != nil {
-		return err
-	}
-	srv := &audit.Server{Images: rt.verdicts.Snapshot, Authenticator: authn, Authorizer: authz, Simulate: rt.simulate}
+	var records audit.Records
+	ready := func() error { return nil }
 	switch {
 	case rt.store != nil:
-		srv.Records, srv.Ready = rt.store, rt.store.Err
+		records, ready = rt.store, rt.store.Err
 	case rt.storeErr != nil:
 		storeErr := rt.storeErr
-		srv.Ready = func() error { return storeErr }
+		ready = func() error { return storeErr }
 	}
-	if _, err := audit.Serve(ctx, audit.ServeOptions{BindAddress: spec.BindAddress, TLSCertFile: spec.TLSCertFile, TLSKeyFile: spec.TLSKeyFile}, srv); err != nil {
-		return fmt.Errorf("audit API: %w", err)
+	if spec.BindAddress != "" {
+		authn, authz, err := audit.Delegated(ctx, rt.client)
+		if err != nil {
+			return err
+		}
+		srv := &audit.Server{Images: rt.verdicts.Snapshot, Authenticator: authn, Authorizer: authz, Simulate: rt.simulate,
+			Records: records, Ready: ready}
+		if _, err := audit.Serve(ctx, audit.ServeOptions{BindAddress: spec.BindAddress, TLSCertFile: spec.TLSCertFile, TLSKeyFile: spec.TLSKeyFile}, srv); err != nil {
+			return fmt.Errorf("audit API: %w", err)
+		}
 	}
-	if spec.AggregatedBindAddress == "" {
-		return nil
+	if spec.AggregatedBindAddress != "" {
+		verdicts := func() (map[string]*reputation.Verdict, error) { return rt.verdicts.Snapshot(), nil }
+		go auditapi.Run(ctx, rt.client, auditapi.Options{BindAddress: spec.AggregatedBindAddress,
+			CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: records, Verdicts: verdicts, Simulate: rt.simulate})
 	}
-	verdicts := func() (map[string]*reputation.Verdict, error) { return rt.verdicts.Snapshot(), nil }
-	go auditapi.Run(ctx, rt.client, auditapi.Options{BindAddress: spec.AggregatedBindAddress,
-		CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: srv.Records, Verdicts: verdicts, Simulate: rt.simulate})
 	return nil
 }
 

@@ -110,7 +110,8 @@ type SchedulerConfig struct {
 	Falco FalcoArgs
 	// StorePath turns the reputation store on; VerdictWait overrides the default wait (e.g. "1s").
 	StorePath, VerdictWait string
-	// Audit serves the audit API when its BindAddress is set.
+	// Audit serves the audit API when its BindAddress is set, the aggregated one when its
+	// AggregatedBindAddress is.
 	Audit AuditArgs
 	// PolicyName makes the scheduler follow that ReputationPolicy.
 	PolicyName string
@@ -121,7 +122,7 @@ type SchedulerConfig struct {
 // AuditArgs is args.audit as the config file spells it.
 type AuditArgs struct {
 	BindAddress, TLSCertFile, TLSKeyFile string
-	// AggregatedBindAddress serves the aggregated API audit.repute.dev/v1 too.
+	// AggregatedBindAddress serves the aggregated API audit.repute.dev/v1.
 	AggregatedBindAddress string
 }
 
@@ -206,9 +207,11 @@ profiles:
       store:
         path: {{printf "%q" .StorePath}}
 {{- end}}
-{{- if .Audit.BindAddress}}
+{{- if or .Audit.BindAddress .Audit.AggregatedBindAddress}}
       audit:
+{{- if .Audit.BindAddress}}
         bindAddress: {{printf "%q" .Audit.BindAddress}}
+{{- end}}
         tlsCertFile: {{printf "%q" .Audit.TLSCertFile}}
         tlsKeyFile: {{printf "%q" .Audit.TLSKeyFile}}
 {{- if .Audit.AggregatedBindAddress}}

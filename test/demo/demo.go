@@ -111,7 +111,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	auditCert, auditKey, err := controlplane.ServingCertificate(keyDir)
+	// The aggregator verifies the scheduler's certificate for the Service it is registered behind.
+	auditCert, auditKey, err := controlplane.ServingCertificate(keyDir, controlplane.AuditService+".kube-system.svc")
 	if err != nil {
 		return err
 	}
@@ -130,7 +131,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		Falco:            controlplane.FalcoArgs{BindAddress: falco.BindAddress, TokenFile: falco.TokenFile},
 		StorePath:        filepath.Join(keyDir, "repute.db"),
 		ExtraArgs:        "      replacement: {mode: Evict}",
-		Audit:            controlplane.AuditArgs{BindAddress: auditAddr, TLSCertFile: auditCert, TLSKeyFile: auditKey},
+		Audit:            controlplane.AuditArgs{AggregatedBindAddress: auditAddr, TLSCertFile: auditCert, TLSKeyFile: auditKey},
 		PolicyName:       policyName,
 	}
 	say("• starting the Repute scheduler (profile %s) with origin rules:", schedulerName)
@@ -155,6 +156,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	defer stopScheduler()
+	if _, err := cp.RegisterAuditAPI(ctx, auditAddr, auditCert); err != nil { // gone with the control plane
+		return err
+	}
 	stopControllers, err := controlplane.StartWorkloadControllers(ctx, cp.Config)
 	if err != nil {
 		return err
@@ -245,7 +249,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 
-	access := auditor{server: "https://" + auditAddr, ca: auditCert, dir: keyDir}
+	access := auditor{dir: keyDir}
 	if err := auditorView(ctx, cp, out, access, img.shop); err != nil {
 		return err
 	}
