@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -149,6 +150,15 @@ func (rt *Runtime) serveAudit(ctx context.Context) error {
 	case rt.storeErr != nil:
 		storeErr := rt.storeErr
 		ready = func() error { return storeErr }
+	}
+	if spec.CertificateSecret != "" && spec.TLSCertFile == "" {
+		namespace, name, _ := strings.Cut(spec.CertificateSecret, "/") // validated
+		var err error
+		spec.TLSCertFile, spec.TLSKeyFile, err = auditapi.KeepCertificate(ctx, rt.client, auditapi.KeepOptions{
+			Namespace: namespace, Name: name, Service: spec.ServiceName, PublishCABundle: spec.AggregatedBindAddress != ""})
+		if err != nil {
+			return fmt.Errorf("audit APIs' certificate: %w", err)
+		}
 	}
 	if spec.BindAddress != "" {
 		authn, authz, err := audit.Delegated(ctx, rt.client)

@@ -29,7 +29,8 @@ var apiServices = schema.GroupVersionResource{Group: "apiregistration.k8s.io", V
 
 // RegisterAuditAPI registers the scheduler's aggregated audit API, listening on bindAddress
 // (loopback), with this kube-apiserver, as deploy/ does in a cluster: the APIService
-// v1.audit.repute.dev, verified with caFile, behind AuditService. The Service is an
+// v1.audit.repute.dev, verified with caFile (none: the scheduler keeping its certificate in a
+// Secret sets the caBundle itself), behind AuditService. The Service is an
 // ExternalName one for "localhost": the in-process apiserver resolves it to loopback, so no
 // endpoints are needed. It returns once the APIService is Available; undo removes both.
 func (cp *ControlPlane) RegisterAuditAPI(ctx context.Context, bindAddress, caFile string) (undo func(), err error) {
@@ -41,9 +42,14 @@ func (cp *ControlPlane) RegisterAuditAPI(ctx context.Context, bindAddress, caFil
 	if err != nil {
 		return nil, err
 	}
-	ca, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, err
+	spec := map[string]any{"group": auditapi.GroupName, "version": "v1", "groupPriorityMinimum": int64(1000), "versionPriority": int64(100),
+		"service": map[string]any{"namespace": metav1.NamespaceSystem, "name": AuditService, "port": port}}
+	if caFile != "" {
+		ca, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		spec["caBundle"] = base64.StdEncoding.EncodeToString(ca)
 	}
 	services := cp.Client.CoreV1().Services(metav1.NamespaceSystem)
 	if _, err := services.Create(ctx, &v1.Service{
@@ -54,22 +60,19 @@ func (cp *ControlPlane) RegisterAuditAPI(ctx context.Context, bindAddress, caFil
 	}
 	registrations := dynamic.NewForConfigOrDie(cp.Config).Resource(apiServices)
 	name := "v1." + auditapi.GroupName
-	undo = func() {
+	remove := func() {
 		ctx := context.Background()
 		_ = registrations.Delete(ctx, name, metav1.DeleteOptions{})
 		_ = services.Delete(ctx, AuditService, metav1.DeleteOptions{})
 	}
 	defer func() {
 		if err != nil {
-			undo()
+			remove()
 		}
 	}()
 	if _, err := registrations.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-		"metadata": map[string]any{"name": name},
-		"spec": map[string]any{"group": auditapi.GroupName, "version": "v1", "groupPriorityMinimum": int64(1000), "versionPriority": int64(100),
-			"service":  map[string]any{"namespace": metav1.NamespaceSystem, "name": AuditService, "port": port},
-			"caBundle": base64.StdEncoding.EncodeToString(ca)},
+		"metadata": map[string]any{"name": name}, "spec": spec,
 	}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
@@ -85,5 +88,5 @@ func (cp *ControlPlane) RegisterAuditAPI(ctx context.Context, bindAddress, caFil
 	}); err != nil {
 		return nil, fmt.Errorf("APIService %s never Available: %w; conditions %s", name, err, conditions)
 	}
-	return undo, nil
+	return remove, nil
 }

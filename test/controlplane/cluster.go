@@ -124,6 +124,8 @@ type AuditArgs struct {
 	BindAddress, TLSCertFile, TLSKeyFile string
 	// AggregatedBindAddress serves the aggregated API audit.repute.dev/v1.
 	AggregatedBindAddress string
+	// CertificateSecret and ServiceName have the scheduler keep its certificate in a Secret.
+	CertificateSecret, ServiceName string
 }
 
 // FalcoArgs is args.falco as the config file spells it.
@@ -212,8 +214,14 @@ profiles:
 {{- if .Audit.BindAddress}}
         bindAddress: {{printf "%q" .Audit.BindAddress}}
 {{- end}}
+{{- if .Audit.TLSCertFile}}
         tlsCertFile: {{printf "%q" .Audit.TLSCertFile}}
         tlsKeyFile: {{printf "%q" .Audit.TLSKeyFile}}
+{{- end}}
+{{- if .Audit.CertificateSecret}}
+        certificateSecret: {{printf "%q" .Audit.CertificateSecret}}
+        serviceName: {{printf "%q" .Audit.ServiceName}}
+{{- end}}
 {{- if .Audit.AggregatedBindAddress}}
         aggregatedBindAddress: {{printf "%q" .Audit.AggregatedBindAddress}}
 {{- end}}

@@ -20,7 +20,9 @@ import (
 // auditor is where the demo writes its users' kubeconfigs.
 type auditor struct{ dir string }
 
-func (a auditor) kubeconfig(account string) string { return filepath.Join(a.dir, account+".kubeconfig") }
+func (a auditor) kubeconfig(account string) string {
+	return filepath.Join(a.dir, account+".kubeconfig")
+}
 
 // auditorView grants a ServiceAccount the ClusterRole repute-auditor exactly as deploy/ ships
 // it, then shows what that auditor reads with reputectl and an ordinary kubeconfig, through the

@@ -1,11 +1,25 @@
 package integration
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/repute-dev/repute/pkg/auditapi"
 	"github.com/repute-dev/repute/test/controlplane"
@@ -213,4 +227,80 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// With certificateSecret and no certificate files, the scheduler keeps its serving certificate
+// in a Secret and puts its CA in the APIService's caBundle: the APIService, registered as
+// deploy/ ships it (no caBundle, no insecureSkipTLSVerify), becomes Available, the
+// kube-apiserver verifies the scheduler, and the direct endpoint verifies by the same CA. A
+// restart serves the kept certificate.
+func TestAuditCertificateKeptInASecret(t *testing.T) {
+	kubectl := tool(t, "kubectl")
+	e := newEnv(t)
+	const secret = "repute-audit-tls"
+	t.Cleanup(func() {
+		_ = cluster.Client.CoreV1().Secrets("kube-system").Delete(context.Background(), secret, metav1.DeleteOptions{})
+	})
+	bind, direct := freeLoopbackAddress(t), freeLoopbackAddress(t)
+	cfg := e.config()
+	cfg.Audit = controlplane.AuditArgs{BindAddress: direct, AggregatedBindAddress: bind,
+		CertificateSecret: "kube-system/" + secret, ServiceName: controlplane.AuditService}
+	stop := mustStart(t, e, cfg)
+	undo, err := cluster.RegisterAuditAPI(e.ctx, bind, "") // as deploy/ ships it: no caBundle
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(undo)
+
+	kept, err := cluster.Client.CoreV1().Secrets("kube-system").Get(e.ctx, secret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept.Type != v1.SecretTypeTLS || len(kept.Data["ca.crt"]) == 0 {
+		t.Fatalf("Secret %s %s, keys %v; want kubernetes.io/tls with ca.crt", secret, kept.Type, slices.Sorted(maps.Keys(kept.Data)))
+	}
+	apiService, err := dynamic.NewForConfigOrDie(cluster.Config).Resource(schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}).
+		Get(e.ctx, auditapi.APIServiceName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caBundle, _, _ := unstructured.NestedString(apiService.Object, "spec", "caBundle")
+	skip, _, _ := unstructured.NestedBool(apiService.Object, "spec", "insecureSkipTLSVerify")
+	if caBundle != base64.StdEncoding.EncodeToString(kept.Data["ca.crt"]) || skip {
+		t.Errorf("APIService caBundle %q, insecureSkipTLSVerify %v; want the Secret's ca.crt, verified", caBundle, skip)
+	}
+	admin := filepath.Join(t.TempDir(), "admin.kubeconfig")
+	if err := controlplane.WriteKubeconfig(cluster.Config, admin); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(e.ctx, kubectl, "--kubeconfig", admin, "get", "images.audit.repute.dev").CombinedOutput(); err != nil {
+		t.Errorf("kubectl get through the verified APIService: %v\n%s", err, out)
+	}
+	verifiedBy := func(addr string) error {
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(kept.Data["ca.crt"])
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	if err := verifiedBy(direct); err != nil {
+		t.Errorf("the direct endpoint does not verify by ca.crt (as reputectl --audit-ca would): %v", err)
+	}
+
+	stop()
+	e.t.Cleanup(mustStart(t, e, cfg))
+	if err := wait.PollUntilContextTimeout(e.ctx, 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		return verifiedBy(direct) == nil, nil
+	}); err != nil {
+		t.Fatalf("after a restart the direct endpoint does not verify by the kept CA: %v", verifiedBy(direct))
+	}
+	again, err := cluster.Client.CoreV1().Secrets("kube-system").Get(e.ctx, secret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ResourceVersion != kept.ResourceVersion {
+		t.Error("a restart rewrote a valid kept certificate")
+	}
 }

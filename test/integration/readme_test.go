@@ -131,10 +131,25 @@ func TestReadmeInstallCommands(t *testing.T) {
 	if !strings.Contains(out, "pool unknown: tier unknown") {
 		t.Errorf("the check printed %q, want the placement of an unknown image", out)
 	}
+	// The scheduler, with only the chart's RBAC, kept its certificate in a Secret and put the
+	// CA in the APIService's caBundle (which no Service endpoint answers here).
+	var caBundle string
+	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		caBundle = run("kubectl get apiservice v1.audit.repute.dev -o jsonpath='{.spec.caBundle}'")
+		return caBundle != "", nil
+	}); err != nil {
+		t.Fatalf("the scheduler never set the APIService's caBundle\nscheduler log:\n%s", tail(stderr.String(), 30))
+	}
+	if kept := run("kubectl -n kube-system get secret repute-audit-tls -o jsonpath='{.data.ca\\.crt}'"); kept != caBundle {
+		t.Errorf("the APIService's caBundle %q is not the kept certificate's CA %q", caBundle, kept)
+	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	<-exited
 
 	run(removal)
+	if _, err := cp.Client.CoreV1().Secrets("kube-system").Get(ctx, "repute-audit-tls", metav1.GetOptions{}); err == nil {
+		t.Error("the README's removal left the Secret repute-audit-tls")
+	}
 	if _, err := cp.Client.RbacV1().ClusterRoles().Get(ctx, "repute-auditor", metav1.GetOptions{}); err == nil {
 		t.Error("helm uninstall left the ClusterRole repute-auditor")
 	}

@@ -107,6 +107,10 @@ type AuditAPI struct {
 	TLSKeyFile  string
 	// AggregatedBindAddress serves the aggregated API audit.repute.dev/v1; empty: not served.
 	AggregatedBindAddress string
+	// CertificateSecret ("namespace/name") keeps the serving certificate, made and renewed by
+	// the scheduler, when TLSCertFile is not set; ServiceName is the Service it names.
+	CertificateSecret string
+	ServiceName       string
 }
 
 // MirrorSpec configures the verdict snapshot that keeps standby replicas warm.

@@ -114,6 +114,13 @@ func SetDefaults_FalcoIngest(obj *FalcoIngest) {
 	}
 }
 
+// SetDefaults_AuditAPI names the Service a kept certificate is for.
+func SetDefaults_AuditAPI(obj *AuditAPI) {
+	if obj.CertificateSecret != "" && obj.ServiceName == "" {
+		obj.ServiceName = "repute-audit"
+	}
+}
+
 // SetDefaults_StoreSpec bounds what the store keeps.
 func SetDefaults_StoreSpec(obj *StoreSpec) {
 	if obj.MaxAge == nil {

@@ -151,8 +151,9 @@ type MirrorSpec struct {
 type AuditAPI struct {
 	// BindAddress, e.g. ":8444". Empty: no API.
 	BindAddress string `json:"bindAddress,omitempty"`
-	// TLSCertFile and TLSKeyFile are the serving certificate; without them the scheduler makes a
-	// self-signed one at start, as kube-scheduler does for its secure port.
+	// TLSCertFile and TLSKeyFile are the serving certificate; without them, the one kept in
+	// CertificateSecret, or else a self-signed one made at start, as kube-scheduler does for its
+	// secure port.
 	TLSCertFile string `json:"tlsCertFile,omitempty"`
 	TLSKeyFile  string `json:"tlsKeyFile,omitempty"`
 	// AggregatedBindAddress, e.g. ":8445", serves the same records as the Kubernetes API
@@ -160,6 +161,16 @@ type AuditAPI struct {
 	// v1.audit.repute.dev is registered: kubectl get decisions,images. It uses the same
 	// certificate, which must name the Service the APIService points at. Empty: not served.
 	AggregatedBindAddress string `json:"aggregatedBindAddress,omitempty"`
+	// CertificateSecret, "namespace/name", has the scheduler keep both APIs' serving
+	// certificate in that Secret (type kubernetes.io/tls, with ca.crt), used when tlsCertFile is
+	// not set: made at the first start by a CA of its own, for ServiceName in the Secret's
+	// namespace and localhost; shared by the replicas; renewed at a start when under 30 days
+	// remain. The scheduler puts ca.crt in the APIService v1.audit.repute.dev's caBundle, so
+	// the kube-apiserver verifies it, and reputectl --audit-ca can use it.
+	CertificateSecret string `json:"certificateSecret,omitempty"`
+	// ServiceName is the Service in front of the APIs, which the certificate names. Default
+	// repute-audit.
+	ServiceName string `json:"serviceName,omitempty"`
 }
 
 // FalcoIngest is the HTTP endpoint for Falco's http_output and falcosidekick's webhook output.

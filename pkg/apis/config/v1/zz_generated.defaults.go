@@ -30,6 +30,7 @@ func SetObjectDefaults_ReputationArgs(in *ReputationArgs) {
 	SetDefaults_FalcoIngest(&in.Falco)
 	SetDefaults_EvaluationSpec(&in.Evaluation)
 	SetDefaults_StoreSpec(&in.Store)
+	SetDefaults_AuditAPI(&in.Audit)
 	SetDefaults_UntrustedPoolSpec(&in.Untrusted)
 	SetDefaults_ReplacementSpec(&in.Replacement)
 }

@@ -208,6 +208,15 @@ func validateAudit(path *field.Path, a *config.AuditAPI) field.ErrorList {
 			errs = append(errs, field.Invalid(path.Child("aggregatedBindAddress"), a.AggregatedBindAddress, "want IP:port or :port, e.g. \":8445\""))
 		}
 	}
+	if a.CertificateSecret != "" {
+		ns, name, ok := strings.Cut(a.CertificateSecret, "/")
+		if !ok || len(k8svalidation.IsDNS1123Label(ns)) > 0 || len(k8svalidation.IsDNS1123Subdomain(name)) > 0 {
+			errs = append(errs, field.Invalid(path.Child("certificateSecret"), a.CertificateSecret, "want namespace/name of a Secret"))
+		}
+		if msgs := k8svalidation.IsDNS1035Label(a.ServiceName); len(msgs) > 0 {
+			errs = append(errs, field.Invalid(path.Child("serviceName"), a.ServiceName, strings.Join(msgs, "; ")))
+		}
+	}
 	if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
 		errs = append(errs, field.Required(path.Child("tlsKeyFile"), "tlsCertFile and tlsKeyFile go together"))
 	}

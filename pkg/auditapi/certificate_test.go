@@ -1,0 +1,136 @@
+package auditapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	certutil "k8s.io/client-go/util/cert"
+)
+
+// verifies says whether cert is good for every name of the Service, by the CAs in bundle, at now.
+func verifies(t *testing.T, certPEM, bundle []byte, now time.Time) error {
+	t.Helper()
+	certs, err := certutil.ParseCertsPEM(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(bundle)
+	for _, name := range DNSNames("kube-system", "repute-audit") {
+		if _, err := certs[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, CurrentTime: now}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestEnsureCertificate(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	ensure := func(client *fake.Clientset, service string, now time.Time) *ServingCertificate {
+		t.Helper()
+		c, err := EnsureCertificate(ctx, client, "kube-system", "repute-audit-tls", service, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	kept := func(client *fake.Clientset) *v1.Secret {
+		t.Helper()
+		s, err := client.CoreV1().Secrets("kube-system").Get(ctx, "repute-audit-tls", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	t.Run("made at the first start, kept after", func(t *testing.T) {
+		client := fake.NewClientset()
+		first := ensure(client, "repute-audit", start)
+		if s := kept(client); s.Type != v1.SecretTypeTLS || !bytes.Equal(s.Data["tls.crt"], first.CertPEM) || !bytes.Equal(s.Data["ca.crt"], first.CAPEM) {
+			t.Fatalf("Secret %s with %v, want a kubernetes.io/tls Secret holding the certificate and its CA", s.Type, s.Data)
+		}
+		if err := verifies(t, first.CertPEM, first.CAPEM, start); err != nil {
+			t.Fatalf("the certificate does not verify by its CA: %v", err)
+		}
+		if again := ensure(client, "repute-audit", start.Add(24*time.Hour)); !bytes.Equal(again.CertPEM, first.CertPEM) {
+			t.Error("a valid kept certificate was replaced")
+		}
+	})
+	t.Run("renewed when under 30 days remain, the previous CA kept", func(t *testing.T) {
+		client := fake.NewClientset()
+		first := ensure(client, "repute-audit", start)
+		later := start.Add(CertificateLifetime - 20*24*time.Hour)
+		renewed := ensure(client, "repute-audit", later)
+		if bytes.Equal(renewed.CertPEM, first.CertPEM) {
+			t.Fatal("a certificate 20 days from expiry was kept")
+		}
+		if cas, _ := certutil.ParseCertsPEM(renewed.CAPEM); len(cas) != 2 {
+			t.Errorf("ca.crt holds %d CAs, want the new and the previous", len(cas))
+		}
+		for name, cert := range map[string][]byte{"renewed": renewed.CertPEM, "previous": first.CertPEM} {
+			if err := verifies(t, cert, renewed.CAPEM, later); err != nil {
+				t.Errorf("the %s certificate does not verify by the new ca.crt: %v", name, err)
+			}
+		}
+	})
+	t.Run("replaced when unreadable or for another Service", func(t *testing.T) {
+		for name, secret := range map[string]map[string][]byte{
+			"garbage":        {"tls.crt": []byte("not a certificate"), "tls.key": []byte("nor a key")},
+			"another's cert": nil, // filled below
+		} {
+			client := fake.NewClientset()
+			if secret == nil {
+				other := ensure(client, "someone-else", start)
+				secret = map[string][]byte{"tls.crt": other.CertPEM, "tls.key": other.KeyPEM, "ca.crt": other.CAPEM}
+				_ = client.CoreV1().Secrets("kube-system").Delete(ctx, "repute-audit-tls", metav1.DeleteOptions{})
+			}
+			if _, err := client.CoreV1().Secrets("kube-system").Create(ctx, &v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repute-audit-tls", Namespace: "kube-system"},
+				Data: secret}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got := ensure(client, "repute-audit", start)
+			if err := verifies(t, got.CertPEM, got.CAPEM, start); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			if !bytes.Equal(kept(client).Data["tls.crt"], got.CertPEM) {
+				t.Errorf("%s: the Secret was not rewritten", name)
+			}
+		}
+	})
+	t.Run("two replicas at once: the loser serves the winner's", func(t *testing.T) {
+		client := fake.NewClientset()
+		winner := &ServingCertificate{}
+		raced := false
+		client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+			if raced {
+				return false, nil, nil
+			}
+			raced = true
+			w, err := newServingCertificate(DNSNames("kube-system", "repute-audit"), start) // the other replica's, written first
+			if err != nil {
+				t.Fatal(err)
+			}
+			*winner = *w
+			if err := client.Tracker().Add(&v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repute-audit-tls", Namespace: "kube-system"}, Type: v1.SecretTypeTLS,
+				Data: map[string][]byte{"tls.crt": w.CertPEM, "tls.key": w.KeyPEM, "ca.crt": w.CAPEM}}); err != nil {
+				t.Fatal(err)
+			}
+			return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "secrets"}, "repute-audit-tls")
+		})
+		got := ensure(client, "repute-audit", start)
+		if !raced || !bytes.Equal(got.CertPEM, winner.CertPEM) {
+			t.Error("the replica that lost the race did not take the winner's certificate")
+		}
+	})
+}
