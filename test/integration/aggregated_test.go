@@ -124,17 +124,7 @@ func TestAuditAPIAggregatedIntoTheAPIServer(t *testing.T) {
 		{[]string{"policy", "versions"}, []string{"VERSION", "p-", "plugin args"}},
 		{[]string{"history", untrustedImage}, []string{"TIME", "TIER", "POLICY", "untrusted", "p-", "origin unpinned -10"}},
 	} {
-		out, err := runReputectl(append([]string{"--kubeconfig", auditor}, tc.args...)...)
-		t.Logf("$ reputectl %s\n%s", strings.Join(tc.args, " "), out)
-		if err != nil {
-			t.Errorf("reputectl %v: %v", tc.args, err)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("reputectl %v lacks %q", tc.args, w)
-			}
-		}
+		reputectlSays(t, auditor, tc.args, tc.want...)
 	}
 	if _, err := runReputectl("--kubeconfig", stranger, "decisions", "-A"); err == nil || !strings.Contains(err.Error(), "forbidden") {
 		t.Errorf("reputectl without the role: %v; want forbidden", err)
@@ -206,17 +196,7 @@ spec:
 		{[]string{"policy", "simulate", "-f", proposed, "-n", "nobody-here"}, []string{"no bound or pending pod in namespace nobody-here", "1 more pod would change tier (-A lists them)"}},
 		{[]string{"policy", "simulate", "-f", proposed, "-A", "-o", "jsonpath={.pods[0].name}"}, []string{"api"}},
 	} {
-		out, err := runReputectl(append([]string{"--kubeconfig", operator}, tc.args...)...)
-		t.Logf("$ reputectl %s\n%s", strings.Join(tc.args, " "), out)
-		if err != nil {
-			t.Errorf("reputectl %v: %v", tc.args, err)
-			continue
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(out, w) {
-				t.Errorf("reputectl %v lacks %q", tc.args, w)
-			}
-		}
+		reputectlSays(t, operator, tc.args, tc.want...)
 	}
 }
 
@@ -302,5 +282,21 @@ func TestAuditCertificateKeptInASecret(t *testing.T) {
 	}
 	if again.ResourceVersion != kept.ResourceVersion {
 		t.Error("a restart rewrote a valid kept certificate")
+	}
+}
+
+// reputectlSays runs reputectl with a kubeconfig and checks that its output holds each of want.
+func reputectlSays(t *testing.T, kubeconfig string, args []string, want ...string) {
+	t.Helper()
+	out, err := runReputectl(append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	t.Logf("$ reputectl %s\n%s", strings.Join(args, " "), out)
+	if err != nil {
+		t.Errorf("reputectl %v: %v", args, err)
+		return
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("reputectl %v lacks %q", args, w)
+		}
 	}
 }
