@@ -149,10 +149,11 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./pkg/sources/trivy/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAlerts$$' -fuzztime $(FUZZTIME) ./pkg/sources/behavior/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseQuery$$' -fuzztime $(FUZZTIME) ./pkg/audit/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeProposedPolicy$$' -fuzztime $(FUZZTIME) ./pkg/audit/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadPolicy$$' -fuzztime $(FUZZTIME) ./pkg/reputectl/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/mirror/
 
-## fuzz-long: every fuzz target for at least 10 minutes (about 100 minutes in all)
+## fuzz-long: every fuzz target for at least 10 minutes (about 110 minutes in all)
 fuzz-long:
 	$(MAKE) fuzz FUZZTIME=10m
 

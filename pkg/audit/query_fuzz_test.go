@@ -4,6 +4,10 @@ import (
 	"errors"
 	"net/url"
 	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 )
 
 // FuzzParseQuery feeds arbitrary query strings to every parser: none may panic, and every
@@ -36,6 +40,31 @@ func FuzzParseQuery(f *testing.F) {
 			if err := parse(values); err != nil && !errors.As(err, &pe) {
 				t.Fatalf("parser %d on %q = %T %v, want a ParamError", i, raw, err, err)
 			}
+		}
+	})
+}
+
+// FuzzDecodeProposedPolicy feeds arbitrary bodies to the reader of a proposed policy (the direct
+// endpoint's body, the aggregated Simulation's spec.policy): none may panic, every refusal is a
+// 400, and what it accepts is a ReputationPolicy.
+func FuzzDecodeProposedPolicy(f *testing.F) {
+	for _, seed := range []string{
+		`{"apiVersion":"repute.dev/v1alpha1","kind":"ReputationPolicy","metadata":{"name":"p"},"spec":{"baseScore":60}}`,
+		`{"kind":"ReputationPolicy","spec":{"origin":{"rules":[{"pattern":"*","tier":"untrusted"}]}}}`,
+		`{"kind":"ConfigMap"}`, `{"spec":{"baseScroe":1}}`, `{}{}`, `[]`, `null`, ``, `{"spec":{"baseScore":1e999}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := DecodeProposedPolicy(body)
+		if err != nil {
+			if !apierrors.IsBadRequest(err) {
+				t.Fatalf("DecodeProposedPolicy(%q) = %T %v, want a 400", body, err, err)
+			}
+			return
+		}
+		if p == nil || (p.Kind != "" && p.Kind != v1alpha1.Kind) {
+			t.Fatalf("DecodeProposedPolicy(%q) accepted %+v", body, p)
 		}
 	})
 }

@@ -1,11 +1,18 @@
 package auditapi
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
+	"github.com/repute-dev/repute/pkg/audit"
 )
 
 // Field selectors: exact matches on the fields a resource offers; anything else is a clear 400.
@@ -61,5 +68,46 @@ func TestImageSelectorMatchesAnySpelling(t *testing.T) {
 		if got := matches(map[string]string{"image": tc.value}, nil, images); got != tc.want {
 			t.Errorf("image=%s: %v, want %v", tc.value, got, tc.want)
 		}
+	}
+}
+
+// A Simulation is answered only for a readable ReputationPolicy; anything else is a clear error
+// that never reaches the simulator.
+func TestSimulationsCreate(t *testing.T) {
+	reached := false
+	simulate := func(_ context.Context, p *v1alpha1.ReputationPolicy) (*audit.Simulation, error) {
+		reached = true
+		return &audit.Simulation{SimulationResult: audit.SimulationResult{ProposedVersion: "p-" + p.Name}}, nil
+	}
+	for _, tc := range []struct {
+		name, policy string
+		simulate     func(context.Context, *v1alpha1.ReputationPolicy) (*audit.Simulation, error)
+		wantCode     int32
+		wantMessage  string
+	}{
+		{"answered", `{"kind":"ReputationPolicy","metadata":{"name":"next"},"spec":{"baseScore":60}}`, simulate, 0, ""},
+		{"no policy", ``, simulate, 400, "spec.policy: required"},
+		{"misspelled field", `{"kind":"ReputationPolicy","spec":{"baseScroe":60}}`, simulate, 400, `unknown field "baseScroe"`},
+		{"another kind", `{"kind":"ConfigMap"}`, simulate, 400, "want a ReputationPolicy"},
+		{"a server without evidence", `{"kind":"ReputationPolicy"}`, nil, 503, "cannot simulate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reached = false
+			in := &Simulation{Spec: SimulationSpec{Policy: runtime.RawExtension{Raw: []byte(tc.policy)}}}
+			out, err := (&simulations{simulate: tc.simulate}).Create(context.Background(), in, nil, nil)
+			if tc.wantCode == 0 {
+				if err != nil || out.(*Simulation).Status == nil || out.(*Simulation).Status.ProposedVersion != "p-next" {
+					t.Fatalf("Create = %+v, %v; want the simulation's answer in status", out, err)
+				}
+				return
+			}
+			var status apierrors.APIStatus
+			if !errors.As(err, &status) || status.Status().Code != tc.wantCode || !strings.Contains(err.Error(), tc.wantMessage) {
+				t.Errorf("Create: %v; want %d saying %q", err, tc.wantCode, tc.wantMessage)
+			}
+			if reached {
+				t.Error("a refused simulation reached the simulator")
+			}
+		})
 	}
 }
