@@ -207,9 +207,13 @@ func forbidden(a authorizer.AttributesRecord, reason string, err error) metav1.S
 
 // noStore answers store-backed requests when there is no store: it failed (Ready says why),
 // or none is configured.
-func (s *Server) noStore() error {
-	if s.Ready != nil {
-		if err := s.Ready(); err != nil {
+func (s *Server) noStore() error { return NoStore(s.Ready) }
+
+// NoStore is the 503 for a request the store would answer when there is none: it failed
+// (ready, if set, says why), or none is configured.
+func NoStore(ready func() error) error {
+	if ready != nil {
+		if err := ready(); err != nil {
 			return apierrors.NewServiceUnavailable("reputation store degraded: " + err.Error())
 		}
 	}

@@ -87,8 +87,10 @@ type Options struct {
 	// APIService's caBundle must verify for the Service's DNS name.
 	BindAddress, CertFile, KeyFile string
 	// Records are the store's; Verdicts the live cache's current verdicts.
-	Records  audit.Records
-	Verdicts func() (map[string]*reputation.Verdict, error)
+	Records audit.Records
+	// StoreReady says why the store failed, if it did (Records is nil then).
+	StoreReady func() error
+	Verdicts   func() (map[string]*reputation.Verdict, error)
 	// Simulate answers a what-if from the evidence in memory; nil refuses simulations.
 	Simulate func(context.Context, *v1alpha1.ReputationPolicy) (*audit.Simulation, error)
 }
@@ -168,12 +170,13 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (addr
 	}
 	// The scheme's own parameter codec: it reads history options, and list and get options as
 	// metav1's does.
+	store := records{records: opts.Records, ready: opts.StoreReady}
 	group := genericapiserver.NewDefaultAPIGroupInfo(GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	group.VersionedResourcesStorageMap[SchemeGroupVersion.Version] = map[string]rest.Storage{
-		"decisions":      &decisions{records: opts.Records},
+		"decisions":      &decisions{store},
 		"images":         &images{verdicts: opts.Verdicts},
-		"images/history": &imageHistory{records: opts.Records, verdicts: opts.Verdicts},
-		"policies":       &policies{records: opts.Records},
+		"images/history": &imageHistory{records: store, verdicts: opts.Verdicts},
+		"policies":       &policies{store},
 		"simulations":    &simulations{simulate: opts.Simulate},
 	}
 	if err := server.InstallAPIGroup(&group); err != nil {

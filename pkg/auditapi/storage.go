@@ -32,8 +32,14 @@ var (
 // maxListed bounds one list: the store is paged with limit/continue, as kubectl asks for it.
 const maxListed = 500
 
+// records is the store, or nil without one; ready says why it failed, if it did.
+type records struct {
+	records audit.Records
+	ready   func() error
+}
+
 // decisions is the decisions resource: the store's placement decisions, namespaced.
-type decisions struct{ records audit.Records }
+type decisions struct{ records }
 
 var (
 	_ rest.Storage              = &decisions{}
@@ -49,8 +55,8 @@ func (s *decisions) NamespaceScoped() bool   { return true }
 func (s *decisions) GetSingularName() string { return "decision" }
 
 func (s *decisions) List(ctx context.Context, opts *metainternalversion.ListOptions) (runtime.Object, error) {
-	if s.records == nil {
-		return nil, apierrors.NewServiceUnavailable("no reputation store: decisions are kept only with store.path set")
+	if s.records.records == nil {
+		return nil, audit.NoStore(s.ready)
 	}
 	want, err := selected(opts, decisionFields)
 	if err != nil {
@@ -61,7 +67,7 @@ func (s *decisions) List(ctx context.Context, opts *metainternalversion.ListOpti
 	if opts.Limit > 0 && opts.Limit < maxListed {
 		page.Limit = int(opts.Limit)
 	}
-	items, next, err := s.records.Decisions(page, func(d *store.Decision) bool {
+	items, next, err := s.records.records.Decisions(page, func(d *store.Decision) bool {
 		return (namespace == "" || d.Namespace == namespace) && matches(want, map[string]string{
 			"metadata.name": decisionName(d), "tier": string(d.Tier), "node": d.Node, "pool": d.Pool,
 			"action": actionOf(d), "pod": d.Pod}, d.Images)
@@ -209,7 +215,7 @@ func verdictOf(v *reputation.Verdict) Verdict {
 // imageHistory is the images/history subresource: an image's verdicts from the store, a page
 // at a time (HistoryOptions), found by any spelling of the image, as the direct endpoint does.
 type imageHistory struct {
-	records  audit.Records
+	records
 	verdicts func() (map[string]*reputation.Verdict, error)
 }
 
@@ -228,8 +234,8 @@ func (s *imageHistory) NewGetOptions() (runtime.Object, bool, string) {
 }
 
 func (s *imageHistory) Get(_ context.Context, name string, options runtime.Object) (runtime.Object, error) {
-	if s.records == nil {
-		return nil, apierrors.NewServiceUnavailable("no reputation store: verdict history is kept only with store.path set")
+	if s.records.records == nil {
+		return nil, audit.NoStore(s.ready)
 	}
 	opts, ok := options.(*HistoryOptions)
 	if !ok {
@@ -250,7 +256,7 @@ func (s *imageHistory) Get(_ context.Context, name string, options runtime.Objec
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
-	h, err := audit.ReadHistory(s.records, current, q)
+	h, err := audit.ReadHistory(s.records.records, current, q)
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
@@ -424,7 +430,7 @@ func sameImage(a, b string) bool {
 }
 
 // policies is the policies resource: every policy version that was in force, cluster-scoped.
-type policies struct{ records audit.Records }
+type policies struct{ records }
 
 var (
 	_ rest.Storage              = &policies{}
@@ -472,15 +478,15 @@ func (s *policies) Get(_ context.Context, name string, _ *metav1.GetOptions) (ru
 }
 
 func (s *policies) all() ([]Policy, error) {
-	if s.records == nil {
-		return nil, apierrors.NewServiceUnavailable("no reputation store: policy versions are kept only with store.path set")
+	if s.records.records == nil {
+		return nil, audit.NoStore(s.ready)
 	}
-	records, err := s.records.Policies()
+	kept, err := s.records.records.Policies()
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
-	out := make([]Policy, 0, len(records))
-	for _, r := range records {
+	out := make([]Policy, 0, len(kept))
+	for _, r := range kept {
 		out = append(out, Policy{ObjectMeta: metav1.ObjectMeta{Name: r.Version, CreationTimestamp: metav1.NewTime(r.Time)},
 			InForceSince: metav1.NewTime(r.Time), Source: r.Source, Policy: runtime.RawExtension{Raw: r.Policy}})
 	}

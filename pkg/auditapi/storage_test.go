@@ -111,3 +111,26 @@ func TestSimulationsCreate(t *testing.T) {
 		})
 	}
 }
+
+// Without a store, what the store answers is a 503 that says why: none configured, or failed.
+func TestWithoutAStore(t *testing.T) {
+	failed := func() error { return errors.New("open /var/lib/repute/repute.db: no space left on device") }
+	for _, tc := range []struct {
+		name  string
+		store records
+		want  string
+	}{
+		{"none configured", records{}, "args store.path"},
+		{"failed", records{ready: failed}, "degraded: open /var/lib/repute/repute.db: no space left"},
+	} {
+		ctx := context.Background()
+		_, listErr := (&decisions{tc.store}).List(ctx, &metainternalversion.ListOptions{})
+		_, policyErr := (&policies{tc.store}).List(ctx, &metainternalversion.ListOptions{})
+		_, historyErr := (&imageHistory{records: tc.store}).Get(ctx, "redis:7.2", &HistoryOptions{})
+		for what, err := range map[string]error{"decisions": listErr, "policies": policyErr, "history": historyErr} {
+			if !apierrors.IsServiceUnavailable(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s, %s: %v; want a 503 saying %q", tc.name, what, err, tc.want)
+			}
+		}
+	}
+}

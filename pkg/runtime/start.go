@@ -174,7 +174,7 @@ func (rt *Runtime) serveAudit(ctx context.Context) error {
 	if spec.AggregatedBindAddress != "" {
 		verdicts := func() (map[string]*reputation.Verdict, error) { return rt.verdicts.Snapshot(), nil }
 		go auditapi.Run(ctx, rt.client, auditapi.Options{BindAddress: spec.AggregatedBindAddress,
-			CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: records, Verdicts: verdicts, Simulate: rt.simulate})
+			CertFile: spec.TLSCertFile, KeyFile: spec.TLSKeyFile, Records: records, StoreReady: ready, Verdicts: verdicts, Simulate: rt.simulate})
 	}
 	return nil
 }
