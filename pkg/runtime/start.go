@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 
@@ -44,8 +46,8 @@ func (rt *Runtime) start(ctx context.Context) {
 	}
 	rt.markLeader(ctx, false)
 	rt.readInitialPolicy(ctx)
-	if rt.mirror != nil && rt.args.Mirror.HMACKeyFile != "" {
-		key, err := mirror.ReadKey(rt.args.Mirror.HMACKeyFile)
+	if rt.mirror != nil && (rt.args.Mirror.HMACKeyFile != "" || rt.args.Mirror.HMACKeySecret != "") {
+		key, err := rt.mirrorKey(ctx)
 		if err != nil {
 			rt.failStart(ctx, err)
 			return
@@ -131,6 +133,29 @@ func (rt *Runtime) serve(ctx context.Context) error {
 		}
 	}
 	return rt.serveAudit(ctx)
+}
+
+// mirrorKey reads the snapshot's HMAC key from its file, or from the Secret kept for it, which
+// is asked for again for up to a minute: the apiserver may be restarting with the scheduler.
+func (rt *Runtime) mirrorKey(ctx context.Context) (key []byte, err error) {
+	if rt.args.Mirror.HMACKeyFile != "" {
+		return mirror.ReadKey(rt.args.Mirror.HMACKeyFile)
+	}
+	var last error
+	err = wait.PollUntilContextTimeout(ctx, time.Second, time.Minute, true, func(ctx context.Context) (bool, error) {
+		key, last = mirror.EnsureKey(ctx, rt.client, rt.args.Mirror.Namespace, rt.args.Mirror.HMACKeySecret)
+		if errors.Is(last, mirror.ErrShortKey) {
+			return false, last
+		}
+		if last != nil {
+			klog.FromContext(ctx).Error(last, "Reading the snapshot's key")
+		}
+		return last == nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the snapshot's HMAC key: %w (last: %v)", err, last)
+	}
+	return key, nil
 }
 
 // serveAudit starts the audit API in the scheduler process: the store is one bbolt file that

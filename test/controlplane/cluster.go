@@ -97,8 +97,9 @@ type SchedulerConfig struct {
 	// LeaseDuration, when set, shortens the lease (renewDeadline and retryPeriod follow), so a
 	// failover test waits seconds, not the default 15.
 	LeaseDuration time.Duration
-	// MirrorNamespace turns the verdict snapshot on, in that namespace.
-	MirrorNamespace string
+	// MirrorNamespace turns the verdict snapshot on, in that namespace; MirrorKeySecret signs
+	// it with the key the scheduler keeps in that Secret there.
+	MirrorNamespace, MirrorKeySecret string
 	// OriginRules is YAML for args.policy.origin.rules, indented by the template.
 	OriginRules []OriginRule
 	// RequireSignature keeps images without a verified signature out of the trusted tier (the
@@ -232,6 +233,9 @@ profiles:
 {{- if .MirrorNamespace}}
       mirror:
         namespace: {{.MirrorNamespace}}
+{{- if .MirrorKeySecret}}
+        hmacKeySecret: {{.MirrorKeySecret}}
+{{- end}}
 {{- end}}
 {{- if .VerdictWait}}
       verdictWait: {{.VerdictWait}}

@@ -42,7 +42,7 @@ func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 	cfg := e.config()
 	cfg.Kubeconfig = kubeconfigFor(t, e, "kube-system", "repute-scheduler")
 	cfg.LeaderElect, cfg.LeaseName, cfg.LeaseDuration = true, "repute-scheduler", 3*time.Second
-	cfg.MirrorNamespace = "kube-system"
+	cfg.MirrorNamespace, cfg.MirrorKeySecret = "kube-system", "repute-mirror-key" // signed, as deploy/ runs it
 	cfg = signedByOps(cfg, pem)
 	cfg.VerdictWait = "1s"
 
@@ -56,6 +56,17 @@ func TestStandbyTakesOverWithTheLeadersVerdicts(t *testing.T) {
 		t.Fatalf("the signed image landed in pool %q, want trusted", got)
 	}
 	e.waitSnapshot(image.String(), "trusted", 10*time.Second)
+	// Signed with the key the scheduler made and keeps in its Secret: the standby reads only
+	// shards that check, so the failover below proves it found the same key.
+	shards, err := e.client.CoreV1().ConfigMaps("kube-system").List(e.ctx, metav1.ListOptions{LabelSelector: mirror.ComponentLabel})
+	if err != nil || len(shards.Items) == 0 {
+		t.Fatalf("snapshot shards: %v", err)
+	}
+	for _, cm := range shards.Items {
+		if strings.HasPrefix(cm.Name, "repute-verdicts-") && len(cm.BinaryData[mirror.MACKey]) == 0 {
+			t.Errorf("shard %s carries no HMAC", cm.Name)
+		}
+	}
 	if e.isLeader("replica-b") {
 		t.Fatal("replica-b is labelled leader while replica-a holds the lease")
 	}
@@ -236,6 +247,10 @@ func (e *env) waitSnapshot(image, tier string, timeout time.Duration) {
 }
 
 func deleteSnapshot(e *env) {
+	err := e.client.CoreV1().Secrets("kube-system").Delete(context.Background(), "repute-mirror-key", metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		e.t.Errorf("deleting the snapshot's key: %v", err)
+	}
 	for i := range mirror.Shards {
 		err := e.client.CoreV1().ConfigMaps("kube-system").Delete(context.Background(), mirror.ShardName(i), metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {

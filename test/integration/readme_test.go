@@ -131,8 +131,11 @@ func TestReadmeInstallCommands(t *testing.T) {
 	if !strings.Contains(out, "pool unknown: tier unknown") {
 		t.Errorf("the check printed %q, want the placement of an unknown image", out)
 	}
-	// The scheduler, with only the chart's RBAC, kept its certificate in a Secret and put the
-	// CA in the APIService's caBundle (which no Service endpoint answers here).
+	// The scheduler, with only the chart's RBAC, made the snapshot's key, kept its certificate
+	// in a Secret and put the CA in the APIService's caBundle (no Service endpoint answers here).
+	if _, err := cp.Client.CoreV1().Secrets("kube-system").Get(ctx, "repute-mirror-key", metav1.GetOptions{}); err != nil {
+		t.Errorf("the snapshot's key: %v", err)
+	}
 	var caBundle string
 	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		caBundle = run("kubectl get apiservice v1.audit.repute.dev -o jsonpath='{.spec.caBundle}'")
@@ -147,8 +150,10 @@ func TestReadmeInstallCommands(t *testing.T) {
 	<-exited
 
 	run(removal)
-	if _, err := cp.Client.CoreV1().Secrets("kube-system").Get(ctx, "repute-audit-tls", metav1.GetOptions{}); err == nil {
-		t.Error("the README's removal left the Secret repute-audit-tls")
+	for _, made := range []string{"repute-audit-tls", "repute-mirror-key"} {
+		if _, err := cp.Client.CoreV1().Secrets("kube-system").Get(ctx, made, metav1.GetOptions{}); err == nil {
+			t.Errorf("the README's removal left the Secret %s the scheduler made", made)
+		}
 	}
 	if _, err := cp.Client.RbacV1().ClusterRoles().Get(ctx, "repute-auditor", metav1.GetOptions{}); err == nil {
 		t.Error("helm uninstall left the ClusterRole repute-auditor")

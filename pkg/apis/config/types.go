@@ -118,6 +118,8 @@ type MirrorSpec struct {
 	Namespace string
 	// HMACKeyFile holds the key that authenticates snapshots; empty: unauthenticated.
 	HMACKeyFile string
+	// HMACKeySecret is a Secret in Namespace the scheduler keeps the key in, making it if needed.
+	HMACKeySecret string
 }
 
 // StoreSpec configures the bbolt store.

@@ -160,6 +160,8 @@ func TestDecodeRejects(t *testing.T) {
 		{name: "relative store path", args: "      store: {path: repute.db}\n", wantField: "args.store.path"},
 		{name: "audit API without a port", args: "      audit: {bindAddress: localhost}\n", wantField: "args.audit.bindAddress"},
 		{name: "aggregated audit API on a host name", args: "      audit: {bindAddress: ':8444', aggregatedBindAddress: 'localhost:8445'}\n", wantField: "args.audit.aggregatedBindAddress"},
+		{name: "two mirror keys", args: "      mirror: {namespace: kube-system, hmacKeyFile: /key, hmacKeySecret: repute-mirror-key}\n", wantField: "args.mirror.hmacKeySecret"},
+		{name: "mirror key Secret without the mirror", args: "      mirror: {hmacKeySecret: repute-mirror-key}\n", wantField: "args.mirror.namespace"},
 		{name: "certificate Secret without a namespace", args: "      audit: {bindAddress: ':8444', certificateSecret: repute-audit-tls}\n", wantField: "args.audit.certificateSecret"},
 		{name: "certificate for a Service that cannot be", args: "      audit: {bindAddress: ':8444', certificateSecret: kube-system/tls, serviceName: Repute_Audit}\n", wantField: "args.audit.serviceName"},
 		{name: "aggregated audit API on a named port", args: "      audit: {bindAddress: ':8444', aggregatedBindAddress: ':https'}\n", wantField: "args.audit.aggregatedBindAddress"},

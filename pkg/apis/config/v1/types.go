@@ -141,6 +141,10 @@ type MirrorSpec struct {
 	// signature does not check, so ConfigMap write in the namespace cannot forge a verdict.
 	// Empty: snapshots are not authenticated.
 	HMACKeyFile string `json:"hmacKeyFile,omitempty"`
+	// HMACKeySecret names a Secret in Namespace that holds the key (under "key"): the scheduler
+	// creates it with a random key if it is missing, so both replicas share one without an
+	// operator making it. Instead of HMACKeyFile.
+	HMACKeySecret string `json:"hmacKeySecret,omitempty"`
 }
 
 // AuditAPI is the read-only HTTPS API under /apis/audit.repute.dev/v1. Callers authenticate

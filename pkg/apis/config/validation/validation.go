@@ -67,6 +67,17 @@ func ValidateReputationArgs(path *field.Path, args *config.ReputationArgs) field
 			errs = append(errs, field.Invalid(path.Child("mirror", "namespace"), ns, msg))
 		}
 	}
+	if secret := args.Mirror.HMACKeySecret; secret != "" {
+		for _, msg := range k8svalidation.IsDNS1123Subdomain(secret) {
+			errs = append(errs, field.Invalid(path.Child("mirror", "hmacKeySecret"), secret, msg))
+		}
+		if args.Mirror.HMACKeyFile != "" {
+			errs = append(errs, field.Forbidden(path.Child("mirror", "hmacKeySecret"), "hmacKeyFile or hmacKeySecret: one key"))
+		}
+		if args.Mirror.Namespace == "" {
+			errs = append(errs, field.Required(path.Child("mirror", "namespace"), "the Secret hmacKeySecret lives in the mirror's namespace"))
+		}
+	}
 	errs = append(errs, validateUntrusted(path.Child("untrusted"), &args.Untrusted)...)
 	errs = append(errs, validateReplacement(path.Child("replacement"), &args.Replacement)...)
 	return errs
