@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/clock"
 
 	configv1 "github.com/repute-dev/repute/pkg/apis/config/v1"
+	"github.com/repute-dev/repute/pkg/shrink"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -423,26 +424,16 @@ func (e *Engine) publish(image string, ev *reputation.Evidence, v *reputation.Ve
 // space after deletes, so the space a flood of one-off images took would otherwise stay after
 // they are forgotten. Amortized, it costs O(1) per forgotten image. publishMu is held.
 func (e *Engine) shrink() {
-	if e.peak < 1024 || len(e.evidence) > e.peak/4 {
+	if !shrink.Due(len(e.evidence), e.peak) {
 		return
 	}
-	e.evidence, e.byKey, e.withBehavior = compact(e.evidence), compact(e.byKey), compact(e.withBehavior)
-	e.checked, e.failingSince, e.unusedSince = compact(e.checked), compact(e.failingSince), compact(e.unusedSince)
+	e.evidence, e.byKey, e.withBehavior = shrink.Map(e.evidence), shrink.Map(e.byKey), shrink.Map(e.withBehavior)
+	e.checked, e.failingSince, e.unusedSince = shrink.Map(e.checked), shrink.Map(e.failingSince), shrink.Map(e.unusedSince)
 	e.peak = len(e.evidence)
 	e.laneMu.Lock()
-	e.laneOf, e.inLane = compact(e.laneOf), compact(e.inLane)
+	e.laneOf, e.inLane = shrink.Map(e.laneOf), shrink.Map(e.inLane)
 	e.laneMu.Unlock()
 	e.queue.compact()
-}
-
-// compact copies a map into one sized for what it holds now. maps.Clone would not do: it
-// copies the source's capacity too (a heap profile showed the clones keeping the flood's size).
-func compact[M ~map[K]V, K comparable, V any](m M) M {
-	out := make(M, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }
 
 // setEvidence keeps an image's evidence and its place in the indexes; ev nil drops both.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+
+	"github.com/repute-dev/repute/pkg/shrink"
 )
 
 // evalQueue is the engine's work queue, with client-go's workqueue semantics where the engine
@@ -61,8 +63,8 @@ func newEvalQueue(clk clock.WithTickerAndDelayedExecution, retryAfter, maxRetryA
 
 // allocate (re)makes the per-image maps at the size of what they hold. mu is held or q is new.
 func (q *evalQueue) allocate() {
-	q.queuedAt, q.processing, q.again = compact(q.queuedAt), compact(q.processing), compact(q.again)
-	q.scheduled, q.failures = compact(q.scheduled), compact(q.failures)
+	q.queuedAt, q.processing, q.again = shrink.Map(q.queuedAt), shrink.Map(q.processing), shrink.Map(q.again)
+	q.scheduled, q.failures = shrink.Map(q.scheduled), shrink.Map(q.failures)
 }
 
 // Add queues an image now, as of at; see addLocked.

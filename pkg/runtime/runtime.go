@@ -314,8 +314,9 @@ func (rt *Runtime) buildEngine(p *reputation.Policy) (*engine.Engine, error) {
 func (rt *Runtime) placedByRepute(pod *v1.Pod) bool { return rt.Profile(pod.Spec.SchedulerName) != nil }
 
 // forgotten drops an image no pod uses any more from what would bring it back: the snapshot
-// standbys follow and the store's current verdicts, which warm the next start. Its history
-// stays until retention prunes it.
+// standbys follow and the store's current verdicts, which warm the next start; and the pull
+// secrets noted for it. Its history stays until retention prunes it, and its runtime behavior
+// stays in the ledger: a forgotten image that comes back must not come back clean.
 func (rt *Runtime) forgotten(image string, v *reputation.Verdict) {
 	metrics.VerdictForgotten(v)
 	if rt.mirror != nil {
@@ -323,6 +324,9 @@ func (rt *Runtime) forgotten(image string, v *reputation.Verdict) {
 	}
 	if rt.store != nil {
 		rt.store.ForgetVerdict(image)
+	}
+	if rt.pullSecrets != nil {
+		rt.pullSecrets.Forget(image)
 	}
 }
 

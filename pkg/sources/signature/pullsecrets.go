@@ -19,6 +19,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/repute-dev/repute/pkg/recent"
+	"github.com/repute-dev/repute/pkg/shrink"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -36,6 +37,11 @@ type PullSecrets struct {
 	users map[string][]puller // repository ("registry/repo") → who pulls it
 	// noted is what Note has seen, by the image as pods spell it, so repeats cost a map lookup.
 	noted map[string][]puller
+	// imagesOf counts the noted images of each repository, so that Forget drops a
+	// repository's users with its last image; peak is the most noted images since the maps
+	// were last rebuilt.
+	imagesOf map[string]int
+	peak     int
 	// reads holds what was read ("secret/ns/name" → authn.Keychain, nil when unusable;
 	// "sa/ns/name" → its pull secrets' names), for TTL and at most maxCachedReads of them:
 	// namespaces and names come from pods anyone may create.
@@ -60,7 +66,8 @@ const (
 
 // NewPullSecrets reads pull secrets with the given client.
 func NewPullSecrets(client kubernetes.Interface) *PullSecrets {
-	return &PullSecrets{Client: client, users: map[string][]puller{}, noted: map[string][]puller{}, reads: utilcache.NewLRUExpireCache(maxCachedReads)}
+	return &PullSecrets{Client: client, users: map[string][]puller{}, noted: map[string][]puller{}, imagesOf: map[string]int{},
+		reads: utilcache.NewLRUExpireCache(maxCachedReads)}
 }
 
 // Note records that the pod pulls image. It does no I/O, and a repeat costs a map lookup.
@@ -85,13 +92,39 @@ func (p *PullSecrets) Note(pod *v1.Pod, image string) {
 	if !added {
 		return
 	}
-	p.noted[image] = noted
 	ref, err := reputation.ParseImageRef(image)
 	if err != nil {
 		return
 	}
+	if _, known := p.noted[image]; !known {
+		p.imagesOf[ref.Name()]++
+		p.peak = max(p.peak, len(p.noted)+1)
+	}
+	p.noted[image] = noted
 	// The newest users are kept: the likeliest to still exist.
 	p.users[ref.Name()], _ = recent.Append(p.users[ref.Name()], u, maxPullersPerRepository)
+}
+
+// Forget drops what Note learnt of an image no pod uses any more (the engine forgot it), and
+// its repository's users with the repository's last image: a flood of one-off images leaves
+// nothing behind. A pod that uses it again is noted again before its image is evaluated.
+func (p *PullSecrets) Forget(image string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, known := p.noted[image]; !known {
+		return
+	}
+	delete(p.noted, image)
+	if ref, err := reputation.ParseImageRef(image); err == nil {
+		if p.imagesOf[ref.Name()]--; p.imagesOf[ref.Name()] <= 0 {
+			delete(p.imagesOf, ref.Name())
+			delete(p.users, ref.Name())
+		}
+	}
+	if shrink.Due(len(p.noted), p.peak) {
+		p.noted, p.users, p.imagesOf = shrink.Map(p.noted), shrink.Map(p.users), shrink.Map(p.imagesOf)
+		p.peak = len(p.noted)
+	}
 }
 
 // For returns the credentials that apply to an image, one from each pull secret of each pod

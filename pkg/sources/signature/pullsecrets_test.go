@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/repute-dev/repute/pkg/shrink"
 	"github.com/repute-dev/repute/reputation"
 )
 
@@ -200,4 +201,45 @@ func FuzzKeychainOf(f *testing.F) {
 			t.Fatalf("a resolved credential has no authorization: %v", err)
 		}
 	})
+}
+
+// What Note learnt of an image goes when the engine forgets it: a repository's users go with
+// its last image, and a flood of one-off images leaves nothing behind.
+func TestForgottenImagesLeaveNoPullers(t *testing.T) {
+	ctx := context.Background()
+	client := fake.NewClientset(dockerSecret("team", "creds", "registry.corp.example", "u", "p"))
+	ps := NewPullSecrets(client)
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "team"}, Spec: v1.PodSpec{ImagePullSecrets: []v1.LocalObjectReference{{Name: "creds"}}}}
+	v1Ref, v2Ref := "registry.corp.example/team/api:v1", "registry.corp.example/team/api:v2"
+	ps.Note(pod, v1Ref)
+	ps.Note(pod, v2Ref)
+	ref, err := reputation.ParseImageRef(v2Ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.Forget(v1Ref)
+	if got := ps.For(ctx, ref); len(got) != 1 {
+		t.Fatalf("after forgetting v1, v2 has %d credentials, want its repository's 1", len(got))
+	}
+	ps.Forget(v2Ref)
+	if got := ps.For(ctx, ref); len(got) != 0 {
+		t.Fatalf("after forgetting the repository's last image: %d credentials, want none", len(got))
+	}
+	ps.Note(pod, v2Ref) // used again: noted again
+	if got := ps.For(ctx, ref); len(got) != 1 {
+		t.Fatalf("noted again: %d credentials, want 1", len(got))
+	}
+
+	for i := range 10_000 {
+		ps.Note(pod, fmt.Sprintf("registry.corp.example/flood/img%d:v1", i))
+	}
+	for i := range 10_000 {
+		ps.Forget(fmt.Sprintf("registry.corp.example/flood/img%d:v1", i))
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if len(ps.noted) != 1 || len(ps.users) != 1 || len(ps.imagesOf) != 1 || ps.peak >= shrink.MinPeak {
+		t.Errorf("after a forgotten flood: %d noted, %d repositories, %d counted, peak %d; want only api:v2's, in maps rebuilt below the flood's size",
+			len(ps.noted), len(ps.users), len(ps.imagesOf), ps.peak)
+	}
 }
