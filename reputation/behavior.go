@@ -126,6 +126,18 @@ func (bp *BehaviorPolicy) weight(e BehaviorEvent) int {
 	return 0
 }
 
+// ForgetAfter is how old an event must be before it counts for nothing under this policy: 20
+// half-lives, when its weight is under a millionth of what it was (no weight is over 100, so
+// under a ten-thousandth of a point), and never under 30 days, so that a policy whose half-life
+// is later raised a little finds what it would weigh. Zero: penalties never fade, and nothing is
+// forgotten.
+func (bp *BehaviorPolicy) ForgetAfter() time.Duration {
+	if bp.HalfLife <= 0 {
+		return 0
+	}
+	return max(20*bp.HalfLife, 30*24*time.Hour)
+}
+
 // decayed is a weight after age under the half-life; a negative age (clock skew) counts as none.
 func (bp *BehaviorPolicy) decayed(weight int, age time.Duration) float64 {
 	if bp.HalfLife <= 0 || age <= 0 {
@@ -257,6 +269,9 @@ func (bp *BehaviorPolicy) validate() []FieldError {
 type BehaviorLedger struct {
 	mu     sync.RWMutex
 	events map[string][]*BehaviorEvent // key (digest or canonical reference) → events
+	// peak is the most keys since events was last rebuilt: Go maps keep their space after
+	// deletes, so Prune rebuilds it once a quarter of that is left.
+	peak int
 }
 
 // MaxEventsPerRule bounds how many events of one rule are kept per key.
@@ -280,6 +295,32 @@ func (l *BehaviorLedger) Record(e BehaviorEvent, keys ...string) {
 		}
 		l.events[key] = KeepNewestPerRule(append(l.events[key], &e), func(o *BehaviorEvent) bool { return o.Kind == e.Kind && o.Rule == e.Rule })
 	}
+	l.peak = max(l.peak, len(l.events))
+}
+
+// Prune drops the events from before a time (see BehaviorPolicy.ForgetAfter), and the keys
+// left with none, and returns how many events went. Only age forgets an event: an image no pod
+// uses keeps its behavior, so that it cannot come back clean.
+func (l *BehaviorLedger) Prune(before time.Time) (dropped int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, events := range l.events {
+		kept := slices.DeleteFunc(events, func(e *BehaviorEvent) bool { return e.At.Before(before) })
+		dropped += len(events) - len(kept)
+		if len(kept) == 0 {
+			delete(l.events, key)
+		} else {
+			l.events[key] = kept
+		}
+	}
+	if l.peak >= 1024 && len(l.events) <= l.peak/4 {
+		rebuilt := make(map[string][]*BehaviorEvent, len(l.events))
+		for k, v := range l.events {
+			rebuilt[k] = v
+		}
+		l.events, l.peak = rebuilt, len(rebuilt)
+	}
+	return dropped
 }
 
 // KeepNewestPerRule bounds a list to which one event was just appended: when more than

@@ -1,6 +1,7 @@
 package reputation
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,51 @@ func TestBehaviorLedger(t *testing.T) {
 	got := l.Observations(now, "sha256:aaa")
 	if len(got) != MaxEventsPerRule+1 {
 		t.Fatalf("kept %d events, want %d of the repeated rule plus the other rule's one", len(got), MaxEventsPerRule+1)
+	}
+}
+
+// The ledger forgets by age only: what a policy no longer weighs at all, and the keys left
+// empty; a flood of such keys leaves nothing behind.
+func TestBehaviorLedgerPrune(t *testing.T) {
+	for _, tc := range []struct {
+		halfLife, want time.Duration
+	}{
+		{0, 0}, // penalties never fade: nothing is forgotten
+		{24 * time.Hour, 30 * 24 * time.Hour},
+		{7 * 24 * time.Hour, 140 * 24 * time.Hour},
+	} {
+		bp := BehaviorPolicy{HalfLife: tc.halfLife}
+		if got := bp.ForgetAfter(); got != tc.want {
+			t.Errorf("half-life %s: ForgetAfter %s, want %s", tc.halfLife, got, tc.want)
+		}
+		if tc.want > 0 {
+			if w := bp.decayed(-100, tc.want); w < -0.0001 {
+				t.Errorf("half-life %s: the heaviest event still weighs %f when forgotten", tc.halfLife, w)
+			}
+		}
+	}
+
+	now := time.Now()
+	cutoff := now.Add(-30 * 24 * time.Hour)
+	l := NewBehaviorLedger()
+	old := BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "shell", Priority: "Critical", At: cutoff.Add(-time.Hour)}
+	recent := BehaviorEvent{Kind: BehaviorFalcoAlert, Rule: "shell", Priority: "Critical", At: now.Add(-time.Hour)}
+	l.Record(old, "sha256:aaa", "registry.internal/app:v1")
+	l.Record(recent, "sha256:aaa")
+	l.Record(old, "sha256:bbb")
+	for i := range 10_000 {
+		l.Record(old, fmt.Sprintf("sha256:flood%d", i))
+	}
+	if dropped := l.Prune(cutoff); dropped != 10_003 {
+		t.Errorf("Prune dropped %d events, want the 10,003 older than the cutoff", dropped)
+	}
+	if got := l.Observations(now, "sha256:aaa", "registry.internal/app:v1"); len(got) != 1 || !got[0].At.Equal(recent.At) {
+		t.Errorf("after Prune: %+v, want only the recent alert", got)
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if len(l.events) != 1 || l.peak != 1 {
+		t.Errorf("after Prune: %d keys, peak %d; want one key, in a map rebuilt to its size", len(l.events), l.peak)
 	}
 }
 

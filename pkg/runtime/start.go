@@ -71,6 +71,7 @@ func (rt *Runtime) start(ctx context.Context) {
 	if rt.follower != nil {
 		go rt.follower.Run(ctx)
 	}
+	go rt.pruneLedger(ctx)
 	if ctx.Err() != nil {
 		return
 	}
@@ -133,6 +134,21 @@ func (rt *Runtime) serve(ctx context.Context) error {
 		}
 	}
 	return rt.serveAudit(ctx)
+}
+
+// pruneLedger forgets, every hour and on every replica (a standby's ledger follows the
+// leader's), the runtime behavior the policy in force no longer weighs at all, so the ledger's
+// memory is what the last weeks brought, not everything since the start.
+func (rt *Runtime) pruneLedger(ctx context.Context) {
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		after := rt.engine.Policy().Behavior.ForgetAfter()
+		if after <= 0 {
+			return
+		}
+		if n := rt.ledger.Prune(time.Now().Add(-after)); n > 0 {
+			klog.FromContext(ctx).V(2).Info("Forgot runtime behavior no longer weighed", "events", n, "olderThan", after)
+		}
+	}, pruneEvery)
 }
 
 // mirrorKey reads the snapshot's HMAC key from its file, or from the Secret kept for it, which
