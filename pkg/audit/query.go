@@ -149,8 +149,12 @@ func (q query) timeRange() (from, to time.Time, err error) {
 	return
 }
 
+// MaxScannedPerRequest bounds the store records one request reads: a filter that matches
+// little gets a short page and a continue token, not a scan of the whole store.
+const MaxScannedPerRequest = 20_000
+
 func (q query) storePage() (store.Page, error) {
-	var page store.Page
+	page := store.Page{MaxScanned: MaxScannedPerRequest}
 	var err error
 	if page.From, page.To, err = q.timeRange(); err != nil {
 		return page, err

@@ -63,7 +63,7 @@ func (s *decisions) List(ctx context.Context, opts *metainternalversion.ListOpti
 		return nil, err
 	}
 	namespace := genericapirequest.NamespaceValue(ctx)
-	page := store.Page{Limit: maxListed, After: opts.Continue}
+	page := store.Page{Limit: maxListed, After: opts.Continue, MaxScanned: audit.MaxScannedPerRequest}
 	if opts.Limit > 0 && opts.Limit < maxListed {
 		page.Limit = int(opts.Limit)
 	}

@@ -534,6 +534,10 @@ type Page struct {
 	// Limit is the most records returned (0: all); After is the cursor a previous page returned.
 	Limit int
 	After string
+	// MaxScanned, when set, bounds the records one call reads, matching or not: a filter that
+	// matches little returns a short page and the cursor to go on from, as the Kubernetes API
+	// may, instead of reading the whole store in one request.
+	MaxScanned int
 }
 
 // History returns the verdicts an image had, oldest first, one page at a time; next is the
@@ -592,7 +596,7 @@ func (s *Store) scan(bucket, prefix []byte, page Page, visit func(timeKey, v []b
 			start = after
 		}
 	}
-	kept := 0
+	kept, scanned := 0, 0
 	err = s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucket).Cursor()
 		for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -610,8 +614,10 @@ func (s *Store) scan(bucket, prefix []byte, page Page, visit func(timeKey, v []b
 			if ok {
 				kept++
 			}
-			if page.Limit > 0 && kept >= page.Limit {
-				if k2, _ := c.Next(); k2 != nil && bytes.HasPrefix(k2, prefix) {
+			scanned++
+			if page.Limit > 0 && kept >= page.Limit || page.MaxScanned > 0 && scanned >= page.MaxScanned {
+				if k2, _ := c.Next(); k2 != nil && bytes.HasPrefix(k2, prefix) &&
+					(page.To.IsZero() || timeOfKey(k2[len(prefix):]).Before(page.To)) {
 					next = encodeCursor(timeKey)
 				}
 				break

@@ -144,7 +144,32 @@ func TestDecisionsPaginateAndFilter(t *testing.T) {
 	if len(pods) != 20 || pods[0] != "p01" || pods[19] != "p24" {
 		t.Errorf("paged through %d decisions %v, want the 20 of namespace team in time order", len(pods), pods)
 	}
-	window, _, err := s.Decisions(Page{From: t0.Add(10 * time.Minute), To: t0.Add(12 * time.Minute)}, nil)
+	// A filter that matches nothing reads at most MaxScanned records a call, and says where to
+	// go on; the pages still cover everything, once.
+	nobody := func(d *Decision) bool { return d.Namespace == "nobody" || d.Pod == "p23" }
+	var found []string
+	calls := 0
+	for cursor := ""; ; calls++ {
+		got, next, err := s.Decisions(Page{Limit: 7, After: cursor, MaxScanned: 10}, nobody)
+		if err != nil || calls > 5 {
+			t.Fatalf("scan-bounded paging: %v after %d calls", err, calls)
+		}
+		for _, d := range got {
+			found = append(found, d.Pod)
+		}
+		if cursor = next; next == "" {
+			break
+		}
+	}
+	if len(found) != 1 || found[0] != "p23" || calls != 2 {
+		t.Errorf("scan-bounded paging found %v in %d calls, want p23 in 3 calls of at most 10 records", found, calls+1)
+	}
+	// The last page of a window says there is no more, even when more records follow it.
+	window, next, err := s.Decisions(Page{From: t0.Add(10 * time.Minute), To: t0.Add(12 * time.Minute), Limit: 2}, nil)
+	if err != nil || len(window) != 2 || next != "" {
+		t.Errorf("a window's only page: %d decisions, next %q, %v; want 2 and no next", len(window), next, err)
+	}
+	window, _, err = s.Decisions(Page{From: t0.Add(10 * time.Minute), To: t0.Add(12 * time.Minute)}, nil)
 	if err != nil || len(window) != 2 || window[0].Pod != "p10" {
 		t.Errorf("time window = %+v, %v; want p10 and p11", window, err)
 	}
