@@ -168,9 +168,9 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (addr
 	if err != nil {
 		return nil, err
 	}
+	store := records{records: opts.Records, ready: opts.StoreReady}
 	// The scheme's own parameter codec: it reads history options, and list and get options as
 	// metav1's does.
-	store := records{records: opts.Records, ready: opts.StoreReady}
 	group := genericapiserver.NewDefaultAPIGroupInfo(GroupName, Scheme, runtime.NewParameterCodec(Scheme), Codecs)
 	group.VersionedResourcesStorageMap[SchemeGroupVersion.Version] = map[string]rest.Storage{
 		"decisions":      &decisions{store},

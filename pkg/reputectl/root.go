@@ -56,11 +56,15 @@ func NewCommand(name string, out, errOut io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "reputectl",
 		Short: "Ask Repute what it decided, when and why",
-		Long: `reputectl reads Repute's audit API (audit.repute.dev/v1), or a copy of the reputation store
-offline (--store). It shows the audit API your kubeconfig's client certificate, or a token issued
-for the audience repute-audit (--audit-token-file, --audit-service-account), never your
-apiserver token. Access is granted with the ClusterRole
-repute-auditor; backups need repute-audit-backup.`,
+		Long: `reputectl reads Repute's audit API (audit.repute.dev/v1) through the kube-apiserver, with your
+kubeconfig and every kubectl flag, as kubectl would. Access is granted with the ClusterRole
+repute-auditor; simulations need repute-policy-simulator.
+
+With --audit-server it reads the scheduler's direct endpoint instead (in-cluster tools, and
+backups, which need repute-audit-backup). It shows that endpoint your kubeconfig's client
+certificate, or a token issued for the audience repute-audit (--audit-token-file,
+--audit-service-account), never your apiserver token. With --store it reads a copy of the
+reputation store offline.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPostRunE: func(*cobra.Command, []string) error {
