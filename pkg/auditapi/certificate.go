@@ -236,9 +236,15 @@ type KeepOptions struct {
 	PublishCABundle bool
 }
 
+// RecheckEvery is how often a running scheduler reads the kept certificate again: to renew it
+// before it expires, to serve the one the other replica renewed, and to put the CA back in the
+// APIService if something took it out.
+const RecheckEvery = time.Hour
+
 // KeepCertificate writes the kept certificate to files in a private directory, for both APIs
 // to serve (they reload the files when they change), and, if asked, publishes its CA to the
-// APIService. If the Secret cannot be read or written now (RBAC, the apiserver away), it serves
+// APIService; then, every RecheckEvery, it does so again, so a certificate is renewed while the
+// scheduler runs. If the Secret cannot be read or written (RBAC, the apiserver away), it serves
 // a certificate of its own meanwhile, logs why, and keeps trying with backoff: the audit APIs
 // must not keep the scheduler from starting.
 func KeepCertificate(ctx context.Context, client kubernetes.Interface, opts KeepOptions) (certFile, keyFile string, err error) {
@@ -247,56 +253,76 @@ func KeepCertificate(ctx context.Context, client kubernetes.Interface, opts Keep
 		return "", "", err
 	}
 	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	logger := klog.FromContext(ctx).WithValues("secret", opts.Namespace+"/"+opts.Name)
-	attempt := func() (*ServingCertificate, error) {
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		return EnsureCertificate(ctx, client, opts.Namespace, opts.Name, opts.Service, time.Now())
-	}
-	cert, keepErr := attempt()
-	if keepErr != nil {
-		logger.Error(keepErr, "The audit APIs' certificate is not kept yet; serving one of this process's own meanwhile")
-		if cert, err = newServingCertificate(DNSNames(opts.Namespace, opts.Service), time.Now()); err != nil {
+	k := &keeper{client: client, opts: opts, certFile: certFile, keyFile: keyFile, now: time.Now,
+		logger: klog.FromContext(ctx).WithValues("secret", opts.Namespace+"/"+opts.Name)}
+	if err := k.keep(ctx); err != nil {
+		k.logger.Error(err, "The audit APIs' certificate is not kept yet; serving one of this process's own meanwhile")
+		own, err := newServingCertificate(DNSNames(opts.Namespace, opts.Service), time.Now())
+		if err != nil {
+			return "", "", err
+		}
+		if err := writeCertificate(own, certFile, keyFile); err != nil {
 			return "", "", err
 		}
 	}
-	if err := writeCertificate(cert, certFile, keyFile); err != nil {
-		return "", "", err
-	}
 	go func() {
 		defer os.RemoveAll(dir)
-		kept, published := keepErr == nil, !opts.PublishCABundle
-		for delay := time.Second; !kept || !published; delay = min(2*delay, time.Minute) {
+		for delay := time.Second; ; {
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(delay):
 			}
-			if !kept {
-				made, err := attempt()
-				if err != nil {
-					logger.Error(err, "Keeping the audit APIs' certificate", "retryIn", delay)
-					continue
-				}
-				cert = made
-				if err := writeCertificate(cert, certFile, keyFile); err != nil {
-					logger.Error(err, "Writing the audit APIs' certificate")
-					continue
-				}
-				kept = true
+			if err := k.keep(ctx); err != nil {
+				k.logger.Error(err, "Keeping the audit APIs' certificate", "retryIn", delay)
+				delay = min(2*delay, time.Minute)
+				continue
 			}
-			if !published {
-				if err := PublishCABundle(ctx, client, cert.CAPEM); err != nil {
-					logger.Error(err, "Publishing the audit APIs' CA", "retryIn", delay)
-					continue
-				}
-				logger.Info("The APIService verifies the audit API's certificate", "apiService", APIServiceName)
-				published = true
-			}
+			delay = RecheckEvery
 		}
-		<-ctx.Done()
 	}()
 	return certFile, keyFile, nil
+}
+
+// keeper keeps one certificate in its Secret, its files and the APIService.
+type keeper struct {
+	client            kubernetes.Interface
+	opts              KeepOptions
+	certFile, keyFile string
+	now               func() time.Time
+	logger            klog.Logger
+	// served is the certificate in the files, published the CAs last put in the APIService.
+	served, published []byte
+}
+
+// keep makes sure the Secret holds a certificate good for a while yet, that the files hold the
+// same, and that the APIService verifies by its CAs; it touches only what differs.
+func (k *keeper) keep(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cert, err := EnsureCertificate(ctx, k.client, k.opts.Namespace, k.opts.Name, k.opts.Service, k.now())
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(cert.CertPEM, k.served) {
+		if err := writeCertificate(cert, k.certFile, k.keyFile); err != nil {
+			return err
+		}
+		if k.served != nil {
+			k.logger.Info("Serving the renewed audit APIs' certificate")
+		}
+		k.served = cert.CertPEM
+	}
+	if k.opts.PublishCABundle {
+		if err := PublishCABundle(ctx, k.client, cert.CAPEM); err != nil {
+			return err
+		}
+		if !bytes.Equal(cert.CAPEM, k.published) {
+			k.logger.Info("The APIService verifies the audit APIs' certificate", "apiService", APIServiceName)
+			k.published = cert.CAPEM
+		}
+	}
+	return nil
 }
 
 // writeCertificate replaces the files whole (write, then rename), so a server reloading them

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	certutil "k8s.io/client-go/util/cert"
+	"k8s.io/klog/v2"
 )
 
 // verifies says whether cert is good for every name of the Service, by the CAs in bundle, at now.
@@ -133,4 +136,61 @@ func TestEnsureCertificate(t *testing.T) {
 			t.Error("the replica that lost the race did not take the winner's certificate")
 		}
 	})
+}
+
+// A running scheduler renews the certificate when it comes due, and serves the one the other
+// replica renewed: the files always hold what the Secret holds.
+func TestKeeperRenewsWhileRunning(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	client := fake.NewClientset()
+	k := &keeper{client: client, opts: KeepOptions{Namespace: "kube-system", Name: "repute-audit-tls", Service: "repute-audit"},
+		certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), now: func() time.Time { return now }, logger: klog.Background()}
+	served := func() []byte {
+		t.Helper()
+		b, err := os.ReadFile(k.certFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	inSecret := func() []byte {
+		t.Helper()
+		s, err := client.CoreV1().Secrets("kube-system").Get(ctx, "repute-audit-tls", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Data["tls.crt"]
+	}
+	if err := k.keep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := served()
+	if !bytes.Equal(first, inSecret()) {
+		t.Fatal("the files do not hold the kept certificate")
+	}
+
+	now = now.Add(CertificateLifetime - 10*24*time.Hour) // due
+	if err := k.keep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if renewed := served(); bytes.Equal(renewed, first) || !bytes.Equal(renewed, inSecret()) {
+		t.Fatal("a certificate 10 days from expiry was not renewed and served")
+	}
+
+	other, err := newServingCertificate(DNSNames("kube-system", "repute-audit"), now) // the other replica renewed
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.CoreV1().Secrets("kube-system").Update(ctx, &v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "repute-audit-tls", Namespace: "kube-system"},
+		Type: v1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": other.CertPEM, "tls.key": other.KeyPEM, "ca.crt": other.CAPEM}}, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.keep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(served(), other.CertPEM) {
+		t.Error("the other replica's renewed certificate is not served")
+	}
 }

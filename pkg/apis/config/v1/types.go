@@ -168,8 +168,8 @@ type AuditAPI struct {
 	// CertificateSecret, "namespace/name", has the scheduler keep both APIs' serving
 	// certificate in that Secret (type kubernetes.io/tls, with ca.crt), used when tlsCertFile is
 	// not set: made at the first start by a CA of its own, for ServiceName in the Secret's
-	// namespace and localhost; shared by the replicas; renewed at a start when under 30 days
-	// remain. The scheduler puts ca.crt in the APIService v1.audit.repute.dev's caBundle, so
+	// namespace and localhost; shared by the replicas; read again hourly and renewed, while
+	// running, when under 30 days remain. The scheduler puts ca.crt in the APIService v1.audit.repute.dev's caBundle, so
 	// the kube-apiserver verifies it, and reputectl --audit-ca can use it.
 	CertificateSecret string `json:"certificateSecret,omitempty"`
 	// ServiceName is the Service in front of the APIs, which the certificate names. Default
