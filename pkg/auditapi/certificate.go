@@ -255,7 +255,9 @@ func KeepCertificate(ctx context.Context, client kubernetes.Interface, opts Keep
 	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	k := &keeper{client: client, opts: opts, certFile: certFile, keyFile: keyFile, now: time.Now,
 		logger: klog.FromContext(ctx).WithValues("secret", opts.Namespace+"/"+opts.Name)}
-	if err := k.keep(ctx); err != nil {
+	if err := k.keep(ctx); err != nil && k.served != nil { // kept and served; the CA is published later
+		k.logger.Error(err, "Publishing the audit APIs' CA; trying again")
+	} else if err != nil {
 		k.logger.Error(err, "The audit APIs' certificate is not kept yet; serving one of this process's own meanwhile")
 		own, err := newServingCertificate(DNSNames(opts.Namespace, opts.Service), time.Now())
 		if err != nil {

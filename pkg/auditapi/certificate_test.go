@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,7 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/klog/v2"
@@ -192,5 +199,63 @@ func TestKeeperRenewsWhileRunning(t *testing.T) {
 	}
 	if !bytes.Equal(served(), other.CertPEM) {
 		t.Error("the other replica's renewed certificate is not served")
+	}
+}
+
+// withAPIServer is a fake clientset whose raw REST requests (the APIService's) go to a server.
+type withAPIServer struct {
+	kubernetes.Interface
+	discovery discovery.DiscoveryInterfaces
+}
+
+func (c withAPIServer) Discovery() discovery.DiscoveryInterfaces { return c.discovery }
+
+// When the Secret is kept but the APIService cannot be updated yet (it is applied after the
+// scheduler starts, say), the kept certificate is served, not one of the process's own, and the
+// CA is published once the APIService is there.
+func TestKeptCertificateIsServedBeforeItsCAIsPublished(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var exists atomic.Bool
+	var patched atomic.Int32
+	apiserver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !exists.Load() {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
+			return
+		}
+		if r.Method == http.MethodPatch {
+			patched.Add(1)
+		}
+		_, _ = w.Write([]byte(`{"spec":{}}`))
+	}))
+	defer apiserver.Close()
+	rc, err := rest.RESTClientFor(&rest.Config{Host: apiserver.URL, ContentConfig: rest.ContentConfig{
+		GroupVersion: &schema.GroupVersion{}, NegotiatedSerializer: scheme.Codecs.WithoutConversion()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := fake.NewClientset()
+	client := withAPIServer{Interface: secrets, discovery: discovery.NewDiscoveryClient(rc)}
+	certFile, _, err := KeepCertificate(ctx, client, KeepOptions{Namespace: "kube-system", Name: "repute-audit-tls", Service: "repute-audit", PublishCABundle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := secrets.CoreV1().Secrets("kube-system").Get(ctx, "repute-audit-tls", metav1.GetOptions{})
+	if err != nil || !bytes.Equal(served, s.Data["tls.crt"]) {
+		t.Fatalf("with the APIService missing, served a certificate other than the kept one (%v)", err)
+	}
+	exists.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for patched.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the CA was never published once the APIService existed")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
