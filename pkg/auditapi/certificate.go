@@ -34,7 +34,7 @@ const (
 	// APIServiceName is the APIService that registers this API.
 	APIServiceName = "v1." + GroupName
 	// CertificateLifetime is how long a certificate the scheduler makes is valid; it is renewed
-	// at a start when less than RenewBefore remains.
+	// when less than RenewBefore remains (checked every RecheckEvery).
 	CertificateLifetime = 365 * 24 * time.Hour
 	RenewBefore         = 30 * 24 * time.Hour
 )
