@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -81,11 +82,17 @@ type Options struct {
 	Clock   clock.WithTicker
 }
 
+// inFlightRecheck is how soon a pod that found the eviction budget spent looks again while
+// an eviction call is out: about one API call.
+const inFlightRecheck = 100 * time.Millisecond
+
 // Mover is the evictor. Verdict changes feed it through OnVerdict; Run works the queue.
 type Mover struct {
 	opts    Options
 	queue   workqueue.TypedRateLimitingInterface[string]
 	limiter *rate.Limiter
+	// inFlight counts eviction calls out: each holds a token it gives back if it is refused.
+	inFlight atomic.Int32
 
 	mu sync.Mutex
 	// closeSince is when a pod was first seen misplaced by a close call (hysteresis);
@@ -331,9 +338,16 @@ func (m *Mover) handle(ctx context.Context, key string) (retry bool, after time.
 		return true, 0
 	} else if delay := r.DelayFrom(now); delay > 0 {
 		r.CancelAt(now)
+		if m.inFlight.Load() > 0 {
+			// The token may be one an eviction call holds and gives back if a budget refuses
+			// it: look again once the call is likely done, not a whole refill later.
+			delay = min(delay, inFlightRecheck)
+		}
 		return false, delay
 	}
+	m.inFlight.Add(1)
 	evicted, retry := m.evict(ctx, mp)
+	m.inFlight.Add(-1)
 	if !evicted {
 		// Only evictions spend the budget: a pod a PodDisruptionBudget holds, retrying with
 		// backoff, would otherwise take every token and starve the other misplaced pods.

@@ -470,3 +470,42 @@ func TestABlockedEvictionSpendsNoBudget(t *testing.T) {
 		t.Errorf("%d %s events for the held pod, want 1", n, ReasonBlocked)
 	}
 }
+
+// A pod that finds the budget's one token held by an eviction call still out looks again soon,
+// not a whole refill later: if a PodDisruptionBudget refuses that call, the token comes back.
+func TestATokenHeldByAnEvictionInFlightIsAwaitedBriefly(t *testing.T) {
+	spec := evictSpec()
+	spec.EvictionsPerMinute = 30 // one token, refilled every 2s
+	f := newFixture(t, spec, node("t1", "trusted"))
+	calling, release := make(chan struct{}), make(chan struct{})
+	f.client.PrependReactor("create", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "eviction" && a.(clienttesting.CreateAction).GetObject().(*policyv1.Eviction).Name == "held" {
+			close(calling)
+			<-release
+			return true, nil, apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 0)
+		}
+		return false, nil, nil
+	})
+	f.runningPod("held", "t1", untrustedByRule)
+	f.runningPod("free", "t1", untrustedByRule)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.mover.handle(context.Background(), "ns/held")
+	}()
+	<-calling
+	if retry, after := f.mover.handle(context.Background(), "ns/free"); retry || after <= 0 || after > inFlightRecheck {
+		t.Errorf("while held's eviction is out, free waits %s (retry %v); want at most %s", after, retry, inFlightRecheck)
+	}
+	close(release)
+	<-done
+	if retry, after := f.mover.handle(context.Background(), "ns/free"); retry || after != 0 {
+		t.Fatalf("after held's eviction was refused, free waits %s (retry %v); want the token it gave back", after, retry)
+	}
+	if _, ok := f.evictions()["free"]; !ok {
+		t.Error("the free pod was not evicted")
+	}
+	if retry, after := f.mover.handle(context.Background(), "ns/held"); retry || after <= inFlightRecheck {
+		t.Errorf("with no call out and the token spent, held waits %s (retry %v); want the refill", after, retry)
+	}
+}
