@@ -230,3 +230,43 @@ func extract(t *testing.T, img v1.Image, path string) string {
 		}
 	}
 }
+
+// The arm64 image runs: built as make image builds it for linux/arm64, its binary, taken out of
+// its layer, is run under qemu's user-mode emulator and reports the stamped version and its
+// platform. .ci/run installs qemu-user-static; without it the test says so and skips.
+func TestTheArm64ImageRuns(t *testing.T) {
+	qemu, err := exec.LookPath("qemu-aarch64-static")
+	if err != nil {
+		t.Skip("qemu-aarch64-static is not installed (apt-get install qemu-user-static; .ci/run does)")
+	}
+	moduleDir, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stamped = "v0.0.0-arm64test"
+	built, err := image.Build(context.Background(), image.Options{
+		ModuleDir: moduleDir, Package: "./cmd/repute-scheduler", Platforms: []string{"linux/arm64"},
+		Version: stamped, Revision: "0123456789abcdef0123456789abcdef01234567", Source: "https://github.com/repute-dev/repute",
+		Created: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC), LDFlags: "-X github.com/repute-dev/repute/pkg/version.version=" + stamped,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := built.Index.IndexManifest()
+	if err != nil || len(manifest.Manifests) != 1 || manifest.Manifests[0].Platform.Architecture != "arm64" {
+		t.Fatalf("index %+v (%v), want one linux/arm64 image", manifest, err)
+	}
+	img, err := built.Index.Image(manifest.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := extract(t, img, strings.TrimPrefix(image.Entrypoint, "/"))
+	raw, err := exec.Command(qemu, bin, "--version=raw").Output()
+	if err != nil {
+		t.Fatalf("qemu-aarch64-static %s --version=raw: %v", image.Entrypoint, err)
+	}
+	var info version.Info
+	if err := json.Unmarshal(raw, &info); err != nil || info.Version != stamped || info.Platform != "linux/arm64" {
+		t.Errorf("the arm64 binary reports %s (%v), want version %s on linux/arm64", raw, err, stamped)
+	}
+}
