@@ -3,18 +3,13 @@ package auditapi
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/klog/v2"
@@ -78,7 +74,7 @@ func EnsureCertificate(ctx context.Context, client kubernetes.Interface, namespa
 			klog.FromContext(ctx).Info("Making a new audit API certificate", "secret", namespace+"/"+name, "reason", problem.Error())
 			previousCAs = unexpiredCertificates(kept.CAPEM, now)
 		}
-		made, err := newServingCertificate(names, now)
+		made, err := newServingCertificate(names)
 		if err != nil {
 			return nil, err
 		}
@@ -135,52 +131,20 @@ func (c *ServingCertificate) problem(names []string, now time.Time) error {
 }
 
 // newServingCertificate makes a CA of its own and a certificate it signs for names and
-// 127.0.0.1, valid CertificateLifetime. The CA's key is not kept: renewal makes a new CA.
-func newServingCertificate(names []string, now time.Time) (*ServingCertificate, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// 127.0.0.1, valid CertificateLifetime from now, with client-go's generator (as kube-apiserver
+// makes its self-signed serving certificate). The CA's key is not kept: renewal makes a new CA.
+func newServingCertificate(names []string) (*ServingCertificate, error) {
+	chain, key, err := certutil.GenerateSelfSignedCertKeyWithOptions(certutil.SelfSignedCertKeyOptions{Host: names[0],
+		AlternateIPs: []net.IP{net.ParseIP("127.0.0.1")}, AlternateDNS: names[1:], MaxAge: CertificateLifetime})
 	if err != nil {
 		return nil, err
 	}
-	notBefore, notAfter := now.Add(-time.Hour), now.Add(CertificateLifetime) // an hour of clock skew
-	caTemplate := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "repute-audit-ca@" + now.UTC().Format(time.RFC3339)},
-		NotBefore: notBefore, NotAfter: notAfter, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, caKey.Public(), caKey)
-	if err != nil {
-		return nil, err
+	certs, err := certutil.ParseCertsPEM(chain) // the certificate, then the CA that signed it
+	if err != nil || len(certs) != 2 {
+		return nil, fmt.Errorf("a generated certificate chain of %d certificates (%v), want 2", len(certs), err)
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	template := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: names[0]},
-		NotBefore: notBefore, NotAfter: notAfter, DNSNames: names, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, template, ca, key.Public(), caKey)
-	if err != nil {
-		return nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &ServingCertificate{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: certutil.CertificateBlockType, Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-		CAPEM:   pem.EncodeToMemory(&pem.Block{Type: certutil.CertificateBlockType, Bytes: caDER}),
-	}, nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err) // crypto/rand does not fail
-	}
-	return n
+	return &ServingCertificate{CertPEM: chain, KeyPEM: key,
+		CAPEM: pem.EncodeToMemory(&pem.Block{Type: certutil.CertificateBlockType, Bytes: certs[1].Raw})}, nil
 }
 
 // unexpiredCertificates are the PEM certificates in bundle still valid at now; the rest,
@@ -259,7 +223,7 @@ func KeepCertificate(ctx context.Context, client kubernetes.Interface, opts Keep
 		k.logger.Error(err, "Publishing the audit APIs' CA; trying again")
 	} else if err != nil {
 		k.logger.Error(err, "The audit APIs' certificate is not kept yet; serving one of this process's own meanwhile")
-		own, err := newServingCertificate(DNSNames(opts.Namespace, opts.Service), time.Now())
+		own, err := newServingCertificate(DNSNames(opts.Namespace, opts.Service))
 		if err != nil {
 			return "", "", err
 		}
@@ -269,19 +233,16 @@ func KeepCertificate(ctx context.Context, client kubernetes.Interface, opts Keep
 	}
 	go func() {
 		defer os.RemoveAll(dir)
-		for delay := time.Second; ; {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(delay):
-			}
-			if err := k.keep(ctx); err != nil {
-				k.logger.Error(err, "Keeping the audit APIs' certificate", "retryIn", delay)
-				delay = min(2*delay, time.Minute)
-				continue
-			}
-			delay = RecheckEvery
-		}
+		// Every RecheckEvery, keep it again; a failure is retried with backoff until it works.
+		wait.UntilWithContext(ctx, func(ctx context.Context) {
+			_ = retryBackoff.DelayFunc().Until(ctx, false, false, func(ctx context.Context) (bool, error) {
+				if err := k.keep(ctx); err != nil {
+					k.logger.Error(err, "Keeping the audit APIs' certificate; trying again")
+					return false, nil
+				}
+				return true, nil
+			})
+		}, RecheckEvery)
 	}()
 	return certFile, keyFile, nil
 }

@@ -46,7 +46,7 @@ func verifies(t *testing.T, certPEM, bundle []byte, now time.Time) error {
 
 func TestEnsureCertificate(t *testing.T) {
 	ctx := context.Background()
-	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	start := time.Now() // certificates are made valid from the clock's now
 	ensure := func(client *fake.Clientset, service string, now time.Time) *ServingCertificate {
 		t.Helper()
 		c, err := EnsureCertificate(ctx, client, "kube-system", "repute-audit-tls", service, now)
@@ -127,7 +127,7 @@ func TestEnsureCertificate(t *testing.T) {
 				return false, nil, nil
 			}
 			raced = true
-			w, err := newServingCertificate(DNSNames("kube-system", "repute-audit"), start) // the other replica's, written first
+			w, err := newServingCertificate(DNSNames("kube-system", "repute-audit")) // the other replica's, written first
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -150,7 +150,7 @@ func TestEnsureCertificate(t *testing.T) {
 func TestKeeperRenewsWhileRunning(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Now() // certificates are made valid from the clock's now
 	client := fake.NewClientset()
 	k := &keeper{client: client, opts: KeepOptions{Namespace: "kube-system", Name: "repute-audit-tls", Service: "repute-audit"},
 		certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), now: func() time.Time { return now }, logger: klog.Background()}
@@ -186,7 +186,8 @@ func TestKeeperRenewsWhileRunning(t *testing.T) {
 		t.Fatal("a certificate 10 days from expiry was not renewed and served")
 	}
 
-	other, err := newServingCertificate(DNSNames("kube-system", "repute-audit"), now) // the other replica renewed
+	now = time.Now()                                                             // certificates are made valid from the clock's now
+	other, err := newServingCertificate(DNSNames("kube-system", "repute-audit")) // the other replica renewed
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package auditapi
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
 	"k8s.io/apiserver/pkg/authentication/request/headerrequest"
@@ -197,20 +199,20 @@ func Serve(ctx context.Context, client kubernetes.Interface, opts Options) (addr
 // taken) must not stop the scheduler from placing pods.
 func Run(ctx context.Context, client kubernetes.Interface, opts Options) {
 	logger := klog.FromContext(ctx)
-	for delay := time.Second; ; delay = min(2*delay, time.Minute) {
+	_ = retryBackoff.DelayFunc().Until(ctx, true, false, func(ctx context.Context) (bool, error) {
 		addr, err := Serve(ctx, client, opts)
-		if err == nil {
-			logger.Info("Aggregated audit API serving", "address", addr.String())
-			return
+		if err != nil {
+			logger.Error(err, "Aggregated audit API did not start; the scheduler runs on without it, and tries again")
+			return false, nil
 		}
-		logger.Error(err, "Aggregated audit API did not start; the scheduler runs on without it", "retryIn", delay)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-	}
+		logger.Info("Aggregated audit API serving", "address", addr.String())
+		return true, nil
+	})
 }
+
+// retryBackoff spaces out attempts at what the audit APIs need from the cluster: 1 s, doubling,
+// then every minute for as long as it takes (past the cap, DelayFunc keeps the cap).
+var retryBackoff = wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Cap: time.Minute, Steps: math.MaxInt32}
 
 // delegatedAuthentication accepts the front proxy's requests as the cluster configures it, and
 // client certificates and audit-audience tokens as the direct endpoint does.
