@@ -200,17 +200,24 @@ func ParseImageQuery(values url.Values) (ImageQuery, error) {
 	if iq.Limit, err = q.limit(); err != nil {
 		return iq, err
 	}
-	if c := q.string("continue"); c != "" {
-		ref, err := base64.RawURLEncoding.DecodeString(c)
-		if err != nil || len(ref) == 0 {
-			return iq, &ParamError{Param: "continue", Value: c, Message: "not a continue token this API handed out"}
-		}
-		iq.After = string(ref)
-	}
-	return iq, nil
+	iq.After, err = ImageAfter(q.string("continue"))
+	return iq, err
 }
 
 func imageCursor(ref string) string { return base64.RawURLEncoding.EncodeToString([]byte(ref)) }
+
+// ImageAfter reads an images list's continue token: the reference its page ended at ("" for
+// none).
+func ImageAfter(token string) (string, error) {
+	if token == "" {
+		return "", nil
+	}
+	ref, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || len(ref) == 0 {
+		return "", &ParamError{Param: "continue", Value: token, Message: "not a continue token this API handed out"}
+	}
+	return string(ref), nil
+}
 
 // HistoryQuery is a parsed history request.
 type HistoryQuery struct {

@@ -240,21 +240,30 @@ func (s *Server) listImages(w http.ResponseWriter, r *http.Request, _ string) er
 		return err
 	}
 	list := ImageList{TypeMeta: TypeMeta("ImageList"), Items: []Image{}}
-	refs := make([]string, 0, len(all))
-	for ref, v := range all {
-		if ref > q.After && q.Matches(v) {
-			refs = append(refs, ref)
-		}
-	}
-	slices.Sort(refs)
-	if len(refs) > q.Limit {
-		refs = refs[:q.Limit]
-		list.Continue = imageCursor(refs[len(refs)-1])
-	}
+	var refs []string
+	refs, list.Continue = PageImages(all, q.After, q.Limit, func(_ string, v *reputation.Verdict) bool { return q.Matches(v) })
 	for _, ref := range refs {
 		list.Items = append(list.Items, Image{Ref: ref, Verdict: all[ref]})
 	}
 	return writeJSON(w, list)
+}
+
+// PageImages is one page of images by reference: those after the reference after ("" from the
+// first) that keep accepts, at most limit of them, and the continue token of the next page ("" on
+// the last). Both audit APIs page images with it, so neither answers a flood of images at once.
+func PageImages(all map[string]*reputation.Verdict, after string, limit int, keep func(ref string, v *reputation.Verdict) bool) (refs []string, next string) {
+	refs = make([]string, 0, min(len(all), limit+1))
+	for ref, v := range all {
+		if ref > after && keep(ref, v) {
+			refs = append(refs, ref)
+		}
+	}
+	slices.Sort(refs)
+	if len(refs) > limit {
+		refs = refs[:limit]
+		next = imageCursor(refs[len(refs)-1])
+	}
+	return refs, next
 }
 
 func (s *Server) getImage(w http.ResponseWriter, r *http.Request, name string) error {

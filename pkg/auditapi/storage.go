@@ -3,7 +3,6 @@ package auditapi
 import (
 	"context"
 	"fmt"
-	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -63,10 +62,7 @@ func (s *decisions) List(ctx context.Context, opts *metainternalversion.ListOpti
 		return nil, err
 	}
 	namespace := genericapirequest.NamespaceValue(ctx)
-	page := store.Page{Limit: maxListed, After: opts.Continue, MaxScanned: audit.MaxScannedPerRequest}
-	if opts.Limit > 0 && opts.Limit < maxListed {
-		page.Limit = int(opts.Limit)
-	}
+	page := store.Page{Limit: pageLimit(opts), After: opts.Continue, MaxScanned: audit.MaxScannedPerRequest}
 	items, next, err := s.records.records.Decisions(page, func(d *store.Decision) bool {
 		return (namespace == "" || d.Namespace == namespace) && matches(want, map[string]string{
 			"metadata.name": decisionName(d), "tier": string(d.Tier), "node": d.Node, "pool": d.Pool,
@@ -137,18 +133,31 @@ func (s *images) List(_ context.Context, opts *metainternalversion.ListOptions) 
 	if err != nil {
 		return nil, err
 	}
+	after, err := audit.ImageAfter(opts.Continue)
+	if err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
 	all, err := s.verdicts()
 	if err != nil {
 		return nil, apierrors.NewInternalError(err)
 	}
 	list := &ImageList{Items: []Image{}}
-	for _, ref := range slices.Sorted(maps.Keys(all)) {
-		v := all[ref]
-		if matches(want, map[string]string{"metadata.name": ImageName(ref), "tier": string(v.Tier)}, []string{ref}) {
-			list.Items = append(list.Items, imageOf(ref, v))
-		}
+	var refs []string
+	refs, list.Continue = audit.PageImages(all, after, pageLimit(opts), func(ref string, v *reputation.Verdict) bool {
+		return matches(want, map[string]string{"metadata.name": ImageName(ref), "tier": string(v.Tier)}, []string{ref})
+	})
+	for _, ref := range refs {
+		list.Items = append(list.Items, imageOf(ref, all[ref]))
 	}
 	return list, nil
+}
+
+// pageLimit is a list's page size: the caller's limit, at most maxListed.
+func pageLimit(opts *metainternalversion.ListOptions) int {
+	if opts.Limit > 0 && opts.Limit < maxListed {
+		return int(opts.Limit)
+	}
+	return maxListed
 }
 
 func (s *images) Get(_ context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
@@ -181,6 +190,7 @@ func (s *images) ConvertToTable(_ context.Context, obj runtime.Object, _ runtime
 	}
 	switch o := obj.(type) {
 	case *ImageList:
+		table.Continue = o.Continue
 		for i := range o.Items {
 			add(&o.Items[i])
 		}

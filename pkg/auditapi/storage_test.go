@@ -3,6 +3,7 @@ package auditapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/repute-dev/repute/pkg/apis/repute/v1alpha1"
 	"github.com/repute-dev/repute/pkg/audit"
+	"github.com/repute-dev/repute/reputation"
 )
 
 // Field selectors: exact matches on the fields a resource offers; anything else is a clear 400.
@@ -132,5 +134,42 @@ func TestWithoutAStore(t *testing.T) {
 				t.Errorf("%s, %s: %v; want a 503 saying %q", tc.name, what, err, tc.want)
 			}
 		}
+	}
+}
+
+// Images are listed a page at a time, as kubectl asks for them: a flood of image names is never
+// one response, and the pages cover every image once.
+func TestImagesArePaged(t *testing.T) {
+	all := map[string]*reputation.Verdict{}
+	for i := range 1200 {
+		all[fmt.Sprintf("registry.example/flood/img%04d:v1", i)] = &reputation.Verdict{Tier: reputation.TierUnknown}
+	}
+	s := &images{verdicts: func() (map[string]*reputation.Verdict, error) { return all, nil }}
+	seen := map[string]bool{}
+	pages := 0
+	for token := ""; ; pages++ {
+		obj, err := s.List(context.Background(), &metainternalversion.ListOptions{Continue: token})
+		if err != nil || pages > 3 {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		list := obj.(*ImageList)
+		if len(list.Items) > maxListed {
+			t.Fatalf("a page of %d images, want at most %d", len(list.Items), maxListed)
+		}
+		for _, img := range list.Items {
+			if seen[img.Ref] {
+				t.Fatalf("%s listed twice", img.Ref)
+			}
+			seen[img.Ref] = true
+		}
+		if token = list.Continue; token == "" {
+			break
+		}
+	}
+	if len(seen) != len(all) || pages != 2 {
+		t.Errorf("%d images in %d pages, want all %d in 3", len(seen), pages+1, len(all))
+	}
+	if _, err := s.List(context.Background(), &metainternalversion.ListOptions{Continue: "%%%"}); !apierrors.IsBadRequest(err) {
+		t.Errorf("a continue token this API did not hand out: %v, want 400", err)
 	}
 }
