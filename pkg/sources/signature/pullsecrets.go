@@ -93,14 +93,16 @@ func (p *PullSecrets) Note(pod *v1.Pod, image string) {
 		return
 	}
 	ref, err := reputation.ParseImageRef(image)
+	if _, known := p.noted[image]; !known {
+		p.peak = max(p.peak, len(p.noted)+1)
+		if err == nil {
+			p.imagesOf[ref.Name()]++
+		}
+	}
+	p.noted[image] = noted // an unparseable image too, so its repeats cost a map lookup
 	if err != nil {
 		return
 	}
-	if _, known := p.noted[image]; !known {
-		p.imagesOf[ref.Name()]++
-		p.peak = max(p.peak, len(p.noted)+1)
-	}
-	p.noted[image] = noted
 	// The newest users are kept: the likeliest to still exist.
 	p.users[ref.Name()], _ = recent.Append(p.users[ref.Name()], u, maxPullersPerRepository)
 }
